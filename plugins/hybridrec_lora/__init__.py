@@ -1,0 +1,1 @@
+"""Built-in hybridrec plugin package (being written)."""

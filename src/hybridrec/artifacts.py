@@ -1,0 +1,294 @@
+"""Versioned, checksummed artifact folders with atomic promotion.
+
+Layout under a root folder::
+
+    root/
+      <kind>/                      # "adapters", "knowledge", "tables", ...
+        .staging-<random>/         # being written; never read
+        v000003-1a2b3c4d/          # complete: files + manifest.json (sha256 of every file)
+      <pointer file>               # JSON naming the served version(s); replaced atomically
+
+A version folder appears only by an atomic ``rename`` of a fully written, fsynced staging
+folder, and a pointer changes only by an atomic ``os.replace`` of a fsynced file. So a crash at
+any point leaves either the old or the new version served, never a mix, and leaves at worst a
+stale ``.staging-*`` folder, which :func:`clean_staging` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hybridrec.errors import CorruptArtifactError
+from hybridrec.types import UTC
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new content, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def checksums(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under ``folder`` except the manifest, by relative path."""
+    out: dict[str, dict[str, Any]] = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = file.relative_to(folder).as_posix()
+        if rel == MANIFEST:
+            continue
+        out[rel] = {"sha256": sha256_file(file), "bytes": file.stat().st_size}
+    return out
+
+
+def verify(folder: Path, *, deep: bool = True) -> dict[str, Any]:
+    """Check ``folder`` against its manifest; return the manifest or raise.
+
+    ``deep=False`` checks presence and sizes only (cheap, for hot paths); ``deep=True`` also
+    re-hashes every file.
+    """
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise CorruptArtifactError(
+            f"{folder}: no {MANIFEST}; the artifact is incomplete (interrupted write?)"
+        )
+    try:
+        manifest = read_json(manifest_path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CorruptArtifactError(f"{manifest_path}: manifest has no 'files' checksums")
+    for rel, meta in files.items():
+        path = folder / rel
+        if not path.is_file():
+            raise CorruptArtifactError(f"{folder}: file {rel} listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != meta.get("bytes"):
+            raise CorruptArtifactError(
+                f"{path}: {size} bytes, manifest says {meta.get('bytes')} (truncated or changed)"
+            )
+        if deep and sha256_file(path) != meta.get("sha256"):
+            raise CorruptArtifactError(f"{path}: checksum mismatch (corrupt or changed)")
+    return dict(manifest)
+
+
+@dataclass(frozen=True)
+class Version:
+    """A complete artifact version on disk."""
+
+    kind: str
+    id: str
+    path: Path
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return dict(read_json(self.path / MANIFEST))
+
+
+class Staging:
+    """A folder being written; :meth:`ArtifactStore.commit` turns it into a version."""
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self.kind = kind
+        self.path = path
+
+
+class ArtifactStore:
+    """Versioned artifact folders of several kinds under one root."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def kind_dir(self, kind: str) -> Path:
+        return self.root / kind
+
+    def versions(self, kind: str) -> list[Version]:
+        """Complete versions of ``kind``, oldest first (by sequence number)."""
+        folder = self.kind_dir(kind)
+        if not folder.is_dir():
+            return []
+        found = [
+            Version(kind, p.name, p)
+            for p in folder.iterdir()
+            if p.is_dir() and p.name.startswith("v") and (p / MANIFEST).is_file()
+        ]
+        return sorted(found, key=lambda v: v.id)
+
+    def get(self, kind: str, version_id: str) -> Version:
+        path = self.kind_dir(kind) / version_id
+        if not (path / MANIFEST).is_file():
+            raise CorruptArtifactError(f"{kind} version {version_id} not found or incomplete at {path}")
+        return Version(kind, version_id, path)
+
+    def _next_seq(self, kind: str) -> int:
+        folder = self.kind_dir(kind)
+        seqs = [0]
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if p.name.startswith("v") and "-" in p.name:
+                    with contextlib.suppress(ValueError):
+                        seqs.append(int(p.name[1:].split("-", 1)[0]))
+        return max(seqs) + 1
+
+    def stage(self, kind: str) -> Staging:
+        folder = self.kind_dir(kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f".staging-{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        return Staging(kind, path)
+
+    def commit(self, staging: Staging, manifest: dict[str, Any]) -> Version:
+        """Checksum the staged files, write the manifest, fsync, and rename into place."""
+        files = checksums(staging.path)
+        for rel in files:
+            with open(staging.path / rel, "rb") as fh:
+                os.fsync(fh.fileno())
+        digest = hashlib.sha256(
+            json.dumps(files, sort_keys=True).encode() + json.dumps(manifest, sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
+        seq = self._next_seq(staging.kind)
+        version_id = f"v{seq:06d}-{digest}"
+        full = dict(manifest)
+        full.update(
+            {"kind": staging.kind, "version": version_id, "files": files,
+             "created_at": datetime.now(UTC).isoformat()}
+        )
+        atomic_write_json(staging.path / MANIFEST, full)
+        _fsync_dir(staging.path)
+        target = self.kind_dir(staging.kind) / version_id
+        os.rename(staging.path, target)
+        _fsync_dir(target.parent)
+        return Version(staging.kind, version_id, target)
+
+    def abort(self, staging: Staging) -> None:
+        shutil.rmtree(staging.path, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def writing(self, kind: str, manifest: dict[str, Any]) -> Iterator[Staging]:
+        """``with store.writing(kind, manifest) as s:`` write into ``s.path``; commits on success.
+
+        After the block, ``s.version`` holds the committed :class:`Version`. On an exception the
+        staging folder is removed and nothing becomes visible.
+        """
+        staging = self.stage(kind)
+        try:
+            yield staging
+        except BaseException:
+            self.abort(staging)
+            raise
+        staging.version = self.commit(staging, manifest)  # type: ignore[attr-defined]
+
+    def clean_staging(self) -> int:
+        """Remove leftovers of interrupted writes; returns how many were removed."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for kind_dir in self.root.iterdir():
+            if kind_dir.is_dir():
+                for p in kind_dir.glob(".staging-*"):
+                    shutil.rmtree(p, ignore_errors=True)
+                    removed += 1
+        return removed
+
+    def gc(self, kind: str, keep: int, protect: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete all but the newest ``keep`` versions of ``kind`` (never those in ``protect``)."""
+        versions = self.versions(kind)
+        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v.id not in protect]
+        for v in doomed:
+            # rename first so a crash mid-delete never leaves a half version that looks complete
+            trash = v.path.with_name(f".staging-del-{v.id}")
+            os.rename(v.path, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        return [v.id for v in doomed]
+
+
+class Pointer:
+    """A small JSON file naming the served version(s), replaced atomically, with history.
+
+    The file holds ``{"current": {...}, "history": [{...}, ...]}``; :meth:`rollback` makes the
+    previous entry current again.
+    """
+
+    def __init__(self, path: Path | str, history: int = 20) -> None:
+        self.path = Path(path)
+        self.history = history
+
+    def read(self) -> dict[str, Any] | None:
+        """The current entry, or None if nothing was promoted yet."""
+        if not self.path.is_file():
+            return None
+        data = read_json(self.path)
+        current = data.get("current")
+        return dict(current) if isinstance(current, dict) else None
+
+    def read_all(self) -> dict[str, Any]:
+        if not self.path.is_file():
+            return {"current": None, "history": []}
+        return dict(read_json(self.path))
+
+    def write(self, current: dict[str, Any]) -> None:
+        data = self.read_all()
+        history = list(data.get("history") or [])
+        if data.get("current") is not None:
+            history.append(data["current"])
+        atomic_write_json(self.path, {"current": current, "history": history[-self.history :]})
+
+    def rollback(self) -> dict[str, Any]:
+        data = self.read_all()
+        history = list(data.get("history") or [])
+        if not history:
+            raise CorruptArtifactError(f"{self.path}: no previous version to roll back to")
+        previous = history.pop()
+        atomic_write_json(self.path, {"current": previous, "history": history})
+        return dict(previous)

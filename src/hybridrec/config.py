@@ -1,0 +1,244 @@
+"""Pipeline configuration: which plugin plays each role, and its options.
+
+A pipeline config is TOML::
+
+    [generator]
+    plugin = "hf"
+    options = { preset = "tiny" }
+
+    [update_policy]
+    plugin = "hybrid"
+    [update_policy.options]
+    fine_tune_every_days = 30
+
+Precedence, highest first: **command line** (``--set generator.options.preset=tiny``) >
+**environment** (``HYBRIDREC__GENERATOR__OPTIONS__PRESET=tiny``: the prefix ``HYBRIDREC__`` then the
+dotted path with ``__`` for dots, case-insensitive keys) > **file** > **defaults** (the model
+below). Values from the command line and environment are parsed as TOML values when they parse
+(``5``, ``true``, ``"x"``, ``[1, 2]``) and taken as strings otherwise.
+
+Each plugin's options are validated by that plugin's own ``Options`` model; errors name the role,
+the plugin and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hybridrec.errors import ConfigError, UnknownPluginError
+from hybridrec.types import Budget
+
+ENV_PREFIX = "HYBRIDREC__"
+
+
+class PluginRef(BaseModel):
+    """A plugin chosen by name, with its raw options (validated later by the plugin)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plugin: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class GuardrailConfig(BaseModel):
+    """Fine-tune guardrails; defaults are the paper's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_exact_match: float = Field(default=0.90, ge=0.0, le=1.0)
+    min_recall: float = Field(default=0.015, ge=0.0, le=1.0)
+    enabled: bool = True
+
+
+class ServingConfig(BaseModel):
+    """The serving table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "sqlite"
+    k: int = Field(default=10, ge=1, le=100)
+    contexts: Literal["all", "observed"] = "all"
+    keep_versions: int = Field(default=5, ge=1)
+
+
+class DataConfig(BaseModel):
+    """How interactions become transitions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_rating: float | None = 4.0
+    clustering: Literal["categories", "embeddings"] = "categories"
+    n_clusters: int | None = Field(default=None, ge=2)
+
+
+class PipelineConfig(BaseModel):
+    """A whole pipeline. Every role has a default so a minimal file can name just one plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    seed: int = 0
+    dataset: PluginRef = Field(default_factory=lambda: PluginRef(plugin="ml-1m"))
+    generator: PluginRef = Field(default_factory=lambda: PluginRef(plugin="hf"))
+    fine_tuner: PluginRef = Field(default_factory=lambda: PluginRef(plugin="lora"))
+    knowledge_store: PluginRef = Field(default_factory=lambda: PluginRef(plugin="annoy"))
+    update_policy: PluginRef = Field(default_factory=lambda: PluginRef(plugin="hybrid"))
+    cost_model: PluginRef = Field(default_factory=lambda: PluginRef(plugin="flops"))
+    executor: PluginRef = Field(default_factory=lambda: PluginRef(plugin="local"))
+    data: DataConfig = Field(default_factory=DataConfig)
+    guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    budget: Budget = Field(default_factory=Budget)
+
+
+PLUGIN_ROLES: tuple[str, ...] = (
+    "dataset",
+    "generator",
+    "fine_tuner",
+    "knowledge_store",
+    "update_policy",
+    "cost_model",
+    "executor",
+)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _set_path(target: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    node = target
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``top`` over ``base`` recursively (tables merge, other values replace)."""
+    out: dict[str, Any] = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The config layer from ``HYBRIDREC__A__B=value`` variables."""
+    environ = os.environ if environ is None else environ
+    layer: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.upper().startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
+        if path:
+            _set_path(layer, path, _parse_value(raw))
+    return layer
+
+
+def cli_overrides(assignments: Sequence[str]) -> dict[str, Any]:
+    """The config layer from ``--set a.b.c=value`` assignments."""
+    layer: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE (for example generator.plugin=hf), got {item!r}")
+        key, raw = item.split("=", 1)
+        path = [p for p in key.strip().split(".") if p]
+        if not path:
+            raise ConfigError(f"--set has an empty key in {item!r}")
+        _set_path(layer, path, _parse_value(raw.strip()))
+    return layer
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _format_validation(exc: ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}{loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> PipelineConfig:
+    """Load and validate a pipeline config with the documented precedence."""
+    source = str(path) if path is not None else "defaults"
+    layer: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    layer = deep_merge(layer, env_overrides(environ))
+    layer = deep_merge(layer, cli_overrides(overrides))
+    try:
+        return PipelineConfig.model_validate(layer)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid pipeline config:\n{_format_validation(exc, '')}") from None
+
+
+@dataclass(frozen=True)
+class ResolvedPlugin:
+    """A role's implementation class with its validated options."""
+
+    role: str
+    name: str
+    cls: type
+    options: BaseModel
+
+
+def resolve_plugin(role: str, ref: PluginRef, source: str = "config") -> ResolvedPlugin:
+    """Look ``ref`` up in the registry and validate its options with the plugin's model."""
+    from hybridrec.plugins import registry
+
+    try:
+        cls = registry().get(role, ref.plugin)
+    except UnknownPluginError as exc:
+        raise ConfigError(f"{source}: [{role}] {exc}") from None
+    try:
+        options = cls.Options.model_validate(ref.options)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{source}: invalid options for {role} plugin {ref.plugin!r}:\n"
+            + _format_validation(exc, f"[{role}.options] ")
+        ) from None
+    return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
+
+
+def resolve(config: PipelineConfig, source: str = "config") -> dict[str, ResolvedPlugin]:
+    """Resolve every role; collects all problems into one :class:`ConfigError`."""
+    resolved: dict[str, ResolvedPlugin] = {}
+    problems: list[str] = []
+    for role in PLUGIN_ROLES:
+        try:
+            resolved[role] = resolve_plugin(role, getattr(config, role), source)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return resolved

@@ -1,0 +1,385 @@
+"""The five interfaces of hybridrec (plus the Dataset and TableExecutor seams).
+
+Every implementation is a class with two class attributes the core relies on:
+
+* ``name`` — the registry name users put in configs (``"hf"``, ``"annoy"``, ``"hybrid"``);
+* ``Options`` — a pydantic model of its options; the core validates config against it, so a wrong
+  option is reported with the field and the plugin's name.
+
+Implementations are registered through the ``hybridrec`` entry-point group (see
+:mod:`hybridrec.hookspecs`). The docstrings below are the contract: inputs, outputs, invariants.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybridrec.types import (
+    Action,
+    ActionKind,
+    ClusterCatalog,
+    CostEstimate,
+    CostRecord,
+    EvidenceBatch,
+    InteractionData,
+    Rankings,
+    SystemState,
+    TimeWindow,
+    TransitionSet,
+    Workload,
+)
+
+
+class NoOptions(BaseModel):
+    """Options model for implementations that take none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Plugin(ABC):
+    """What every registered implementation has: a ``name`` and an ``Options`` model."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: role key in the registry; set by each interface below.
+    role: ClassVar[str]
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        self.options: Any = options if options is not None else self.Options()
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator
+# ---------------------------------------------------------------------------------------------
+
+
+class Generator(Plugin):
+    """Ranks the next novel cluster for batches of contexts, with optional evidence.
+
+    Constructed as ``Generator(options, catalog)``. Contexts are ``(n, k)`` int arrays of cluster
+    ids, oldest first. Contract of :meth:`rank`:
+
+    * returns :class:`Rankings` with ``ids`` of shape ``(n, k)``, best first, scores descending;
+    * a row never contains a cluster of its own context, and never repeats a cluster;
+    * deterministic for equal inputs, adapter and options (no sampling);
+    * ``evidence`` (if given) is aligned row for row with ``contexts`` and never contains labels.
+    """
+
+    role: ClassVar[str] = "generator"
+
+    def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
+        super().__init__(options)
+        self.catalog = catalog
+
+    @abstractmethod
+    def rank(
+        self,
+        contexts: np.ndarray,
+        evidence: EvidenceBatch | None = None,
+        k: int = 5,
+        *,
+        progress: bool = False,
+    ) -> Rankings:
+        """Top-``k`` clusters for each context (see the class contract)."""
+
+    @abstractmethod
+    def generate(
+        self, contexts: np.ndarray, evidence: EvidenceBatch | None = None, *, progress: bool = False
+    ) -> list[str]:
+        """Free (unconstrained, greedy) generation of one cluster description per context.
+
+        Used by the exact-match guardrail: the share of outputs that equal a catalog description.
+        """
+
+    @abstractmethod
+    def load_adapter(self, path: Path | None) -> None:
+        """Activate the adapter saved at ``path``; ``None`` returns to the base model."""
+
+    @property
+    @abstractmethod
+    def adapter(self) -> str | None:
+        """The identifier (path or version) of the active adapter, or None for the base model."""
+
+    @abstractmethod
+    def num_parameters(self) -> int:
+        """Parameters used per forward pass (for cost models)."""
+
+    def workload(self, n_contexts: int, *, with_evidence: bool) -> Workload:
+        """What ranking ``n_contexts`` touches; the default knows only the parameter count."""
+        return Workload(model_parameters=self.num_parameters(), contexts=n_contexts)
+
+
+# ---------------------------------------------------------------------------------------------
+# FineTuner
+# ---------------------------------------------------------------------------------------------
+
+
+class FineTuneResult(BaseModel):
+    """What a fine-tune produced: the adapter folder, its manifest and its held-out metrics.
+
+    ``metrics`` holds at least ``exact_match_rate`` and ``recall`` (held-out, for guardrails).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter_path: Path
+    manifest: dict[str, Any]
+    metrics: dict[str, float]
+    train_tokens: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
+EvidenceFn = Callable[[np.ndarray, np.ndarray], EvidenceBatch]
+"""``evidence_fn(contexts, as_of_ts)``: evidence for each context computed only from data
+strictly before that row's ``as_of_ts``. Used for retrieval-augmented training without leakage."""
+
+
+class FineTuner(Plugin):
+    """Turns a window of transitions into a new adapter for a :class:`Generator`.
+
+    Contract of :meth:`fine_tune`:
+
+    * reads only ``transitions`` restricted to ``window`` (and ``evidence_fn`` for RAG prompts,
+      which must itself respect each example's time);
+    * writes a complete adapter plus ``manifest.json`` into ``out_dir`` (created if missing); if
+      ``out_dir`` holds checkpoints of the same job it resumes from the latest one;
+    * ``previous_adapter`` (if given and the options ask for a warm start) is the starting point;
+    * leaves ``generator`` with the new adapter active, and measures held-out metrics;
+    * never decides promotion: guardrails are applied by the caller on ``metrics``.
+    """
+
+    role: ClassVar[str] = "fine_tuner"
+
+    @abstractmethod
+    def fine_tune(
+        self,
+        generator: Generator,
+        transitions: TransitionSet,
+        window: TimeWindow,
+        out_dir: Path,
+        *,
+        previous_adapter: Path | None = None,
+        evidence_fn: EvidenceFn | None = None,
+        progress: bool = False,
+    ) -> FineTuneResult:
+        """Train and save an adapter (see the class contract)."""
+
+    @abstractmethod
+    def workload(self, n_transitions: int, generator: Generator) -> Workload:
+        """What fine-tuning on ``n_transitions`` touches (tokens, parameters, epochs)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# KnowledgeStore
+# ---------------------------------------------------------------------------------------------
+
+
+class StoreCapabilities(BaseModel):
+    """What a store can do, so policies and cost models can tell stores apart."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    immutable_snapshots: bool = True
+    incremental_add: bool = False
+    memory_mapped: bool = False
+
+
+class KnowledgeSnapshot(ABC):
+    """An immutable, built knowledge snapshot: evidence for contexts from one time window.
+
+    Contract of :meth:`evidence`: rows align with ``contexts``; every item's support comes only
+    from transitions inside :attr:`window` (borrowed items say so in their provenance); a context
+    without evidence gets an all-``-1`` row; deterministic.
+    """
+
+    id: str
+    window: TimeWindow
+    manifest: dict[str, Any]
+
+    @abstractmethod
+    def evidence(self, contexts: np.ndarray, m: int | None = None) -> EvidenceBatch:
+        """Top-``m`` evidence items per context (``m`` defaults to the store's option)."""
+
+
+class KnowledgeStore(Plugin):
+    """Builds and opens knowledge snapshots. Constructed as ``KnowledgeStore(options, catalog)``.
+
+    :meth:`build` writes a complete snapshot (data plus ``manifest.json`` with checksums) into
+    ``out_dir`` and returns it opened. ``transitions`` may hold more than ``window``; the store
+    reads only ``window`` (and, for trend scoring, the window of equal length just before it).
+    :meth:`open` verifies checksums and raises :class:`~hybridrec.errors.CorruptArtifactError`
+    on a truncated or corrupt snapshot.
+    """
+
+    role: ClassVar[str] = "knowledge_store"
+    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities()
+
+    def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
+        super().__init__(options)
+        self.catalog = catalog
+
+    @abstractmethod
+    def build(
+        self, transitions: TransitionSet, window: TimeWindow, out_dir: Path
+    ) -> KnowledgeSnapshot:
+        """Build a snapshot of ``window`` into ``out_dir``."""
+
+    @abstractmethod
+    def open(self, path: Path) -> KnowledgeSnapshot:
+        """Open (and verify) a snapshot previously built into ``path``."""
+
+    def workload(self, n_transitions: int, n_contexts: int) -> Workload:
+        """What building from ``n_transitions`` and serving ``n_contexts`` touches."""
+        return Workload(transitions=n_transitions, contexts=n_contexts)
+
+
+# ---------------------------------------------------------------------------------------------
+# UpdatePolicy
+# ---------------------------------------------------------------------------------------------
+
+
+class UpdatePolicy(Plugin):
+    """Decides what to do next from the :class:`SystemState` alone.
+
+    Contract of :meth:`decide`:
+
+    * **pure**: the result depends only on ``state`` and the options (no clock, no I/O, no
+      randomness, no mutable attributes); equal states give equal decisions;
+    * every action's data window ends at or before ``state.data_until`` (nothing from the future);
+    * no ``fine_tune`` while ``state.pending_fine_tune``;
+    * actions are executed in the order returned; an empty list means "nothing to do".
+    """
+
+    role: ClassVar[str] = "update_policy"
+
+    @abstractmethod
+    def decide(self, state: SystemState) -> list[Action]:
+        """The actions to run now (see the class contract)."""
+
+    def knowledge_bound(self) -> timedelta | None:
+        """The longest the served knowledge may lag ``data_until``; None if not bounded."""
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# CostModel
+# ---------------------------------------------------------------------------------------------
+
+
+class CostModel(Plugin):
+    """Prices an action before it runs and records what it cost after.
+
+    :meth:`estimate` is deterministic in ``(action, workload)``. :meth:`record` turns an estimate
+    plus measurements into a ledger :class:`CostRecord`.
+    """
+
+    role: ClassVar[str] = "cost_model"
+
+    @abstractmethod
+    def estimate(self, action: ActionKind, workload: Workload) -> CostEstimate:
+        """Price ``action`` on ``workload``."""
+
+    def record(
+        self,
+        action: ActionKind,
+        estimate: CostEstimate,
+        *,
+        at: datetime,
+        seconds: float,
+        versions_in: dict[str, str | None] | None = None,
+        versions_out: dict[str, str | None] | None = None,
+        status: str = "ok",
+        note: str = "",
+    ) -> CostRecord:
+        """A ledger record: flops and money as estimated, seconds as measured."""
+        return CostRecord(
+            action=action,
+            at=at,
+            estimate=estimate,
+            flops=estimate.flops,
+            seconds=max(0.0, seconds),
+            money=estimate.money,
+            versions_in=versions_in or {},
+            versions_out=versions_out or {},
+            status=status,  # type: ignore[arg-type]
+            note=note,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset and TableExecutor
+# ---------------------------------------------------------------------------------------------
+
+
+class Dataset(Plugin):
+    """Loads an interaction log and its item metadata.
+
+    Contract of :meth:`load`: malformed rows never crash the load and are never silently dropped:
+    each becomes a :class:`~hybridrec.types.QuarantineRecord` (file, row, field, reason) in the
+    result and, if ``quarantine`` is given, a JSON line in that file. A missing file, missing
+    columns or an empty file raise :class:`~hybridrec.errors.DataError` naming what is missing.
+    """
+
+    role: ClassVar[str] = "dataset"
+
+    @abstractmethod
+    def load(self, *, quarantine: Path | None = None, progress: bool = False) -> InteractionData:
+        """Load the data set (see the class contract)."""
+
+
+class TableExecutor(Plugin):
+    """Runs bulk table generation: ranks every context of a job and streams rows to a sink.
+
+    Contract of :meth:`run`: calls ``sink`` with :class:`Rankings` batches whose contexts,
+    concatenated, are a permutation-free copy of ``job.contexts`` in order; each context exactly
+    once (retries never duplicate rows); returns the number of rows written.
+    """
+
+    role: ClassVar[str] = "executor"
+
+    @abstractmethod
+    def run(
+        self,
+        job: Any,
+        sink: Callable[[Rankings], None],
+        *,
+        generator: Generator | None = None,
+        progress: bool = False,
+    ) -> int:
+        """Execute ``job`` (a :class:`hybridrec.generation.TableJob`)."""
+
+
+ROLES: dict[str, type[Plugin]] = {
+    "generator": Generator,
+    "fine_tuner": FineTuner,
+    "knowledge_store": KnowledgeStore,
+    "update_policy": UpdatePolicy,
+    "cost_model": CostModel,
+    "dataset": Dataset,
+    "executor": TableExecutor,
+}
+
+__all__ = [
+    "ROLES",
+    "Action",
+    "CostModel",
+    "Dataset",
+    "EvidenceFn",
+    "FineTuneResult",
+    "FineTuner",
+    "Generator",
+    "KnowledgeSnapshot",
+    "KnowledgeStore",
+    "NoOptions",
+    "Plugin",
+    "StoreCapabilities",
+    "TableExecutor",
+    "UpdatePolicy",
+]

@@ -1,0 +1,379 @@
+"""The plugin manager and the registry of implementations.
+
+Loading is lazy: nothing is imported until the first call to :func:`get_plugin_manager` or
+:func:`registry`. Environment switches:
+
+``HYBRIDREC_LOAD_PLUGINS``
+    Comma-separated entry-point names (or distribution names): load only these. Empty string loads
+    none.
+``HYBRIDREC_DISABLE_PLUGIN_AUTOLOAD``
+    Set to ``1`` to skip entry points entirely (plugins registered in code still work).
+``HYBRIDREC_TRACE_HOOKS``
+    Set to ``1`` to print every hook call, its arguments and its result to stderr.
+
+A hook implementation whose name matches no hook spec is a start-up error (:class:`PluginError`),
+so a typo never fails silently. A plugin whose module fails to import, or whose registration hook
+raises, is recorded in :attr:`Registry.errors`, reported by name, and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pluggy
+
+from hybridrec import hookspecs
+from hybridrec.errors import PluginError, UnknownPluginError
+from hybridrec.interfaces import ROLES, Plugin
+
+ENTRY_POINT_GROUP = "hybridrec"
+CORE_DISTRIBUTION = "hybridrec"
+
+REGISTRATION_HOOKS: dict[str, str] = {
+    "generator": "register_generators",
+    "fine_tuner": "register_fine_tuners",
+    "knowledge_store": "register_knowledge_stores",
+    "update_policy": "register_update_policies",
+    "cost_model": "register_cost_models",
+    "dataset": "register_datasets",
+    "executor": "register_executors",
+}
+
+P = TypeVar("P", bound=Plugin)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered implementation."""
+
+    role: str
+    name: str
+    cls: type[Plugin]
+    plugin: str
+    distribution: str | None
+    version: str | None
+    builtin: bool
+    aliases: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "name": self.name,
+            "class": f"{self.cls.__module__}.{self.cls.__qualname__}",
+            "plugin": self.plugin,
+            "distribution": self.distribution,
+            "version": self.version,
+            "builtin": self.builtin,
+            "aliases": list(self.aliases),
+        }
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be loaded or whose hook raised."""
+
+    plugin: str
+    stage: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} failed during {self.stage}: {self.error}"
+
+
+@dataclass
+class Registry:
+    """All registered implementations, by role then name; plus failures and extra registrations."""
+
+    by_role: dict[str, dict[str, PluginInfo]] = field(default_factory=dict)
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+    errors: list[PluginFailure] = field(default_factory=list)
+    bench_suites: dict[str, Callable[..., dict[str, Any]]] = field(default_factory=dict)
+    table_backends: dict[str, Any] = field(default_factory=dict)
+
+    def names(self, role: str) -> list[str]:
+        return sorted(self.by_role.get(role, {}))
+
+    def info(self, role: str, name: str) -> PluginInfo:
+        if role not in ROLES:
+            raise PluginError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        entries = self.by_role.get(role, {})
+        canonical = self.aliases.get(role, {}).get(name, name)
+        if canonical not in entries:
+            raise UnknownPluginError(role, name, list(entries))
+        return entries[canonical]
+
+    def get(self, role: str, name: str) -> type[Plugin]:
+        """The implementation class registered as ``name`` for ``role``."""
+        return self.info(role, name).cls
+
+    def all(self) -> Iterator[PluginInfo]:
+        for role in ROLES:
+            yield from (self.by_role.get(role, {})[n] for n in self.names(role))
+
+
+_lock = threading.RLock()
+_pm: pluggy.PluginManager | None = None
+_registry: Registry | None = None
+_plugin_dists: dict[str, tuple[str | None, str | None]] = {}
+_load_failures: list[PluginFailure] = []
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _trace(pm: pluggy.PluginManager) -> None:
+    def before(hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        names = [i.plugin_name for i in impls]
+        shown = {k: _short(v) for k, v in kwargs.items()}
+        print(f"[hybridrec hook] {hook_name}({shown}) -> implementations {names}", file=sys.stderr)
+
+    def after(
+        outcome: Any, hook_name: str, impls: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> None:
+        try:
+            result = outcome.get_result()
+        except BaseException as exc:
+            print(f"[hybridrec hook] {hook_name} raised {exc!r}", file=sys.stderr)
+            return
+        print(f"[hybridrec hook] {hook_name} returned {_short(result)}", file=sys.stderr)
+
+    pm.add_hookcall_monitoring(before, after)
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _selected(ep: md.EntryPoint, wanted: set[str] | None) -> bool:
+    if wanted is None:
+        return True
+    dist = ep.dist.name if ep.dist is not None else None
+    return ep.name in wanted or (dist is not None and dist in wanted)
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    if _truthy(os.environ.get("HYBRIDREC_DISABLE_PLUGIN_AUTOLOAD")):
+        return
+    raw = os.environ.get("HYBRIDREC_LOAD_PLUGINS")
+    wanted = None if raw is None else {s.strip() for s in raw.split(",") if s.strip()}
+    seen: set[str] = set()
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if ep.name in seen or not _selected(ep, wanted):
+            continue
+        seen.add(ep.name)
+        if pm.has_plugin(ep.name):
+            continue
+        dist = ep.dist.name if ep.dist is not None else None
+        version = ep.dist.version if ep.dist is not None else None
+        try:
+            module = ep.load()
+        except Exception as exc:
+            failure = PluginFailure(ep.name, "import", f"{type(exc).__name__}: {exc}")
+            _load_failures.append(failure)
+            print(f"hybridrec: warning: {failure}", file=sys.stderr)
+            continue
+        pm.register(module, name=ep.name)
+        _plugin_dists[ep.name] = (dist, version)
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"plugin {exc.plugin!r} implements a hook that hybridrec does not define: {exc}. "
+            "Check the function name against `hybridrec.hookspecs` (hooks are listed by "
+            "`hybridrec plugins --hooks`)."
+        ) from exc
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide plugin manager, loading entry points on first use."""
+    global _pm
+    with _lock:
+        if _pm is None:
+            pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+            pm.add_hookspecs(hookspecs)
+            if _truthy(os.environ.get("HYBRIDREC_TRACE_HOOKS")):
+                _trace(pm)
+            _load_entry_points(pm)
+            _check_pending(pm)
+            _pm = pm
+        return _pm
+
+
+def register_plugin(plugin: object, name: str | None = None) -> str:
+    """Register a plugin object (module or instance with hook implementations) in code.
+
+    Returns the name it was registered under; invalidates the cached registry.
+    """
+    pm = get_plugin_manager()
+    with _lock:
+        registered = pm.register(plugin, name=name)
+        if registered is None:
+            raise PluginError(f"plugin {name or plugin!r} is already registered or blocked")
+        _check_pending(pm)
+        reset_registry()
+        return registered
+
+
+def unregister_plugin(name: str) -> None:
+    """Undo :func:`register_plugin`."""
+    pm = get_plugin_manager()
+    with _lock:
+        pm.unregister(name=name)
+        reset_registry()
+
+
+def reset_registry() -> None:
+    """Forget the cached registry so the next :func:`registry` call re-runs registration hooks."""
+    global _registry
+    with _lock:
+        _registry = None
+
+
+def reset() -> None:
+    """Forget everything (for tests that change the environment switches)."""
+    global _pm, _registry
+    with _lock:
+        _pm = None
+        _registry = None
+        _plugin_dists.clear()
+        _load_failures.clear()
+
+
+def _dist_of(plugin_name: str, obj: Any) -> tuple[str | None, str | None]:
+    if plugin_name in _plugin_dists:
+        return _plugin_dists[plugin_name]
+    module = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
+    top = str(module).split(".")[0]
+    for dist_name in md.packages_distributions().get(top, []):
+        try:
+            return dist_name, md.version(dist_name)
+        except md.PackageNotFoundError:  # pragma: no cover - broken metadata
+            continue
+    return None, None
+
+
+def registry() -> Registry:
+    """The registry of implementations (built once, after loading plugins)."""
+    global _registry
+    with _lock:
+        if _registry is not None:
+            return _registry
+        pm = get_plugin_manager()
+        reg = Registry(errors=list(_load_failures))
+        for role, hook_name in REGISTRATION_HOOKS.items():
+            reg.by_role.setdefault(role, {})
+            for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+                plugin_name = impl.plugin_name
+                dist, version = _dist_of(plugin_name, impl.plugin)
+                register = _make_register(reg, role, plugin_name, dist, version)
+                _call_one(pm, hook_name, impl, reg, register=register)
+        for impl in reversed(pm.hook.register_bench_suites.get_hookimpls()):
+            _call_one(pm, "register_bench_suites", impl, reg, register=_suite_register(reg, impl))
+        for impl in reversed(pm.hook.register_table_backends.get_hookimpls()):
+            _call_one(
+                pm, "register_table_backends", impl, reg, register=_backend_register(reg, impl)
+            )
+        _registry = reg
+        return reg
+
+
+def _call_one(
+    pm: pluggy.PluginManager, hook_name: str, impl: Any, reg: Registry, **kwargs: Any
+) -> None:
+    caller = pm.subset_hook_caller(
+        hook_name, remove_plugins=[p for p in pm.get_plugins() if p is not impl.plugin]
+    )
+    try:
+        caller(**kwargs)
+    except Exception as exc:
+        message = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+        reg.errors.append(PluginFailure(impl.plugin_name, hook_name, message))
+        print(f"hybridrec: warning: {reg.errors[-1]}", file=sys.stderr)
+
+
+def _make_register(
+    reg: Registry, role: str, plugin_name: str, dist: str | None, version: str | None
+) -> Callable[..., None]:
+    base = ROLES[role]
+
+    def register(cls: type[Plugin], *, aliases: tuple[str, ...] | list[str] = ()) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise PluginError(
+                f"{cls!r} registered as a {role} but is not a subclass of "
+                f"hybridrec.interfaces.{base.__name__}"
+            )
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"{cls.__qualname__} has no `name` class attribute")
+        entries = reg.by_role.setdefault(role, {})
+        if name in entries:
+            other = entries[name]
+            raise PluginError(
+                f"{role} {name!r} from plugin {plugin_name!r} clashes with the one from "
+                f"plugin {other.plugin!r}; rename one or restrict with HYBRIDREC_LOAD_PLUGINS"
+            )
+        entries[name] = PluginInfo(
+            role=role,
+            name=name,
+            cls=cls,
+            plugin=plugin_name,
+            distribution=dist,
+            version=version,
+            builtin=dist == CORE_DISTRIBUTION,
+            aliases=tuple(aliases),
+        )
+        for alias in aliases:
+            reg.aliases.setdefault(role, {})[alias] = name
+
+    return register
+
+
+def _suite_register(reg: Registry, impl: Any) -> Callable[[str, Callable[..., Any]], None]:
+    def register(name: str, fn: Callable[..., dict[str, Any]]) -> None:
+        if name in reg.bench_suites:
+            raise PluginError(f"bench suite {name!r} registered twice")
+        reg.bench_suites[name] = fn
+
+    return register
+
+
+def _backend_register(reg: Registry, impl: Any) -> Callable[..., None]:
+    def register(backend: Any) -> None:
+        name = getattr(backend, "name", None)
+        if not isinstance(name, str):
+            raise PluginError(f"table backend {backend!r} has no `name`")
+        if name in reg.table_backends:
+            raise PluginError(f"table backend {name!r} registered twice")
+        reg.table_backends[name] = backend
+
+    return register
+
+
+def get(role: str, name: str) -> type[Plugin]:
+    """Shortcut for ``registry().get(role, name)``."""
+    return registry().get(role, name)
+
+
+def hook_names() -> list[str]:
+    """All hook names hybridrec defines."""
+    return sorted(n for n, f in vars(hookspecs).items() if hasattr(f, "hybridrec_spec"))
+
+
+def hooks_of(plugin_name: str) -> list[str]:
+    """The hooks that the plugin registered as ``plugin_name`` implements."""
+    pm = get_plugin_manager()
+    plugin = pm.get_plugin(plugin_name)
+    if plugin is None:
+        return []
+    return sorted(c.name for c in pm.get_hookcallers(plugin) or [])

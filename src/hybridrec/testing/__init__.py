@@ -1,0 +1,7 @@
+"""Helpers for testing hybridrec plugins.
+
+* :mod:`hybridrec.testing.pytest_plugin` (loaded automatically by pytest once hybridrec is
+  installed) provides the ``hybridrec_plugin`` fixture: ``hybridrec_plugin(obj)`` registers a
+  plugin object with hook implementations for one test and unregisters it afterwards.
+* :mod:`hybridrec.testing.strategies` has hypothesis strategies for the core types.
+"""
