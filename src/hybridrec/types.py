@@ -539,7 +539,7 @@ class Rankings:
             if clash.any():
                 row = int(np.argwhere(clash)[0, 0])
                 raise ValueError(
-                    f"ranking for context {tuple(self.contexts[row])} contains a context cluster"
+                    f"ranking for context {tuple(int(x) for x in self.contexts[row])} contains a context cluster"
                 )
 
     def row(self, i: int) -> RankedPrediction:

@@ -1,0 +1,5 @@
+"""``python -m hybridrec`` runs the CLI."""
+
+from hybridrec.cli import main
+
+main()

@@ -1,0 +1,101 @@
+"""Config loading: precedence, and errors that name the plugin and the field."""
+
+import subprocess
+import sys
+from typing import ClassVar
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from hybridrec import hookimpl
+from hybridrec.config import load_config, resolve_plugin
+from hybridrec.errors import ConfigError
+from hybridrec.interfaces import UpdatePolicy
+
+
+class PeriodOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    period_days: int = 2
+
+
+class PeriodPolicy(UpdatePolicy):
+    name: ClassVar[str] = "test-period"
+    Options: ClassVar[type[BaseModel]] = PeriodOptions
+
+    def decide(self, state):
+        return []
+
+
+class Plugin:
+    @hookimpl
+    def register_update_policies(self, register):
+        register(PeriodPolicy)
+
+
+CONFIG = """
+name = "from-file"
+[update_policy]
+plugin = "test-period"
+options = { period_days = 5 }
+[executor]
+plugin = "local"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "pipeline.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_precedence_cli_over_env_over_file_over_defaults(config_file):
+    cfg = load_config(config_file, environ={})
+    assert cfg.name == "from-file" and cfg.update_policy.options == {"period_days": 5}
+    assert cfg.serving.k == 10  # default
+    env = {"HYBRIDREC__UPDATE_POLICY__OPTIONS__PERIOD_DAYS": "7", "HYBRIDREC__NAME": "from-env"}
+    cfg = load_config(config_file, environ=env)
+    assert cfg.update_policy.options["period_days"] == 7 and cfg.name == "from-env"
+    cfg = load_config(config_file, environ=env, overrides=["update_policy.options.period_days=9"])
+    assert cfg.update_policy.options["period_days"] == 9 and cfg.name == "from-env"
+
+
+def test_unknown_plugin_lists_available(hybridrec_plugin, config_file):
+    hybridrec_plugin(Plugin(), name="p")
+    cfg = load_config(config_file, environ={}, overrides=["update_policy.plugin=nope"])
+    with pytest.raises(ConfigError, match=r"unknown update_policy 'nope'.*test-period"):
+        resolve_plugin("update_policy", cfg.update_policy)
+
+
+def test_wrong_option_type_names_field_and_plugin(hybridrec_plugin, config_file):
+    hybridrec_plugin(Plugin(), name="p")
+    cfg = load_config(config_file, environ={}, overrides=['update_policy.options.period_days="soon"'])
+    with pytest.raises(ConfigError) as info:
+        resolve_plugin("update_policy", cfg.update_policy)
+    message = str(info.value)
+    assert "update_policy plugin 'test-period'" in message
+    assert "[update_policy.options] period_days" in message and "soon" in message
+
+
+def test_unknown_top_level_key_and_bad_toml(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_config(bad, environ={})
+    bad.write_text("[generator\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_cli_config_validate_reports_errors_without_traceback(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[executor]\nplugin = "local"\noptions = { batch_size = "big" }\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "hybridrec", "config", "validate", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "executor plugin 'local'" in result.stderr and "batch_size" in result.stderr
+    assert "Traceback" not in result.stderr
