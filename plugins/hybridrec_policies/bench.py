@@ -1,0 +1,165 @@
+"""The ``serving`` benchmark suite (``hybridrec bench serving --json``).
+
+* ``batch_lookup_per_s`` — in-process batch lookup through the ``memory`` backend (301 clusters,
+  k = 10 rows, top-5 served, random contexts incl. backoff-free rows), best of 3;
+* ``sqlite_lookup_p50_ms`` / ``sqlite_lookup_p99_ms`` — single lookups through the ``sqlite``
+  backend's read-only connection;
+* ``promote_90k_seconds`` — writing, committing and promoting a 90,300-row SQLite table in a
+  workspace while reader threads keep serving batches; ``reader_batches_during_promote`` counts
+  their lookups and ``mixed_batches`` the batches that mixed two versions (must be 0).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridrec.config import PipelineConfig
+from hybridrec.generation import all_contexts
+from hybridrec.serving import Backoff, MemoryTable, SqliteBackend
+from hybridrec.types import Rankings, TransitionSet
+
+N_CLUSTERS = 301
+K = 10
+
+
+def synthetic_rankings(n_clusters: int, k: int, marker: float = 0.0, seed: int = 0) -> Rankings:
+    """Valid rankings for every context; every score's integer part is ``marker``."""
+    contexts = all_contexts(n_clusters)
+    rng = np.random.default_rng(seed)
+    offsets = rng.permutation(np.arange(1, n_clusters - 1))[:k]
+    ids = (contexts[:, 1:2] + offsets[None, :]) % n_clusters
+    ids = np.where(ids == contexts[:, 0:1], (contexts[:, 1:2] + n_clusters - 1) % n_clusters, ids)
+    scores = marker + np.linspace(0.9, 0.1, k)[None, :].repeat(contexts.shape[0], axis=0)
+    return Rankings(contexts=contexts, ids=ids.astype(np.int64), scores=scores)
+
+
+def synthetic_backoff(n_clusters: int, width: int, seed: int = 0) -> Backoff:
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    c1 = rng.integers(0, n_clusters, n)
+    c2 = (c1 + rng.integers(1, n_clusters, n)) % n_clusters
+    c3 = (c2 + rng.integers(1, n_clusters - 1, n)) % n_clusters
+    c3 = np.where(c3 == c1, (c3 + 1) % n_clusters, c3)
+    c3 = np.where(c3 == c2, (c3 + 1) % n_clusters, c3)
+    c3 = np.where(c3 == c1, (c3 + 1) % n_clusters, c3)
+    transitions = TransitionSet(c1, c2, c3, np.arange(n), np.zeros(n, dtype=np.int64), n_clusters)
+    return Backoff.from_transitions(transitions, width)
+
+
+def _batch_lookup(quick: bool) -> float:
+    table = MemoryTable.build(synthetic_rankings(N_CLUSTERS, K), synthetic_backoff(N_CLUSTERS, K + 2), K)
+    n = 200_000 if quick else 1_000_000
+    rng = np.random.default_rng(1)
+    contexts = all_contexts(N_CLUSTERS)[rng.integers(0, N_CLUSTERS * (N_CLUSTERS - 1), n)]
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        table.lookup_batch(contexts, 5)
+        best = min(best, time.perf_counter() - started)
+    return n / best
+
+
+def _sqlite_latency(quick: bool, folder: Path) -> tuple[float, float]:
+    backend = SqliteBackend()
+    writer = backend.writer(folder, n_clusters=N_CLUSTERS, k=K)
+    rankings = synthetic_rankings(N_CLUSTERS, K)
+    writer.write(rankings)
+    writer.set_backoff(synthetic_backoff(N_CLUSTERS, K + 2))
+    writer.commit({"bench": True})
+    reader = backend.reader(folder)
+    n = 2_000 if quick else 20_000
+    rng = np.random.default_rng(2)
+    contexts = rankings.contexts[rng.integers(0, len(rankings), n)]
+    for c in contexts[:200]:
+        reader.lookup((int(c[0]), int(c[1])), 5)
+    latencies = np.empty(n)
+    for i, c in enumerate(contexts):
+        started = time.perf_counter()
+        reader.lookup((int(c[0]), int(c[1])), 5)
+        latencies[i] = time.perf_counter() - started
+    reader.close()
+    return float(np.percentile(latencies, 50) * 1e3), float(np.percentile(latencies, 99) * 1e3)
+
+
+def promote_table(ws: Any, rankings: Rankings, backoff: Backoff, k: int) -> str:
+    """Write ``rankings`` as a new SQLite table version of workspace ``ws`` and promote it."""
+    staging = ws.store.stage("tables")
+    writer = SqliteBackend().writer(staging.path, n_clusters=backoff.n_clusters, k=k)
+    for start in range(0, len(rankings), 8192):
+        part = slice(start, start + 8192)
+        writer.write(Rankings(rankings.contexts[part], rankings.ids[part], rankings.scores[part]))
+    writer.set_backoff(backoff)
+    writer.commit({"backend": "sqlite"})
+    version = ws.store.commit(staging, {"backend": "sqlite", "rows": len(rankings)})
+    entry = dict(ws.current() or {})
+    entry["table"] = version.id
+    ws.promote(entry)
+    return str(version.id)
+
+
+def _promote(quick: bool, root: Path) -> dict[str, Any]:
+    from hybridrec.workspace import Workspace
+
+    ws = Workspace.init(root / "ws", PipelineConfig())
+    backoff = synthetic_backoff(N_CLUSTERS, K + 2)
+    promote_table(ws, synthetic_rankings(N_CLUSTERS, K, marker=1.0), backoff, K)
+    stop = threading.Event()
+    counts = {"batches": 0, "mixed": 0, "errors": 0}
+    lock = threading.Lock()
+    rng = np.random.default_rng(3)
+    queries = all_contexts(N_CLUSTERS)[rng.integers(0, N_CLUSTERS * (N_CLUSTERS - 1), 512)]
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                served = ws.lookup_batch(queries, 5)
+                markers = np.unique(np.floor(served.scores))
+                with lock:
+                    counts["batches"] += 1
+                    counts["mixed"] += int(markers.size != 1)
+            except Exception as exc:  # a reader must never fail during a promotion
+                with lock:
+                    counts["errors"] += 1
+                print(f"bench serving: reader error {exc!r}", file=sys.stderr)
+
+    threads = [threading.Thread(target=read, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    candidate = synthetic_rankings(N_CLUSTERS, K, marker=2.0, seed=1)
+    started = time.perf_counter()
+    promote_table(ws, candidate, backoff, K)
+    seconds = time.perf_counter() - started
+    time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join()
+    ws.close()
+    return {"promote_90k_seconds": seconds, "rows": len(candidate),
+            "reader_batches_during_promote": counts["batches"], "mixed_batches": counts["mixed"],
+            "reader_errors": counts["errors"]}
+
+
+def serving_suite(quick: bool) -> dict[str, float | int | str]:
+    """Serving table: batch lookup rate, SQLite single-lookup latency, promotion under reads."""
+    with tempfile.TemporaryDirectory(prefix="hybridrec-bench-serving-") as tmp:
+        root = Path(tmp)
+        print("bench serving: batch lookup", file=sys.stderr)
+        per_s = _batch_lookup(quick)
+        print("bench serving: sqlite latency", file=sys.stderr)
+        (root / "latency").mkdir()
+        p50, p99 = _sqlite_latency(quick, root / "latency")
+        print("bench serving: promotion under reads", file=sys.stderr)
+        promotion = _promote(quick, root)
+    return {
+        "batch_lookup_per_s": round(per_s),
+        "sqlite_lookup_p50_ms": round(p50, 4),
+        "sqlite_lookup_p99_ms": round(p99, 4),
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in promotion.items()},
+    }

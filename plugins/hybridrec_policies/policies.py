@@ -1,0 +1,442 @@
+"""The built-in update policies: pure functions of :class:`~hybridrec.types.SystemState`.
+
+Backtest arms (DESIGN.md §4) map to policies and options as follows::
+
+    no-update   static
+    ft-monthly  periodic-finetune  period_days=30
+    ft-weekly   periodic-finetune  period_days=7
+    rag-only    periodic-rag       period_days=2   (fine-tunes once if there is no adapter yet)
+    rag-once    rag-once
+    hybrid      hybrid             fine_tune_every_days=30, rag_every_days=2
+    adaptive    adaptive
+
+Shared rules (every policy here):
+
+* **Windows.** A fine-tune trains on the last ``train_days`` ending at ``state.data_until``; a
+  knowledge refresh reads the last ``knowledge_days`` ending at ``state.data_until``. Nothing ever
+  reads past ``data_until``.
+* **Ages are data time.** "Every T days" compares the end of an artifact's window with
+  ``data_until``: with no new data nothing becomes due, and in a daily replay it is the calendar.
+* **Pending fine-tunes.** No ``FineTune`` while ``state.pending_fine_tune``.
+* **Held fine-tunes.** A fine-tune whose adapter was held by the guardrails (ledger status
+  ``held`` or ``failed``) is not retried until its period has passed since that attempt.
+* **Budget.** When ``state.budget`` sets a limit and ``state.estimates`` prices an action kind,
+  the actions returned cost at most ``state.budget_left(unit)`` in every limited unit. A policy
+  lists alternatives in preference order (e.g. fine-tune + refresh + regenerate, else refresh +
+  regenerate) and returns the first that fits. An action kind without an estimate counts as
+  free.
+* **Regeneration.** Every change of adapter or knowledge is followed by ``RegenerateTable``
+  (with knowledge for the RAG policies, without for the pure fine-tuning ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hybridrec.interfaces import UpdatePolicy
+from hybridrec.types import (
+    Action,
+    FineTune,
+    RefreshKnowledge,
+    RegenerateTable,
+    SystemState,
+    TimeWindow,
+)
+
+Unit = Literal["flops", "seconds", "money"]
+UNITS: tuple[Unit, ...] = ("flops", "seconds", "money")
+_EPS = timedelta(seconds=1)
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _days(value: float) -> timedelta:
+    return timedelta(days=value)
+
+
+def _age(state: SystemState, until: datetime | None) -> timedelta | None:
+    """How far ``until`` (the end of an artifact's window) lags ``data_until``; None if absent."""
+    return None if until is None else state.data_until - until
+
+
+def _due(state: SystemState, until: datetime | None, every_days: float) -> bool:
+    age = _age(state, until)
+    return age is None or age + _EPS >= _days(every_days)
+
+
+def last_fine_tune_attempt(state: SystemState) -> datetime | None:
+    """When the most recent fine-tune in the ledger ran (any status), or None."""
+    times = [r.at for r in state.ledger if r.action == "fine_tune"]
+    return max(times) if times else None
+
+
+def fine_tune_blocked(state: SystemState, retry_days: float) -> bool:
+    """True while a fine-tune is pending, or the last attempt was held less than ``retry_days`` ago."""
+    if state.pending_fine_tune:
+        return True
+    held = [r.at for r in state.ledger if r.action == "fine_tune" and r.status in ("held", "failed")]
+    if not held:
+        return False
+    last_ok = [r.at for r in state.ledger if r.action == "fine_tune" and r.status == "ok"]
+    last_held = max(held)
+    if last_ok and max(last_ok) > last_held:
+        return False
+    return state.now - last_held + _EPS < _days(retry_days)
+
+
+def fine_tune_window(state: SystemState, train_days: float) -> TimeWindow:
+    return TimeWindow.ending_at(state.data_until, train_days)
+
+
+def knowledge_window(state: SystemState, knowledge_days: float) -> TimeWindow:
+    return TimeWindow.ending_at(state.data_until, knowledge_days)
+
+
+def action_cost(state: SystemState, actions: Sequence[Action], unit: Unit) -> float:
+    """The estimated cost of ``actions`` in ``unit`` (kinds without an estimate count as 0)."""
+    total = 0.0
+    for action in actions:
+        estimate = state.estimates.get(action.kind)
+        if estimate is not None:
+            total += float(getattr(estimate, unit))
+    return total
+
+
+def affordable(state: SystemState, actions: Sequence[Action], reserve: float = 0.0) -> bool:
+    """Whether ``actions`` (plus ``reserve`` times their cost as headroom) fit the budget left."""
+    for unit in UNITS:
+        if getattr(state.budget, unit) is None:
+            continue
+        cost = action_cost(state, actions, unit)
+        if cost * (1.0 + reserve) > state.budget_left(unit) + 1e-9 * max(1.0, cost):
+            return False
+    return True
+
+
+def first_affordable(state: SystemState, alternatives: Sequence[Sequence[Action]]) -> list[Action]:
+    """The first alternative (in preference order) whose cost fits the budget left, or ``[]``."""
+    for option in alternatives:
+        if option and affordable(state, option):
+            return list(option)
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class StaticOptions(_Options):
+    train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
+
+
+class StaticPolicy(UpdatePolicy):
+    """Fine-tune once, regenerate once (without knowledge), then never update (``no-update``).
+
+    If the single fine-tune is held by the guardrails the table is generated with the base model.
+    """
+
+    name: ClassVar[str] = "static"
+    Options: ClassVar[type[BaseModel]] = StaticOptions
+
+    def decide(self, state: SystemState) -> list[Action]:
+        o: StaticOptions = self.options
+        regenerate = RegenerateTable(use_knowledge=False, reason="initial table")
+        initial = _initial_fine_tune(state, o.train_days)
+        alternatives: list[list[Action]] = []
+        if initial is not None:
+            alternatives.append([initial, regenerate])
+        if state.table_version is None and not state.pending_fine_tune:
+            alternatives.append([regenerate])
+        return first_affordable(state, alternatives)
+
+
+class PeriodicFineTuneOptions(_Options):
+    period_days: float = Field(default=30.0, gt=0, description="Fine-tune every this many days.")
+    train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
+    warm_start: bool = Field(default=True, description="Continue from the current adapter.")
+
+
+class PeriodicFineTunePolicy(UpdatePolicy):
+    """Fine-tune every ``period_days`` on the last ``train_days``; regenerate without knowledge.
+
+    Arms ``ft-monthly`` (30) and ``ft-weekly`` (7).
+    """
+
+    name: ClassVar[str] = "periodic-finetune"
+    Options: ClassVar[type[BaseModel]] = PeriodicFineTuneOptions
+
+    def decide(self, state: SystemState) -> list[Action]:
+        o: PeriodicFineTuneOptions = self.options
+        regenerate = RegenerateTable(use_knowledge=False, reason="new adapter")
+        if _due(state, state.adapter_trained_until, o.period_days) and not fine_tune_blocked(
+            state, o.period_days
+        ):
+            ft = FineTune(
+                window=fine_tune_window(state, o.train_days),
+                warm_start=o.warm_start and state.adapter_version is not None,
+                reason=f"adapter older than {o.period_days:g} days",
+            )
+            alternatives: list[list[Action]] = [[ft, regenerate]]
+        else:
+            alternatives = []
+        if state.table_version is None and not state.pending_fine_tune:
+            alternatives.append([RegenerateTable(use_knowledge=False, reason="no table")])
+        return first_affordable(state, alternatives)
+
+
+class PeriodicRagOptions(_Options):
+    period_days: float = Field(default=2.0, gt=0, description="Refresh knowledge every this many days.")
+    knowledge_days: float = Field(default=14.0, gt=0, description="Knowledge window length.")
+    train_days: float = Field(default=30.0, gt=0, description="Window of the one initial fine-tune.")
+
+
+class PeriodicRagPolicy(UpdatePolicy):
+    """Refresh knowledge and regenerate every ``period_days`` on a fixed adapter (``rag-only``).
+
+    With no adapter yet it fine-tunes once first; it never fine-tunes again.
+    """
+
+    name: ClassVar[str] = "periodic-rag"
+    Options: ClassVar[type[BaseModel]] = PeriodicRagOptions
+
+    def decide(self, state: SystemState) -> list[Action]:
+        o: PeriodicRagOptions = self.options
+        alternatives: list[list[Action]] = []
+        initial = _initial_fine_tune(state, o.train_days)
+        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {o.period_days:g} days")
+        if initial is not None:
+            alternatives.append([initial, *rag])
+        if initial is not None or _due(state, state.knowledge_until, o.period_days):
+            alternatives.append(rag)
+        if state.table_version is None:
+            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+        return first_affordable(state, alternatives)
+
+    def knowledge_bound(self) -> timedelta | None:
+        return _days(self.options.period_days)
+
+
+class RagOnceOptions(_Options):
+    knowledge_days: float = Field(default=14.0, gt=0, description="Knowledge window length.")
+    train_days: float = Field(default=30.0, gt=0, description="Window of the one initial fine-tune.")
+
+
+class RagOncePolicy(UpdatePolicy):
+    """Fine-tune once, build knowledge once, regenerate once (``rag-once``)."""
+
+    name: ClassVar[str] = "rag-once"
+    Options: ClassVar[type[BaseModel]] = RagOnceOptions
+
+    def decide(self, state: SystemState) -> list[Action]:
+        o: RagOnceOptions = self.options
+        initial = _initial_fine_tune(state, o.train_days)
+        rag = _rag_group(state, o.knowledge_days, "initial knowledge")
+        alternatives: list[list[Action]] = []
+        if initial is not None:
+            alternatives.append([initial, *rag])
+        if state.knowledge_version is None and not _has_refreshed(state):
+            alternatives.append(rag)
+        if state.table_version is None:
+            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+        return first_affordable(state, alternatives)
+
+
+class HybridOptions(_Options):
+    fine_tune_every_days: float = Field(default=30.0, gt=0)
+    rag_every_days: float = Field(default=2.0, gt=0)
+    train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
+    knowledge_days: float = Field(default=14.0, gt=0, description="Knowledge window length.")
+    warm_start: bool = True
+
+
+class HybridPolicy(UpdatePolicy):
+    """The paper's hybrid: fine-tune every 30 days, refresh knowledge + regenerate every 2 days.
+
+    A fine-tune always comes with a refresh and a regeneration. Under a budget, the refresh group
+    has priority over the fine-tune (it is what keeps the knowledge within :meth:`knowledge_bound`).
+    """
+
+    name: ClassVar[str] = "hybrid"
+    Options: ClassVar[type[BaseModel]] = HybridOptions
+
+    def decide(self, state: SystemState) -> list[Action]:
+        o: HybridOptions = self.options
+        ft_due = _due(state, state.adapter_trained_until, o.fine_tune_every_days) and not (
+            fine_tune_blocked(state, o.fine_tune_every_days)
+        )
+        rag_due = _due(state, state.knowledge_until, o.rag_every_days)
+        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {o.rag_every_days:g} days")
+        ft = FineTune(
+            window=fine_tune_window(state, o.train_days),
+            warm_start=o.warm_start and state.adapter_version is not None,
+            reason=f"adapter older than {o.fine_tune_every_days:g} days",
+        )
+        alternatives: list[list[Action]] = []
+        if ft_due:
+            alternatives.append([ft, *rag])
+        if rag_due:
+            alternatives.append(rag)
+        if state.table_version is None:
+            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+        return first_affordable(state, alternatives)
+
+    def knowledge_bound(self) -> timedelta | None:
+        return _days(self.options.rag_every_days)
+
+
+class AdaptiveOptions(_Options):
+    train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
+    knowledge_days: float = Field(default=14.0, gt=0, description="Knowledge window length.")
+    jaccard_threshold: float = Field(
+        default=0.25, ge=0, le=1,
+        description="Fine-tune when the top-5 Jaccard of training vs recent data falls below this.",
+    )
+    recall_drop: float = Field(
+        default=0.7, gt=0, le=1,
+        description="Fine-tune when recent recall < recall_drop × recall at training time.",
+    )
+    min_fine_tune_days: float = Field(default=7.0, gt=0)
+    max_fine_tune_days: float = Field(default=60.0, gt=0)
+    min_rag_days: float = Field(default=1.0, gt=0, description="RAG cadence at high drift.")
+    max_rag_days: float = Field(default=4.0, gt=0, description="RAG cadence at low drift (the knowledge bound).")
+    default_rag_days: float = Field(default=2.0, gt=0, description="RAG cadence when drift is unmeasured.")
+    calm_jaccard: float = Field(default=0.6, ge=0, le=1, description="Jaccard at or above which drift counts as none.")
+    stormy_jaccard: float = Field(default=0.1, ge=0, le=1, description="Jaccard at or below which drift is maximal.")
+    reserve_refreshes: float = Field(
+        default=1.0, ge=0,
+        description="Budget headroom kept after a fine-tune, in refresh+regenerate costs.",
+    )
+    warm_start: bool = True
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AdaptiveOptions:
+        if self.min_fine_tune_days > self.max_fine_tune_days:
+            raise ValueError("min_fine_tune_days must not exceed max_fine_tune_days")
+        if not self.min_rag_days <= self.default_rag_days <= self.max_rag_days:
+            raise ValueError("need min_rag_days <= default_rag_days <= max_rag_days")
+        if self.stormy_jaccard >= self.calm_jaccard:
+            raise ValueError("stormy_jaccard must be below calm_jaccard")
+        return self
+
+
+class AdaptivePolicy(UpdatePolicy):
+    """Drift-driven cadence under a budget (beyond the paper).
+
+    * **Fine-tune** when the adapter is at least ``min_fine_tune_days`` old and drift is high
+      (``drift.top5_jaccard < jaccard_threshold``, or ``drift.recall_recent <
+      recall_drop × drift.recall_at_training``), or unconditionally once it is
+      ``max_fine_tune_days`` old, or when there is no adapter. Only if the fine-tune, a refresh
+      and a regeneration fit the budget with ``reserve_refreshes`` refresh+regenerate costs to
+      spare.
+    * **RAG cadence** ``rag_days`` interpolates linearly from ``max_rag_days`` at
+      ``calm_jaccard`` down to ``min_rag_days`` at ``stormy_jaccard`` (``default_rag_days`` when
+      drift is unmeasured). Refresh + regenerate when the knowledge is ``rag_days`` old; the
+      refresh has budget priority over the fine-tune. :meth:`knowledge_bound` is ``max_rag_days``.
+    """
+
+    name: ClassVar[str] = "adaptive"
+    Options: ClassVar[type[BaseModel]] = AdaptiveOptions
+
+    def rag_days(self, state: SystemState) -> float:
+        o: AdaptiveOptions = self.options
+        jaccard = state.drift.top5_jaccard
+        if jaccard is None:
+            return o.default_rag_days
+        calmness = (jaccard - o.stormy_jaccard) / (o.calm_jaccard - o.stormy_jaccard)
+        calmness = min(1.0, max(0.0, calmness))
+        return o.min_rag_days + calmness * (o.max_rag_days - o.min_rag_days)
+
+    def drifted(self, state: SystemState) -> bool:
+        o: AdaptiveOptions = self.options
+        drift = state.drift
+        if drift.top5_jaccard is not None and drift.top5_jaccard < o.jaccard_threshold:
+            return True
+        return (
+            drift.recall_recent is not None
+            and drift.recall_at_training is not None
+            and drift.recall_at_training > 0
+            and drift.recall_recent < o.recall_drop * drift.recall_at_training
+        )
+
+    def decide(self, state: SystemState) -> list[Action]:
+        o: AdaptiveOptions = self.options
+        rag_days = self.rag_days(state)
+        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {rag_days:.3g} days (drift)")
+        rag_due = _due(state, state.knowledge_until, rag_days)
+        age = _age(state, state.adapter_trained_until)
+        if age is None:
+            wants_ft, why = True, "no adapter"
+        elif age + _EPS >= _days(o.max_fine_tune_days):
+            wants_ft, why = True, f"adapter older than {o.max_fine_tune_days:g} days"
+        elif age + _EPS >= _days(o.min_fine_tune_days) and self.drifted(state):
+            wants_ft, why = True, "drift above threshold"
+        else:
+            wants_ft, why = False, ""
+        if wants_ft and not fine_tune_blocked(state, o.min_fine_tune_days):
+            ft = FineTune(
+                window=fine_tune_window(state, o.train_days),
+                warm_start=o.warm_start and state.adapter_version is not None,
+                reason=why,
+            )
+            reserve = o.reserve_refreshes * _group_share(state, [ft, *rag], rag)
+            if affordable(state, [ft, *rag], reserve=reserve):
+                return [ft, *rag]
+        alternatives: list[list[Action]] = [rag] if rag_due else []
+        if state.table_version is None:
+            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+        return first_affordable(state, alternatives)
+
+    def knowledge_bound(self) -> timedelta | None:
+        return _days(self.options.max_rag_days)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _rag_group(state: SystemState, knowledge_days: float, reason: str) -> list[Action]:
+    return [
+        RefreshKnowledge(window=knowledge_window(state, knowledge_days), reason=reason),
+        RegenerateTable(use_knowledge=True, reason="new knowledge"),
+    ]
+
+
+def _initial_fine_tune(state: SystemState, train_days: float) -> FineTune | None:
+    """The one fine-tune of the RAG-on-a-fixed-adapter policies, if it is still to be done."""
+    if state.adapter_version is not None or state.held_adapters or state.pending_fine_tune:
+        return None
+    if last_fine_tune_attempt(state) is not None:
+        return None
+    return FineTune(window=fine_tune_window(state, train_days), warm_start=False,
+                    reason="initial fine-tune")
+
+
+def _has_refreshed(state: SystemState) -> bool:
+    return any(r.action == "refresh_knowledge" for r in state.ledger)
+
+
+def _group_share(state: SystemState, total: Sequence[Action], part: Sequence[Action]) -> float:
+    """``cost(part) / cost(total)`` in the tightest limited unit (0 when nothing is limited)."""
+    share = 0.0
+    for unit in UNITS:
+        if getattr(state.budget, unit) is None:
+            continue
+        whole = action_cost(state, total, unit)
+        if whole > 0 and math.isfinite(whole):
+            share = max(share, action_cost(state, part, unit) / whole)
+    return share
+
+
+BUILTIN_POLICIES: tuple[type[UpdatePolicy], ...] = (
+    StaticPolicy,
+    PeriodicFineTunePolicy,
+    PeriodicRagPolicy,
+    RagOncePolicy,
+    HybridPolicy,
+    AdaptivePolicy,
+)

@@ -1,0 +1,150 @@
+"""``hybridrec init | update | lookup | status | rollback``: the production workspace."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hybridrec.errors import HybridrecError
+
+
+def _when(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        raise HybridrecError(
+            f"--now {raw!r} is not an ISO 8601 time (for example 2000-12-01 or 2000-12-01T06:00:00Z)"
+        ) from None
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def register(cli: click.Group) -> None:
+    @cli.command("init")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False))
+    @click.option("--config", "config_file", required=True,
+                  type=click.Path(path_type=Path, dir_okay=False), help="Pipeline config (TOML).")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="Override a config value, e.g. update_policy.plugin=adaptive.")
+    def init(workspace: Path, config_file: Path, overrides: tuple[str, ...]) -> None:
+        """Create WORKSPACE for the pipeline in --config (every plugin is checked now)."""
+        from hybridrec.config import load_config
+        from hybridrec.pipeline import resolve_roles
+        from hybridrec.workspace import Workspace
+
+        cfg = load_config(config_file, overrides=overrides)
+        resolve_roles(cfg, source=str(config_file))
+        ws = Workspace.init(workspace, cfg)
+        click.echo(f"initialised workspace {ws.root} (policy {cfg.update_policy.plugin}, "
+                   f"serving backend {cfg.serving.backend})")
+
+    @cli.command("update")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    @click.option("--data", "data", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                  help="New interactions: CSV with user,item,timestamp[,rating][,categories].")
+    @click.option("--items", "items", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                  help="Item file (item,title,categories) when --data has no categories column.")
+    @click.option("--now", "now", help="The clock (ISO 8601, UTC if no zone); default: now.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the update report as JSON.")
+    @click.option("--progress", is_flag=True, help="Show progress bars on stderr.")
+    def update(workspace: Path, data: Path | None, items: Path | None, now: str | None,
+               as_json: bool, progress: bool) -> None:
+        """Ingest --data, let the policy decide, execute, and promote atomically."""
+        from hybridrec.workspace import Workspace
+
+        report = Workspace(workspace).update(data, items=items, now=_when(now), progress=progress)
+        if as_json:
+            _echo_json(report.model_dump(mode="json"))
+            return
+        click.echo(f"update at {report.now.isoformat()}: {report.rows_ingested} rows ingested, "
+                   f"{report.rows_quarantined} quarantined, {report.transitions} transitions, "
+                   f"data until {report.data_until.isoformat() if report.data_until else '-'}")
+        for a in report.actions:
+            extra = f" -> {a.version}" if a.version else ""
+            note = f" ({a.note})" if a.note else ""
+            click.echo(f"  {a.kind:<18} {a.status:<8} {a.seconds:8.2f}s{extra}{note}")
+        if not report.actions:
+            click.echo("  the policy chose no action")
+        promoted = {k: v for k, v in report.promoted.items() if v}
+        click.echo("promoted: " + (", ".join(f"{k} {v}" for k, v in promoted.items()) or "nothing"))
+        if report.held:
+            click.echo(f"held for review: {', '.join(report.held)}")
+
+    @cli.command("lookup")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    @click.argument("c1", type=int)
+    @click.argument("c2", type=int)
+    @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
+    def lookup(workspace: Path, c1: int, c2: int, k: int, as_json: bool) -> None:
+        """Top-K next clusters for context (C1, C2) from the served table."""
+        from hybridrec.workspace import Workspace
+
+        ws = Workspace(workspace)
+        prediction = ws.lookup(c1, c2, k)
+        table = (ws.current() or {}).get("table")
+        if as_json:
+            catalog = ws.catalog()
+            payload = prediction.model_dump(mode="json")
+            payload["table"] = table
+            payload["descriptions"] = [catalog.description(c) for c in prediction.clusters]
+            _echo_json(payload)
+            return
+        catalog = ws.catalog()
+        click.echo(f"({c1}, {c2}) from table {table} [{prediction.level}]")
+        for rank, (cluster, score) in enumerate(zip(prediction.clusters, prediction.scores, strict=True), 1):
+            click.echo(f"  {rank:>2}. {cluster:>5}  {score:10.4g}  {catalog.description(cluster)}")
+
+    @cli.command("status")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+    def status(workspace: Path, as_json: bool) -> None:
+        """Versions, staleness, last actions, costs and guardrail holds."""
+        from hybridrec.workspace import Workspace
+
+        info = Workspace(workspace).status()
+        if as_json:
+            _echo_json(info)
+            return
+        v, s = info["versions"], info["staleness"]
+        click.echo(f"workspace {info['workspace']} (policy {info['plugins']['update_policy']}), "
+                   f"last update {info['updated_at'] or 'never'}")
+        click.echo(f"  data until  {s['data_until'] or '-'}  ({len(v['data'])} data versions, "
+                   f"{info['quarantined_rows']} quarantined rows)")
+        click.echo(f"  adapter     {v['adapter'] or '-'}  trained until {s['adapter_trained_until'] or '-'}"
+                   f"  (lag {s['adapter_lag_days']} days)")
+        click.echo(f"  knowledge   {v['knowledge'] or '-'}  until {s['knowledge_until'] or '-'}"
+                   f"  (lag {s['knowledge_lag_days']} days)")
+        click.echo(f"  table       {v['table'] or '-'}  built {s['table_built_at'] or '-'}"
+                   f"  {'with' if s['table_uses_knowledge'] else 'without'} knowledge")
+        drift = info.get("drift") or {}
+        if drift.get("top5_jaccard") is not None:
+            click.echo(f"  drift       top-5 Jaccard {drift['top5_jaccard']:.3f} over {drift['pairs']} pairs "
+                       "(adapter's training window vs recent data)")
+        for hold in info["guardrail_holds"]:
+            click.echo(f"  HELD adapter {hold['version']}: {'; '.join(hold['reasons'])}")
+        click.echo("  costs by action:")
+        for kind, row in info["costs"]["by_action"].items():
+            click.echo(f"    {kind:<18} x{row['count']:<4} {row['flops']:.3g} FLOPs "
+                       f"{row['seconds']:.1f} s ${row['money']:.4f}")
+        click.echo("  last actions:")
+        for r in info["last_actions"][-5:]:
+            click.echo(f"    {r['at']} {r['action']:<18} {r['status']:<7} {r['note']}")
+
+    @cli.command("rollback")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    def rollback(workspace: Path) -> None:
+        """Serve the previous adapter, knowledge and table again (data is kept)."""
+        from hybridrec.workspace import Workspace
+
+        entry = Workspace(workspace).rollback()
+        click.echo(f"now serving table {entry.get('table')} (adapter {entry.get('adapter')}, "
+                   f"knowledge {entry.get('knowledge')})")

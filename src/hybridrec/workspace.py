@@ -1,0 +1,377 @@
+"""A workspace: versioned artifacts, one atomic ``state`` pointer, a ledger (DESIGN.md §6).
+
+Layout::
+
+    WORKSPACE/
+      workspace.json        marker: schema and creation time
+      config.json           the validated pipeline config (from ``hybridrec init --config``)
+      state                 the pointer: {"current": {...}, "history": [...]}, replaced atomically
+      ledger.jsonl          one CostRecord per executed action
+      quarantine.jsonl      rejected input rows with file, row, field and reason
+      .lock                 held (flock) by the one update or rollback running
+      catalog/ data/ adapters/ knowledge/ tables/
+                            versions (``vNNNNNN-hash/`` with manifest.json), written in
+                            ``.staging-*`` folders and renamed into place complete
+
+The pointer's ``current`` entry names the served ``catalog``, ``data`` (list), ``adapter``,
+``knowledge`` and ``table`` versions, the held adapters and the data clock. Every reader resolves
+the pointer once per lookup (or batch) and reads only immutable version folders, so it always sees
+one complete version; a crash anywhere in an update leaves the previous pointer, hence the
+previous versions, served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridrec.artifacts import ArtifactStore, Pointer, Staging, atomic_write_json, read_json
+from hybridrec.config import PipelineConfig
+from hybridrec.errors import ConfigError, CorruptArtifactError, HybridrecError
+from hybridrec.pipeline import KIND_DIRS, Batch, Ledger, UpdateReport, run_update
+from hybridrec.serving import ServedPrediction, TableReader, get_backend
+from hybridrec.types import ClusterCatalog, QuarantineRecord, Rankings, to_utc
+
+SCHEMA = "hybridrec.workspace/1"
+MARKER = "workspace.json"
+_RESUMABLE = ".staging-job-"
+
+
+class Workspace:
+    """Open an existing workspace folder (see the module docstring); :meth:`init` creates one."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        marker = self.root / MARKER
+        if not marker.is_file():
+            raise HybridrecError(
+                f"{self.root} is not a hybridrec workspace (no {MARKER}); create one with "
+                "`hybridrec init WORKSPACE --config FILE`"
+            )
+        self.config_path = self.root / "config.json"
+        try:
+            self.config = PipelineConfig.model_validate(read_json(self.config_path))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self.config_path}: unreadable workspace config ({exc})") from None
+        self.store = ArtifactStore(self.root)
+        self.pointer = Pointer(self.root / "state", history=50)
+        self.ledger = Ledger(self.root / "ledger.jsonl")
+        self.quarantine_path = self.root / "quarantine.jsonl"
+        self._readers: dict[str, TableReader] = {}
+        self._readers_lock = threading.Lock()
+        self._batches: dict[str, Batch] = {}
+        self._catalog: tuple[str, ClusterCatalog] | None = None
+
+    @classmethod
+    def init(cls, root: Path | str, config: PipelineConfig) -> Workspace:
+        """Create a workspace in ``root`` (missing or empty) for ``config``."""
+        root = Path(root)
+        if (root / MARKER).exists():
+            raise HybridrecError(f"{root} is already a hybridrec workspace")
+        if root.exists() and any(root.iterdir()):
+            raise HybridrecError(f"{root} exists and is not empty; choose a new folder for the workspace")
+        get_backend(config.serving.backend)
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / "config.json", config.model_dump(mode="json"))
+        atomic_write_json(root / MARKER, {"schema": SCHEMA, "created_at": datetime.now(UTC).isoformat()})
+        return cls(root)
+
+    # -- pointer -------------------------------------------------------------------------------
+
+    def current(self) -> dict[str, Any] | None:
+        """The served entry of the ``state`` pointer, or None before the first promotion."""
+        return self.pointer.read()
+
+    def promote(self, entry: dict[str, Any]) -> None:
+        """Make ``entry`` current: one atomic replacement of the pointer file."""
+        self.pointer.write(entry)
+
+    def rollback(self) -> dict[str, Any]:
+        """Serve the previous adapter, knowledge and table again.
+
+        The data stays (ingested rows are not forgotten); the adapter rolled away from is added
+        to the held adapters so the policy does not treat it as current. Returns the new entry.
+        """
+        with self.locked():
+            data = self.pointer.read_all()
+            current = data.get("current")
+            history = list(data.get("history") or [])
+            if current is None or not history:
+                raise HybridrecError(f"{self.root}: no previous version to roll back to")
+            previous = dict(history.pop())
+            for kind, folder in (("adapter", "adapters"), ("knowledge", "knowledge"), ("table", "tables")):
+                version = previous.get(kind)
+                if version and not (self.store.kind_dir(folder) / str(version) / "manifest.json").is_file():
+                    raise HybridrecError(
+                        f"{self.root}: cannot roll back: the previous {kind} {version} was garbage-"
+                        "collected (raise [serving] keep_versions to keep more rollback targets)"
+                    )
+            entry = dict(previous)
+            for key in ("data", "data_until", "data_start", "updated_at", "catalog"):
+                if key in current:
+                    entry[key] = current[key]
+            held = list(dict.fromkeys([*(previous.get("held_adapters") or []),
+                                       *(current.get("held_adapters") or [])]))
+            if current.get("adapter") and current.get("adapter") != previous.get("adapter"):
+                held.append(current["adapter"])
+            entry["held_adapters"] = held
+            entry["rolled_back_from"] = {k: current.get(k) for k in ("adapter", "knowledge", "table")}
+            atomic_write_json(self.pointer.path, {"current": entry, "history": history})
+            return entry
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the workspace's update lock (one update or rollback at a time)."""
+        with open(self.root / ".lock", "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise HybridrecError(
+                    f"{self.root}: another update or rollback is running; wait for it to finish"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def kind_dir(self, kind: str) -> Path:
+        return self.store.kind_dir(KIND_DIRS.get(kind, kind))
+
+    def clean_staging(self, keep_resumable: bool = True) -> int:
+        """Remove leftovers of interrupted writes (resumable fine-tune folders are kept)."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for kind_dir in self.root.iterdir():
+            if not kind_dir.is_dir():
+                continue
+            for p in kind_dir.glob(".staging-*"):
+                if keep_resumable and p.name.startswith(_RESUMABLE):
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def resumable_staging(self, kind: str, key: str) -> Staging:
+        """A staging folder named after ``key``: a crashed job finds its checkpoints again.
+
+        Resumable folders of other jobs of ``kind`` are removed.
+        """
+        folder = self.store.kind_dir(kind)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{_RESUMABLE}{key}"
+        for other in folder.glob(f"{_RESUMABLE}*"):
+            if other != path:
+                shutil.rmtree(other, ignore_errors=True)
+        path.mkdir(exist_ok=True)
+        return Staging(kind, path)
+
+    def referenced(self, history: int | None = None) -> set[str]:
+        """Version ids named by the current entry, its last ``history`` predecessors (all if
+        None) and any held adapter: what garbage collection must keep."""
+        data = self.pointer.read_all()
+        previous = list(data.get("history") or [])
+        if history is not None:
+            previous = previous[-history:] if history > 0 else []
+        ids: set[str] = set()
+        for entry in [data.get("current") or {}, *previous]:
+            for key in ("catalog", "adapter", "knowledge", "table"):
+                if entry.get(key):
+                    ids.add(str(entry[key]))
+            ids.update(str(v) for v in entry.get("data") or [])
+            ids.update(str(v) for v in entry.get("held_adapters") or [])
+        return ids
+
+    def collect_garbage(self) -> dict[str, list[str]]:
+        """Delete adapter, knowledge and table versions that neither the current entry nor the
+        last ``[serving] keep_versions`` entries before it (the rollback targets) name, keeping
+        at least ``keep_versions`` per kind. Held adapters stay for review; data is never
+        collected."""
+        keep = self.config.serving.keep_versions
+        protect = self.referenced(history=keep)
+        return {kind: self.store.gc(kind, keep, protect) for kind in ("adapters", "knowledge", "tables")}
+
+    def catalog(self) -> ClusterCatalog:
+        """The workspace's cluster catalog (fixed by the first update)."""
+        entry = self.current() or {}
+        version = entry.get("catalog")
+        if version is None:
+            raise HybridrecError(f"{self.root}: no catalog yet; run `hybridrec update` with data first")
+        if self._catalog is None or self._catalog[0] != version:
+            path = self.store.get("catalog", str(version)).path / "catalog.json"
+            self._catalog = (str(version), ClusterCatalog.model_validate_json(path.read_text()))
+        return self._catalog[1]
+
+    def load_batches(self, ids: list[str]) -> Batch:
+        """The accumulated log: the concatenation of the ``data`` versions ``ids``."""
+        for version in ids:
+            if version not in self._batches:
+                path = self.store.get("data", version).path / "interactions.npz"
+                self._batches[version] = Batch.load(path)
+        return Batch.concat([self._batches[v] for v in ids])
+
+    def known_items(self, ids: list[str]) -> dict[str, int]:
+        """Item id -> cluster id over the data versions ``ids`` (first seen wins)."""
+        batch = self.load_batches(ids)
+        if len(batch) == 0:
+            return {}
+        items, first = np.unique(batch.item, return_index=True)
+        return dict(zip(items.tolist(), batch.cluster[first].tolist(), strict=True))
+
+    def append_quarantine(self, records: list[QuarantineRecord]) -> None:
+        if not records:
+            return
+        with open(self.quarantine_path, "a", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    # -- the update ----------------------------------------------------------------------------
+
+    def update(self, data: Path | None, *, items: Path | None = None, now: datetime | None = None,
+               progress: bool = False) -> UpdateReport:
+        """Ingest ``data`` and run one policy step (see :mod:`hybridrec.pipeline`)."""
+        return run_update(self, data, items=items, now=now, progress=progress)
+
+    # -- serving -------------------------------------------------------------------------------
+
+    def reader(self) -> TableReader:
+        """A reader of the currently served table (cached per version; thread-safe)."""
+        for _attempt in range(3):
+            entry = self.current()
+            version = None if entry is None else entry.get("table")
+            if version is None:
+                raise HybridrecError(
+                    f"{self.root}: no table has been promoted yet; run `hybridrec update` first"
+                )
+            with self._readers_lock:
+                cached = self._readers.get(version)
+                if cached is not None:
+                    return cached
+                try:
+                    folder = self.store.get("tables", str(version)).path
+                    manifest = read_json(folder / "manifest.json")
+                    reader = get_backend(manifest.get("backend", self.config.serving.backend)).reader(folder)
+                except (CorruptArtifactError, FileNotFoundError):
+                    continue  # collected between reading the pointer and opening: read it again
+                # Dropped, not closed: another thread may still be answering from it; its
+                # connections close when the last reference goes.
+                self._readers.clear()
+                self._readers[version] = reader
+                return reader
+        raise CorruptArtifactError(f"{self.root}: the served table {version} cannot be opened")
+
+    def lookup(self, c1: int, c2: int, k: int = 5) -> ServedPrediction:
+        """Top-``k`` clusters for context ``(c1, c2)`` with the backoff level that answered."""
+        return self.reader().lookup((c1, c2), k)
+
+    def lookup_batch(self, contexts: np.ndarray, k: int = 5) -> Rankings:
+        """Top-``k`` clusters for every row of ``contexts``, all from one table version."""
+        return self.reader().lookup_batch(contexts, k)
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for reader in self._readers.values():
+                reader.close()
+            self._readers.clear()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Versions, staleness, last actions, costs and guardrail holds, as plain JSON data."""
+        entry = self.current() or {}
+        cfg = self.config
+
+        def manifest(kind: str, version: Any) -> dict[str, Any] | None:
+            if not version:
+                return None
+            with contextlib.suppress(CorruptArtifactError, OSError):
+                return self.store.get(kind, str(version)).manifest
+            return None
+
+        adapter = manifest("adapters", entry.get("adapter"))
+        knowledge = manifest("knowledge", entry.get("knowledge"))
+        table = manifest("tables", entry.get("table"))
+        data_until = _parse(entry.get("data_until"))
+
+        def lag(end: Any) -> float | None:
+            when = _parse(end)
+            if when is None or data_until is None:
+                return None
+            return round((data_until - when).total_seconds() / 86400.0, 3)
+
+        records = self.ledger.records()
+        totals: dict[str, dict[str, float]] = {}
+        for r in records:
+            row = totals.setdefault(r.action, {"count": 0, "flops": 0.0, "seconds": 0.0, "money": 0.0})
+            row["count"] += 1
+            row["flops"] += r.flops
+            row["seconds"] += r.seconds
+            row["money"] += r.money
+        clock = _parse(entry.get("updated_at"))
+        budget = cfg.budget
+        period: dict[str, Any] = {"period_days": budget.period_days}
+        if clock is not None:
+            since = clock - timedelta(days=budget.period_days)
+            for unit in ("flops", "seconds", "money"):
+                spent = sum(getattr(r, unit) for r in records if r.at >= since)
+                period[unit] = {"spent": spent, "limit": getattr(budget, unit)}
+        holds = []
+        for version in entry.get("held_adapters") or []:
+            held = manifest("adapters", version) or {}
+            holds.append({"version": version, "status": held.get("status", "needs_review"),
+                          "reasons": held.get("guardrail_reasons", []), "metrics": held.get("metrics", {})})
+        quarantined = 0
+        if self.quarantine_path.is_file():
+            with open(self.quarantine_path, encoding="utf-8") as fh:
+                quarantined = sum(1 for line in fh if line.strip())
+        return {
+            "workspace": str(self.root),
+            "plugins": {role: getattr(cfg, role).plugin for role in (
+                "update_policy", "generator", "fine_tuner", "knowledge_store", "cost_model", "executor")},
+            "serving_backend": cfg.serving.backend,
+            "updated_at": entry.get("updated_at"),
+            "versions": {
+                "catalog": entry.get("catalog"), "data": list(entry.get("data") or []),
+                "adapter": entry.get("adapter"), "knowledge": entry.get("knowledge"),
+                "table": entry.get("table"),
+            },
+            "staleness": {
+                "data_until": entry.get("data_until"),
+                "adapter_trained_until": (adapter or {}).get("window", {}).get("end"),
+                "adapter_lag_days": lag((adapter or {}).get("window", {}).get("end")),
+                "knowledge_until": (knowledge or {}).get("window", {}).get("end"),
+                "knowledge_lag_days": lag((knowledge or {}).get("window", {}).get("end")),
+                "table_built_at": (table or {}).get("built_at"),
+                "table_uses_knowledge": bool((table or {}).get("knowledge")),
+            },
+            "drift": entry.get("drift"),
+            "last_actions": [r.model_dump(mode="json", exclude={"estimate"}) for r in records[-10:]],
+            "costs": {"by_action": totals, "budget": period},
+            "guardrail_holds": holds,
+            "quarantined_rows": quarantined,
+            "rolled_back_from": entry.get("rolled_back_from"),
+            "history": len(self.pointer.read_all().get("history") or []),
+        }
+
+
+def _parse(raw: Any) -> datetime | None:
+    if not raw:
+        return None
+    return to_utc(datetime.fromisoformat(str(raw)))
+
+
+__all__ = ["SCHEMA", "Workspace"]

@@ -1,0 +1,17 @@
+"""Run the ``hybridrec`` CLI with the fake plugins registered (for subprocess crash tests)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import fakes
+
+from hybridrec.cli import main
+from hybridrec.plugins import register_plugin
+
+if __name__ == "__main__":
+    register_plugin(fakes, "test-fakes")
+    main(sys.argv[1:])

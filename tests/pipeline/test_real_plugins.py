@@ -1,0 +1,55 @@
+"""End to end with the real reference plugins: ``hf`` (tiny) + ``lora`` + ``annoy``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybridrec import plugins
+from hybridrec.config import load_config
+from hybridrec.generation import all_contexts
+from hybridrec.types import UTC
+from hybridrec.workspace import Workspace
+
+CONFIG = """
+[generator]
+plugin = "hf"
+options = { preset = "tiny" }
+[fine_tuner]
+plugin = "lora"
+options = { max_steps = 4, batch_size = 32, guardrail_samples = 16, holdout_max = 64 }
+[knowledge_store]
+plugin = "annoy"
+[update_policy]
+plugin = "hybrid"
+[serving]
+k = 5
+"""
+
+
+@pytest.mark.integration
+def test_workspace_update_with_the_reference_plugins(tmp_path: Path) -> None:
+    registry = plugins.registry()
+    for role, name in (("generator", "hf"), ("fine_tuner", "lora"), ("knowledge_store", "annoy")):
+        if name not in registry.names(role):
+            pytest.skip(f"the reference {role} plugin {name!r} is not installed yet")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import fakes
+
+    (tmp_path / "pipeline.toml").write_text(CONFIG)
+    ws = Workspace.init(tmp_path / "ws", load_config(tmp_path / "pipeline.toml"))
+    log = fakes.write_log(tmp_path / "jan.csv", datetime(2000, 1, 1, tzinfo=UTC), 31, users=20, per_user=15)
+    report = ws.update(log, now=datetime(2000, 2, 1, tzinfo=UTC))
+    kinds = [(a.kind, a.status) for a in report.actions]
+    assert kinds[0][0] == "fine_tune" and kinds[0][1] in {"ok", "held"}
+    assert kinds[1:] == [("refresh_knowledge", "ok"), ("regenerate_table", "ok")]
+    served = ws.lookup_batch(all_contexts(len(ws.catalog())), 5)
+    served.validate()
+    assert (served.ids[:, 0] >= 0).all()
+    records: Any = ws.ledger.records()
+    assert records[0].flops > 0 and records[0].action == "fine_tune"

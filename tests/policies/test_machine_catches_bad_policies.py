@@ -1,0 +1,63 @@
+"""The policy state machine fails on policies that break each invariant (it can fail)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+from typing import ClassVar
+
+import pytest
+from hybridrec_policies.policies import HybridPolicy
+from hypothesis import Phase
+
+from hybridrec.testing.policy_machine import make_policy_machine
+from hybridrec.types import (
+    Action,
+    FineTune,
+    RefreshKnowledge,
+    RegenerateTable,
+    SystemState,
+    TimeWindow,
+)
+
+
+class Reckless(HybridPolicy):
+    """Everything, every step: ignores budget and pending fine-tunes."""
+
+    name: ClassVar[str] = "reckless"
+
+    def decide(self, state: SystemState) -> list[Action]:
+        return [FineTune(window=TimeWindow.ending_at(state.data_until, 30)),
+                RefreshKnowledge(window=TimeWindow.ending_at(state.data_until, 14)), RegenerateTable()]
+
+
+class Clairvoyant(HybridPolicy):
+    name: ClassVar[str] = "clairvoyant"
+
+    def decide(self, state: SystemState) -> list[Action]:
+        return [RefreshKnowledge(window=TimeWindow.ending_at(state.now + timedelta(days=1), 14))]
+
+
+class Moody(HybridPolicy):
+    name: ClassVar[str] = "moody"
+    _calls = itertools.count()
+
+    def decide(self, state: SystemState) -> list[Action]:
+        return [RegenerateTable()] if next(self._calls) % 2 else []
+
+
+class Lazy(HybridPolicy):
+    """Claims a two-day knowledge bound but never refreshes."""
+
+    name: ClassVar[str] = "lazy"
+
+    def decide(self, state: SystemState) -> list[Action]:
+        return []
+
+
+@pytest.mark.parametrize("policy_cls", [Reckless, Clairvoyant, Moody, Lazy])
+def test_machine_rejects_a_broken_policy(policy_cls: type[HybridPolicy]) -> None:
+    case = make_policy_machine(policy_cls, max_examples=60, steps=20, phases=[Phase.generate],
+                               derandomize=True)
+    with pytest.raises(AssertionError):
+        case("runTest").runTest()

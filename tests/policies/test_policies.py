@@ -1,0 +1,211 @@
+"""Specifications of the built-in update policies (DESIGN.md §1, §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from hybridrec_policies.policies import (
+    AdaptivePolicy,
+    HybridPolicy,
+    PeriodicFineTunePolicy,
+    PeriodicRagPolicy,
+    RagOncePolicy,
+    StaticPolicy,
+)
+
+from hybridrec import plugins
+from hybridrec.types import (
+    UTC,
+    Budget,
+    CostEstimate,
+    CostRecord,
+    DriftStats,
+    FineTune,
+    RefreshKnowledge,
+    RegenerateTable,
+    SystemState,
+)
+
+NOW = datetime(2000, 7, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+def state(**changes: object) -> SystemState:
+    """A system whose artifacts were all built ``age`` days before the data clock."""
+    base: dict[str, object] = {"now": NOW, "data_start": NOW - 200 * DAY, "data_until": NOW}
+    base.update(changes)
+    return SystemState(**base)  # type: ignore[arg-type]
+
+
+def served(adapter_age: float, knowledge_age: float | None = None, **changes: object) -> SystemState:
+    fields: dict[str, object] = {
+        "adapter_version": "a1", "adapter_trained_until": NOW - adapter_age * DAY,
+        "adapter_trained_at": NOW - adapter_age * DAY, "table_version": "t1",
+        "table_built_at": NOW - DAY,
+    }
+    if knowledge_age is not None:
+        fields.update(knowledge_version="k1", knowledge_until=NOW - knowledge_age * DAY,
+                      knowledge_built_at=NOW - knowledge_age * DAY)
+    fields.update(changes)
+    return state(**fields)
+
+
+def kinds(actions: list) -> list[str]:
+    return [a.kind for a in actions]
+
+
+def test_every_builtin_policy_is_registered_by_name() -> None:
+    names = set(plugins.registry().names("update_policy"))
+    assert {"static", "periodic-finetune", "periodic-rag", "rag-once", "hybrid", "adaptive"} <= names
+
+
+def test_hybrid_starts_with_fine_tune_refresh_and_regeneration_on_the_configured_windows() -> None:
+    actions = HybridPolicy().decide(state())
+    assert kinds(actions) == ["fine_tune", "refresh_knowledge", "regenerate_table"]
+    ft, refresh, regen = actions
+    assert isinstance(ft, FineTune) and isinstance(refresh, RefreshKnowledge)
+    assert ft.window.end == NOW and ft.window.days == 30
+    assert refresh.window.end == NOW and refresh.window.days == 14
+    assert isinstance(regen, RegenerateTable) and regen.use_knowledge
+
+
+def test_hybrid_refreshes_every_two_days_and_fine_tunes_every_thirty() -> None:
+    policy = HybridPolicy()
+    assert policy.decide(served(adapter_age=10, knowledge_age=1)) == []
+    assert kinds(policy.decide(served(adapter_age=10, knowledge_age=2))) == ["refresh_knowledge", "regenerate_table"]
+    assert kinds(policy.decide(served(adapter_age=30, knowledge_age=1)))[0] == "fine_tune"
+    assert policy.knowledge_bound() == 2 * DAY
+
+
+def test_periodic_finetune_regenerates_without_knowledge() -> None:
+    weekly = PeriodicFineTunePolicy(PeriodicFineTunePolicy.Options(period_days=7, train_days=14))
+    assert weekly.decide(served(adapter_age=6)) == []
+    actions = weekly.decide(served(adapter_age=7))
+    assert kinds(actions) == ["fine_tune", "regenerate_table"]
+    assert actions[0].window.days == 14 and actions[0].warm_start
+    assert actions[1].use_knowledge is False
+    assert weekly.knowledge_bound() is None
+
+
+def test_static_fine_tunes_once_then_never_again() -> None:
+    policy = StaticPolicy()
+    assert kinds(policy.decide(state())) == ["fine_tune", "regenerate_table"]
+    assert policy.decide(served(adapter_age=400)) == []
+
+
+def test_static_serves_the_base_model_when_its_only_fine_tune_was_held() -> None:
+    actions = StaticPolicy().decide(state(held_adapters=("a1",)))
+    assert kinds(actions) == ["regenerate_table"]
+
+
+def test_periodic_rag_fine_tunes_only_once_and_then_refreshes_on_its_period() -> None:
+    policy = PeriodicRagPolicy()
+    assert kinds(policy.decide(state())) == ["fine_tune", "refresh_knowledge", "regenerate_table"]
+    assert kinds(policy.decide(served(adapter_age=300, knowledge_age=2))) == ["refresh_knowledge", "regenerate_table"]
+    assert policy.decide(served(adapter_age=300, knowledge_age=1)) == []
+
+
+def test_rag_once_builds_knowledge_once() -> None:
+    policy = RagOncePolicy()
+    assert kinds(policy.decide(state())) == ["fine_tune", "refresh_knowledge", "regenerate_table"]
+    assert policy.decide(served(adapter_age=100, knowledge_age=100)) == []
+
+
+def test_no_fine_tune_while_one_is_pending() -> None:
+    for policy in (HybridPolicy(), PeriodicFineTunePolicy(), AdaptivePolicy()):
+        actions = policy.decide(served(adapter_age=90, knowledge_age=5, pending_fine_tune=True))
+        assert "fine_tune" not in kinds(actions), policy.name
+
+
+def _held_fine_tune(days_ago: float) -> CostRecord:
+    at = NOW - days_ago * DAY
+    return CostRecord(action="fine_tune", at=at, estimate=CostEstimate(action="fine_tune"), status="held")
+
+
+def test_a_held_fine_tune_is_not_retried_before_its_period() -> None:
+    policy = PeriodicFineTunePolicy(PeriodicFineTunePolicy.Options(period_days=7))
+    assert policy.decide(served(adapter_age=20, ledger=(_held_fine_tune(3),))) == []
+    assert kinds(policy.decide(served(adapter_age=20, ledger=(_held_fine_tune(7),))))[0] == "fine_tune"
+
+
+def _priced(**budget: float) -> dict[str, object]:
+    return {
+        "budget": Budget(period_days=30, **budget),
+        "estimates": {
+            "fine_tune": CostEstimate(action="fine_tune", flops=1000.0),
+            "refresh_knowledge": CostEstimate(action="refresh_knowledge", flops=10.0),
+            "regenerate_table": CostEstimate(action="regenerate_table", flops=100.0),
+        },
+    }
+
+
+def test_hybrid_under_a_tight_budget_keeps_the_refresh_and_drops_the_fine_tune() -> None:
+    actions = HybridPolicy().decide(served(adapter_age=30, knowledge_age=2, **_priced(flops=500.0)))
+    assert kinds(actions) == ["refresh_knowledge", "regenerate_table"]
+    assert HybridPolicy().decide(served(adapter_age=30, knowledge_age=2, **_priced(flops=50.0))) == []
+
+
+def test_budget_counts_what_was_spent_in_the_period() -> None:
+    spent = CostRecord(action="fine_tune", at=NOW - 5 * DAY, estimate=CostEstimate(action="fine_tune"), flops=1000.0)
+    old = CostRecord(action="fine_tune", at=NOW - 40 * DAY, estimate=CostEstimate(action="fine_tune"), flops=1000.0)
+    priced = _priced(flops=1500.0)
+    assert kinds(HybridPolicy().decide(served(adapter_age=30, knowledge_age=2, ledger=(old,), **priced)))[0] == "fine_tune"
+    assert kinds(HybridPolicy().decide(served(adapter_age=30, knowledge_age=2, ledger=(spent,), **priced))) == [
+        "refresh_knowledge", "regenerate_table"]
+
+
+@pytest.mark.parametrize(("jaccard", "fine_tunes"), [(0.1, True), (0.5, False), (None, False)])
+def test_adaptive_fine_tunes_on_drift_after_the_minimum_interval(jaccard: float | None, fine_tunes: bool) -> None:
+    drift = DriftStats(top5_jaccard=jaccard, pairs=100)
+    policy = AdaptivePolicy()
+    actions = policy.decide(served(adapter_age=10, knowledge_age=0.5, drift=drift))
+    assert ("fine_tune" in kinds(actions)) is fine_tunes
+    assert "fine_tune" not in kinds(policy.decide(served(adapter_age=3, knowledge_age=0.5, drift=drift)))
+
+
+def test_adaptive_fine_tunes_at_the_maximum_interval_without_drift() -> None:
+    calm = DriftStats(top5_jaccard=0.9, pairs=100)
+    assert kinds(AdaptivePolicy().decide(served(adapter_age=60, knowledge_age=0.5, drift=calm)))[0] == "fine_tune"
+
+
+def test_adaptive_fine_tunes_when_recent_recall_drops() -> None:
+    drift = DriftStats(recall_recent=0.01, recall_at_training=0.05)
+    assert kinds(AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=0.5, drift=drift)))[0] == "fine_tune"
+
+
+def test_adaptive_refreshes_more_often_when_drift_is_higher() -> None:
+    policy = AdaptivePolicy()
+    stormy = policy.rag_days(state(drift=DriftStats(top5_jaccard=0.05)))
+    middling = policy.rag_days(state(drift=DriftStats(top5_jaccard=0.35)))
+    calm = policy.rag_days(state(drift=DriftStats(top5_jaccard=0.95)))
+    assert stormy == policy.options.min_rag_days < middling < calm == policy.options.max_rag_days
+    assert policy.knowledge_bound() == policy.options.max_rag_days * DAY
+    calm_state = served(adapter_age=5, knowledge_age=2.5, drift=DriftStats(top5_jaccard=0.95))
+    stormy_state = served(adapter_age=5, knowledge_age=2.5, drift=DriftStats(top5_jaccard=0.3))
+    assert policy.decide(calm_state) == []
+    assert kinds(policy.decide(stormy_state)) == ["refresh_knowledge", "regenerate_table"]
+
+
+def test_adaptive_keeps_headroom_for_a_refresh_after_a_fine_tune() -> None:
+    drift = DriftStats(top5_jaccard=0.05, pairs=100)
+    # fine-tune + refresh + regenerate = 1110 fits 1150 but not with one more refresh (110) to spare
+    actions = AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=5, drift=drift, **_priced(flops=1150.0)))
+    assert kinds(actions) == ["refresh_knowledge", "regenerate_table"]
+    actions = AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=5, drift=drift, **_priced(flops=1250.0)))
+    assert kinds(actions)[0] == "fine_tune"
+
+
+def test_adaptive_rejects_inconsistent_options() -> None:
+    with pytest.raises(ValueError, match="min_fine_tune_days"):
+        AdaptivePolicy.Options(min_fine_tune_days=90, max_fine_tune_days=60)
+    with pytest.raises(ValueError, match="extra"):
+        HybridPolicy.Options(fine_tune_every_day=3)  # type: ignore[call-arg]
+
+
+def test_windows_never_end_after_the_data_clock_even_when_it_lags_the_clock() -> None:
+    lagging = state(data_until=NOW - 3 * DAY)
+    for policy in (StaticPolicy(), PeriodicFineTunePolicy(), PeriodicRagPolicy(), RagOncePolicy(), HybridPolicy(), AdaptivePolicy()):
+        for action in policy.decide(lagging):
+            window = getattr(action, "window", None)
+            assert window is None or window.end == lagging.data_until, policy.name
