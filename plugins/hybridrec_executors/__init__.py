@@ -1,4 +1,4 @@
-"""Built-in table executors: ``local`` (in-process, the default)."""
+"""Built-in table executors: ``local`` (in-process, the default) and ``ray`` (extra ``hybridrec[ray]``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ from typing import Any
 
 from hybridrec import hookimpl
 from hybridrec_executors.local import LocalExecutor
+from hybridrec_executors.ray_executor import RayExecutor
 
 
 @hookimpl
 def register_executors(register: Any) -> None:
     register(LocalExecutor)
+    register(RayExecutor)
+
+
+@hookimpl
+def register_bench_suites(register: Any) -> None:
+    from hybridrec_executors.scale_bench import scale_suite
+
+    register("scale", scale_suite)

@@ -78,6 +78,35 @@ class DataConfig(BaseModel):
     n_clusters: int | None = Field(default=None, ge=2)
 
 
+class DistributedConfig(BaseModel):
+    """How fine-tuning runs: in this process (``single``, the default) or as several processes
+    (one per GPU) launched through ``torchrun`` or ``accelerate``; see :mod:`hybridrec.distributed`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Literal["single", "torchrun", "accelerate"] = "single"
+    nproc_per_node: int | None = Field(
+        default=None, ge=1, description="Processes per node; None means one per visible GPU."
+    )
+    nnodes: int = Field(default=1, ge=1)
+    node_rank: int = Field(default=0, ge=0)
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(default=29500, ge=1, le=65535)
+    backend: Literal["auto", "nccl", "gloo"] = Field(
+        default="auto", description="Process-group backend; auto: nccl with CUDA, else gloo."
+    )
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        default="no", description="Passed to `accelerate launch` (torchrun ignores it)."
+    )
+    extra_args: list[str] = Field(default_factory=list, description="Appended to the launcher.")
+    timeout_s: float | None = Field(default=None, gt=0)
+    run_dir: Path | None = Field(
+        default=None,
+        description="Folder for launch specs and logs (shared by all nodes when nnodes > 1); "
+        "default a temporary folder, removed after a successful run.",
+    )
+
+
 class PipelineConfig(BaseModel):
     """A whole pipeline. Every role has a default so a minimal file can name just one plugin."""
 
@@ -96,6 +125,7 @@ class PipelineConfig(BaseModel):
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     budget: Budget = Field(default_factory=Budget)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
 
 PLUGIN_ROLES: tuple[str, ...] = (
