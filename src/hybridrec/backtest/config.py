@@ -1,0 +1,203 @@
+"""What a backtest runs: the data, the window, the arms and the LLM stack (a pydantic model).
+
+A ``--config`` TOML file holds these fields at top level (or under ``[backtest]``)::
+
+    dataset = "ml-1m"
+    start = 2000-06-01
+    end = 2001-01-01          # exclusive
+    arms = ["hybrid", "markov-all"]
+
+    [llm.generator]
+    plugin = "hf"
+    options = { preset = "tiny" }
+
+    [llm.policies.hybrid]
+    plugin = "hybrid"
+    options = { fine_tune_every_days = 30, rag_every_days = 2 }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hybridrec.config import GuardrailConfig, PluginRef
+from hybridrec.errors import ConfigError
+from hybridrec.types import UTC, Budget
+
+LLM_ARMS: tuple[str, ...] = (
+    "no-update", "ft-monthly", "ft-weekly", "rag-only", "rag-once", "hybrid", "adaptive",
+)
+BASELINE_ARMS: tuple[str, ...] = ("markov-all", "markov-recent", "popularity")
+ALL_ARMS: tuple[str, ...] = LLM_ARMS + BASELINE_ARMS
+
+#: The policy behind each LLM arm (DESIGN.md §4; see :mod:`hybridrec_policies.policies`).
+DEFAULT_POLICIES: dict[str, PluginRef] = {
+    "no-update": PluginRef(plugin="static"),
+    "ft-monthly": PluginRef(plugin="periodic-finetune", options={"period_days": 30}),
+    "ft-weekly": PluginRef(plugin="periodic-finetune", options={"period_days": 7}),
+    "rag-only": PluginRef(plugin="periodic-rag", options={"period_days": 2}),
+    "rag-once": PluginRef(plugin="rag-once"),
+    "hybrid": PluginRef(
+        plugin="hybrid", options={"fine_tune_every_days": 30, "rag_every_days": 2}
+    ),
+    "adaptive": PluginRef(plugin="adaptive"),
+}
+
+
+#: ``lora`` options of the demo: the most recent 5,000 examples per fine-tune (about 4 s warm on
+#: one CPU core), a 500-row held-out tail and 64 free generations for the guardrails.
+#: Labels are not re-balanced: HR rewards popular successors, and the tiny model trained on capped
+#: labels ranks worse than popularity.
+DEMO_FINE_TUNE: dict[str, Any] = {
+    "max_examples": 5000, "holdout_max": 500, "guardrail_samples": 64, "balance": "none",
+}
+#: Overrides for the one shared initial fine-tune (setup, charged to no arm): it trains the tiny
+#: base model from scratch, so it gets 20,000 examples (about 60 s on one core).
+DEMO_INITIAL_FINE_TUNE: dict[str, Any] = {"max_examples": 20000, "base_epochs": 3}
+#: ``--quick``: a smaller initial fine-tune (about 4x cheaper) so the smoke study stays under 3 min.
+QUICK_INITIAL_FINE_TUNE: dict[str, Any] = {"max_examples": 6000, "base_epochs": 3}
+
+
+class LLMSettings(BaseModel):
+    """The plugins and knobs shared by every LLM arm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generator: PluginRef = Field(
+        default_factory=lambda: PluginRef(plugin="hf", options={"preset": "tiny"})
+    )
+    fine_tuner: PluginRef = Field(
+        default_factory=lambda: PluginRef(plugin="lora", options=dict(DEMO_FINE_TUNE)),
+        description="Cost knobs chosen so the whole default study fits 20 minutes on 2 CPU cores.",
+    )
+    knowledge_store: PluginRef = Field(
+        default_factory=lambda: PluginRef(plugin="annoy", options={"min_support": 0}),
+        description="min_support=0: the paper's instance-level retrieval without borrowing from neighbours (a build takes ~0.05 s instead of ~8 s on ML-1M).",
+    )
+    cost_model: PluginRef = Field(default_factory=lambda: PluginRef(plugin="flops"))
+    initial_fine_tune_options: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEMO_INITIAL_FINE_TUNE),
+        description="Fine-tuner options merged over fine_tuner.options for the shared initial adapter.",
+    )
+    guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
+    policies: dict[str, PluginRef] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    budget: Budget = Field(default_factory=Budget)
+    table_k: int = Field(default=10, ge=5, le=100, description="Width of a generated table row.")
+    evidence_m: int | None = Field(default=None, ge=1, description="Evidence items per context (store default if unset).")
+    warmup_days: int = Field(default=30, ge=1, description="Days before the test window the shared initial adapter trains on.")
+    drift_days: int = Field(default=14, ge=1, description="Recent window the drift statistic compares the adapter's training data with.")
+    training_evidence: Literal["fine_tuner", "store"] = Field(
+        default="fine_tuner",
+        description="Evidence in training prompts: the fine-tuner's own (leak-free, per example), "
+        "or a knowledge snapshot of the training_knowledge_days before the training window.",
+    )
+    training_knowledge_days: int = Field(default=14, ge=1)
+    drift_arms: list[str] = Field(default_factory=lambda: ["adaptive"], description="Arms whose state carries measured drift (others see it unmeasured; only drift-driven policies read it).")
+    measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")
+
+    @field_validator("policies")
+    @classmethod
+    def _known_arms(cls, value: dict[str, PluginRef]) -> dict[str, PluginRef]:
+        unknown = sorted(set(value) - set(LLM_ARMS))
+        if unknown:
+            raise ValueError(f"policies for unknown arms {unknown}; LLM arms are {list(LLM_ARMS)}")
+        return {**DEFAULT_POLICIES, **value}
+
+
+class BacktestConfig(BaseModel):
+    """A whole backtest (defaults: the default study of DESIGN.md §4 on ML-1M)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = "ml-1m"
+    dataset_options: dict[str, Any] = Field(default_factory=dict)
+    min_rating: float | None = 4.0
+    clustering: str = "categories"
+    n_clusters: int | None = None
+    start: date = date(2000, 6, 1)
+    end: date = Field(default=date(2001, 1, 1), description="Exclusive end of the test days.")
+    arms: list[str] = Field(default_factory=lambda: list(ALL_ARMS))
+    reference: str = Field(default="hybrid", description="The arm every other arm is paired with.")
+    seed: int = 0
+    threads: int | None = Field(default=1, ge=1, description="torch CPU threads (fixed for bit-identical reruns; None leaves torch's default).")
+    k: int = Field(default=5, ge=5, description="Served list length (HR@1, HR@5, NDCG@5 use its head).")
+    bootstrap: int = Field(default=1000, ge=100)
+    markov_recent_days: int = Field(default=30, ge=1)
+    workdir: Path | None = Field(default=None, description="Where adapters and snapshots go (a temporary folder if unset).")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, value: list[str]) -> list[str]:
+        unknown = [a for a in value if a not in ALL_ARMS]
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; arms are {', '.join(ALL_ARMS)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"arms repeat: {value}")
+        if not value:
+            raise ValueError("at least one arm is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> BacktestConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        return self
+
+    @property
+    def start_dt(self) -> datetime:
+        return datetime(self.start.year, self.start.month, self.start.day, tzinfo=UTC)
+
+    @property
+    def end_dt(self) -> datetime:
+        return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC)
+
+    def llm_arms(self) -> list[str]:
+        return [a for a in self.arms if a in LLM_ARMS]
+
+    def reference_arm(self) -> str:
+        """``reference`` if it is run, else the first arm."""
+        return self.reference if self.reference in self.arms else self.arms[0]
+
+
+def quick_config(base: BacktestConfig | None = None) -> BacktestConfig:
+    """The ``--quick`` study: two weeks of test days, cheaper fine-tunes, fewer bootstrap draws."""
+    base = base or BacktestConfig()
+    llm = base.llm.model_copy(update={"initial_fine_tune_options": dict(QUICK_INITIAL_FINE_TUNE)})
+    return base.model_copy(
+        update={
+            "start": date(2000, 6, 1),
+            "end": date(2000, 6, 15),
+            "bootstrap": 200,
+            "llm": llm,
+        }
+    )
+
+
+def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
+    """Read a TOML file (fields at top level or under ``[backtest]``) and apply ``overrides``
+    (keys with a None value are ignored)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"backtest config {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = dict(data.get("backtest", data))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return BacktestConfig.model_validate(data)
+    except ValidationError as exc:
+        where = str(path) if path is not None else "options"
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError(f"{where}: invalid backtest config:\n" + "\n".join(lines)) from None

@@ -1,0 +1,592 @@
+"""LLM arms: an :class:`~hybridrec.interfaces.UpdatePolicy` driving a generator, a fine-tuner and a
+knowledge store, with the work shared between arms.
+
+Each arm keeps its own *system state* (adapter, knowledge snapshot, served table, ledger). At the
+end of every day the arm builds a :class:`~hybridrec.types.SystemState`, asks its policy to
+``decide``, and executes the actions through one :class:`WorkCache` shared by all arms:
+
+* a **fine-tune** is identified by ``(parent adapter, window, warm_start)``: arms on the same
+  warm-start chain that train on the same window get the same adapter, trained once;
+* a **knowledge refresh** is identified by its window: one snapshot per window;
+* a **table** is a deterministic function of ``(adapter, snapshot or none, context)``, so table
+  rows are cached per ``(adapter, snapshot)`` *state* and shared by every arm serving that state.
+
+Every arm's ledger is charged what the action would have cost it alone (the cost model's price
+of the full action, and the measured seconds of the one real execution), whether or not the work
+came from the cache.
+
+**Lazy tables (an exact optimisation).** A regeneration is *priced* as ranking every catalog
+context (``n (n-1)``, or the observed ones if the policy asks so), but rows are only
+*materialised* for contexts that are actually scored, on the day they are first scored, and then
+cached for that state. Because a row depends only on ``(adapter, snapshot, context)`` and ranking
+is deterministic, the served lists, and so every metric, are identical to ranking the whole
+catalog up front. Regeneration seconds are extrapolated from the measured seconds per ranked
+context (documented in the report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridrec.backtest.protocol import Arm, Day, Served
+from hybridrec.config import GuardrailConfig
+from hybridrec.generation import observed_contexts
+from hybridrec.interfaces import (
+    CostModel,
+    FineTuner,
+    FineTuneResult,
+    Generator,
+    KnowledgeSnapshot,
+    KnowledgeStore,
+    UpdatePolicy,
+)
+from hybridrec.serving.base import LEVEL_PAIR, Backoff, fill_rows
+from hybridrec.types import (
+    Action,
+    Budget,
+    CostEstimate,
+    CostRecord,
+    DriftStats,
+    EvidenceBatch,
+    FineTune,
+    RefreshKnowledge,
+    RegenerateTable,
+    SystemState,
+    TimeWindow,
+    TransitionSet,
+    ts_to_datetime,
+)
+
+INITIAL = "initial"
+BACKOFF_WIDTH = 16
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+def guardrail_reasons(metrics: dict[str, float], config: GuardrailConfig) -> list[str]:
+    """The reasons to hold an adapter (empty = promote); uses :mod:`hybridrec.guardrails`."""
+    if not config.enabled:
+        return []
+    from hybridrec.guardrails import check_guardrails
+
+    return list(check_guardrails(metrics, config))
+
+
+@dataclass
+class AdapterEntry:
+    """A trained adapter in the cache, with what it cost to train (once)."""
+
+    key: str
+    path: Path | None
+    window: TimeWindow | None
+    metrics: dict[str, float]
+    estimate: CostEstimate
+    seconds: float
+    held_reasons: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return not self.held_reasons
+
+
+@dataclass
+class SnapshotEntry:
+    """A knowledge snapshot in the cache."""
+
+    key: str
+    snapshot: KnowledgeSnapshot
+    window: TimeWindow
+    estimate: CostEstimate
+    seconds: float
+
+
+@dataclass
+class StateRows:
+    """Lazily materialised table rows for one ``(adapter, snapshot)`` state."""
+
+    index: np.ndarray  # (n*n,) int32: row of a context key in ``ids``, -1 if not ranked yet
+    ids: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    size: int = 0
+    stacked: tuple[np.ndarray, np.ndarray] | None = None
+
+
+@dataclass
+class LLMStack:
+    """The plugins and settings every LLM arm shares."""
+
+    generator: Generator
+    fine_tuner: FineTuner
+    store: KnowledgeStore
+    cost_model: CostModel
+    guardrails: GuardrailConfig
+    workdir: Path
+    table_k: int = 10
+    evidence_m: int | None = None
+    budget: Budget = field(default_factory=Budget)
+    drift_days: int = 14
+    training_evidence: str = "fine_tuner"
+    training_knowledge_days: int = 14
+
+
+class WorkCache:
+    """Work shared between arms: adapters, snapshots and table rows (see the module docstring)."""
+
+    def __init__(self, stack: LLMStack, transitions: TransitionSet) -> None:
+        self.stack = stack
+        self.transitions = transitions
+        self.n = transitions.n_clusters
+        self.adapters: dict[str, AdapterEntry] = {}
+        self.snapshots: dict[str, SnapshotEntry] = {}
+        self.rows: dict[tuple[str, str | None], StateRows] = {}
+        self.loaded_adapter: str | None = None
+        self.rank_seconds = 0.0
+        self.ranked_contexts = 0
+        self.executed: dict[str, int] = {"fine_tune": 0, "refresh_knowledge": 0, "rank_batches": 0}
+        self._drift: dict[tuple[Any, ...], DriftStats] = {}
+        self._backoff: tuple[int, Backoff] | None = None
+
+    def backoff(self, history: TransitionSet) -> Backoff:
+        """The serving backoff (successors of the last cluster, popularity) from ``history``;
+        shared by every arm regenerating on the same data."""
+        if self._backoff is None or self._backoff[0] != len(history):
+            self._backoff = (len(history), Backoff.from_transitions(history, BACKOFF_WIDTH))
+        return self._backoff[1]
+
+    # -- adapters ---------------------------------------------------------------------------
+
+    def fine_tune_estimate(self, n_transitions: int) -> CostEstimate:
+        workload = self.stack.fine_tuner.workload(n_transitions, self.stack.generator)
+        return self.stack.cost_model.estimate("fine_tune", workload)
+
+    def fine_tune(
+        self,
+        history: TransitionSet,
+        parent: str | None,
+        window: TimeWindow,
+        *,
+        warm_start: bool,
+        key: str | None = None,
+        fine_tuner: FineTuner | None = None,
+        progress: bool = False,
+    ) -> AdapterEntry:
+        """The adapter trained from ``parent`` (or the base model) on ``window`` of ``history``.
+
+        Cached by ``(starting adapter, window)``; ``key`` names the entry explicitly (the shared
+        initial adapter).
+        """
+        start = parent if warm_start else None
+        key = key or _key("ft", start, window.start_ts, window.end_ts)
+        if key in self.adapters:
+            return self.adapters[key]
+        data = history.window(window)
+        workload = (fine_tuner or self.stack.fine_tuner).workload(len(data), self.stack.generator)
+        estimate = self.stack.cost_model.estimate("fine_tune", workload)
+        out_dir = self.stack.workdir / "adapters" / key
+        evidence_fn = (
+            self._training_evidence(history, window) if self.stack.training_evidence == "store" else None
+        )
+        previous = self.adapters[start].path if start is not None else None
+        t0 = time.perf_counter()
+        tuner = fine_tuner or self.stack.fine_tuner
+        result: FineTuneResult = tuner.fine_tune(
+            self.stack.generator, history, window, out_dir,
+            previous_adapter=previous, evidence_fn=evidence_fn, progress=progress,
+        )
+        seconds = time.perf_counter() - t0
+        self.loaded_adapter = key
+        self.executed["fine_tune"] += 1
+        entry = AdapterEntry(
+            key=key, path=result.adapter_path, window=window, metrics=dict(result.metrics),
+            estimate=estimate, seconds=seconds,
+            held_reasons=guardrail_reasons(dict(result.metrics), self.stack.guardrails),
+        )
+        self.adapters[key] = entry
+        return entry
+
+    def _training_evidence(
+        self, history: TransitionSet, window: TimeWindow
+    ) -> Callable[[np.ndarray, np.ndarray], EvidenceBatch]:
+        # Evidence for training prompts comes from a snapshot of the days just before the training
+        # window, so every example's evidence is strictly older than the example itself.
+        days = self.stack.training_knowledge_days
+        ev_window = TimeWindow(start=window.start - timedelta(days=days), end=window.start)
+        entry = self.snapshot(history, ev_window)
+
+        def evidence_fn(contexts: np.ndarray, as_of_ts: np.ndarray) -> EvidenceBatch:
+            batch = entry.snapshot.evidence(contexts, self.stack.evidence_m)
+            too_old = np.asarray(as_of_ts) < entry.window.end_ts
+            if too_old.any():  # never let an example see evidence from its own future
+                hide = too_old[:, None]
+                batch = dataclasses.replace(
+                    batch,
+                    cluster=np.where(hide, -1, batch.cluster),
+                    support=np.where(hide, 0.0, batch.support),
+                    score=np.where(hide, 0.0, batch.score),
+                )
+            return batch
+
+        return evidence_fn
+
+    # -- knowledge --------------------------------------------------------------------------
+
+    def refresh_estimate(self, n_transitions: int) -> CostEstimate:
+        workload = self.stack.store.workload(n_transitions, self.n * (self.n - 1))
+        return self.stack.cost_model.estimate("refresh_knowledge", workload)
+
+    def snapshot(self, history: TransitionSet, window: TimeWindow) -> SnapshotEntry:
+        key = _key("kn", window.start_ts, window.end_ts)
+        if key in self.snapshots:
+            return self.snapshots[key]
+        n_rows = len(history.window(window))
+        estimate = self.refresh_estimate(n_rows)
+        t0 = time.perf_counter()
+        snap = self.stack.store.build(history, window, self.stack.workdir / "knowledge" / key)
+        seconds = time.perf_counter() - t0
+        self.executed["refresh_knowledge"] += 1
+        entry = SnapshotEntry(key=key, snapshot=snap, window=window, estimate=estimate, seconds=seconds)
+        self.snapshots[key] = entry
+        return entry
+
+    # -- tables -----------------------------------------------------------------------------
+
+    def regenerate_estimate(self, n_contexts: int, *, with_evidence: bool) -> CostEstimate:
+        workload = self.stack.generator.workload(n_contexts, with_evidence=with_evidence)
+        return self.stack.cost_model.estimate("regenerate_table", workload)
+
+    def seconds_per_context(self) -> float:
+        """Measured seconds per ranked context so far (0 before any ranking)."""
+        return self.rank_seconds / self.ranked_contexts if self.ranked_contexts else 0.0
+
+    def rows_for(
+        self, adapter: str, snapshot: str | None, contexts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Table rows ``(ids, scores)`` (``(m, table_k)``) for ``contexts`` in this state."""
+        state = (adapter, snapshot)
+        rows = self.rows.get(state)
+        if rows is None:
+            rows = StateRows(index=np.full(self.n * self.n, -1, dtype=np.int32))
+            self.rows[state] = rows
+        keys = contexts[:, 0] * self.n + contexts[:, 1]
+        missing = np.unique(keys[rows.index[keys] < 0])
+        if missing.size:
+            todo = np.stack([missing // self.n, missing % self.n], axis=1)
+            ids, scores = self._rank(adapter, snapshot, todo)
+            rows.index[missing] = np.arange(rows.size, rows.size + missing.size, dtype=np.int32)
+            rows.ids.append(ids)
+            rows.scores.append(scores)
+            rows.size += missing.size
+            rows.stacked = None
+        if rows.stacked is None:
+            rows.stacked = (np.concatenate(rows.ids), np.concatenate(rows.scores))
+        at = rows.index[keys]
+        return rows.stacked[0][at], rows.stacked[1][at]
+
+    def _rank(self, adapter: str, snapshot: str | None, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gen = self.stack.generator
+        if self.loaded_adapter != adapter:
+            gen.load_adapter(self.adapters[adapter].path)
+            self.loaded_adapter = adapter
+        evidence = None
+        if snapshot is not None:
+            evidence = self.snapshots[snapshot].snapshot.evidence(contexts, self.stack.evidence_m)
+        t0 = time.perf_counter()
+        rankings = gen.rank(contexts, evidence, self.stack.table_k)
+        self.rank_seconds += time.perf_counter() - t0
+        self.ranked_contexts += int(contexts.shape[0])
+        self.executed["rank_batches"] += 1
+        rankings.validate()
+        return rankings.ids.astype(np.int64), rankings.scores.astype(np.float64)
+
+    def retain(self, live: set[tuple[str, str | None]]) -> None:
+        """Forget cached rows of states no arm can serve any more (bounded memory)."""
+        for state in list(self.rows):
+            if state not in live:
+                del self.rows[state]
+
+    # -- drift ------------------------------------------------------------------------------
+
+    def drift(self, history: TransitionSet, trained: TimeWindow | None, now: datetime) -> DriftStats:
+        """Top-5 Jaccard between the adapter's training window and the last ``drift_days``."""
+        if trained is None:
+            return DriftStats()
+        recent = TimeWindow(start=now - timedelta(days=self.stack.drift_days), end=now)
+        key = (trained.start_ts, trained.end_ts, recent.start_ts, recent.end_ts)
+        cached = self._drift.get(key)
+        if cached is None:
+            from hybridrec.data.drift import top5_jaccard
+
+            mean, pairs = top5_jaccard(history.window(trained), history.window(recent))
+            cached = DriftStats(
+                top5_jaccard=None if mean is None else min(1.0, max(0.0, mean)),
+                pairs=pairs,
+                measured_at=now,
+            )
+            self._drift[key] = cached
+        return cached
+
+
+@dataclass
+class TableVersion:
+    """What an arm serves: rows of one state, restricted to ``observed`` keys (None = all),
+    filled up by the serving backoff computed at build time."""
+
+    adapter: str
+    snapshot: str | None
+    built_at: datetime
+    backoff: Backoff
+    observed: np.ndarray | None = None
+
+
+class PolicyArm(Arm):
+    """An LLM arm: a policy deciding actions on a shared :class:`WorkCache`."""
+
+    llm = True
+
+    def __init__(
+        self,
+        name: str,
+        policy: UpdatePolicy,
+        cache: WorkCache,
+        *,
+        measure_rag_agreement: bool = True,
+        measure_drift: bool = True,
+    ) -> None:
+        super().__init__(name)
+        self.policy = policy
+        self.measure_drift = measure_drift
+        self.cache = cache
+        self.measure_rag_agreement = measure_rag_agreement
+        self.adapter = INITIAL
+        self.adapter_trained_at: datetime | None = None
+        self.knowledge: str | None = None
+        self.knowledge_built_at: datetime | None = None
+        self.table: TableVersion | None = None
+        self.held: list[str] = []
+        self.ledger: list[CostRecord] = []
+        self.data_start: datetime | None = None
+        self._em_weighted = 0.0
+        self._em_n = 0
+        self._rag_same = 0
+        self._rag_n = 0
+        self._no_rag_top1_same_list = 0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state(self, history: TransitionSet, now: datetime) -> SystemState:
+        """The policy's view of this arm at ``now`` (data until ``now``, exclusive)."""
+        adapter = self.cache.adapters[self.adapter]
+        knowledge = self.cache.snapshots[self.knowledge] if self.knowledge is not None else None
+        budget = self.cache.stack.budget
+        since = now - timedelta(days=budget.period_days)
+        n_recent = len(history.window(TimeWindow(start=now - timedelta(days=30), end=now)))
+        estimates = {
+            "fine_tune": self.cache.fine_tune_estimate(n_recent),
+            "refresh_knowledge": self.cache.refresh_estimate(n_recent),
+            "regenerate_table": self.cache.regenerate_estimate(
+                self.cache.n * (self.cache.n - 1), with_evidence=self.knowledge is not None
+            ),
+        }
+        return SystemState(
+            now=now,
+            data_start=self.data_start,
+            data_until=now,
+            adapter_version=adapter.key,
+            adapter_trained_until=adapter.window.end if adapter.window is not None else None,
+            adapter_trained_at=self.adapter_trained_at,
+            knowledge_version=self.knowledge,
+            knowledge_until=knowledge.window.end if knowledge is not None else None,
+            knowledge_built_at=self.knowledge_built_at,
+            table_version=None if self.table is None else _key(self.table.adapter, self.table.snapshot, self.table.built_at),
+            table_built_at=None if self.table is None else self.table.built_at,
+            table_uses_knowledge=self.table is not None and self.table.snapshot is not None,
+            pending_fine_tune=False,
+            held_adapters=tuple(self.held),
+            drift=self.cache.drift(history, adapter.window, now) if self.measure_drift else DriftStats(),
+            budget=budget,
+            ledger=tuple(r for r in self.ledger if r.at >= since),
+            estimates=estimates,
+        )
+
+    # -- actions ----------------------------------------------------------------------------
+
+    def _charge(self, estimate: CostEstimate, seconds: float, now: datetime, status: str, note: str,
+                versions_in: dict[str, str | None], versions_out: dict[str, str | None]) -> None:
+        record = self.cache.stack.cost_model.record(
+            estimate.action, estimate, at=now, seconds=seconds, status=status, note=note,
+            versions_in=versions_in, versions_out=versions_out,
+        )
+        self.ledger.append(record)
+        self.cost.flops += record.flops
+        self.cost.seconds += record.seconds
+        self.cost.by_action[estimate.action] = self.cost.by_action.get(estimate.action, 0.0) + record.flops
+        self.cost.seconds_by_action[estimate.action] = (
+            self.cost.seconds_by_action.get(estimate.action, 0.0) + record.seconds
+        )
+
+    def execute(self, action: Action, history: TransitionSet, now: datetime) -> str:
+        """Run one action for this arm (through the cache); returns its label."""
+        if isinstance(action, FineTune):
+            self._check_window(action.window, now)
+            entry = self.cache.fine_tune(history, self.adapter, action.window, warm_start=action.warm_start)
+            self.cost.fine_tunes += 1
+            status = "ok" if entry.passed else "held"
+            self._charge(entry.estimate, entry.seconds, now, status, "; ".join(entry.held_reasons),
+                         {"adapter": self.adapter}, {"adapter": entry.key})
+            if entry.passed:
+                self.adapter = entry.key
+                self.adapter_trained_at = now
+                return "fine_tune"
+            self.held.append(entry.key)
+            self.cost.held_adapters += 1
+            return "fine_tune(held)"
+        if isinstance(action, RefreshKnowledge):
+            self._check_window(action.window, now)
+            snap = self.cache.snapshot(history, action.window)
+            self.cost.knowledge_refreshes += 1
+            self._charge(snap.estimate, snap.seconds, now, "ok", action.reason,
+                         {"knowledge": self.knowledge}, {"knowledge": snap.key})
+            self.knowledge = snap.key
+            self.knowledge_built_at = now
+            return "refresh_knowledge"
+        if isinstance(action, RegenerateTable):
+            return self._regenerate(action, history, now)
+        return "noop"
+
+    def _check_window(self, window: TimeWindow, now: datetime) -> None:
+        if window.end > now:
+            raise ValueError(
+                f"policy {self.policy.name!r} of arm {self.name!r} asked for data until "
+                f"{window.end}, after the data it may see (until {now})"
+            )
+
+    def _regenerate(self, action: RegenerateTable, history: TransitionSet, now: datetime) -> str:
+        snapshot = self.knowledge if action.use_knowledge else None
+        observed: np.ndarray | None = None
+        if action.contexts == "observed":
+            window = action.observed_window
+            if window is not None:
+                self._check_window(window, now)
+            ctx = observed_contexts(history, window)
+            observed = np.zeros(self.cache.n * self.cache.n, dtype=bool)
+            observed[ctx[:, 0] * self.cache.n + ctx[:, 1]] = True
+            n_contexts = int(ctx.shape[0])
+        else:
+            n_contexts = self.cache.n * (self.cache.n - 1)
+        estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
+        rate = self.cache.seconds_per_context()
+        seconds = rate * n_contexts if rate > 0 else estimate.seconds
+        self.cost.regenerated_contexts += n_contexts
+        self.table = TableVersion(
+            adapter=self.adapter, snapshot=snapshot, built_at=now,
+            backoff=self.cache.backoff(history), observed=observed,
+        )
+        self.cost.table_regenerations += 1
+        self._charge(estimate, seconds, now, "ok", action.reason,
+                     {"adapter": self.adapter, "knowledge": snapshot},
+                     {"table": _key(self.adapter, snapshot, now)})
+        return "regenerate_table" + ("+rag" if snapshot is not None else "")
+
+    # -- the Arm contract -------------------------------------------------------------------
+
+    def begin(self, history: TransitionSet, start: datetime) -> None:
+        """Serve the shared initial adapter's no-knowledge table, then let the policy act."""
+        self.data_start = ts_to_datetime(int(history.ts[0])) if len(history) else None
+        self.table = TableVersion(
+            adapter=INITIAL, snapshot=None, built_at=start, backoff=self.cache.backoff(history),
+        )
+        self.adapter_trained_at = start
+        self.initial_actions = self._act(history, start)
+
+    def end_of_day(self, history: TransitionSet, day: Day) -> list[str]:
+        return self._act(history, day.end)
+
+    def _act(self, history: TransitionSet, now: datetime) -> list[str]:
+        actions = self.policy.decide(self.state(history, now))
+        return [self.execute(action, history, now) for action in actions]
+
+    def live_states(self) -> set[tuple[str, str | None]]:
+        if self.table is None:
+            return set()
+        states: set[tuple[str, str | None]] = {(self.table.adapter, self.table.snapshot)}
+        if self.measure_rag_agreement and self.table.snapshot is not None:
+            states.add((self.table.adapter, None))
+        return states
+
+    def serve(self, contexts: np.ndarray, k: int) -> Served:
+        if self.table is None:
+            raise RuntimeError(f"arm {self.name!r} has no table; begin() was not called")
+        table = self.table
+        ids, scores = self.cache.rows_for(table.adapter, table.snapshot, contexts)
+        if table.observed is not None:
+            missing = ~table.observed[contexts[:, 0] * self.cache.n + contexts[:, 1]]
+            ids = np.where(missing[:, None], -1, ids)
+        rankings, levels = fill_rows(contexts, ids, scores, table.backoff, k)
+        em = self.cache.adapters[table.adapter].metrics.get("exact_match_rate")
+        if em is not None:
+            self._em_weighted += float(em) * contexts.shape[0]
+            self._em_n += int(contexts.shape[0])
+        if self.measure_rag_agreement and table.snapshot is not None and contexts.shape[0]:
+            plain, _ = self.cache.rows_for(table.adapter, None, contexts)
+            self._rag_same += int((plain[:, 0] == ids[:, 0]).sum())
+            self._no_rag_top1_same_list += int((plain[:, :k] == ids[:, :k]).all(axis=1).sum())
+            self._rag_n += int(contexts.shape[0])
+        return Served(ids=rankings.ids, covered=levels == LEVEL_PAIR)
+
+    def finalize_seconds(self, seconds_per_context: float) -> None:
+        """Re-price regeneration seconds with the run's final measured seconds per context."""
+        regen = seconds_per_context * self.cost.regenerated_contexts
+        self.cost.seconds += regen - self.cost.seconds_by_action.get("regenerate_table", 0.0)
+        self.cost.seconds_by_action["regenerate_table"] = regen
+
+    def exact_match_rate(self) -> float | None:
+        return self._em_weighted / self._em_n if self._em_n else None
+
+    def extra_metrics(self) -> dict[str, float | int | None]:
+        return {
+            "rag_equals_no_rag_top1": self._rag_same / self._rag_n if self._rag_n else None,
+            "rag_equals_no_rag_list": self._no_rag_top1_same_list / self._rag_n if self._rag_n else None,
+            "rag_scored": self._rag_n,
+            "held_adapters": len(self.held),
+        }
+
+
+def initial_adapter(
+    cache: WorkCache,
+    history: TransitionSet,
+    start: datetime,
+    warmup_days: int,
+    fine_tuner: FineTuner | None = None,
+    *,
+    progress: bool = False,
+) -> AdapterEntry:
+    """Fine-tune the shared initial adapter on the ``warmup_days`` before ``start`` (with
+    ``fine_tuner`` if given, e.g. one with a larger example budget)."""
+    first = ts_to_datetime(int(history.ts[0])) if len(history) else start - timedelta(days=warmup_days)
+    window = TimeWindow(start=max(first, start - timedelta(days=warmup_days)), end=start)
+    return cache.fine_tune(
+        history, None, window, warm_start=False, key=INITIAL, fine_tuner=fine_tuner, progress=progress
+    )
+
+
+__all__ = [
+    "INITIAL",
+    "AdapterEntry",
+    "LLMStack",
+    "PolicyArm",
+    "SnapshotEntry",
+    "WorkCache",
+    "initial_adapter",
+]

@@ -1,0 +1,141 @@
+"""The replay loop: serve, score, then let every arm act on the day's data.
+
+:func:`replay` is the whole protocol of DESIGN.md §4 for a list of :class:`Arm` objects; it keeps
+one ``int8`` hit rank per scored transition and arm, per-day summaries and cumulative cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hybridrec.backtest.metrics import DayGroups, hit_ranks, summarize
+from hybridrec.backtest.protocol import Arm, Day, prefix, replay_days
+from hybridrec.errors import HybridrecError
+from hybridrec.types import TransitionSet, datetime_to_ts
+
+
+class ProtocolViolation(HybridrecError):
+    """An arm served something the protocol forbids (a context cluster, a repeat)."""
+
+
+@dataclass
+class ArmRun:
+    """Everything the replay recorded for one arm."""
+
+    arm: Arm
+    ranks: list[np.ndarray] = field(default_factory=list)
+    covered: list[np.ndarray] = field(default_factory=list)
+    per_day: list[dict[str, Any]] = field(default_factory=list)
+    seconds_serving: float = 0.0
+    seconds_updating: float = 0.0
+
+    def all_ranks(self) -> np.ndarray:
+        return np.concatenate(self.ranks) if self.ranks else np.zeros(0, dtype=np.int8)
+
+    def all_covered(self) -> np.ndarray:
+        return np.concatenate(self.covered) if self.covered else np.zeros(0, dtype=bool)
+
+
+@dataclass
+class ReplayResult:
+    """The raw outcome of :func:`replay` (turned into a report by :mod:`hybridrec.backtest.report`)."""
+
+    days: list[Day]
+    groups: DayGroups
+    runs: list[ArmRun]
+    start: datetime
+    end: datetime
+    n_transitions: int
+    seconds: float
+
+    def run(self, name: str) -> ArmRun:
+        for r in self.runs:
+            if r.arm.name == name:
+                return r
+        raise KeyError(name)
+
+
+def check_served(name: str, contexts: np.ndarray, ids: np.ndarray, day: Day) -> None:
+    """Raise :class:`ProtocolViolation` if any served list holds a context cluster or a repeat."""
+    for j in range(contexts.shape[1]):
+        clash = ids == contexts[:, j : j + 1]
+        if clash.any():
+            row = int(np.argwhere(clash)[0, 0])
+            raise ProtocolViolation(
+                f"arm {name!r} on {day.label} served {ids[row].tolist()} for context "
+                f"{contexts[row].tolist()}: a served list must not contain c1 or c2"
+            )
+    ordered = np.sort(ids, axis=1)
+    repeats = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    if repeats.any():
+        row = int(np.argwhere(repeats)[0, 0])
+        raise ProtocolViolation(
+            f"arm {name!r} on {day.label} served a list with a repeated cluster: {ids[row].tolist()}"
+        )
+
+
+def replay(
+    transitions: TransitionSet,
+    arms: Sequence[Arm],
+    start: datetime,
+    end: datetime,
+    *,
+    k: int = 5,
+    progress: bool = False,
+    on_day: Callable[[Day], None] | None = None,
+) -> ReplayResult:
+    """Run the prequential daily replay of ``arms`` over the days in ``[start, end)``."""
+    started = time.perf_counter()
+    days = replay_days(transitions, start, end)
+    warmup = prefix(transitions, int(np.searchsorted(transitions.ts, datetime_to_ts(start))))
+    runs = [ArmRun(arm) for arm in arms]
+    for run in runs:
+        t0 = time.perf_counter()
+        run.arm.begin(warmup, start)
+        run.seconds_updating += time.perf_counter() - t0
+    bar = tqdm(days, desc="replay", unit="day", disable=not progress, leave=False)
+    for day in bar:
+        contexts = np.stack([transitions.c1[day.lo : day.hi], transitions.c2[day.lo : day.hi]], 1)
+        truth = transitions.c3[day.lo : day.hi]
+        for run in runs:
+            t0 = time.perf_counter()
+            served = run.arm.serve(contexts, k)
+            run.seconds_serving += time.perf_counter() - t0
+            if served.ids.shape != (day.n, k):
+                raise ProtocolViolation(
+                    f"arm {run.arm.name!r} served shape {served.ids.shape} for {day.n} contexts, "
+                    f"expected {(day.n, k)}"
+                )
+            check_served(run.arm.name, contexts, served.ids, day)
+            ranks = hit_ranks(served.ids, truth)
+            run.ranks.append(ranks)
+            run.covered.append(np.asarray(served.covered, dtype=bool))
+            run.per_day.append({"day": day.label, "n": day.n, **summarize(ranks),
+                                "coverage": float(served.covered.mean()) if day.n else 0.0})
+        seen = prefix(transitions, day.hi)
+        for run in runs:
+            t0 = time.perf_counter()
+            actions = run.arm.end_of_day(seen, day)
+            run.seconds_updating += time.perf_counter() - t0
+            run.per_day[-1]["actions"] = actions
+            run.per_day[-1]["cum_flops"] = float(run.arm.cost.flops)
+        if on_day is not None:
+            on_day(day)
+    bar.close()
+    day_of = np.repeat(np.arange(len(days)), [d.n for d in days])
+    return ReplayResult(
+        days=days,
+        groups=DayGroups(day_of=day_of, n_days=len(days)),
+        runs=runs,
+        start=start,
+        end=end,
+        n_transitions=int(day_of.shape[0]),
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,225 @@
+"""Compose a backtest from a :class:`BacktestConfig`: data, arms, replay, report.
+
+``run_backtest(config)`` is what ``hybridrec backtest`` and ``hybridrec demo`` call.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridrec.backtest.baselines import MarkovArm, PopularityArm
+from hybridrec.backtest.config import LLM_ARMS, BacktestConfig
+from hybridrec.backtest.llm import INITIAL, LLMStack, PolicyArm, WorkCache, initial_adapter
+from hybridrec.backtest.protocol import Arm, Day
+from hybridrec.backtest.report import build_report, drift_summary
+from hybridrec.backtest.runner import ReplayResult, replay
+from hybridrec.config import PluginRef, resolve_plugin
+from hybridrec.errors import DataError
+from hybridrec.interfaces import UpdatePolicy
+from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts
+
+
+def seed_everything(seed: int, threads: int | None = 1) -> None:
+    """Seed Python, numpy and torch; make torch deterministic and (by default) single-threaded."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _instantiate(role: str, ref: PluginRef, catalog: ClusterCatalog | None = None) -> Any:
+    resolved = resolve_plugin(role, ref, source="backtest config")
+    if catalog is not None:
+        return resolved.cls(resolved.options, catalog)
+    return resolved.cls(resolved.options)
+
+
+def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) -> LLMStack:
+    """Instantiate the generator, fine-tuner, store and cost model named by ``config.llm``."""
+    llm = config.llm
+    return LLMStack(
+        generator=_instantiate("generator", llm.generator, catalog),
+        fine_tuner=_instantiate("fine_tuner", llm.fine_tuner),
+        store=_instantiate("knowledge_store", llm.knowledge_store, catalog),
+        cost_model=_instantiate("cost_model", llm.cost_model),
+        guardrails=llm.guardrails,
+        workdir=workdir,
+        table_k=llm.table_k,
+        evidence_m=llm.evidence_m,
+        budget=llm.budget,
+        drift_days=llm.drift_days,
+        training_evidence=llm.training_evidence,
+        training_knowledge_days=llm.training_knowledge_days,
+    )
+
+
+def build_arms(
+    config: BacktestConfig, transitions: TransitionSet, cache: WorkCache | None
+) -> list[Arm]:
+    """One :class:`Arm` per name in ``config.arms``, in that order."""
+    arms: list[Arm] = []
+    for name in config.arms:
+        if name == "markov-all":
+            arms.append(MarkovArm(name, transitions))
+        elif name == "markov-recent":
+            arms.append(MarkovArm(name, transitions, window_days=config.markov_recent_days))
+        elif name == "popularity":
+            arms.append(PopularityArm(name, transitions))
+        else:
+            if cache is None:
+                raise ValueError("LLM arms need a work cache")
+            policy: UpdatePolicy = _instantiate("update_policy", config.llm.policies[name])
+            arms.append(PolicyArm(
+                name, policy, cache,
+                measure_rag_agreement=config.llm.measure_rag_agreement,
+                measure_drift=name in config.llm.drift_arms,
+            ))
+    return arms
+
+
+def load_data(config: BacktestConfig) -> tuple[ClusterCatalog, TransitionSet]:
+    """The catalog and transitions of ``config.dataset`` through :mod:`hybridrec.data`."""
+    from hybridrec.data import load_prepared
+
+    prepared = load_prepared(
+        config.dataset,
+        options=config.dataset_options or None,
+        min_rating=config.min_rating,
+        clustering=config.clustering,
+        n_clusters=config.n_clusters,
+    )
+    return prepared.catalog, prepared.transitions
+
+
+def run_backtest(
+    config: BacktestConfig,
+    *,
+    data: tuple[ClusterCatalog, TransitionSet] | None = None,
+    progress: bool = False,
+    drift: bool = True,
+) -> tuple[dict[str, Any], ReplayResult, Any]:
+    """Run the study; returns ``(report, replay_result, drift_plotter_or_None)``.
+
+    ``data`` overrides loading ``config.dataset`` (``(catalog, transitions)``).
+    """
+    started = time.perf_counter()
+    seed_everything(config.seed, config.threads)
+    catalog, transitions = data if data is not None else load_data(config)
+    if len(transitions) == 0:
+        raise DataError(f"data set {config.dataset!r} has no transitions")
+    start, end = config.start_dt, config.end_dt
+    warm = int(np.searchsorted(transitions.ts, datetime_to_ts(start)))
+    if warm == 0:
+        raise DataError(
+            f"no transitions before the test start {config.start}: the warm-up needs data; "
+            f"move --start later (data begins {transitions.ts[0]})"
+        )
+    setup: dict[str, Any] = {"arms": list(config.arms), "seed": config.seed}
+    with ExitStack() as stack:
+        cache: WorkCache | None = None
+        llm_names = config.llm_arms()
+        if llm_names:
+            workdir = config.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-backtest-")))
+            llm_stack = build_stack(config, catalog, Path(workdir))
+            cache = WorkCache(llm_stack, transitions)
+            t0 = time.perf_counter()
+            history = transitions.take(np.arange(warm))
+            initial_tuner = _instantiate("fine_tuner", PluginRef(
+                plugin=config.llm.fine_tuner.plugin,
+                options={**config.llm.fine_tuner.options, **config.llm.initial_fine_tune_options},
+            ))
+            if progress:
+                print(f"hybridrec: fine-tuning the shared initial adapter on the "
+                      f"{config.llm.warmup_days} days before {config.start}", file=sys.stderr)
+            entry = initial_adapter(cache, history, start, config.llm.warmup_days, initial_tuner,
+                                    progress=progress)
+            setup["initial_adapter"] = {
+                "window": [entry.window.start.isoformat(), entry.window.end.isoformat()] if entry.window else None,
+                "metrics": entry.metrics,
+                "held_by_guardrails": entry.held_reasons,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "flops": entry.estimate.flops,
+                "note": "shared by every LLM arm; its cost is setup, charged to no arm",
+            }
+        arms = build_arms(config, transitions, cache)
+
+        def on_day(day: Day) -> None:
+            if cache is not None:
+                live: set[tuple[str, str | None]] = set()
+                for arm in arms:
+                    if isinstance(arm, PolicyArm):
+                        live |= arm.live_states()
+                cache.retain(live)
+
+        result = replay(transitions, arms, start, end, k=config.k, progress=progress, on_day=on_day)
+        if cache is not None:
+            for arm in arms:
+                if isinstance(arm, PolicyArm):
+                    arm.finalize_seconds(cache.seconds_per_context())
+            setup["llm"] = {
+                "generator": config.llm.generator.model_dump(),
+                "fine_tuner": config.llm.fine_tuner.model_dump(),
+                "initial_fine_tune_options": config.llm.initial_fine_tune_options,
+                "knowledge_store": config.llm.knowledge_store.model_dump(),
+                "cost_model": config.llm.cost_model.model_dump(),
+                "policies": {a: config.llm.policies[a].model_dump() for a in llm_names},
+                "guardrails": config.llm.guardrails.model_dump(),
+                "table_k": config.llm.table_k,
+                "executed_fine_tunes": cache.executed["fine_tune"],
+                "executed_refreshes": cache.executed["refresh_knowledge"],
+                "charged_fine_tunes": sum(a.cost.fine_tunes for a in arms if a.llm),
+                "ranked_contexts": cache.ranked_contexts,
+                "rank_seconds": round(cache.rank_seconds, 2),
+                "seconds_per_ranked_context": cache.seconds_per_context(),
+                "lazy_tables": (
+                    "table rows are materialised only for the contexts scored, per (adapter, "
+                    "snapshot) state, and cached; regeneration is charged for every catalog context"
+                ),
+                "initial_adapter": INITIAL,
+            }
+    dataset = {
+        "name": config.dataset,
+        "clusters": catalog.size,
+        "k": 2,
+        "test_start": config.start.isoformat(),
+        "test_end": config.end.isoformat(),
+        "transitions": len(transitions),
+        "min_rating": config.min_rating,
+        "clustering": config.clustering,
+    }
+    setup["wall_seconds"] = round(time.perf_counter() - started, 2)
+    report = build_report(
+        result, dataset=dataset, reference=config.reference_arm(), seed=config.seed,
+        n_boot=config.bootstrap, extra={"setup": setup},
+    )
+    drift_plotter = None
+    if drift:
+        from hybridrec.data.drift import drift_report, plot_drift
+
+        measured = drift_report(transitions, dataset=config.dataset, seed=config.seed,
+                                min_rating=config.min_rating)
+        report["drift"] = drift_summary(measured)
+
+        def drift_plotter(path: Path) -> Path:
+            return plot_drift(measured, path)
+
+    return report, result, drift_plotter
+
+
+__all__ = ["LLM_ARMS", "build_arms", "build_stack", "load_data", "run_backtest", "seed_everything"]

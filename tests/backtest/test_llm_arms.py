@@ -1,0 +1,130 @@
+"""Policy-driven LLM arms on the fake stack: actions, work sharing, charging, determinism."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import fake_config
+
+from hybridrec.backtest import SCHEMA, run_backtest, verdict, write_report
+from hybridrec.backtest.config import ALL_ARMS
+from hybridrec.backtest.llm import INITIAL, WorkCache, initial_adapter
+from hybridrec.backtest.study import build_arms, build_stack
+from hybridrec.generation import all_contexts
+from hybridrec.types import ClusterCatalog, TransitionSet
+
+
+def _run(catalog: ClusterCatalog, transitions: TransitionSet, **updates: object) -> dict:
+    config = fake_config(**updates)
+    report, _, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    return report
+
+
+def test_all_arms_run_and_follow_their_policies(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    report = _run(catalog, transitions)
+    arms = {a["name"]: a for a in report["arms"]}
+    assert list(arms) == list(ALL_ARMS)
+    days = report["dataset"]["test_days"]
+    assert days == 40
+    c = {n: a["cost"] for n, a in arms.items()}
+    assert c["no-update"]["fine_tunes"] == 0 and c["no-update"]["table_regenerations"] == 0
+    assert c["ft-weekly"]["fine_tunes"] == days // 7
+    assert c["ft-monthly"]["fine_tunes"] == days // 30
+    assert c["rag-only"]["fine_tunes"] == 0 and c["rag-only"]["knowledge_refreshes"] == days // 2 + 1
+    assert c["rag-once"]["knowledge_refreshes"] == 1
+    assert c["hybrid"]["fine_tunes"] == days // 30
+    assert c["hybrid"]["knowledge_refreshes"] >= days // 2
+    for name in ("markov-all", "markov-recent", "popularity"):
+        assert arms[name]["metrics"]["exact_match_rate"] is None
+        assert c[name]["flops"] == 0
+    for name in ("no-update", "ft-weekly", "hybrid"):
+        assert arms[name]["metrics"]["exact_match_rate"] == pytest.approx(0.95)
+    # Fresh evidence beats a frozen table on drifting data.
+    assert arms["hybrid"]["metrics"]["hr@5"] > arms["no-update"]["metrics"]["hr@5"]
+    assert arms["rag-only"]["metrics"]["rag_equals_no_rag_top1"] is not None
+
+
+def test_shared_work_is_done_once_but_charged_to_each_arm(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    report = _run(catalog, transitions, arms=["ft-monthly", "hybrid", "ft-weekly"])
+    arms = {a["name"]: a for a in report["arms"]}
+    llm = report["setup"]["llm"]
+    # hybrid and ft-monthly fine-tune on the same days from the same chain: one adapter each time.
+    assert llm["charged_fine_tunes"] == sum(a["cost"]["fine_tunes"] for a in arms.values())
+    assert llm["executed_fine_tunes"] == 1 + arms["ft-weekly"]["cost"]["fine_tunes"] + arms["ft-monthly"]["cost"]["fine_tunes"]
+    ft_flops = arms["ft-monthly"]["cost"]["flops_by_action"]["fine_tune"]
+    assert arms["hybrid"]["cost"]["flops_by_action"]["fine_tune"] == pytest.approx(ft_flops)
+    # Regeneration is charged for the whole catalog even though rows are materialised lazily.
+    n = len(catalog)
+    regen = arms["ft-monthly"]["cost"]["flops_by_action"]["regenerate_table"]
+    assert regen == pytest.approx(arms["ft-monthly"]["cost"]["table_regenerations"] * n * (n - 1))
+    assert fake_stack["rank_contexts"] <= 3 * 40 * n * (n - 1)
+
+
+def test_lazy_tables_equal_full_tables(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    config = fake_config(arms=["no-update"])
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = WorkCache(build_stack(config, catalog, Path(tmp)), transitions)
+        initial_adapter(cache, transitions.before(config.start_dt), config.start_dt, 10)
+        everything = all_contexts(len(catalog))
+        rng = np.random.default_rng(0)
+        part = everything[rng.permutation(len(everything))[:9]]
+        lazy_ids, _ = cache.rows_for(INITIAL, None, part)
+        full_ids, _ = cache.rows_for(INITIAL, None, everything)
+        keys = everything[:, 0] * len(catalog) + everything[:, 1]
+        lookup = dict(zip(keys.tolist(), full_ids.tolist(), strict=True))
+        for ctx, row in zip(part.tolist(), lazy_ids.tolist(), strict=True):
+            assert lookup[ctx[0] * len(catalog) + ctx[1]] == row
+        assert build_arms(config, transitions, cache)[0].name == "no-update"
+
+
+def test_report_has_the_contract_schema_and_is_deterministic(fake_stack, catalog, transitions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    arms = ["no-update", "hybrid", "markov-all", "popularity"]
+    first = _run(catalog, transitions, arms=arms)
+    second = _run(catalog, transitions, arms=arms)
+    for a, b in zip(first["arms"], second["arms"], strict=True):
+        assert a["metrics"] == b["metrics"] and a["ci95"] == b["ci95"]
+        assert a["cost"]["flops"] == b["cost"]["flops"]
+    assert first["paired"] == second["paired"]
+
+    first["verdict"] = verdict(first)
+    paths = write_report(first, tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["schema"] == SCHEMA
+    assert set(data["dataset"]) >= {"name", "clusters", "k", "test_start", "test_end", "test_transitions"}
+    for arm in data["arms"]:
+        assert set(arm) >= {"name", "llm", "metrics", "ci95", "cost", "per_day"}
+        assert set(arm["metrics"]) >= {"hr@1", "hr@5", "ndcg@5", "exact_match_rate", "coverage"}
+        assert set(arm["ci95"]) >= {"hr@5"}
+        assert set(arm["cost"]) >= {"flops", "seconds", "fine_tunes", "knowledge_refreshes", "table_regenerations"}
+        for day in arm["per_day"]:
+            assert set(day) >= {"day", "n", "hr@5", "cum_flops", "actions"}
+        cum = [d["cum_flops"] for d in arm["per_day"]]
+        assert cum == sorted(cum)
+    for pair in data["paired"]:
+        assert set(pair) >= {"a", "b", "metric", "delta", "ci95"}
+        assert pair["a"] == "hybrid"
+    assert {p["b"] for p in data["paired"]} == {"no-update", "markov-all", "popularity"}
+    assert (tmp_path / "report.md").read_text().startswith("# hybridrec backtest")
+    assert (tmp_path / "hr5_over_time.png").stat().st_size > 0
+    assert (tmp_path / "pareto.png").stat().st_size > 0
+
+
+def test_an_adapter_failing_the_guardrails_is_charged_but_never_served(fake_stack, catalog, transitions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import backtest_fakes
+
+    from hybridrec.config import GuardrailConfig
+
+    config = fake_config(arms=["ft-weekly", "no-update"])
+    config = config.model_copy(update={"llm": config.llm.model_copy(update={"guardrails": GuardrailConfig()})})
+    monkeypatch.setitem(backtest_fakes.METRICS, "exact_match_rate", 0.5)
+    report, result, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    weekly = {a["name"]: a for a in report["arms"]}["ft-weekly"]
+    assert weekly["cost"]["fine_tunes"] >= 1
+    assert weekly["cost"]["held_adapters"] == weekly["cost"]["fine_tunes"]
+    assert weekly["cost"]["flops_by_action"]["fine_tune"] > 0
+    assert result.run("ft-weekly").arm.adapter == INITIAL  # type: ignore[attr-defined]
+    assert report["setup"]["initial_adapter"]["held_by_guardrails"]
