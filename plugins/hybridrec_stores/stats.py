@@ -1,0 +1,276 @@
+"""Exact per-context successor statistics over a window of transitions (vectorised numpy).
+
+A context ``(c1, c2)`` is encoded as the key ``c1 * n + c2`` and a transition as the triple key
+``(c1 * n + c2) * n + c3`` (``n`` clusters), so counting is a single ``np.unique`` and every
+per-context operation is a segment operation over a sorted key array; there is no per-row
+Python loop anywhere on this path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from hybridrec.errors import DataError
+from hybridrec.types import TransitionSet
+
+Scoring = Literal["frequency", "trend"]
+
+#: Largest catalog whose triple keys fit in int64 (``n ** 3 < 2 ** 63``).
+MAX_CLUSTERS = 2_000_000
+
+
+@dataclass(frozen=True)
+class SuccessorTable:
+    """Successor items grouped by context, CSR-style, best first within each context.
+
+    ``keys`` (sorted, unique context keys) and ``offsets`` (``len(keys) + 1``) index the item
+    arrays: the items of ``keys[i]`` are ``[offsets[i], offsets[i + 1])``. Item arrays:
+    ``cluster``, ``support`` (count, or similarity-weighted count when borrowed), ``score``,
+    ``last_seen`` (Unix seconds), ``provenance`` (:data:`hybridrec.types.PROVENANCE_CODES`),
+    ``source`` (context key it came from, ``-1`` for the context itself) and ``similarity``
+    (``1`` for the context itself). ``context_support`` is the exact number of transitions of
+    each context in the window (``0`` for contexts that only hold borrowed items).
+    """
+
+    n_clusters: int
+    keys: np.ndarray
+    offsets: np.ndarray
+    context_support: np.ndarray
+    cluster: np.ndarray
+    support: np.ndarray
+    score: np.ndarray
+    last_seen: np.ndarray
+    provenance: np.ndarray
+    source: np.ndarray
+    similarity: np.ndarray
+
+    @property
+    def n_items(self) -> int:
+        return int(self.cluster.shape[0])
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays written to a snapshot, by file stem."""
+        return {
+            "keys": self.keys,
+            "offsets": self.offsets,
+            "context_support": self.context_support,
+            "cluster": self.cluster,
+            "support": self.support,
+            "score": self.score,
+            "last_seen": self.last_seen,
+            "provenance": self.provenance,
+            "source": self.source,
+            "similarity": self.similarity,
+        }
+
+
+@dataclass(frozen=True)
+class TripleCounts:
+    """Distinct triples of a window: sorted ``key3``, their ``count`` and ``last_seen``."""
+
+    n_clusters: int
+    key3: np.ndarray
+    count: np.ndarray
+    last_seen: np.ndarray
+
+    @property
+    def context(self) -> np.ndarray:
+        return self.key3 // self.n_clusters
+
+    @property
+    def successor(self) -> np.ndarray:
+        return self.key3 % self.n_clusters
+
+
+def check_catalog_size(n_clusters: int) -> None:
+    if n_clusters > MAX_CLUSTERS:
+        raise DataError(
+            f"{n_clusters} clusters: knowledge stores encode (c1, c2, c3) in one int64 and support "
+            f"at most {MAX_CLUSTERS:,} clusters; coarsen the clustering"
+        )
+
+
+def count_triples(rows: TransitionSet) -> TripleCounts:
+    """Count every distinct ``(c1, c2, c3)`` in ``rows`` and the time of its latest occurrence."""
+    n = rows.n_clusters
+    check_catalog_size(n)
+    if len(rows) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return TripleCounts(n, empty, empty, empty)
+    key3 = (rows.c1 * n + rows.c2) * n + rows.c3
+    # rows are sorted by time, so the first occurrence in the reversed array is the latest one
+    key3_u, first_in_reversed, count = np.unique(key3[::-1], return_index=True, return_counts=True)
+    last_seen = rows.ts[::-1][first_in_reversed]
+    return TripleCounts(n, key3_u, count.astype(np.int64), last_seen.astype(np.int64))
+
+
+def lookup_counts(counts: TripleCounts, key3: np.ndarray) -> np.ndarray:
+    """Counts of ``key3`` in ``counts`` (0 where absent)."""
+    if counts.key3.size == 0 or key3.size == 0:
+        return np.zeros(key3.shape, dtype=np.int64)
+    pos = np.searchsorted(counts.key3, key3)
+    pos_clipped = np.minimum(pos, counts.key3.size - 1)
+    hit = counts.key3[pos_clipped] == key3
+    return np.where(hit, counts.count[pos_clipped], 0)
+
+
+def score_triples(
+    current: TripleCounts, previous: TripleCounts | None, scoring: Scoring
+) -> np.ndarray:
+    """Per-triple scores: the count (``frequency``) or the count minus the previous window's
+    count of the same triple (``trend``; a triple new in this window scores its full count)."""
+    count = current.count.astype(np.float64)
+    if scoring == "frequency":
+        return count
+    if previous is None:
+        raise ValueError("trend scoring needs the previous window's counts")
+    return count - lookup_counts(previous, current.key3).astype(np.float64)
+
+
+def sort_keys(
+    score: np.ndarray, support: np.ndarray, last_seen: np.ndarray, cluster: np.ndarray,
+    provenance: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """``np.lexsort`` keys (least significant first) for "best first".
+
+    Best first means: higher score, then higher support, then exact before borrowed, then more
+    recent, then smaller cluster id (so ties are broken deterministically). Provenance, age and
+    cluster are folded into one exact integer key when it fits in 53 bits (it does for any
+    realistic window), and support is skipped where it equals the score (frequency scoring).
+    """
+    prov = np.zeros(score.shape, dtype=np.int64) if provenance is None else provenance
+    prov = prov.astype(np.int64)
+    cluster = cluster.astype(np.int64)
+    age = int(last_seen.max()) - last_seen.astype(np.int64)
+    span = int(age.max()) + 1
+    n = int(cluster.max()) + 1
+    fits = 3 * span * n < 2**53
+    keys = [(prov * span + age) * n + cluster] if fits else [cluster, age, prov]
+    if support is not score and not np.array_equal(support, score):
+        keys.append(-support)
+    keys.append(-score)
+    return keys
+
+
+def rank_order(
+    group: np.ndarray, score: np.ndarray, support: np.ndarray, last_seen: np.ndarray,
+    cluster: np.ndarray, provenance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Permutation sorting items by group, then best first (see :func:`sort_keys`)."""
+    if group.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.lexsort((*sort_keys(score, support, last_seen, cluster, provenance), group))
+
+
+def top_per_group(
+    group: np.ndarray, depth: int, score: np.ndarray, support: np.ndarray,
+    last_seen: np.ndarray, cluster: np.ndarray, provenance: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices of the best ``depth`` items of each group, grouped (ascending) and best first
+    (the order of :func:`rank_order`).
+
+    ``group`` must be sorted. Groups are short (a context's successors), so rows are laid out
+    in a padded ``(groups, longest)`` matrix and sorted row-wise: that is ``O(N log L)``
+    instead of the ``O(N log N)`` of one global sort.
+    """
+    n = int(group.size)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = segment_starts(group)
+    lengths = np.diff(np.r_[starts, n])
+    longest = int(lengths.max())
+    if starts.size * longest > 4 * n + 1024:  # very uneven groups: padding would cost more
+        order = rank_order(group, score, support, last_seen, cluster, provenance)
+        return order[rank_within(group[order]) < depth]
+    g = np.repeat(np.arange(starts.size), lengths)
+    slot = np.arange(n) - np.repeat(starts, lengths)
+
+    def padded(values: np.ndarray, fill: float) -> np.ndarray:
+        out = np.full((starts.size, longest), fill, dtype=np.float64)
+        out[g, slot] = values
+        return out
+
+    # padding sorts last: +inf on every (ascending) key
+    keys = [padded(k.astype(np.float64), np.inf)
+            for k in sort_keys(score, support, last_seen, cluster, provenance)]
+    cols = np.lexsort(keys, axis=1)[:, :depth]
+    take = cols < lengths[:, None]
+    return (starts[:, None] + cols)[take].astype(np.int64)
+
+
+def segment_starts(sorted_group: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in a sorted array."""
+    if sorted_group.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, sorted_group[1:] != sorted_group[:-1]])
+
+
+def rank_within(sorted_group: np.ndarray) -> np.ndarray:
+    """0-based position of each element within its run of equal values."""
+    starts = segment_starts(sorted_group)
+    lengths = np.diff(np.r_[starts, sorted_group.size])
+    return np.arange(sorted_group.size) - np.repeat(starts, lengths)
+
+
+def exact_table(
+    current: TripleCounts, previous: TripleCounts | None, scoring: Scoring, depth: int
+) -> SuccessorTable:
+    """The top-``depth`` successors of every context seen in the window, with its support."""
+    n = current.n_clusters
+    ctx = current.context
+    succ = current.successor
+    score = score_triples(current, previous, scoring)
+    support = current.count.astype(np.float64)
+    keep = top_per_group(ctx, depth, score, support, current.last_seen, succ)
+    keys, first = np.unique(ctx, return_index=True)
+    context_support = np.add.reduceat(current.count, first) if first.size else first
+    kept_ctx = ctx[keep]
+    offsets = np.searchsorted(kept_ctx, np.r_[keys, np.iinfo(np.int64).max])
+    return SuccessorTable(
+        n_clusters=n,
+        keys=keys.astype(np.int64),
+        offsets=np.asarray(offsets, dtype=np.int64),
+        context_support=np.asarray(context_support, dtype=np.int64),
+        cluster=succ[keep].astype(np.int32),
+        support=support[keep],
+        score=score[keep],
+        last_seen=current.last_seen[keep],
+        provenance=np.zeros(keep.size, dtype=np.int8),
+        source=np.full(keep.size, -1, dtype=np.int64),
+        similarity=np.ones(keep.size, dtype=np.float32),
+    )
+
+
+def global_table(
+    current: TripleCounts, previous: TripleCounts | None, scoring: Scoring, depth: int
+) -> SuccessorTable:
+    """The top-``depth`` transitions overall (the paper's global-level prompt).
+
+    Stored as a single pseudo-context with key ``-1``; each item's ``source`` is the context
+    the transition was observed in.
+    """
+    score = score_triples(current, previous, scoring)
+    support = current.count.astype(np.float64)
+    succ = current.successor
+    group = np.zeros_like(current.key3)
+    order = rank_order(group, score, support, current.last_seen, succ)[:depth]
+    n_items = int(order.size)
+    return SuccessorTable(
+        n_clusters=current.n_clusters,
+        keys=np.array([-1], dtype=np.int64),
+        offsets=np.array([0, n_items], dtype=np.int64),
+        context_support=np.array([int(current.count.sum())], dtype=np.int64),
+        cluster=succ[order].astype(np.int32),
+        support=support[order],
+        score=score[order],
+        last_seen=current.last_seen[order],
+        provenance=np.full(n_items, 2, dtype=np.int8),
+        source=current.context[order].astype(np.int64),
+        similarity=np.zeros(n_items, dtype=np.float32),
+    )
