@@ -19,6 +19,9 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "hybridrec.cli.plugins_cmd",
     "hybridrec.cli.config_cmd",
     "hybridrec.cli.bench_cmd",
+    "hybridrec.cli.workspace_cmd",
+    "hybridrec.cli.data_cmd",
+    "hybridrec.cli.backtest_cmd",
 )
 
 
