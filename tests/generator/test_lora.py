@@ -1,0 +1,243 @@
+"""The ``lora`` fine-tuner: learning, retrieval use, adapters, checkpoints, data preparation."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import hybridrec_lora.finetuner as finetuner_module
+import numpy as np
+import pytest
+import torch
+from generator_support import START, novel, stream, tiny, tuner, window_of
+from hybridrec_hf import HFGenerator
+from hybridrec_lora import LoraFineTuner, balance_labels, trailing_top_successors
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hybridrec.config import GuardrailConfig
+from hybridrec.errors import DataError
+from hybridrec.guardrails import check_guardrails
+from hybridrec.interfaces import FineTuneResult
+from hybridrec.plugins import registry
+from hybridrec.testing import strategies as hst
+from hybridrec.types import ClusterCatalog, EvidenceBatch, TimeWindow, TransitionSet
+
+Pretrained = tuple[HFGenerator, FineTuneResult]
+
+
+def hr1(gen: HFGenerator, rows: TransitionSet) -> float:
+    ranked = gen.rank(rows.contexts(), None, 1)
+    return float((ranked.ids[:, 0] == rows.c3).mean())
+
+
+def test_registered_under_its_name() -> None:
+    assert registry().get("fine_tuner", "lora") is LoraFineTuner
+
+
+def test_planted_rule_lifts_heldout_hr1_from_chance(
+    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained
+) -> None:
+    gen, result = pretrained_planted
+    held = result.manifest["data"]["holdout_examples"]
+    tail = planted.take(np.arange(len(planted) - held, len(planted)))  # the held-out tail
+    assert hr1(tiny(catalog), tail) < 0.3  # untrained: about chance (1 in 10)
+    assert result.metrics["hr@1"] >= 0.9
+    assert hr1(gen, tail) == pytest.approx(result.metrics["hr@1"])
+    assert result.metrics["exact_match_rate"] >= 0.9
+    assert check_guardrails(result.metrics, GuardrailConfig()) == []
+
+
+def test_manifest_records_inputs_cost_and_metrics(pretrained_planted: Pretrained) -> None:
+    gen, result = pretrained_planted
+    manifest = json.loads((result.adapter_path / "manifest.json").read_text())
+    assert manifest == json.loads(json.dumps(result.manifest))
+    assert manifest["kind"] == "full" and manifest["trained_base"] is True
+    assert manifest["catalog_hash"] == gen.catalog.hash
+    assert manifest["base_model_hash"] == gen.base_model_hash()
+    assert manifest["window"]["start"].startswith("2000-06-01")
+    assert manifest["hyperparameters"]["balance"] == "cap"
+    assert manifest["cost"]["train_tokens"] == result.train_tokens > 0
+    assert manifest["data"]["holdout_examples"] == 150  # 10% of the window
+    assert set(manifest["metrics"]) >= {"hr@1", "hr@5", "recall", "exact_match_rate"}
+    assert not (result.adapter_path / "checkpoints").exists()
+    assert gen.adapter == str(result.adapter_path)
+
+
+def test_adapters_round_trip(
+    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained, tmp_path: Path
+) -> None:
+    gen, first = pretrained_planted
+    ctx = planted.contexts()[:64]
+    fresh = tiny(catalog)
+    fresh.load_adapter(first.adapter_path)
+    torch.testing.assert_close(fresh.score_clusters(ctx), gen.score_clusters(ctx), atol=1e-5, rtol=0)
+    # a LoRA adapter on top of the trained base round-trips too (and carries that base)
+    second = tuner(max_steps=3, lr=1e-2).fine_tune(
+        fresh, planted, window_of(planted), tmp_path / "lora",
+        previous_adapter=first.adapter_path,
+    )
+    assert second.manifest["kind"] == "lora" and (second.adapter_path / "base").is_dir()
+    other = tiny(catalog)
+    other.load_adapter(second.adapter_path)
+    torch.testing.assert_close(other.score_clusters(ctx), fresh.score_clusters(ctx), atol=1e-5, rtol=0)
+    unmerged = tiny(catalog, merge_adapter=False)
+    unmerged.load_adapter(second.adapter_path)
+    torch.testing.assert_close(unmerged.score_clusters(ctx), fresh.score_clusters(ctx), atol=1e-5, rtol=0)
+    other.load_adapter(None)
+    assert other.adapter is None
+    assert not torch.allclose(other.score_clusters(ctx), fresh.score_clusters(ctx))
+
+
+def test_frozen_model_follows_changed_evidence(
+    catalog: ClusterCatalog, drifting: TransitionSet, tmp_path: Path
+) -> None:
+    gen = tiny(catalog)
+    tuner(rag_fraction=1.0, evidence_days=3).fine_tune(gen, drifting, window_of(drifting), tmp_path)
+    rng = np.random.default_rng(3)
+    c1 = rng.integers(0, 12, 300)
+    c2 = (c1 + rng.integers(1, 12, 300)) % 12
+    ctx = np.stack([c1, c2], axis=1)
+    shown = novel(c1, c2, rng.integers(0, 12, 300), 12)
+    evidence = EvidenceBatch.empty(ctx, width=1)
+    evidence.cluster[:, 0] = shown
+    evidence.support[:, 0] = 3
+    evidence.last_seen[:, 0] = int(START.timestamp())
+    moved = EvidenceBatch.empty(ctx, width=1)
+    moved.cluster[:, 0] = novel(c1, c2, shown + 1 + rng.integers(0, 3, 300), 12)
+    moved.support[:, 0] = 3
+    moved.last_seen[:, 0] = int(START.timestamp())
+    as_of = np.full(300, int(START.timestamp()) + 86400)
+    with_shown = gen.rank(ctx, evidence, 1, as_of=as_of).ids[:, 0]
+    with_moved = gen.rank(ctx, moved, 1, as_of=as_of).ids[:, 0]
+    without = gen.rank(ctx, None, 1).ids[:, 0]
+    follows = float((with_shown == shown).mean())
+    assert follows >= 0.4
+    assert follows >= 3 * float((without == shown).mean())
+    assert float((with_moved == moved.cluster[:, 0]).mean()) >= 0.4
+
+
+def test_untrained_base_without_pretraining_is_refused(
+    catalog: ClusterCatalog, planted: TransitionSet, tmp_path: Path
+) -> None:
+    with pytest.raises(Exception, match="untrained"):
+        tuner(train_base_if_untrained=False).fine_tune(
+            tiny(catalog), planted, window_of(planted), tmp_path
+        )
+
+
+def test_empty_window_is_a_data_error(
+    catalog: ClusterCatalog, planted: TransitionSet, tmp_path: Path
+) -> None:
+    empty = TimeWindow(start=START - timedelta(days=60), end=START - timedelta(days=30))
+    with pytest.raises(DataError, match="widen the window"):
+        tuner().fine_tune(tiny(catalog), planted, empty, tmp_path)
+
+
+def test_interrupted_fine_tune_resumes_from_its_checkpoint(
+    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, first = pretrained_planted
+    options: dict[str, Any] = {"max_steps": 6, "checkpoint_every": 2, "lr": 1e-2}
+    window = window_of(planted)
+    straight = tuner(**options).fine_tune(
+        tiny(catalog), planted, window, tmp_path / "straight", previous_adapter=first.adapter_path
+    )
+    calls = {"n": 0}
+    real_nll = finetuner_module.answer_nll
+
+    def crash_on_fifth(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real_nll(model, batch)
+
+    monkeypatch.setattr(finetuner_module, "answer_nll", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        tuner(**options).fine_tune(
+            tiny(catalog), planted, window, tmp_path / "resumed", previous_adapter=first.adapter_path
+        )
+    assert (tmp_path / "resumed" / "checkpoints" / "step-00000004").is_dir()
+    monkeypatch.setattr(finetuner_module, "answer_nll", real_nll)
+    gen = tiny(catalog)
+    resumed = tuner(**options).fine_tune(
+        gen, planted, window, tmp_path / "resumed", previous_adapter=first.adapter_path
+    )
+    assert resumed.manifest["cost"]["resumed_from_step"] == 4
+    ctx = planted.contexts()[:32]
+    check = tiny(catalog)
+    check.load_adapter(straight.adapter_path)
+    torch.testing.assert_close(gen.score_clusters(ctx), check.score_clusters(ctx), atol=1e-5, rtol=0)
+
+
+def test_workload_prices_tokens(catalog: ClusterCatalog) -> None:
+    gen = tiny(catalog)
+    work = tuner(max_examples=1000, rag_fraction=0.5).workload(5000, gen)
+    assert work.train_epochs == 5.0  # untrained tiny base: base_epochs
+    assert work.train_tokens == pytest.approx(1000 * 5 * (0.5 * 3 + 0.5 * 5 + 2), rel=0.01)
+    assert work.model_parameters == gen.num_parameters()
+
+
+# -- data preparation ------------------------------------------------------------------------------
+
+
+def test_cap_balancing_limits_popular_labels_and_keeps_the_newest() -> None:
+    labels = np.array([0] * 90 + [1] * 5 + [2] * 5)
+    keep, weights = balance_labels(labels, "cap", 1.0)
+    kept = labels[keep]
+    cap = int(np.ceil(100 / 3))
+    assert (kept == 0).sum() == cap and (kept == 1).sum() == 5
+    assert keep[kept == 0].min() == 90 - cap  # the most recent rows of label 0
+    assert (np.diff(keep) > 0).all() and (weights == 1).all()
+    _, reweighted = balance_labels(labels, "reweight", 1.0)
+    assert reweighted[0] == pytest.approx(cap / 90) and reweighted[-1] == 1.0
+
+
+def _naive_top(history: TransitionSet, c1: int, c2: int, as_of: int, days: float | None) -> tuple[int, int, int]:
+    lo = -np.inf if days is None else as_of - days * 86400
+    rows = (history.c1 == c1) & (history.c2 == c2) & (history.ts < as_of) & (history.ts >= lo)
+    if not rows.any():
+        return -1, 0, -1
+    best = None
+    for successor in np.unique(history.c3[rows]):
+        hit = rows & (history.c3 == successor)
+        key = (int(hit.sum()), int(history.ts[hit].max()), -int(successor))
+        best = key if best is None or key > best else best
+    assert best is not None
+    return -best[2], best[0], best[1]
+
+
+@settings(max_examples=30, deadline=None)
+@given(history=hst.transition_sets(n_clusters=5, max_size=120), days=st.sampled_from([None, 20.0, 90.0]))
+def test_trailing_evidence_matches_brute_force(history: TransitionSet, days: float | None) -> None:
+    queries = history.contexts()[:25]
+    as_of = history.ts[:25] + 1 if len(history) else np.zeros(0, dtype=np.int64)
+    got = trailing_top_successors(history, queries, as_of, days=days, m=2)
+    for i in range(len(queries)):
+        cluster, support, seen = _naive_top(history, int(queries[i, 0]), int(queries[i, 1]), int(as_of[i]), days)
+        assert (int(got.cluster[i, 0]), int(got.support[i, 0]), int(got.last_seen[i, 0])) == (
+            cluster, support, seen,
+        )
+        assert got.last_seen[i, 0] < as_of[i]  # never the label or anything later
+
+
+def test_training_evidence_never_sees_the_example_itself() -> None:
+    rows = stream(500, 10, lambda c1, c2, ts: novel(c1, c2, ts // 3600, 12))
+    evidence = trailing_top_successors(rows, rows.contexts(), rows.ts, days=None, m=1)
+    present = evidence.cluster[:, 0] >= 0
+    assert (evidence.last_seen[present, 0] < rows.ts[present]).all()
+
+
+def test_trailing_evidence_is_the_same_when_computed_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hybridrec_lora.evidence as evidence_module
+
+    rows = stream(800, 20, lambda c1, c2, ts: novel(c1, c2, ts // 7200, 12), seed=4)
+    whole = trailing_top_successors(rows, rows.contexts(), rows.ts, days=5.0, m=3)
+    monkeypatch.setattr(evidence_module, "_MAX_CANDIDATES", 7)
+    chunked = trailing_top_successors(rows, rows.contexts(), rows.ts, days=5.0, m=3)
+    for name in ("cluster", "support", "last_seen"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
+    assert (whole.cluster[:, 0] >= 0).mean() > 0.5
