@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from hybridrec import distributed
 from hybridrec.artifacts import MANIFEST, read_json
 from hybridrec.config import GuardrailConfig, PipelineConfig, ResolvedPlugin, resolve_plugin
 from hybridrec.errors import ConfigError, DataError, HybridrecError
@@ -657,9 +658,12 @@ class _Update:
         ).encode()).hexdigest()[:12]
         staging = ws.resumable_staging("adapters", key)
         started = time.perf_counter()
-        result = p.fine_tuner.fine_tune(
-            gen, transitions, action.window, staging.path / "adapter",
-            previous_adapter=previous, progress=self.progress,
+        # The engine (single process by default, torchrun/accelerate on several GPUs) is config.
+        result = distributed.fine_tune(
+            self.config.distributed, generator_ref=self.config.generator,
+            fine_tuner_ref=self.config.fine_tuner, catalog=p.catalog, transitions=transitions,
+            window=action.window, out_dir=staging.path / "adapter", previous_adapter=previous,
+            generator=gen, fine_tuner=p.fine_tuner, progress=self.progress,
         )
         seconds = time.perf_counter() - started
         reasons = guardrail_reasons(result.metrics, self.config.guardrails)
