@@ -260,11 +260,13 @@ def resolve_plugin(role: str, ref: PluginRef, source: str = "config") -> Resolve
     return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
 
 
-def resolve(config: PipelineConfig, source: str = "config") -> dict[str, ResolvedPlugin]:
-    """Resolve every role; collects all problems into one :class:`ConfigError`."""
+def resolve(
+    config: PipelineConfig, source: str = "config", roles: tuple[str, ...] = PLUGIN_ROLES
+) -> dict[str, ResolvedPlugin]:
+    """Resolve ``roles`` (default: every role); all problems go into one :class:`ConfigError`."""
     resolved: dict[str, ResolvedPlugin] = {}
     problems: list[str] = []
-    for role in PLUGIN_ROLES:
+    for role in roles:
         try:
             resolved[role] = resolve_plugin(role, getattr(config, role), source)
         except ConfigError as exc:

@@ -44,8 +44,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import distributed
 from hybridrec.artifacts import MANIFEST, read_json
-from hybridrec.config import GuardrailConfig, PipelineConfig, ResolvedPlugin, resolve_plugin
-from hybridrec.errors import ConfigError, DataError, HybridrecError
+from hybridrec.config import (
+    GuardrailConfig,
+    PipelineConfig,
+    ResolvedPlugin,
+    resolve,
+)
+from hybridrec.errors import DataError, HybridrecError
 from hybridrec.generation import TableJob, all_contexts, observed_contexts
 from hybridrec.interfaces import (
     CostModel,
@@ -163,17 +168,8 @@ PIPELINE_ROLES: tuple[str, ...] = (
 
 def resolve_roles(config: PipelineConfig, roles: tuple[str, ...] = PIPELINE_ROLES,
                   source: str = "config") -> dict[str, ResolvedPlugin]:
-    """Resolve ``roles`` of ``config``; all problems are reported in one :class:`ConfigError`."""
-    resolved: dict[str, ResolvedPlugin] = {}
-    problems: list[str] = []
-    for role in roles:
-        try:
-            resolved[role] = resolve_plugin(role, getattr(config, role), source)
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return resolved
+    """Resolve the pipeline's ``roles`` of ``config`` (one :class:`ConfigError` for all problems)."""
+    return resolve(config, source, roles)
 
 
 class Pipeline:
