@@ -12,6 +12,7 @@ protocol) is tested without a language model:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -93,6 +94,27 @@ class FakeGenerator(Generator):
         return 1000
 
 
+@dataclass(frozen=True)
+class FakePrompts:
+    ids: np.ndarray
+    lengths: np.ndarray
+
+
+class PromptFakeGenerator(FakeGenerator):
+    """The fake generator that also renders prompts (context, then the evidence clusters it
+    reads), so the backtest can reuse rows across states (delta regeneration)."""
+
+    name: ClassVar[str] = "bt-fake-prompt-gen"
+
+    def encode(self, contexts: np.ndarray, evidence: EvidenceBatch | None,
+               as_of: np.ndarray | None) -> FakePrompts:
+        parts = [np.asarray(contexts, dtype=np.int64)]
+        if evidence is not None:
+            parts.append(np.asarray(evidence.cluster, dtype=np.int64))
+        ids = np.concatenate(parts, axis=1)
+        return FakePrompts(ids=ids, lengths=np.full(ids.shape[0], ids.shape[1], dtype=np.int64))
+
+
 class FakeFineTuner(FineTuner):
     name: ClassVar[str] = "bt-fake-ft"
 
@@ -164,6 +186,7 @@ class FakeCost(CostModel):
 @hookimpl
 def register_generators(register: Any) -> None:
     register(FakeGenerator)
+    register(PromptFakeGenerator)
 
 
 @hookimpl

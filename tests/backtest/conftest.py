@@ -9,7 +9,7 @@ import backtest_fakes
 import numpy as np
 import pytest
 
-from hybridrec.backtest.config import BacktestConfig, LLMSettings
+from hybridrec.backtest.config import DEFAULT_POLICIES, BacktestConfig, LLMSettings
 from hybridrec.config import GuardrailConfig, PluginRef
 from hybridrec.types import UTC, ClusterCatalog, TransitionSet
 
@@ -63,6 +63,13 @@ def fake_config(**updates: object) -> BacktestConfig:
         warmup_days=10,
         initial_fine_tune_options={},
         guardrails=GuardrailConfig(enabled=False),
+        # The synthetic data drifts every 10 days, so its RAG arms read the last 14 days (the
+        # demo's all-history window suits ML-1M, whose pair-level drift is near noise).
+        policies={
+            name: PluginRef(plugin=ref.plugin, options={**ref.options, "knowledge_days": 14.0})
+            if "knowledge_days" in ref.options else ref
+            for name, ref in DEFAULT_POLICIES.items()
+        },
     )
     base = {
         "dataset": "synthetic",

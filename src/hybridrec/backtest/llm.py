@@ -22,6 +22,17 @@ cached for that state. Because a row depends only on ``(adapter, snapshot, conte
 is deterministic, the served lists, and so every metric, are identical to ranking the whole
 catalog up front. Regeneration seconds are extrapolated from the measured seconds per ranked
 context (documented in the report).
+
+**Delta regeneration (exact).** A row is a deterministic function of ``(adapter, prompt)``, and
+the prompt holds only the context and the evidence fields the generator renders (for the ``hf``
+generator: evidence cluster, provenance, recency bucket and support bucket). Rows are therefore
+stored per adapter *keyed by the rendered prompt ids* (:meth:`Generator.encode` where the generator
+has it), and a state's row for a context is reused from any earlier state of the same adapter
+whose prompt for that context is identical. With ``regenerate="delta"`` a regeneration that keeps
+the adapter is charged only for the contexts whose prompt changed since the arm's previous table
+(or that the previous table did not hold); the served lists are identical to a full regeneration
+by construction. A generator without ``encode`` gets no reuse across states (every state's rows
+are ranked afresh and every regeneration is charged in full), which is always exact.
 """
 
 from __future__ import annotations
@@ -113,14 +124,35 @@ class SnapshotEntry:
 
 
 @dataclass
-class StateRows:
-    """Lazily materialised table rows for one ``(adapter, snapshot)`` state."""
+class AdapterRows:
+    """Every row ranked with one adapter, keyed by the exact prompt it was ranked from."""
 
-    index: np.ndarray  # (n*n,) int32: row of a context key in ``ids``, -1 if not ranked yet
+    by_prompt: dict[bytes, int] = field(default_factory=dict)
     ids: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
     size: int = 0
     stacked: tuple[np.ndarray, np.ndarray] | None = None
+
+    def append(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Store ranked rows; returns their row numbers."""
+        at = np.arange(self.size, self.size + ids.shape[0], dtype=np.int32)
+        self.ids.append(ids)
+        self.scores.append(scores)
+        self.size += ids.shape[0]
+        self.stacked = None
+        return at
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.stacked is None:
+            self.stacked = (np.concatenate(self.ids), np.concatenate(self.scores))
+        return self.stacked
+
+
+@dataclass
+class StateRows:
+    """Which stored row of its adapter serves each context in one ``(adapter, snapshot)`` state."""
+
+    index: np.ndarray  # (n*n,) int32: row in the adapter's AdapterRows, -1 if not resolved yet
 
 
 @dataclass
@@ -139,6 +171,7 @@ class LLMStack:
     drift_days: int = 14
     training_evidence: str = "fine_tuner"
     training_knowledge_days: int = 14
+    regenerate: str = "delta"
 
 
 class WorkCache:
@@ -151,6 +184,9 @@ class WorkCache:
         self.adapters: dict[str, AdapterEntry] = {}
         self.snapshots: dict[str, SnapshotEntry] = {}
         self.rows: dict[tuple[str, str | None], StateRows] = {}
+        self.adapter_rows: dict[str, AdapterRows] = {}
+        self._all_prompts: dict[str | None, np.ndarray | None] = {}
+        self.reused_rows = 0
         self.loaded_adapter: str | None = None
         self.rank_seconds = 0.0
         self.ranked_contexts = 0
@@ -270,6 +306,60 @@ class WorkCache:
         """Measured seconds per ranked context so far (0 before any ranking)."""
         return self.rank_seconds / self.ranked_contexts if self.ranked_contexts else 0.0
 
+    def prompts(self, snapshot: str | None, contexts: np.ndarray) -> np.ndarray | None:
+        """The rendered prompt of each context in this state, one row per context (token ids
+        then the prompt length), or None when the generator cannot render prompts (``encode``)."""
+        encode = getattr(self.stack.generator, "encode", None)
+        if encode is None:
+            return None
+        evidence = None
+        if snapshot is not None:
+            evidence = self.snapshots[snapshot].snapshot.evidence(contexts, self.stack.evidence_m)
+        enc = encode(contexts, evidence, None)
+        ids = np.asarray(enc.ids, dtype=np.int64)
+        lengths = np.asarray(enc.lengths, dtype=np.int64).reshape(-1, 1)
+        return np.ascontiguousarray(np.concatenate([ids, lengths], axis=1))
+
+    def all_prompts(self, snapshot: str | None) -> np.ndarray | None:
+        """:meth:`prompts` of every catalog context key ``c1 * n + c2`` (``(n*n, L)``; rows with
+        ``c1 == c2`` are never used), cached per snapshot while a table may use it."""
+        if snapshot not in self._all_prompts:
+            keys = np.arange(self.n * self.n)
+            ctx = np.stack([keys // self.n, keys % self.n], axis=1)
+            ctx[ctx[:, 0] == ctx[:, 1], 1] = (ctx[ctx[:, 0] == ctx[:, 1], 0] + 1) % self.n
+            self._all_prompts[snapshot] = self.prompts(snapshot, ctx)
+        return self._all_prompts[snapshot]
+
+    def changed_contexts(
+        self,
+        adapter_before: str,
+        snapshot_before: str | None,
+        held_before: np.ndarray | None,
+        adapter: str,
+        snapshot: str | None,
+        wanted: np.ndarray | None,
+    ) -> int:
+        """How many contexts a table of ``(adapter, snapshot)`` over ``wanted`` (a ``(n*n,)``
+        mask, None = every catalog context) must rank when the previous table was
+        ``(adapter_before, snapshot_before)`` over ``held_before``: those whose prompt changed
+        or that the previous table did not hold. Everything, if the adapter changed or prompts
+        cannot be compared."""
+        valid = np.ones(self.n * self.n, dtype=bool)
+        valid[np.arange(self.n) * (self.n + 1)] = False
+        want = valid if wanted is None else (wanted & valid)
+        total = int(want.sum())
+        if adapter_before != adapter:
+            return total
+        if snapshot_before == snapshot:
+            same = np.ones(self.n * self.n, dtype=bool)
+        else:
+            before, after = self.all_prompts(snapshot_before), self.all_prompts(snapshot)
+            if before is None or after is None or before.shape != after.shape:
+                return total
+            same = (before == after).all(axis=1)
+        held = valid if held_before is None else (held_before & valid)
+        return int((want & ~(same & held)).sum())
+
     def rows_for(
         self, adapter: str, snapshot: str | None, contexts: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -279,20 +369,35 @@ class WorkCache:
         if rows is None:
             rows = StateRows(index=np.full(self.n * self.n, -1, dtype=np.int32))
             self.rows[state] = rows
+        store = self.adapter_rows.setdefault(adapter, AdapterRows())
         keys = contexts[:, 0] * self.n + contexts[:, 1]
         missing = np.unique(keys[rows.index[keys] < 0])
         if missing.size:
             todo = np.stack([missing // self.n, missing % self.n], axis=1)
-            ids, scores = self._rank(adapter, snapshot, todo)
-            rows.index[missing] = np.arange(rows.size, rows.size + missing.size, dtype=np.int32)
-            rows.ids.append(ids)
-            rows.scores.append(scores)
-            rows.size += missing.size
-            rows.stacked = None
-        if rows.stacked is None:
-            rows.stacked = (np.concatenate(rows.ids), np.concatenate(rows.scores))
+            prompts = self.prompts(snapshot, todo)
+            if prompts is None:
+                # No way to tell prompts apart: rank every new context of this state afresh.
+                ids, scores = self._rank(adapter, snapshot, todo)
+                rows.index[missing] = store.append(ids, scores)
+            else:
+                prompt_keys = [p.tobytes() for p in prompts]
+                found = np.array([store.by_prompt.get(p, -1) for p in prompt_keys], dtype=np.int32)
+                new = found < 0
+                if new.any():
+                    # Identical prompts among the new contexts are ranked once.
+                    first: dict[bytes, int] = {}
+                    for i in np.flatnonzero(new):
+                        first.setdefault(prompt_keys[i], int(i))
+                    rank_at = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+                    ids, scores = self._rank(adapter, snapshot, todo[rank_at])
+                    for p, row in zip(first, store.append(ids, scores), strict=True):
+                        store.by_prompt[p] = int(row)
+                    found[new] = [store.by_prompt[prompt_keys[i]] for i in np.flatnonzero(new)]
+                self.reused_rows += int((~new).sum())
+                rows.index[missing] = found
+        ids_all, scores_all = store.arrays()
         at = rows.index[keys]
-        return rows.stacked[0][at], rows.stacked[1][at]
+        return ids_all[at], scores_all[at]
 
     def _rank(self, adapter: str, snapshot: str | None, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         gen = self.stack.generator
@@ -315,6 +420,14 @@ class WorkCache:
         for state in list(self.rows):
             if state not in live:
                 del self.rows[state]
+        adapters = {a for a, _ in live}
+        for adapter in list(self.adapter_rows):
+            if adapter not in adapters:
+                del self.adapter_rows[adapter]
+        snapshots = {s for _, s in live}
+        for snapshot in list(self._all_prompts):
+            if snapshot not in snapshots:
+                del self._all_prompts[snapshot]
 
     # -- drift ------------------------------------------------------------------------------
 
@@ -382,6 +495,9 @@ class PolicyArm(Arm):
         self._rag_same = 0
         self._rag_n = 0
         self._no_rag_top1_same_list = 0
+        #: what the arm's regenerations would have cost as full regenerations (for the report).
+        self.full_regeneration_flops = 0.0
+        self.full_regenerated_contexts = 0
 
     # -- state ------------------------------------------------------------------------------
 
@@ -485,6 +601,15 @@ class PolicyArm(Arm):
             n_contexts = int(ctx.shape[0])
         else:
             n_contexts = self.cache.n * (self.cache.n - 1)
+        full = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
+        self.full_regeneration_flops += full.flops
+        self.full_regenerated_contexts += n_contexts
+        if self.cache.stack.regenerate == "delta" and self.table is not None:
+            previous = self.table
+            n_contexts = self.cache.changed_contexts(
+                previous.adapter, previous.snapshot, previous.observed,
+                self.adapter, snapshot, observed,
+            )
         estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
         rate = self.cache.seconds_per_context()
         seconds = rate * n_contexts if rate > 0 else estimate.seconds
@@ -560,6 +685,13 @@ class PolicyArm(Arm):
             "rag_equals_no_rag_list": self._no_rag_top1_same_list / self._rag_n if self._rag_n else None,
             "rag_scored": self._rag_n,
             "held_adapters": len(self.held),
+            "regenerated_contexts": self.cost.regenerated_contexts,
+            "regenerated_contexts_if_full": self.full_regenerated_contexts,
+            "regenerate_flops_if_full": self.full_regeneration_flops,
+            "flops_if_full_regeneration": (
+                self.cost.flops - self.cost.by_action.get("regenerate_table", 0.0)
+                + self.full_regeneration_flops
+            ),
         }
 
 
@@ -584,6 +716,7 @@ def initial_adapter(
 __all__ = [
     "INITIAL",
     "AdapterEntry",
+    "AdapterRows",
     "LLMStack",
     "PolicyArm",
     "SnapshotEntry",

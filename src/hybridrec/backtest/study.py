@@ -66,6 +66,7 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) 
         drift_days=llm.drift_days,
         training_evidence=llm.training_evidence,
         training_knowledge_days=llm.training_knowledge_days,
+        regenerate=llm.regenerate,
     )
 
 
@@ -188,9 +189,13 @@ def run_backtest(
                 "rank_seconds": round(cache.rank_seconds, 2),
                 "seconds_per_ranked_context": cache.seconds_per_context(),
                 "lazy_tables": (
-                    "table rows are materialised only for the contexts scored, per (adapter, "
-                    "snapshot) state, and cached; regeneration is charged for every catalog context"
+                    "table rows are materialised only for the contexts scored, stored per adapter "
+                    "keyed by the rendered prompt and reused by every state with the same prompt; "
+                    "a full regeneration is charged for every catalog context, a delta "
+                    "regeneration for the contexts whose prompt changed"
                 ),
+                "regenerate": config.llm.regenerate,
+                "reused_rows": cache.reused_rows,
                 "initial_adapter": INITIAL,
             }
     dataset = {
