@@ -4,4 +4,7 @@
   installed) provides the ``hybridrec_plugin`` fixture: ``hybridrec_plugin(obj)`` registers a
   plugin object with hook implementations for one test and unregisters it afterwards.
 * :mod:`hybridrec.testing.strategies` has hypothesis strategies for the core types.
+* :mod:`hybridrec.testing.policy_machine` has ``make_policy_machine(factory)``: a hypothesis
+  stateful test of the update-policy invariants (budget, pending fine-tunes, knowledge freshness,
+  determinism, no future data) to run against your own policy.
 """
