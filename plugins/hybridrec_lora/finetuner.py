@@ -43,6 +43,7 @@ from hybridrec_hf.template import TEMPLATE_VERSION
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from hybridrec import distributed
 from hybridrec.errors import DataError, PluginError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
 from hybridrec.types import EvidenceBatch, TimeWindow, TransitionSet, Workload
@@ -174,6 +175,9 @@ class LoraFineTuner(FineTuner):
 
     name: ClassVar[str] = "lora"
     Options: ClassVar[type[BaseModel]] = LoraOptions
+    #: Runs as one rank of a torchrun/accelerate job (see :mod:`hybridrec.distributed`): each rank
+    #: trains on its shard of every batch under DistributedDataParallel; rank 0 writes outputs.
+    supports_distributed: ClassVar[bool] = True
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -329,7 +333,9 @@ class LoraFineTuner(FineTuner):
         metrics = self.evaluate(gen, model, holdout, progress=progress)
         metrics["train_loss"] = trained["final_loss"]
         eval_seconds = time.perf_counter() - eval_started
-        self._save(model, kind, gen, previous_adapter, out_dir)
+        ctx = distributed.current()
+        if ctx.is_main:
+            self._save(model, kind, gen, previous_adapter, out_dir)
         seconds = time.perf_counter() - started
         trainable = trained["trainable_parameters"]
         manifest = {
@@ -369,9 +375,11 @@ class LoraFineTuner(FineTuner):
                 "seconds": round(seconds, 3),
             },
         }
-        (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if not opts.keep_checkpoints:
-            shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        if ctx.is_main:
+            (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            if not opts.keep_checkpoints:
+                shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        ctx.barrier()  # every rank loads the adapter rank 0 wrote
         gen.load_adapter(out_dir)
         return FineTuneResult(
             adapter_path=out_dir,
@@ -435,31 +443,45 @@ class LoraFineTuner(FineTuner):
         if start_step == 0:
             torch.manual_seed(opts.seed)  # dropout; a resumed job restores the saved RNG state
         model.train()
+        ctx = distributed.current()
+        world = ctx.world_size
+        train_model = ctx.wrap_model(model)  # DistributedDataParallel under a launcher, else itself
         with tqdm(total=total, initial=start_step, desc="fine-tune", unit="step",
                   disable=not progress, leave=False) as bar:
             for step in range(start_step, total):
                 rows = schedule[step]
                 use_rag = bool(train.rag[rows[0]])
-                evidence = train.evidence.take(rows) if use_rag and train.evidence is not None else None
+                local = rows[ctx.shard(len(rows))] if world > 1 else rows
+                evidence = train.evidence.take(local) if use_rag and train.evidence is not None else None
                 batch = gen.training_batch(
-                    train.contexts[rows], evidence, train.ts[rows], train.labels[rows]
+                    train.contexts[local], evidence, train.ts[local], train.labels[local]
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr * factor(step)
-                nll = answer_nll(model, batch)
-                w = torch.from_numpy(train.weights[rows]).to(nll.device, dtype=nll.dtype)
-                loss = (nll * w).sum() / w.sum()
+                nll = answer_nll(train_model, batch)
+                w = torch.from_numpy(train.weights[local]).to(nll.device, dtype=nll.dtype)
+                if world > 1:
+                    # DDP averages gradients over ranks: normalise by the whole batch's weight and
+                    # scale by the world size so the average is the full batch's gradient.
+                    loss = (nll * w).sum() * (world / float(train.weights[rows].sum()))
+                else:
+                    loss = (nll * w).sum() / w.sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
-                tokens += int(batch["input_ids"].numel())
-                loss_value = float(loss.detach())
+                tokens += int(batch["input_ids"].shape[1]) * len(rows)  # the whole batch, all ranks
+                if world > 1:  # report the whole batch's loss, not this rank's share
+                    loss_value = float(ctx.all_reduce_sum(loss.detach() / world))
+                else:
+                    loss_value = float(loss.detach())
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 done = step + 1
                 if done % opts.checkpoint_every == 0 and done < total:
-                    self._checkpoint(ckpt_dir, fingerprint, done, tokens, loss_value, model, names, optimizer)
+                    if ctx.is_main:
+                        self._checkpoint(ckpt_dir, fingerprint, done, tokens, loss_value, model, names, optimizer)
+                    ctx.barrier()
         return {
             "train_tokens": tokens,
             "final_loss": loss_value,
