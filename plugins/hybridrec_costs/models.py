@@ -128,17 +128,9 @@ class MeasuredCostModel(FlopsCostModel):
         status: str = "ok",
         note: str = "",
     ) -> CostRecord:
-        hourly = float(estimate.details.get("price_per_hour", 0.0))
-        seconds = max(0.0, seconds)
-        return CostRecord(
-            action=action,
-            at=at,
-            estimate=estimate,
-            flops=estimate.flops,
-            seconds=seconds,
-            money=seconds / 3600.0 * hourly,
-            versions_in=versions_in or {},
-            versions_out=versions_out or {},
-            status=status,  # type: ignore[arg-type]
-            note=note,
+        record = super().record(
+            action, estimate, at=at, seconds=seconds, versions_in=versions_in,
+            versions_out=versions_out, status=status, note=note,
         )
+        hourly = float(estimate.details.get("price_per_hour", 0.0))
+        return record.model_copy(update={"money": record.seconds / 3600.0 * hourly})

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from hybridrec import hookimpl
-from hybridrec_hf.generator import HFGenerator, HFOptions, answer_nll, stream_rankings
+from hybridrec_hf.generator import HFGenerator, HFOptions, answer_nll
 from hybridrec_hf.template import TEMPLATE_VERSION
 
-__all__ = ["TEMPLATE_VERSION", "HFGenerator", "HFOptions", "answer_nll", "stream_rankings"]
+__all__ = ["TEMPLATE_VERSION", "HFGenerator", "HFOptions", "answer_nll"]
 
 
 @hookimpl

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -554,30 +553,3 @@ def answer_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         ignore_index=-100, reduction="none",
     )
     return loss.view(targets.shape).sum(dim=1)
-
-
-def stream_rankings(
-    generator: Generator,
-    contexts: np.ndarray,
-    sink: Callable[[Rankings], None],
-    *,
-    k: int = 10,
-    batch_size: int = 4096,
-    evidence_fn: Callable[[np.ndarray], EvidenceBatch | None] | None = None,
-    progress: bool = False,
-) -> int:
-    """Rank ``contexts`` batch by batch and hand each batch to ``sink``; returns rows written.
-
-    Never holds more than one batch of outputs. ``evidence_fn(batch_contexts)`` supplies evidence
-    (for example ``snapshot.evidence``). For table jobs prefer the ``local`` executor, which does
-    the same from a :class:`~hybridrec.generation.TableJob`.
-    """
-    written = 0
-    with tqdm(total=len(contexts), desc="table", unit="ctx", disable=not progress, leave=False) as bar:
-        for part in batches(len(contexts), batch_size):
-            chunk = contexts[part]
-            rankings = generator.rank(chunk, evidence_fn(chunk) if evidence_fn else None, k)
-            sink(rankings)
-            written += len(rankings)
-            bar.update(len(rankings))
-    return written

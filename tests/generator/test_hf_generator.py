@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 import torch
 from generator_support import N_CLUSTERS, START, tiny
-from hybridrec_hf import HFGenerator, HFOptions, stream_rankings
+from hybridrec_executors.local import LocalExecutor
+from hybridrec_hf import HFGenerator, HFOptions
 from hybridrec_hf.template import TEMPLATE_VERSION, render_text_prompt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hybridrec.config import PluginRef
 from hybridrec.errors import ConfigError, CorruptArtifactError
-from hybridrec.generation import all_contexts
+from hybridrec.generation import TableJob, all_contexts
 from hybridrec.plugins import registry
 from hybridrec.types import ClusterCatalog, EvidenceBatch, TimeWindow
 
@@ -57,7 +59,8 @@ def test_batches_do_not_change_results(catalog: ClusterCatalog) -> None:
     ctx = all_contexts(N_CLUSTERS)
     whole = tiny(catalog, batch_size=4096).rank(ctx, None, 5)
     rows: list[np.ndarray] = []
-    written = stream_rankings(tiny(catalog, batch_size=7), ctx, lambda r: rows.append(r.ids), k=5, batch_size=7)
+    job = TableJob(generator=PluginRef(plugin="hf"), catalog=catalog, contexts=ctx, k=5, batch_size=7)
+    written = LocalExecutor().run(job, lambda r: rows.append(r.ids), generator=tiny(catalog, batch_size=7))
     assert written == len(ctx)
     np.testing.assert_array_equal(np.concatenate(rows), whole.ids)
 
