@@ -24,7 +24,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pluggy
 
@@ -44,8 +44,6 @@ REGISTRATION_HOOKS: dict[str, str] = {
     "dataset": "register_datasets",
     "executor": "register_executors",
 }
-
-P = TypeVar("P", bound=Plugin)
 
 
 @dataclass(frozen=True)

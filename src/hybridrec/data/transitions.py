@@ -32,7 +32,6 @@ from hybridrec.types import (
     InteractionTable,
     TimeWindow,
     TransitionSet,
-    datetime_to_ts,
     to_utc,
 )
 
@@ -295,7 +294,3 @@ def pair_successor_counts(
     c1, c2 = np.divmod(pair_key, n)
     return np.stack([c1, c2], axis=1), successors, counts.astype(np.int64)
 
-
-def as_ts(value: date | datetime) -> int:
-    """Unix seconds of a datetime (UTC) or of midnight UTC of a date."""
-    return datetime_to_ts(_utc_midnight(value))
