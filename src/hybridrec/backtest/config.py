@@ -6,6 +6,19 @@ A ``--config`` TOML file holds these fields at top level (or under ``[backtest]`
     start = 2000-06-01
     end = 2001-01-01          # exclusive
     arms = ["hybrid", "markov-all"]
+    seeds = 3                 # training seeds of the LLM arms (counting arms run once)
+    tie_break = "popularity"  # markov-all / markov-recent: ties by successor popularity or "id"
+
+    [markov_backoff]          # see hybridrec.backtest.baselines
+    alpha = 128.0
+    w_last = 0.7
+    w_skip = 0.3
+    w_pop = 0.0
+    window_days = 30          # omit for all history
+    half_life_days = 60.0     # omit for no decay
+
+    [markov_best]
+    validation_days = 14      # the days before start the configuration is chosen on
 
     [llm]
     regenerate = "delta"      # or "full": how regenerations with an unchanged adapter are charged
@@ -35,7 +48,9 @@ from hybridrec.types import UTC, Budget
 LLM_ARMS: tuple[str, ...] = (
     "no-update", "ft-monthly", "ft-weekly", "rag-only", "rag-once", "hybrid", "adaptive",
 )
-BASELINE_ARMS: tuple[str, ...] = ("markov-all", "markov-recent", "popularity")
+BASELINE_ARMS: tuple[str, ...] = (
+    "markov-all", "markov-recent", "markov-backoff", "markov-best", "popularity",
+)
 ALL_ARMS: tuple[str, ...] = LLM_ARMS + BASELINE_ARMS
 
 #: Knowledge window of the demo's RAG arms and of the fine-tuner's training evidence: ten years,
@@ -143,6 +158,49 @@ class LLMSettings(BaseModel):
         return {**DEFAULT_POLICIES, **value}
 
 
+class BackoffOptions(BaseModel):
+    """``markov-backoff``: Dirichlet-smoothed pair counts backed off to last-cluster shares,
+    first-cluster skip-gram shares and popularity (see :mod:`hybridrec.backtest.baselines`).
+
+    The defaults are what ``markov-best``'s validation chose on ML-1M (the 14 days before
+    2000-06-01, scored prequentially) among the all-history, undecayed backoff configurations of
+    its grid; no test day was looked at.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(default=128.0, ge=0, description="Smoothing strength (pseudo-counts of the backoff distribution).")
+    w_last: float = Field(default=0.7, ge=0, description="Weight of P(c3 | last context cluster c2).")
+    w_skip: float = Field(default=0.3, ge=0, description="Weight of P(c3 | first context cluster c1) (skip-gram).")
+    w_pop: float = Field(default=0.0, ge=0, description="Weight of successor popularity.")
+    window_days: int | None = Field(default=None, ge=1, description="Trailing count window in days (None: all history).")
+    half_life_days: float | None = Field(default=None, gt=0, description="Exponential decay half-life in days (None: no decay).")
+
+    @model_validator(mode="after")
+    def _weights(self) -> BackoffOptions:
+        if self.w_last + self.w_skip + self.w_pop <= 0:
+            raise ValueError("the backoff weights w_last, w_skip, w_pop must not all be zero")
+        return self
+
+    def counting_config(self) -> Any:
+        from hybridrec.backtest.baselines import CountingConfig
+
+        return CountingConfig(
+            kind="backoff", alpha=self.alpha, w_last=self.w_last, w_skip=self.w_skip,
+            w_pop=self.w_pop, window_days=self.window_days, half_life_days=self.half_life_days,
+        )
+
+
+class MarkovBestOptions(BaseModel):
+    """``markov-best``: which validation days choose the counting configuration (the grid is
+    :data:`hybridrec.backtest.baselines.COUNTING_GRID`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    validation_days: int = Field(default=14, ge=1, description="The days before start the choice is scored on.")
+    metric: Literal["hr@5", "hr@1", "ndcg@5"] = "hr@5"
+
+
 class BacktestConfig(BaseModel):
     """A whole backtest (defaults: the default study of DESIGN.md §4 on ML-1M)."""
 
@@ -158,10 +216,14 @@ class BacktestConfig(BaseModel):
     arms: list[str] = Field(default_factory=lambda: list(ALL_ARMS))
     reference: str = Field(default="hybrid", description="The arm every other arm is paired with.")
     seed: int = 0
+    seeds: int = Field(default=1, ge=1, description="Training seeds of the LLM arms: seed, seed+1, ... (counting arms run once).")
     threads: int | None = Field(default=1, ge=1, description="torch CPU threads (fixed for bit-identical reruns; None leaves torch's default).")
     k: int = Field(default=5, ge=5, description="Served list length (HR@1, HR@5, NDCG@5 use its head).")
     bootstrap: int = Field(default=1000, ge=100)
     markov_recent_days: int = Field(default=30, ge=1)
+    tie_break: Literal["popularity", "id"] = Field(default="popularity", description="markov-all and markov-recent: equal pair counts ordered by successor popularity (same window) or by cluster id.")
+    markov_backoff: BackoffOptions = Field(default_factory=BackoffOptions)
+    markov_best: MarkovBestOptions = Field(default_factory=MarkovBestOptions)
     workdir: Path | None = Field(default=None, description="Where adapters and snapshots go (a temporary folder if unset).")
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
@@ -193,6 +255,10 @@ class BacktestConfig(BaseModel):
 
     def llm_arms(self) -> list[str]:
         return [a for a in self.arms if a in LLM_ARMS]
+
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seed, seed + 1, ..., seed + seeds - 1``."""
+        return [self.seed + i for i in range(self.seeds)]
 
     def reference_arm(self) -> str:
         """``reference`` if it is run, else the first arm."""

@@ -18,6 +18,12 @@ import numpy as np
 
 MISS = -1
 
+#: Pair-support buckets of the report's slices: earlier transitions of the context's exact
+#: ``(c1, c2)`` pair before the day (lower bounds; the last bucket is open).
+SUPPORT_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0", 0, 1), ("1-4", 1, 5), ("5-49", 5, 50), (">=50", 50, None),
+)
+
 
 def hit_ranks(served: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """0-based rank of ``truth[i]`` in ``served[i]`` (``(m, K)``), ``-1`` if absent; ``int8``."""
@@ -61,6 +67,37 @@ def summarize(ranks: np.ndarray) -> dict[str, float]:
     if ranks.size == 0:
         return {name: 0.0 for name in METRICS}
     return {name: float(per_transition(name, ranks).mean()) for name in METRICS}
+
+
+def pair_support_before_day(c1: np.ndarray, c2: np.ndarray, ts: np.ndarray, n_clusters: int,
+                            scored: np.ndarray, day_start: np.ndarray) -> np.ndarray:
+    """For each scored row ``scored[i]``: how many rows of the same ``(c1, c2)`` pair have a time
+    before ``day_start[i]`` (all history; the same for every arm)."""
+    keys = c1.astype(np.int64) * n_clusters + c2.astype(np.int64)
+    if keys.size == 0 or scored.size == 0:
+        return np.zeros(scored.shape[0], dtype=np.int64)
+    t = ts.astype(np.int64)
+    tmin = int(min(int(t.min()), int(day_start.min())))
+    span = int(max(int(t.max()), int(day_start.max()))) - tmin + 2
+    if int(keys.max()) + 1 > np.iinfo(np.int64).max // span:
+        raise ValueError("pair support: too many clusters for the time span")
+    combined = np.sort(keys * span + (t - tmin))
+    k = keys[scored]
+    lo = np.searchsorted(combined, k * span, side="left")
+    hi = np.searchsorted(combined, k * span + (day_start.astype(np.int64) - tmin), side="left")
+    return (hi - lo).astype(np.int64)
+
+
+def support_slices(ranks: np.ndarray, support: np.ndarray) -> list[dict[str, float | int | str]]:
+    """HR@1 and HR@5 of ``ranks`` per :data:`SUPPORT_BUCKETS` bucket of ``support``."""
+    out: list[dict[str, float | int | str]] = []
+    for label, lo, hi in SUPPORT_BUCKETS:
+        mask = (support >= lo) if hi is None else ((support >= lo) & (support < hi))
+        n = int(mask.sum())
+        stats = summarize(ranks[mask]) if n else {"hr@1": 0.0, "hr@5": 0.0}
+        out.append({"bucket": label, "n": n, "hr@1": round(stats["hr@1"], 6),
+                    "hr@5": round(stats["hr@5"], 6)})
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -181,3 +181,7 @@ class Arm(ABC):
     def extra_metrics(self) -> dict[str, float | int | None]:
         """Arm-specific metrics added to the report."""
         return {}
+
+    def describe(self) -> dict[str, Any] | None:
+        """The arm's configuration for the report (``arm["config"]``), or None."""
+        return None

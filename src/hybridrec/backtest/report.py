@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.backtest.metrics import bootstrap_ci, paired_bootstrap, per_transition, summarize
+from hybridrec.backtest.metrics import (
+    SUPPORT_BUCKETS,
+    bootstrap_ci,
+    paired_bootstrap,
+    per_transition,
+    summarize,
+    support_slices,
+)
 from hybridrec.backtest.runner import ReplayResult
 
 SCHEMA = "hybridrec.report/1"
@@ -23,6 +30,36 @@ def _r(value: float | None, digits: int = 6) -> float | None:
     return round(float(value), digits)
 
 
+def _arm_metrics(run: Any) -> dict[str, Any]:
+    ranks = run.all_ranks()
+    covered = run.all_covered()
+    metrics: dict[str, Any] = {k: _r(v) for k, v in summarize(ranks).items()}
+    metrics["exact_match_rate"] = _r(run.arm.exact_match_rate()) if run.arm.llm else None
+    metrics["coverage"] = _r(float(covered.mean()) if covered.size else 0.0)
+    metrics.update({k: (_r(v) if isinstance(v, float) else v) for k, v in run.arm.extra_metrics().items()})
+    return metrics
+
+
+def _ci(run: Any, result: ReplayResult, n_boot: int, seed: int) -> dict[str, list[float | None]]:
+    ranks = run.all_ranks()
+    return {
+        name: [_r(x) for x in bootstrap_ci(per_transition(name, ranks), result.groups,
+                                            n_boot=n_boot, seed=seed)]
+        for name in PAIRED_METRICS
+    }
+
+
+def _runs_by_seed(
+    name: str, result: ReplayResult, seed: int, extra_seeds: list[tuple[int, ReplayResult]]
+) -> list[tuple[int, Any, ReplayResult]]:
+    """``(seed, run, result)`` of arm ``name`` for every seed it ran with (first: ``result``)."""
+    out = [(seed, result.run(name), result)]
+    for s, res in extra_seeds:
+        if any(r.arm.name == name for r in res.runs):
+            out.append((s, res.run(name), res))
+    return out
+
+
 def build_report(
     result: ReplayResult,
     *,
@@ -31,21 +68,23 @@ def build_report(
     seed: int,
     n_boot: int,
     extra: dict[str, Any] | None = None,
+    extra_seeds: list[tuple[int, ReplayResult]] | None = None,
+    pair_support: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The ``report.json`` object (every key of DESIGN.md §5, plus documented extras)."""
+    """The ``report.json`` object (every key of DESIGN.md §5, plus documented extras).
+
+    ``extra_seeds``: replays of the LLM arms with further training seeds ``(seed, result)``
+    over the same days. For an arm run with several seeds, ``metrics`` holds the mean over
+    seeds of HR@1, HR@5, NDCG@5 and exact-match, ``seeds`` the per-seed metrics with their mean
+    and min-max; ``ci95``, ``cost`` and ``per_day`` are the first seed's. Paired comparisons are
+    made per seed (see :func:`_paired`). ``pair_support`` (one value per scored transition:
+    earlier transitions of its exact pair before the day) adds each arm's ``slices``.
+    """
+    extra_seeds = list(extra_seeds or [])
     arms: list[dict[str, Any]] = []
     for run in result.runs:
-        ranks = run.all_ranks()
-        covered = run.all_covered()
-        metrics: dict[str, Any] = {k: _r(v) for k, v in summarize(ranks).items()}
-        metrics["exact_match_rate"] = _r(run.arm.exact_match_rate()) if run.arm.llm else None
-        metrics["coverage"] = _r(float(covered.mean()) if covered.size else 0.0)
-        metrics.update({k: (_r(v) if isinstance(v, float) else v) for k, v in run.arm.extra_metrics().items()})
-        ci = {
-            name: [_r(x) for x in bootstrap_ci(per_transition(name, ranks), result.groups,
-                                                n_boot=n_boot, seed=seed)]
-            for name in PAIRED_METRICS
-        }
+        metrics = _arm_metrics(run)
+        ci = _ci(run, result, n_boot, seed)
         per_day = [
             {
                 "day": d["day"],
@@ -59,33 +98,52 @@ def build_report(
             }
             for d in run.per_day
         ]
-        arms.append(
-            {
-                "name": run.arm.name,
-                "llm": run.arm.llm,
-                "metrics": metrics,
-                "ci95": ci,
-                "cost": {**run.arm.cost.as_dict(), "flops_by_action": dict(run.arm.cost.by_action)},
-                "initial_actions": list(run.arm.initial_actions),
-                "runtime_seconds": {"serving": _r(run.seconds_serving, 3),
-                                    "updating": _r(run.seconds_updating, 3)},
-                "per_day": per_day,
-            }
-        )
-    paired: list[dict[str, Any]] = []
-    ref = result.run(reference)
-    for run in result.runs:
-        if run is ref:
-            continue
-        for metric in PAIRED_METRICS:
-            delta, (lo, hi) = paired_bootstrap(
-                per_transition(metric, ref.all_ranks()), per_transition(metric, run.all_ranks()),
-                result.groups, n_boot=n_boot, seed=seed,
-            )
-            paired.append(
-                {"a": reference, "b": run.arm.name, "metric": metric, "delta": _r(delta),
-                 "ci95": [_r(lo), _r(hi)], "excludes_zero": bool(lo > 0 or hi < 0)}
-            )
+        entry: dict[str, Any] = {
+            "name": run.arm.name,
+            "llm": run.arm.llm,
+            "metrics": metrics,
+            "ci95": ci,
+            "cost": {**run.arm.cost.as_dict(), "flops_by_action": dict(run.arm.cost.by_action)},
+            "initial_actions": list(run.arm.initial_actions),
+            "runtime_seconds": {"serving": _r(run.seconds_serving, 3),
+                                "updating": _r(run.seconds_updating, 3)},
+            "per_day": per_day,
+        }
+        described = run.arm.describe()
+        if described is not None:
+            entry["config"] = described
+        runs = _runs_by_seed(run.arm.name, result, seed, extra_seeds)
+        if pair_support is not None:
+            entry["slices"] = support_slices(run.all_ranks(), pair_support)
+        if run.arm.llm:
+            per_seed = []
+            for s, r, res in runs:
+                item: dict[str, Any] = {"seed": s, "metrics": metrics if r is run else _arm_metrics(r),
+                                        "ci95": ci if r is run else _ci(r, res, n_boot, seed)}
+                if pair_support is not None:
+                    item["slices"] = support_slices(r.all_ranks(), pair_support)
+                per_seed.append(item)
+            summary: dict[str, Any] = {"seeds": [p["seed"] for p in per_seed],
+                                       "mean": {}, "min": {}, "max": {}}
+            for key in (*PAIRED_METRICS, "exact_match_rate"):
+                values = [p["metrics"].get(key) for p in per_seed]
+                if any(v is None for v in values):
+                    continue
+                summary["mean"][key] = _r(float(np.mean(values)))
+                summary["min"][key] = _r(float(np.min(values)))
+                summary["max"][key] = _r(float(np.max(values)))
+            summary["per_seed"] = per_seed
+            entry["seeds"] = summary
+            if len(per_seed) > 1:
+                entry["metrics"] = {**metrics, **summary["mean"]}
+                if pair_support is not None:
+                    entry["slices"] = [
+                        {**b, "hr@1": _r(float(np.mean([p["slices"][i]["hr@1"] for p in per_seed]))),
+                         "hr@5": _r(float(np.mean([p["slices"][i]["hr@5"] for p in per_seed])))}
+                        for i, b in enumerate(per_seed[0]["slices"])
+                    ]
+        arms.append(entry)
+    paired = _paired(result, reference, seed, n_boot, extra_seeds)
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "dataset": {**dataset, "test_transitions": result.n_transitions,
@@ -95,10 +153,66 @@ def build_report(
         "bootstrap": {"unit": "day", "draws": n_boot, "seed": seed, "level": 0.95,
                       "method": "percentile, days resampled with replacement; paired arms share draws"},
         "reference": reference,
+        "seeds": {
+            "training_seeds": [seed] + [s for s, _ in extra_seeds],
+            "note": "LLM arms run once per training seed; counting arms once. An arm's metrics "
+                    "are the mean over its seeds; a paired comparison's ci95 spans the per-seed "
+                    "CIs and excludes zero only if every seed's CI excludes it on the same side.",
+        },
     }
+    if pair_support is not None:
+        report["slices"] = {
+            "by": "pair support: transitions of the context's exact (c1, c2) pair before the day "
+                  "(all history, the same for every arm)",
+            "buckets": [b[0] for b in SUPPORT_BUCKETS],
+        }
     if extra:
         report.update(extra)
     return report
+
+
+def _paired(
+    result: ReplayResult, reference: str, seed: int, n_boot: int,
+    extra_seeds: list[tuple[int, ReplayResult]],
+) -> list[dict[str, Any]]:
+    """Reference minus every other arm, per metric, per seed.
+
+    With several seeds, seed ``i`` of an LLM arm is paired with seed ``i`` of the other arm (a
+    counting arm, run once, pairs with every seed). ``delta`` is the mean over seeds, ``ci95``
+    the envelope of the per-seed CIs, ``excludes_zero`` true only if every seed's CI excludes
+    zero on the same side; ``per_seed`` keeps each seed's comparison.
+    """
+    paired: list[dict[str, Any]] = []
+    ref_runs = _runs_by_seed(reference, result, seed, extra_seeds)
+    for run in result.runs:
+        if run.arm.name == reference:
+            continue
+        other = _runs_by_seed(run.arm.name, result, seed, extra_seeds)
+        count = max(len(ref_runs), len(other))
+        for metric in PAIRED_METRICS:
+            per_seed: list[dict[str, Any]] = []
+            raw: list[tuple[float, float, float]] = []
+            for i in range(count):
+                s_a, run_a, _ = ref_runs[min(i, len(ref_runs) - 1)]
+                s_b, run_b, _ = other[min(i, len(other) - 1)]
+                delta, (lo, hi) = paired_bootstrap(
+                    per_transition(metric, run_a.all_ranks()), per_transition(metric, run_b.all_ranks()),
+                    result.groups, n_boot=n_boot, seed=seed,
+                )
+                per_seed.append({"seed": s_a if len(ref_runs) > 1 else s_b, "delta": _r(delta),
+                                 "ci95": [_r(lo), _r(hi)], "excludes_zero": bool(lo > 0 or hi < 0)})
+                raw.append((delta, lo, hi))
+            lo = min(r[1] for r in raw)
+            hi = max(r[2] for r in raw)
+            entry: dict[str, Any] = {
+                "a": reference, "b": run.arm.name, "metric": metric,
+                "delta": _r(float(np.mean([r[0] for r in raw]))),
+                "ci95": [_r(lo), _r(hi)], "excludes_zero": bool(lo > 0 or hi < 0),
+            }
+            if count > 1:
+                entry["per_seed"] = per_seed
+            paired.append(entry)
+    return paired
 
 
 def drift_summary(measured: Any) -> dict[str, Any]:
@@ -119,39 +233,120 @@ def drift_summary(measured: Any) -> dict[str, Any]:
 # -- verdict ------------------------------------------------------------------------------------
 
 
+#: The other LLM arms goal 1 compares hybrid with (all must have run for "met").
+GOAL_1_ARMS: tuple[str, ...] = ("no-update", "ft-monthly", "ft-weekly", "rag-only", "rag-once", "adaptive")
+MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
+
+
+def paired_claim(report: dict[str, Any], a: str, b: str, metric: str = "hr@5") -> bool | None:
+    """Whether ``a`` beats ``b`` on ``metric`` with the paired 95% CI above zero for every seed:
+    True / False, or None when the report holds no comparison of the two."""
+    for p in report.get("paired", []):
+        if p["metric"] != metric or {p["a"], p["b"]} != {a, b}:
+            continue
+        sign = 1.0 if p["a"] == a else -1.0
+        seeds = p.get("per_seed") or [p]
+        return all(min(sign * s["ci95"][0], sign * s["ci95"][1]) > 0 for s in seeds)
+    return None
+
+
+def _beats_goal(report: dict[str, Any], ran: set[str], a: str, others: list[str]) -> dict[str, Any]:
+    """``a`` beats each of ``others`` on HR@5, paired CI above zero for every seed."""
+    missing = [x for x in [a, *others] if x not in ran]
+    beats: list[str] = []
+    not_beaten: list[str] = []
+    unpaired: list[str] = []
+    for b in others:
+        if b not in ran or a not in ran:
+            continue
+        claim = paired_claim(report, a, b)
+        (beats if claim else unpaired if claim is None else not_beaten).append(b)
+    return {"beats": beats, "does_not_beat": not_beaten, "not_run": missing, "not_paired": unpaired}
+
+
+def _status(failed: list[str], unmeasured: list[str]) -> tuple[bool | None, str, str]:
+    if failed:
+        return False, NOT_MET, "; ".join(failed)
+    if unmeasured:
+        return None, NOT_MEASURED, "; ".join(unmeasured)
+    return True, MET, "every compared arm ran and every paired 95% CI excludes zero, for every seed"
+
+
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
-    """The two goals of the study, evaluated on ``report`` (None where an arm is missing)."""
+    """The study's goals, evaluated on ``report``.
+
+    A goal is met only if every arm it compares ran and every paired CI it needs excludes zero
+    in its favour for every training seed; it is not met if a comparison that ran fails; it is
+    not measured otherwise. ``goal_N`` is True / False / None for met / not met / not measured;
+    ``goal_N_status`` and ``goal_N_reason`` say which and why.
+    """
     arms = {a["name"]: a for a in report["arms"]}
-    out: dict[str, Any] = {"goal_1": None, "goal_2": None, "notes": []}
+    ran = set(arms)
+    out: dict[str, Any] = {"goal_1": None, "goal_2": None, "goal_3": None, "notes": []}
     hybrid = arms.get("hybrid")
     if hybrid is None:
         out["notes"].append("hybrid was not run")
-        return out
-    llm_others = [a for n, a in arms.items() if a["llm"] and n != "hybrid"]
+
+    # Goal 1: hybrid beats every other LLM arm on HR@5 at <= 1/4 of ft-weekly's flops.
+    d1 = _beats_goal(report, ran, "hybrid", list(GOAL_1_ARMS))
     weekly = arms.get("ft-weekly")
-    if llm_others:
-        h5 = hybrid["metrics"]["hr@5"]
-        beaten = [a["name"] for a in llm_others if h5 > a["metrics"]["hr@5"]]
-        not_beaten = [a["name"] for a in llm_others if a["name"] not in beaten]
-        cost_ok = None
-        ratio = None
-        if weekly is not None and weekly["cost"]["flops"] > 0:
-            ratio = hybrid["cost"]["flops"] / weekly["cost"]["flops"]
-            cost_ok = ratio <= 0.25
-        out["goal_1"] = bool(not not_beaten and (cost_ok is not False))
-        out["goal_1_detail"] = {"beats": beaten, "does_not_beat": not_beaten,
-                                "flops_ratio_vs_ft_weekly": _r(ratio), "cost_ok": cost_ok}
+    cost_ok = ratio = None
+    if hybrid is not None and weekly is not None and weekly["cost"]["flops"] > 0:
+        ratio = hybrid["cost"]["flops"] / weekly["cost"]["flops"]
+        cost_ok = ratio <= 0.25
+    d1.update({"flops_ratio_vs_ft_weekly": _r(ratio), "cost_ok": cost_ok})
+    if hybrid is not None and weekly is not None:
         full_h = hybrid["metrics"].get("flops_if_full_regeneration")
-        full_w = weekly["metrics"].get("flops_if_full_regeneration") if weekly is not None else None
+        full_w = weekly["metrics"].get("flops_if_full_regeneration")
         if full_h is not None and full_w:
-            out["goal_1_detail"]["flops_ratio_vs_ft_weekly_if_full_regeneration"] = _r(full_h / full_w)
+            d1["flops_ratio_vs_ft_weekly_if_full_regeneration"] = _r(full_h / full_w)
+    failed = [f"hybrid does not beat {b} (paired HR@5 CI not above zero for every seed)"
+              for b in d1["does_not_beat"]]
+    if cost_ok is False:
+        failed.append(f"hybrid's flops are {ratio:.3f}x ft-weekly's (goal: <= 0.25)")
+    unmeasured = ([f"not run: {', '.join(d1['not_run'])}"] if d1["not_run"] else []) + (
+        [f"no paired comparison with {', '.join(d1['not_paired'])}"] if d1["not_paired"] else [])
+    if cost_ok is None and not d1["not_run"]:
+        unmeasured.append("ft-weekly spent no flops: the cost ratio is undefined")
+    out["goal_1"], out["goal_1_status"], out["goal_1_reason"] = _status(failed, unmeasured)
+    out["goal_1_detail"] = d1
+
+    # Goals 2 and 3: hybrid beats markov-all / markov-best (paired HR@5 CI above zero).
+    for key, baseline in (("goal_2", "markov-all"), ("goal_3", "markov-best")):
+        d = _beats_goal(report, ran, "hybrid", [baseline])
+        failed = [f"hybrid does not beat {baseline} (paired HR@5 CI not above zero for every seed)"] if d["does_not_beat"] else []
+        unmeasured = ([f"not run: {', '.join(d['not_run'])}"] if d["not_run"] else []) + (
+            [f"no paired comparison with {baseline}"] if d["not_paired"] else [])
+        out[key], out[f"{key}_status"], out[f"{key}_reason"] = _status(failed, unmeasured)
+        pair = [p for p in report.get("paired", []) if p["metric"] == "hr@5"
+                and {p["a"], p["b"]} == {"hybrid", baseline}]
+        if pair:
+            p = pair[0]
+            sign = 1.0 if p["a"] == "hybrid" else -1.0
+            lo, hi = sorted((sign * p["ci95"][0], sign * p["ci95"][1]))
+            out[f"{key}_detail"] = {"delta": _r(sign * p["delta"]), "ci95": [_r(lo), _r(hi)],
+                                    "seeds": len(p.get("per_seed") or [p])}
     out["notes"].extend(explanations(report))
-    markov = [p for p in report["paired"] if p["b"] == "markov-all" and p["metric"] == "hr@5"
-              and p["a"] == "hybrid"]
-    if markov:
-        p = markov[0]
-        out["goal_2"] = bool(p["ci95"][0] > 0)
-        out["goal_2_detail"] = {"delta": p["delta"], "ci95": p["ci95"]}
+    return out
+
+
+GOAL_LABELS: dict[str, str] = {
+    "goal_1": "Goal 1 (hybrid beats every other LLM arm on HR@5, paired 95% CI above zero for "
+              "every seed, at <= 1/4 of ft-weekly's flops)",
+    "goal_2": "Goal 2 (hybrid beats markov-all on HR@5, paired 95% CI above zero for every seed)",
+    "goal_3": "Goal 3 (hybrid beats markov-best on HR@5, paired 95% CI above zero for every seed)",
+}
+
+
+def goal_lines(v: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(label, status, reason)`` per goal of a :func:`verdict`."""
+    out = []
+    for key, label in GOAL_LABELS.items():
+        status = v.get(f"{key}_status")
+        if status is None:  # a verdict from before statuses existed
+            met = v.get(key)
+            status = NOT_MEASURED if met is None else (MET if met else NOT_MET)
+        out.append((label, status, v.get(f"{key}_reason") or ""))
     return out
 
 
@@ -273,6 +468,68 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _seed_section(report: dict[str, Any]) -> list[str]:
+    multi = [a for a in report["arms"] if len((a.get("seeds") or {}).get("per_seed", [])) > 1]
+    if not multi:
+        return []
+    seeds = report.get("seeds", {}).get("training_seeds", [])
+    out = ["", "## Training seeds", "",
+           f"LLM arms ran with training seeds {', '.join(map(str, seeds))}; counting arms once. "
+           "Metrics are the mean over seeds, with the min–max; a paired claim holds only if "
+           "it holds for every seed.", "",
+           "| arm | HR@1 mean [min, max] | HR@5 mean [min, max] | NDCG@5 mean [min, max] | per-seed HR@5 |",
+           "|---|---|---|---|---|"]
+    for a in multi:
+        sd = a["seeds"]
+        cells = [f"{_fmt(sd['mean'].get(m))} [{_fmt(sd['min'].get(m))}, {_fmt(sd['max'].get(m))}]"
+                 for m in ("hr@1", "hr@5", "ndcg@5")]
+        per = ", ".join(f"{p['seed']}: {_fmt(p['metrics']['hr@5'])}" for p in sd["per_seed"])
+        out.append(f"| {a['name']} | {' | '.join(cells)} | {per} |")
+    ref = report.get("reference")
+    rows = [p for p in report["paired"] if p["metric"] == "hr@5" and p.get("per_seed")]
+    if rows:
+        out += ["", f"Paired Δ HR@5 ({ref} − arm) per seed:", ""]
+        for p in rows:
+            per = "; ".join(f"seed {q['seed']}: {q['delta']:+.4f} [{q['ci95'][0]:+.4f}, "
+                            f"{q['ci95'][1]:+.4f}]" for q in p["per_seed"])
+            verdict_word = "holds for every seed" if p["excludes_zero"] else "does not hold for every seed"
+            out.append(f"- {p['b']}: {per} — {verdict_word}")
+    return out
+
+
+def _slices_section(report: dict[str, Any]) -> list[str]:
+    with_slices = [a for a in report["arms"] if a.get("slices")]
+    if not with_slices:
+        return []
+    buckets = with_slices[0]["slices"]
+    head = " | ".join(f"support {b['bucket']} (n={b['n']:,})" for b in buckets)
+    out = ["", "## HR@5 by pair support", "",
+           "Transitions grouped by how often their exact context pair (c1, c2) occurred before "
+           "the day (all history, the same grouping for every arm).", "",
+           f"| arm | {head} |", "|---|" + "---|" * len(buckets)]
+    for a in with_slices:
+        out.append(f"| {a['name']} | " + " | ".join(_fmt(b["hr@5"]) for b in a["slices"]) + " |")
+    return out
+
+
+def _counting_section(report: dict[str, Any]) -> list[str]:
+    configured = [a for a in report["arms"] if a.get("config")]
+    val = report.get("validation")
+    if not configured and not val:
+        return []
+    out = ["", "## Counting configurations", ""]
+    out += [f"- {a['name']}: {a['config'].get('label', a['config'])}" for a in configured]
+    if val:
+        out += ["", f"markov-best chose **{val['chosen']['label']}** on the validation days "
+                f"{val['window'][0]} to {val['window'][1]} (exclusive; {val['transitions']:,} "
+                f"transitions, {val['metric']} scored prequentially, {val['candidates']} "
+                "candidates; no test day read). Best candidates on validation:", ""]
+        out += [f"- {r['config']}: HR@1 {_fmt(r['hr@1'])}, HR@5 {_fmt(r['hr@5'])}" for r in val["top"][:5]]
+        if val.get("note"):
+            out.append(f"- note: {val['note']}")
+    return out
+
+
 def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     ds = report["dataset"]
     v = report.get("verdict") or verdict(report)
@@ -292,32 +549,29 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "## Verdict",
         "",
     ]
-    g1, g2 = v.get("goal_1"), v.get("goal_2")
     d1 = v.get("goal_1_detail") or {}
-    d2 = v.get("goal_2_detail") or {}
-    if g1 is None:
-        out.append("- Goal 1 (hybrid beats every other LLM arm on HR@5 at <= 1/4 of ft-weekly's cost): not evaluated (arms missing).")
-    else:
-        out.append(
-            f"- Goal 1 (hybrid beats every other LLM arm on HR@5 at <= 1/4 of ft-weekly's cost): "
-            f"**{'met' if g1 else 'not met'}**. Beats: {', '.join(d1.get('beats') or []) or 'none'}; "
-            f"does not beat: {', '.join(d1.get('does_not_beat') or []) or 'none'}; "
-            f"flops vs ft-weekly: {_fmt(d1.get('flops_ratio_vs_ft_weekly'), 3)}"
-            + (f" (with full instead of delta regenerations: "
-               f"{_fmt(d1['flops_ratio_vs_ft_weekly_if_full_regeneration'], 3)})"
-               if d1.get("flops_ratio_vs_ft_weekly_if_full_regeneration") is not None else "")
-            + "."
-        )
-    if g2 is None:
-        out.append("- Goal 2 (hybrid beats markov-all, paired 95% CI excluding zero): not evaluated (arms missing).")
-    else:
-        out.append(
-            f"- Goal 2 (hybrid beats markov-all, paired 95% CI excluding zero): "
-            f"**{'met' if g2 else 'not met'}**: Δ HR@5 = {_fmt(d2.get('delta'))} "
-            f"[{_fmt(d2['ci95'][0])}, {_fmt(d2['ci95'][1])}]."
-        )
+    for (label, status, reason), key in zip(goal_lines(v), GOAL_LABELS, strict=True):
+        line = f"- {label}: **{status}**"
+        line += f" ({reason})." if reason else "."
+        detail = v.get(f"{key}_detail") or {}
+        if key == "goal_1" and d1 and status != NOT_MEASURED:
+            line += (
+                f" Beats: {', '.join(d1.get('beats') or []) or 'none'}; "
+                f"does not beat: {', '.join(d1.get('does_not_beat') or []) or 'none'}; "
+                f"flops vs ft-weekly: {_fmt(d1.get('flops_ratio_vs_ft_weekly'), 3)}"
+                + (f" (with full instead of delta regenerations: "
+                   f"{_fmt(d1['flops_ratio_vs_ft_weekly_if_full_regeneration'], 3)})"
+                   if d1.get("flops_ratio_vs_ft_weekly_if_full_regeneration") is not None else "")
+                + "."
+            )
+        elif key != "goal_1" and detail.get("ci95"):
+            line += (f" Δ HR@5 = {_fmt(detail.get('delta'))} "
+                     f"[{_fmt(detail['ci95'][0])}, {_fmt(detail['ci95'][1])}]"
+                     f" over {detail.get('seeds', 1)} seed(s).")
+        out.append(line)
     for note in v.get("notes", []):
         out.append(f"- {note}")
+    out += _seed_section(report) + _slices_section(report) + _counting_section(report)
     rag = [(a["name"], a["metrics"].get("rag_equals_no_rag_top1")) for a in report["arms"]
            if a["metrics"].get("rag_equals_no_rag_top1") is not None]
     if rag:

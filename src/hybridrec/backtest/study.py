@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.backtest.baselines import MarkovArm, PopularityArm
+from hybridrec.backtest.baselines import CountingArm, MarkovArm, MarkovBestArm, PopularityArm
 from hybridrec.backtest.config import LLM_ARMS, BacktestConfig
 from hybridrec.backtest.llm import INITIAL, LLMStack, PolicyArm, WorkCache, initial_adapter
+from hybridrec.backtest.metrics import pair_support_before_day
 from hybridrec.backtest.protocol import Arm, Day
 from hybridrec.backtest.report import build_report, drift_summary
 from hybridrec.backtest.runner import ReplayResult, replay
@@ -77,9 +78,16 @@ def build_arms(
     arms: list[Arm] = []
     for name in config.arms:
         if name == "markov-all":
-            arms.append(MarkovArm(name, transitions))
+            arms.append(MarkovArm(name, transitions, tie_break=config.tie_break))
         elif name == "markov-recent":
-            arms.append(MarkovArm(name, transitions, window_days=config.markov_recent_days))
+            arms.append(MarkovArm(name, transitions, window_days=config.markov_recent_days,
+                                  tie_break=config.tie_break))
+        elif name == "markov-backoff":
+            arms.append(CountingArm(name, transitions, config.markov_backoff.counting_config()))
+        elif name == "markov-best":
+            arms.append(MarkovBestArm(name, transitions,
+                                      validation_days=config.markov_best.validation_days,
+                                      metric=config.markov_best.metric))
         elif name == "popularity":
             arms.append(PopularityArm(name, transitions))
         else:
@@ -108,35 +116,55 @@ def load_data(config: BacktestConfig) -> tuple[ClusterCatalog, TransitionSet]:
     return prepared.catalog, prepared.transitions
 
 
-def run_backtest(
-    config: BacktestConfig,
-    *,
-    data: tuple[ClusterCatalog, TransitionSet] | None = None,
-    progress: bool = False,
-    drift: bool = True,
-) -> tuple[dict[str, Any], ReplayResult, Any]:
-    """Run the study; returns ``(report, replay_result, drift_plotter_or_None)``.
+def _seeded(ref: PluginRef, role: str, seed: int, offset: int) -> PluginRef:
+    """``ref`` with its ``seed`` option set to the training seed, if its plugin has one: ``seed``,
+    or an explicitly configured option seed plus ``offset``."""
+    from hybridrec.plugins import registry
 
-    ``data`` overrides loading ``config.dataset`` (``(catalog, transitions)``).
-    """
-    started = time.perf_counter()
+    try:
+        cls = registry().get(role, ref.plugin)
+    except Exception:  # an unknown plugin is reported where it is instantiated
+        return ref
+    fields = getattr(getattr(cls, "Options", None), "model_fields", {})
+    if "seed" not in fields:
+        return ref
+    explicit = ref.options.get("seed")
+    value = seed if explicit is None else int(explicit) + offset
+    return PluginRef(plugin=ref.plugin, options={**ref.options, "seed": value})
+
+
+def with_training_seed(config: BacktestConfig, seed: int, offset: int = 0) -> BacktestConfig:
+    """``config`` for one training seed: ``seed`` (torch, numpy via :func:`seed_everything`) and
+    the generator's and fine-tuner's ``seed`` options where they have one."""
+    llm = config.llm
+    if not config.llm_arms():
+        return config.model_copy(update={"seed": seed})
+    llm = llm.model_copy(update={
+        "generator": _seeded(llm.generator, "generator", seed, offset),
+        "fine_tuner": _seeded(llm.fine_tuner, "fine_tuner", seed, offset),
+    })
+    return config.model_copy(update={"seed": seed, "llm": llm})
+
+
+def _replay_once(
+    config: BacktestConfig,
+    catalog: ClusterCatalog,
+    transitions: TransitionSet,
+    warm: int,
+    *,
+    progress: bool,
+    workdir: Path | None,
+) -> tuple[ReplayResult, dict[str, Any]]:
+    """One replay of ``config.arms`` with ``config.seed``; returns the result and its setup."""
     seed_everything(config.seed, config.threads)
-    catalog, transitions = data if data is not None else load_data(config)
-    if len(transitions) == 0:
-        raise DataError(f"data set {config.dataset!r} has no transitions")
     start, end = config.start_dt, config.end_dt
-    warm = int(np.searchsorted(transitions.ts, datetime_to_ts(start)))
-    if warm == 0:
-        raise DataError(
-            f"no transitions before the test start {config.start}: the warm-up needs data; "
-            f"move --start later (data begins {transitions.ts[0]})"
-        )
     setup: dict[str, Any] = {"arms": list(config.arms), "seed": config.seed}
     with ExitStack() as stack:
         cache: WorkCache | None = None
         llm_names = config.llm_arms()
         if llm_names:
-            workdir = config.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-backtest-")))
+            if workdir is None:
+                workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-backtest-")))
             llm_stack = build_stack(config, catalog, Path(workdir))
             cache = WorkCache(llm_stack, transitions)
             t0 = time.perf_counter()
@@ -147,7 +175,8 @@ def run_backtest(
             ))
             if progress:
                 print(f"hybridrec: fine-tuning the shared initial adapter on the "
-                      f"{config.llm.warmup_days} days before {config.start}", file=sys.stderr)
+                      f"{config.llm.warmup_days} days before {config.start} (seed {config.seed})",
+                      file=sys.stderr)
             entry = initial_adapter(cache, history, start, config.llm.warmup_days, initial_tuner,
                                     progress=progress)
             setup["initial_adapter"] = {
@@ -169,6 +198,9 @@ def run_backtest(
                 cache.retain(live)
 
         result = replay(transitions, arms, start, end, k=config.k, progress=progress, on_day=on_day)
+        for arm in arms:
+            if isinstance(arm, MarkovBestArm) and arm.selection is not None:
+                setup["validation"] = arm.selection.as_dict()
         if cache is not None:
             for arm in arms:
                 if isinstance(arm, PolicyArm):
@@ -198,6 +230,68 @@ def run_backtest(
                 "reused_rows": cache.reused_rows,
                 "initial_adapter": INITIAL,
             }
+    return result, setup
+
+
+def scored_pair_support(transitions: TransitionSet, result: ReplayResult) -> np.ndarray:
+    """Per scored transition (in replay order): earlier transitions of its exact pair before
+    its day."""
+    rows = np.concatenate([np.arange(d.lo, d.hi) for d in result.days]) if result.days else np.zeros(0, np.int64)
+    starts = np.repeat([datetime_to_ts(d.start) for d in result.days], [d.n for d in result.days])
+    return pair_support_before_day(transitions.c1, transitions.c2, transitions.ts,
+                                   transitions.n_clusters, rows.astype(np.int64),
+                                   np.asarray(starts, dtype=np.int64))
+
+
+def run_backtest(
+    config: BacktestConfig,
+    *,
+    data: tuple[ClusterCatalog, TransitionSet] | None = None,
+    progress: bool = False,
+    drift: bool = True,
+) -> tuple[dict[str, Any], ReplayResult, Any]:
+    """Run the study; returns ``(report, replay_result, drift_plotter_or_None)``.
+
+    ``data`` overrides loading ``config.dataset`` (``(catalog, transitions)``). With
+    ``config.seeds > 1`` the LLM arms are replayed once more per further training seed
+    (``seed + 1``, ...; counting arms run once) and the report aggregates the seeds;
+    ``replay_result`` is the first seed's.
+    """
+    started = time.perf_counter()
+    seed_everything(config.seed, config.threads)
+    catalog, transitions = data if data is not None else load_data(config)
+    if len(transitions) == 0:
+        raise DataError(f"data set {config.dataset!r} has no transitions")
+    start = config.start_dt
+    warm = int(np.searchsorted(transitions.ts, datetime_to_ts(start)))
+    if warm == 0:
+        raise DataError(
+            f"no transitions before the test start {config.start}: the warm-up needs data; "
+            f"move --start later (data begins {transitions.ts[0]})"
+        )
+    seeds = config.seed_list()
+    llm_names = config.llm_arms()
+    result, setup = _replay_once(with_training_seed(config, seeds[0]), catalog, transitions, warm,
+                                 progress=progress, workdir=config.workdir)
+    validation = setup.pop("validation", None)
+    extra_seeds: list[tuple[int, ReplayResult]] = []
+    if llm_names and len(seeds) > 1:
+        setup["per_seed"] = []
+        for offset, seed in enumerate(seeds[1:], start=1):
+            if progress:
+                print(f"hybridrec: training seed {seed} ({offset + 1} of {len(seeds)}): "
+                      f"replaying the LLM arms {', '.join(llm_names)}", file=sys.stderr)
+            seeded = with_training_seed(config, seed, offset).model_copy(update={"arms": llm_names})
+            workdir = None if config.workdir is None else config.workdir / f"seed-{seed}"
+            res, seed_setup = _replay_once(seeded, catalog, transitions, warm, progress=progress,
+                                           workdir=workdir)
+            extra_seeds.append((seed, res))
+            setup["per_seed"].append({"seed": seed,
+                                      "initial_adapter": seed_setup.get("initial_adapter"),
+                                      "llm": {k: seed_setup.get("llm", {}).get(k) for k in
+                                              ("generator", "fine_tuner", "executed_fine_tunes",
+                                               "ranked_contexts", "rank_seconds")}})
+    setup["seeds"] = seeds if llm_names else seeds[:1]
     dataset = {
         "name": config.dataset,
         "clusters": catalog.size,
@@ -209,9 +303,13 @@ def run_backtest(
         "clustering": config.clustering,
     }
     setup["wall_seconds"] = round(time.perf_counter() - started, 2)
+    extra: dict[str, Any] = {"setup": setup}
+    if validation is not None:
+        extra["validation"] = validation
     report = build_report(
         result, dataset=dataset, reference=config.reference_arm(), seed=config.seed,
-        n_boot=config.bootstrap, extra={"setup": setup},
+        n_boot=config.bootstrap, extra=extra, extra_seeds=extra_seeds,
+        pair_support=scored_pair_support(transitions, result),
     )
     drift_plotter = None
     if drift:
@@ -227,4 +325,7 @@ def run_backtest(
     return report, result, drift_plotter
 
 
-__all__ = ["LLM_ARMS", "build_arms", "build_stack", "load_data", "run_backtest", "seed_everything"]
+__all__ = [
+    "LLM_ARMS", "build_arms", "build_stack", "load_data", "run_backtest", "scored_pair_support",
+    "seed_everything", "with_training_seed",
+]

@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("hybridrec-report")
 
 
 def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
-    from hybridrec.backtest.report import summary_table, verdict, write_report
+    from hybridrec.backtest.report import goal_lines, summary_table, verdict, write_report
     from hybridrec.backtest.study import run_backtest
 
     started = time.perf_counter()
@@ -20,7 +20,9 @@ def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
     if not quiet:
         click.echo(
             f"hybridrec: backtest on {config.dataset}, test days {config.start} to {config.end} "
-            f"(exclusive), seed {config.seed}, arms {', '.join(config.arms)}; report in {out}/",
+            f"(exclusive), seed {config.seed}"
+            + (f", {config.seeds} training seeds for the LLM arms" if config.seeds > 1 else "")
+            + f", arms {', '.join(config.arms)}; report in {out}/",
             err=True,
         )
     report, _, drift_plot = run_backtest(config, progress=not quiet)
@@ -29,14 +31,12 @@ def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
     paths = write_report(report, out, drift_plot=drift_plot)
     if not quiet:
         click.echo(summary_table(report))
-        v = report["verdict"]
-        goals = {
-            "goal 1 (hybrid beats every LLM arm at <= 1/4 ft-weekly cost)": v.get("goal_1"),
-            "goal 2 (hybrid > markov-all, paired CI excludes 0)": v.get("goal_2"),
-        }
-        for label, met in goals.items():  # None: the arms this goal compares were not run
-            if met is not None:
-                click.echo(f"{label}: {'met' if met else 'not met'}")
+        validation = report.get("validation")
+        if validation:
+            click.echo(f"markov-best: {validation['chosen']['label']}, chosen on "
+                       f"{validation['window'][0]} to {validation['window'][1]} (exclusive)")
+        for label, status, reason in goal_lines(report["verdict"]):
+            click.echo(f"{label}: {status}" + (f" ({reason})" if reason and status != "met" else ""))
         click.echo("")
         click.echo(f"report: {paths['json']} and {paths['markdown']} "
                    f"({time.perf_counter() - started:.0f} s)")
@@ -70,10 +70,12 @@ def register(cli: click.Group) -> None:
     @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First test day (UTC).")
     @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="End of the test days (exclusive).")
     @click.option("--seed", type=int, help="Seed (bootstrap, torch, numpy).")
+    @click.option("--seeds", type=click.IntRange(min=1), help="Training seeds of the LLM arms "
+                  "(seed, seed+1, ...; default 1). Counting arms run once.")
     @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
     def backtest(
         config_path: Path | None, dataset: str | None, arms: str | None, out: Path,
-        start: Any, end: Any, seed: int | None, quiet: bool,
+        start: Any, end: Any, seed: int | None, seeds: int | None, quiet: bool,
     ) -> None:
         """Replay the test days prequentially for each arm and write the report to --out."""
         from hybridrec.backtest.config import load_backtest_config
@@ -85,6 +87,7 @@ def register(cli: click.Group) -> None:
             start=start.date() if start else None,
             end=end.date() if end else None,
             seed=seed,
+            seeds=seeds,
         )
         _run(config, out, quiet=quiet)
 
@@ -92,8 +95,11 @@ def register(cli: click.Group) -> None:
     @click.option("--quick", is_flag=True, help="Two weeks of test days and cheaper fine-tunes (<= 3 min).")
     @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_OUT,
                   show_default=True, help="Report folder.")
+    @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+                  help="Training seeds of the LLM arms (0, 1, ...). Each further seed replays "
+                  "the LLM arms again.")
     @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-    def demo(quick: bool, out: Path, quiet: bool) -> None:
+    def demo(quick: bool, out: Path, seeds: int, quiet: bool) -> None:
         """The default study on ML-1M with every arm (2000-06-01 to 2000-12-31), seed 0.
 
         About 10 minutes on a 2-core CPU; --quick takes about a minute.
@@ -101,6 +107,7 @@ def register(cli: click.Group) -> None:
         from hybridrec.backtest.config import BacktestConfig, quick_config
 
         config = quick_config() if quick else BacktestConfig()
+        config = config.model_copy(update={"seeds": seeds})
         _run(config, out, quiet=quiet)
 
 
