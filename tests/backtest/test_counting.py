@@ -228,3 +228,16 @@ def test_grid_selection_on_drifting_data_is_vectorised_and_named(transitions: Tr
     best = max(r["hr@5"] for r in sel.scores)
     assert sel.as_dict()["chosen"]["label"] == sel.chosen.label()
     assert next(r for r in sel.scores if r["config"] == sel.chosen.label())["hr@5"] == best
+
+
+def test_chunked_scoring_gives_the_same_lists_and_choice(transitions: TransitionSet, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hybridrec.backtest.baselines as baselines
+
+    config = CountingConfig(kind="backoff", alpha=4.0, w_last=0.6, w_skip=0.3, w_pop=0.1)
+    grid = list(COUNTING_GRID[::20])
+    whole = replay(transitions, [CountingArm("b", transitions, config)], T0, T1).runs[0].all_ranks()
+    chosen = select_counting_config(transitions, T0, validation_days=5, grid=grid)
+    monkeypatch.setattr(baselines, "CHUNK", 7)
+    chunked = replay(transitions, [CountingArm("b", transitions, config)], T0, T1).runs[0].all_ranks()
+    assert (whole == chunked).all()
+    assert select_counting_config(transitions, T0, validation_days=5, grid=grid).scores == chosen.scores

@@ -273,6 +273,9 @@ def counting_grid() -> list[CountingConfig]:
 
 COUNTING_GRID: tuple[CountingConfig, ...] = tuple(counting_grid())
 
+#: Contexts scored at once: the dense ``(CHUNK, n)`` score arrays stay small on large days.
+CHUNK = 4096
+
 
 class CountTables:
     """Pair, last-cluster, first-cluster (skip-gram) and popularity counts of ``c3`` over the
@@ -432,9 +435,11 @@ class CountingArm(Arm):
         self.tables.advance(datetime_to_ts(start))
 
     def serve(self, contexts: np.ndarray, k: int) -> Served:
-        comps = self.tables.components(contexts)
-        scores, position = counting_scores(self.config, comps)
-        ids = top_k(scores, position, contexts, k)
+        ids = np.empty((contexts.shape[0], k), dtype=np.int64)
+        for lo in range(0, contexts.shape[0], CHUNK):  # bounded (chunk, n) float arrays
+            part = contexts[lo : lo + CHUNK]
+            scores, position = counting_scores(self.config, self.tables.components(part))
+            ids[lo : lo + CHUNK] = top_k(scores, position, part, k)
         return Served(ids=ids, covered=self.tables.support(contexts) > 0)
 
     def end_of_day(self, history: TransitionSet, day: Day) -> list[str]:
@@ -471,6 +476,31 @@ class Selection:
             "top": sorted(self.scores, key=lambda r: -r[self.metric])[:10],
             "note": self.note,
         }
+
+
+def _score_chunk(tables: CountTables, seen: TransitionSet, a: int, b: int,
+                 grid: tuple[CountingConfig, ...] | list[CountingConfig], members: list[int],
+                 sums: np.ndarray) -> None:
+    """Add the hits of rows ``[a, b)`` of ``seen`` to ``sums[i] = (HR@1, HR@5, NDCG@5)`` for
+    every grid entry ``i`` in ``members`` (configurations sharing ``tables``)."""
+    contexts = np.stack([seen.c1[a:b], seen.c2[a:b]], axis=1).astype(np.int64)
+    truth = seen.c3[a:b].astype(np.int64)
+    comps = tables.components(contexts)
+    backoffs: dict[tuple[float, float, float], np.ndarray] = {}
+    for i in members:
+        cfg = grid[i]
+        pre = None
+        if cfg.kind == "backoff":
+            key = cfg.weights
+            if key not in backoffs:
+                wl, ws, wp = key
+                backoffs[key] = wl * comps[1] + ws * comps[2] + wp * comps[3]
+            pre = backoffs[key]
+        scores, position = counting_scores(cfg, comps, pre)
+        ranks = truth_ranks(scores, position, contexts, truth)
+        sums[i, 0] += float((ranks < 1).sum())
+        sums[i, 1] += float((ranks < 5).sum())
+        sums[i, 2] += float((1.0 / np.log2(ranks[ranks < 5] + 2.0)).sum())
 
 
 def select_counting_config(
@@ -510,28 +540,10 @@ def select_counting_config(
     for (window_days, half_life), members in families.items():
         tables = CountTables(seen, window_days, half_life)
         for d in range(validation_days):
-            a, b = int(cuts[d]), int(cuts[d + 1])
             tables.advance(bounds[d])
-            if b <= a:
-                continue
-            contexts = np.stack([seen.c1[a:b], seen.c2[a:b]], axis=1).astype(np.int64)
-            truth = seen.c3[a:b].astype(np.int64)
-            comps = tables.components(contexts)
-            backoffs: dict[tuple[float, float, float], np.ndarray] = {}
-            for i in members:
-                cfg = grid[i]
-                pre = None
-                if cfg.kind == "backoff":
-                    key = cfg.weights
-                    if key not in backoffs:
-                        wl, ws, wp = key
-                        backoffs[key] = wl * comps[1] + ws * comps[2] + wp * comps[3]
-                    pre = backoffs[key]
-                scores, position = counting_scores(cfg, comps, pre)
-                ranks = truth_ranks(scores, position, contexts, truth)
-                sums[i, 0] += float((ranks < 1).sum())
-                sums[i, 1] += float((ranks < 5).sum())
-                sums[i, 2] += float((1.0 / np.log2(ranks[ranks < 5] + 2.0)).sum())
+            for a in range(int(cuts[d]), int(cuts[d + 1]), CHUNK):
+                b = min(a + CHUNK, int(cuts[d + 1]))
+                _score_chunk(tables, seen, a, b, grid, members, sums)
     n = int(cuts[-1] - cuts[0])
     means = sums / n
     column = {"hr@1": 0, "hr@5": 1, "ndcg@5": 2}[metric]

@@ -73,18 +73,20 @@ def pair_support_before_day(c1: np.ndarray, c2: np.ndarray, ts: np.ndarray, n_cl
                             scored: np.ndarray, day_start: np.ndarray) -> np.ndarray:
     """For each scored row ``scored[i]``: how many rows of the same ``(c1, c2)`` pair have a time
     before ``day_start[i]`` (all history; the same for every arm)."""
-    keys = c1.astype(np.int64) * n_clusters + c2.astype(np.int64)
-    if keys.size == 0 or scored.size == 0:
+    if c1.size == 0 or scored.size == 0:
         return np.zeros(scored.shape[0], dtype=np.int64)
-    t = ts.astype(np.int64)
-    tmin = int(min(int(t.min()), int(day_start.min())))
-    span = int(max(int(t.max()), int(day_start.max()))) - tmin + 2
-    if int(keys.max()) + 1 > np.iinfo(np.int64).max // span:
-        raise ValueError("pair support: too many clusters for the time span")
-    combined = np.sort(keys * span + (t - tmin))
-    k = keys[scored]
-    lo = np.searchsorted(combined, k * span, side="left")
-    hi = np.searchsorted(combined, k * span + (day_start.astype(np.int64) - tmin), side="left")
+    keys = c1.astype(np.int64) * n_clusters + c2.astype(np.int64)
+    _, pair = np.unique(keys, return_inverse=True)
+    # Dense ranks of the row times and the day starts together keep the sort key small.
+    _, when = np.unique(np.concatenate([ts.astype(np.int64), day_start.astype(np.int64)]),
+                        return_inverse=True)
+    width = int(when.max()) + 2
+    pair = pair.reshape(-1).astype(np.int64)
+    when = when.reshape(-1).astype(np.int64)
+    combined = np.sort(pair * width + when[: ts.shape[0]])
+    query = pair[scored] * width
+    lo = np.searchsorted(combined, query, side="left")
+    hi = np.searchsorted(combined, query + when[ts.shape[0]:], side="left")
     return (hi - lo).astype(np.int64)
 
 
