@@ -492,8 +492,13 @@ def _seed_section(report: dict[str, Any]) -> list[str]:
         for p in rows:
             per = "; ".join(f"seed {q['seed']}: {q['delta']:+.4f} [{q['ci95'][0]:+.4f}, "
                             f"{q['ci95'][1]:+.4f}]" for q in p["per_seed"])
-            verdict_word = "holds for every seed" if p["excludes_zero"] else "does not hold for every seed"
-            out.append(f"- {p['b']}: {per} — {verdict_word}")
+            if not p["excludes_zero"]:
+                word = "the CI does not exclude zero on the same side for every seed"
+            elif p["ci95"][0] > 0:
+                word = f"{ref} better for every seed"
+            else:
+                word = f"{p['b']} better for every seed"
+            out.append(f"- {p['b']}: {per} — {word}")
     return out
 
 

@@ -271,8 +271,15 @@ def run_backtest(
         )
     seeds = config.seed_list()
     llm_names = config.llm_arms()
+
+    def workdir_of(seed: int) -> Path | None:
+        # One folder per seed when there are several (adapters of different seeds never mix).
+        if config.workdir is None or len(seeds) == 1 or not llm_names:
+            return config.workdir
+        return config.workdir / f"seed-{seed}"
+
     result, setup = _replay_once(with_training_seed(config, seeds[0]), catalog, transitions, warm,
-                                 progress=progress, workdir=config.workdir)
+                                 progress=progress, workdir=workdir_of(seeds[0]))
     validation = setup.pop("validation", None)
     extra_seeds: list[tuple[int, ReplayResult]] = []
     if llm_names and len(seeds) > 1:
@@ -282,9 +289,8 @@ def run_backtest(
                 print(f"hybridrec: training seed {seed} ({offset + 1} of {len(seeds)}): "
                       f"replaying the LLM arms {', '.join(llm_names)}", file=sys.stderr)
             seeded = with_training_seed(config, seed, offset).model_copy(update={"arms": llm_names})
-            workdir = None if config.workdir is None else config.workdir / f"seed-{seed}"
             res, seed_setup = _replay_once(seeded, catalog, transitions, warm, progress=progress,
-                                           workdir=workdir)
+                                           workdir=workdir_of(seed))
             extra_seeds.append((seed, res))
             setup["per_seed"].append({"seed": seed,
                                       "initial_adapter": seed_setup.get("initial_adapter"),
