@@ -538,6 +538,7 @@ def _counting_section(report: dict[str, Any]) -> list[str]:
 def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     ds = report["dataset"]
     v = report.get("verdict") or verdict(report)
+    seeds = (report.get("seeds") or {}).get("training_seeds") or [report["bootstrap"]["seed"]]
     out = [
         f"# hybridrec backtest: {ds['name']}",
         "",
@@ -549,7 +550,11 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "",
         "Cost is what each arm would have spent alone (flops from the cost model; seconds measured, "
         "table regeneration extrapolated from measured seconds per ranked context). "
-        "FT = fine-tunes, refresh = knowledge refreshes, regen = table regenerations.",
+        "FT = fine-tunes, refresh = knowledge refreshes, regen = table regenerations."
+        + (f" LLM arms ran with {len(seeds)} training seeds: their HR@1, HR@5, NDCG@5 and "
+           "exact-match are means over seeds (min–max below), the HR@5 CI, cost and seconds are "
+           "the first seed's; Δ is the mean over seeds with the CI spanning every seed's."
+           if len(seeds) > 1 else ""),
         "",
         "## Verdict",
         "",
