@@ -3,7 +3,8 @@ its report (DESIGN.md §5).
 
 Read in this order: :mod:`~hybridrec.backtest.protocol` (days, the :class:`Arm` contract,
 backoff fill), :mod:`~hybridrec.backtest.runner` (the replay loop),
-:mod:`~hybridrec.backtest.baselines` (markov-all, markov-recent, popularity),
+:mod:`~hybridrec.backtest.baselines` (markov-all, markov-recent, markov-backoff, markov-best,
+popularity),
 :mod:`~hybridrec.backtest.llm` (policy-driven LLM arms over a shared work cache),
 :mod:`~hybridrec.backtest.metrics`, :mod:`~hybridrec.backtest.report`,
 :mod:`~hybridrec.backtest.study` (composition from a :class:`BacktestConfig`).
