@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,20 @@ def test_an_adapter_failing_the_guardrails_is_charged_but_never_served(fake_stac
     assert weekly["cost"]["flops_by_action"]["fine_tune"] > 0
     assert result.run("ft-weekly").arm.adapter == INITIAL  # type: ignore[attr-defined]
     assert report["setup"]["initial_adapter"]["held_by_guardrails"]
+
+
+def test_days_without_transitions_are_served_and_scored(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    # Three test days with no transitions at all, among them the first one: every arm must still
+    # serve (an empty list of contexts), act on the day and report it with n = 0.
+    from hybridrec.types import datetime_to_ts
+
+    day = 86400
+    gaps = [datetime_to_ts(datetime(2000, 1, d)) for d in (21, 25, 26)]
+    keep = np.ones(len(transitions), dtype=bool)
+    for lo in gaps:
+        keep &= ~((transitions.ts >= lo) & (transitions.ts < lo + day))
+    report = _run(catalog, transitions.take(np.flatnonzero(keep)))
+    for arm in report["arms"]:
+        empty = [d for d in arm["per_day"] if d["day"] in ("2000-01-21", "2000-01-25", "2000-01-26")]
+        assert [d["n"] for d in empty] == [0, 0, 0], arm["name"]
+        assert 0.0 < arm["metrics"]["hr@5"] <= 1.0

@@ -125,8 +125,10 @@ class SnapshotEntry:
 
 @dataclass
 class AdapterRows:
-    """Every row ranked with one adapter, keyed by the exact prompt it was ranked from."""
+    """Every row ranked with one adapter, keyed by the exact prompt it was ranked from; rows are
+    ``width`` clusters wide (an adapter that has ranked nothing yet holds ``(0, width)`` arrays)."""
 
+    width: int
     by_prompt: dict[bytes, int] = field(default_factory=dict)
     ids: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
@@ -144,6 +146,8 @@ class AdapterRows:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if self.stacked is None:
+            if not self.ids:
+                return np.empty((0, self.width), dtype=np.int64), np.empty((0, self.width))
             self.stacked = (np.concatenate(self.ids), np.concatenate(self.scores))
         return self.stacked
 
@@ -369,7 +373,7 @@ class WorkCache:
         if rows is None:
             rows = StateRows(index=np.full(self.n * self.n, -1, dtype=np.int32))
             self.rows[state] = rows
-        store = self.adapter_rows.setdefault(adapter, AdapterRows())
+        store = self.adapter_rows.setdefault(adapter, AdapterRows(width=self.stack.table_k))
         keys = contexts[:, 0] * self.n + contexts[:, 1]
         missing = np.unique(keys[rows.index[keys] < 0])
         if missing.size:
