@@ -1,6 +1,6 @@
 """The built-in update policies: pure functions of :class:`~hybridrec.types.SystemState`.
 
-Backtest arms (DESIGN.md §4) map to policies and options as follows::
+Backtest arms (docs/protocol.md) map to policies and options as follows::
 
     no-update   static
     ft-monthly  periodic-finetune  period_days=30

@@ -7,7 +7,7 @@ action needs it). :func:`run_update` performs one update of a
 1. **ingest** the new interaction file: rows are validated by :mod:`hybridrec.data.io`; bad rows,
    rows at or after the clock and rows whose cluster is not in the workspace catalog go to the
    workspace's ``quarantine.jsonl`` with file, row, field and reason. The first update fixes the
-   cluster catalog (one cluster per category combination, DESIGN.md §4); the accepted rows are
+   cluster catalog (one cluster per category combination, docs/protocol.md); the accepted rows are
    committed as a ``data`` version (all versions together are the accumulated log);
 2. **state**: transitions are extracted from the accumulated log (:mod:`hybridrec.data`), and a
    :class:`~hybridrec.types.SystemState` is built from the served versions, the drift between
@@ -442,7 +442,7 @@ def _row_numbers(quarantine: list[QuarantineRecord], file: str, n: int) -> list[
 
 
 def transitions_of(batch: Batch, n_clusters: int, min_rating: float | None) -> TransitionSet:
-    """Transitions (DESIGN.md §4) of an accumulated log, via :mod:`hybridrec.data.transitions`."""
+    """Transitions (docs/protocol.md) of an accumulated log, via :mod:`hybridrec.data.transitions`."""
     from hybridrec.data.transitions import extract_transitions_arrays
 
     if len(batch) == 0:

@@ -1,4 +1,4 @@
-"""A workspace: versioned artifacts, one atomic ``state`` pointer, a ledger (DESIGN.md §6).
+"""A workspace: versioned artifacts, one atomic ``state`` pointer, a ledger (docs/architecture.md).
 
 Layout::
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,7 @@ from hybridrec.cli import main
 @pytest.mark.integration
 def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    started = time.perf_counter()
     main(["demo", "--quick", "--quiet", "--out", str(out)])
-    assert time.perf_counter() - started < 180
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == "hybridrec.report/1"
     assert [a["name"] for a in report["arms"]] == list(ALL_ARMS)

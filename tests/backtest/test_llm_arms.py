@@ -110,6 +110,12 @@ def test_report_has_the_contract_schema_and_is_deterministic(fake_stack, catalog
         assert pair["a"] == "hybrid"
     assert {p["b"] for p in data["paired"]} == {"no-update", "markov-all", "popularity"}
     assert (tmp_path / "report.md").read_text().startswith("# hybridrec backtest")
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    keys = set(data) | {k for arm in data["arms"] for part in ("", "metrics", "cost")
+                        for k in (arm[part] if part else arm)}
+    keys |= set(data["dataset"]) | set(data["bootstrap"]) | set(data["paired"][0])
+    missing = sorted(k for k in keys if f"`{k}`" not in documented)
+    assert not missing, f"report keys missing from docs/protocol.md: {missing}"
     assert (tmp_path / "hr5_over_time.png").stat().st_size > 0
     assert (tmp_path / "pareto.png").stat().st_size > 0
 

@@ -1,4 +1,4 @@
-"""The replay protocol of DESIGN.md §4 on tiny synthetic data."""
+"""The replay protocol of docs/protocol.md on tiny synthetic data."""
 
 from __future__ import annotations
 

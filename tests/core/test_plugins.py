@@ -1,4 +1,4 @@
-"""The plugin system behaves as DESIGN.md §3 and the core issue specify."""
+"""The plugin system behaves as docs/architecture.md and docs/writing-plugins.md specify."""
 
 import json
 import os

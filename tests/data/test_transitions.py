@@ -1,4 +1,4 @@
-"""Transition extraction follows DESIGN.md §4 exactly; windows partition the data."""
+"""Transition extraction follows docs/protocol.md exactly; windows partition the data."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +25,7 @@ def test_smollm2_loads_from_its_cache_and_ranks_in_constrained_mode() -> None:
     catalog = ClusterCatalog.from_descriptions(["Comedy", "Comedy Romance", "Drama", "Horror Thriller"])
     options = HFOptions(preset="smollm2-135m", mode="constrained", device="cpu", num_threads=1)
     HFGenerator(options, catalog)  # the first load ever dequantises the GGUF (about 13 s)
-    started = time.perf_counter()
-    gen = HFGenerator(options, catalog)
-    assert time.perf_counter() - started < 10  # cached safetensors; < 1 s on an idle machine
+    gen = HFGenerator(options, catalog)  # the second load reads the cached safetensors
     assert gen.base_model_id == SMOLLM2_ID and len(gen.base_model_hash()) == 64
     assert any(Path(default_cache_dir(), "models").glob("smollm2-135m-instruct-*/model.safetensors"))
     ranked = gen.rank(np.array([[0, 2], [3, 1]]), None, 2)

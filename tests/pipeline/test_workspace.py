@@ -1,4 +1,4 @@
-"""The workspace and the update pipeline with fast fake plugins (DESIGN.md §6)."""
+"""The workspace and the update pipeline with fast fake plugins (docs/architecture.md)."""
 
 from __future__ import annotations
 

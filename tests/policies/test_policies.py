@@ -1,4 +1,4 @@
-"""Specifications of the built-in update policies (DESIGN.md §1, §4)."""
+"""Specifications of the built-in update policies (docs/protocol.md, the arms)."""
 
 from __future__ import annotations
 

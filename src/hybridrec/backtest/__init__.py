@@ -1,5 +1,5 @@
-"""The backtest: a prequential daily replay of every arm over a test window (DESIGN.md §4) and
-its report (DESIGN.md §5).
+"""The backtest: a prequential daily replay of every arm over a test window and its
+report (both specified in docs/protocol.md).
 
 Read in this order: :mod:`~hybridrec.backtest.protocol` (days, the :class:`Arm` contract,
 backoff fill), :mod:`~hybridrec.backtest.runner` (the replay loop),

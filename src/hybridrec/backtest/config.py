@@ -66,7 +66,7 @@ ALL_HISTORY_DAYS = 3650.0
 #: on the June 2000 study rises from 0.3372 to 0.3546 (markov-all: 0.3213).
 DEMO_EVIDENCE_ITEMS = 3
 
-#: The policy behind each LLM arm (DESIGN.md §4; see :mod:`hybridrec_policies.policies`).
+#: The policy behind each LLM arm (docs/protocol.md; see :mod:`hybridrec_policies.policies`).
 DEFAULT_POLICIES: dict[str, PluginRef] = {
     "no-update": PluginRef(plugin="static"),
     "ft-monthly": PluginRef(plugin="periodic-finetune", options={"period_days": 30}),
@@ -202,7 +202,7 @@ class MarkovBestOptions(BaseModel):
 
 
 class BacktestConfig(BaseModel):
-    """A whole backtest (defaults: the default study of DESIGN.md §4 on ML-1M)."""
+    """A whole backtest (defaults: the default study of docs/protocol.md on ML-1M)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,4 +1,4 @@
-"""The prequential daily replay protocol (DESIGN.md §4), independent of any arm.
+"""The prequential daily replay protocol (docs/protocol.md), independent of any arm.
 
 * Day ``d`` is the UTC calendar day ``[d 00:00, d+1 00:00)``.
 * The list served on day ``d`` comes from a table built only from transitions strictly before

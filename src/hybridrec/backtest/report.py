@@ -1,4 +1,4 @@
-"""The report: ``report.json`` (schema ``hybridrec.report/1``, DESIGN.md §5), ``report.md`` and
+"""The report: ``report.json`` (schema ``hybridrec.report/1``, docs/protocol.md), ``report.md`` and
 PNG plots (HR@5 over time, quality against cumulative cost, drift overlap decay)."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def build_report(
     extra_seeds: list[tuple[int, ReplayResult]] | None = None,
     pair_support: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The ``report.json`` object (every key of DESIGN.md §5, plus documented extras).
+    """The ``report.json`` object (every key listed in docs/protocol.md, plus documented extras).
 
     ``extra_seeds``: replays of the LLM arms with further training seeds ``(seed, result)``
     over the same days. For an arm run with several seeds, ``metrics`` holds the mean over

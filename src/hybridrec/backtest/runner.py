@@ -1,6 +1,6 @@
 """The replay loop: serve, score, then let every arm act on the day's data.
 
-:func:`replay` is the whole protocol of DESIGN.md §4 for a list of :class:`Arm` objects; it keeps
+:func:`replay` is the whole protocol of docs/protocol.md for a list of :class:`Arm` objects; it keeps
 one ``int8`` hit rank per scored transition and arm, per-day summaries and cumulative cost.
 """
 

@@ -7,7 +7,7 @@ The one call most code needs::
     prepared.transitions.window(window)        # a time window of (c1, c2) -> c3 transitions
 
 Modules: :mod:`~hybridrec.data.io` (reading and validating files, quarantine),
-:mod:`~hybridrec.data.clusters`, :mod:`~hybridrec.data.transitions` (the protocol of DESIGN.md §4),
+:mod:`~hybridrec.data.clusters`, :mod:`~hybridrec.data.transitions` (the protocol of docs/protocol.md),
 :mod:`~hybridrec.data.drift`, :mod:`~hybridrec.data.synthetic`.
 """
 
@@ -53,7 +53,7 @@ def prepare(
     n_clusters: int | None = None,
     seed: int = 0,
 ) -> PreparedData:
-    """Cluster ``data``'s items and extract its transitions (DESIGN.md §4)."""
+    """Cluster ``data``'s items and extract its transitions (docs/protocol.md)."""
     clusters: Clustering = cluster_items(
         data.items, clustering, n_clusters=n_clusters, seed=seed, name=data.name or "catalog"
     )

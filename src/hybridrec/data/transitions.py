@@ -1,4 +1,4 @@
-"""Transition extraction (DESIGN.md §4) and time-window helpers, vectorised over numpy arrays.
+"""Transition extraction (docs/protocol.md) and time-window helpers, vectorised over numpy arrays.
 
 The protocol, step by step (:func:`extract_transitions`):
 
