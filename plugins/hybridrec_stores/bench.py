@@ -136,17 +136,16 @@ def _finetune_costs(
     the preset starts untrained (untimed); the timed run is the monthly LoRA fine-tune that
     continues it, the cheapest fine-tune the pipeline runs (so the ratio is conservative).
     """
-    from hybridrec.config import PipelineConfig, resolve_plugin
+    from hybridrec.config import PipelineConfig
     from hybridrec.errors import HybridrecError
+    from hybridrec.plugins import build
 
     defaults = PipelineConfig()
     try:
-        gen_ref = resolve_plugin("generator", defaults.generator, "pipeline defaults")
-        tuner_ref = resolve_plugin("fine_tuner", defaults.fine_tuner, "pipeline defaults")
+        generator = build("generator", defaults.generator, catalog, source="pipeline defaults")
+        tuner = build("fine_tuner", defaults.fine_tuner, source="pipeline defaults")
     except HybridrecError as exc:
         return {"missing": f"fine-tuner or generator not available: {exc}"}
-    generator = gen_ref.cls(gen_ref.options, catalog)
-    tuner = tuner_ref.cls(tuner_ref.options)
     previous = TimeWindow(start=window.start - (window.end - window.start), end=window.start)
     before = transitions.window(previous)
     warm_rows = before.take(np.arange(max(0, len(before) - 1024), len(before)))
@@ -160,7 +159,7 @@ def _finetune_costs(
     started = time.perf_counter()
     tuner.fine_tune(generator, rows, window, folder / "adapter", previous_adapter=warm.adapter_path)
     return {
-        "setup": f"{gen_ref.name} {gen_ref.options.model_dump(include={'preset'})} + {tuner_ref.name}",
+        "setup": f"{generator.name} {generator.options.model_dump(include={'preset'})} + {tuner.name}",
         "workload": workload,
         "seconds": time.perf_counter() - started,
         "transitions": len(rows),

@@ -17,8 +17,9 @@ dotted path with ``__`` for dots, case-insensitive keys) > **file** > **defaults
 below). Values from the command line and environment are parsed as TOML values when they parse
 (``5``, ``true``, ``"x"``, ``[1, 2]``) and taken as strings otherwise.
 
-Each plugin's options are validated by that plugin's own ``Options`` model; errors name the role,
-the plugin and the field.
+Each plugin's options are validated by that plugin's own ``Options`` model when the plugin is
+resolved or built (:func:`hybridrec.plugins.resolve_plugin`, :func:`hybridrec.plugins.build`);
+errors name the role, the plugin and the field.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hybridrec.errors import ConfigError, UnknownPluginError
+from hybridrec.errors import ConfigError, format_validation_error
 from hybridrec.types import Budget
 
 ENV_PREFIX = "HYBRIDREC__"
@@ -205,16 +205,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
-def _format_validation(exc: ValidationError, where: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        got = err.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {where}{loc}: {err['msg']}{shown}")
-    return "\n".join(lines)
-
-
 def load_config(
     path: Path | str | None = None,
     *,
@@ -229,48 +219,21 @@ def load_config(
     try:
         return PipelineConfig.model_validate(layer)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid pipeline config:\n{_format_validation(exc, '')}") from None
+        raise ConfigError(f"{source}: invalid pipeline config:\n{format_validation_error(exc, '')}") from None
 
 
-@dataclass(frozen=True)
-class ResolvedPlugin:
-    """A role's implementation class with its validated options."""
-
-    role: str
-    name: str
-    cls: type
-    options: BaseModel
-
-
-def resolve_plugin(role: str, ref: PluginRef, source: str = "config") -> ResolvedPlugin:
-    """Look ``ref`` up in the registry and validate its options with the plugin's model."""
-    from hybridrec.plugins import registry
-
-    try:
-        cls = registry().get(role, ref.plugin)
-    except UnknownPluginError as exc:
-        raise ConfigError(f"{source}: [{role}] {exc}") from None
-    try:
-        options = cls.Options.model_validate(ref.options)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{source}: invalid options for {role} plugin {ref.plugin!r}:\n"
-            + _format_validation(exc, f"[{role}.options] ")
-        ) from None
-    return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
-
-
-def resolve(
-    config: PipelineConfig, source: str = "config", roles: tuple[str, ...] = PLUGIN_ROLES
-) -> dict[str, ResolvedPlugin]:
-    """Resolve ``roles`` (default: every role); all problems go into one :class:`ConfigError`."""
-    resolved: dict[str, ResolvedPlugin] = {}
-    problems: list[str] = []
-    for role in roles:
-        try:
-            resolved[role] = resolve_plugin(role, getattr(config, role), source)
-        except ConfigError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise ConfigError("\n".join(problems))
-    return resolved
+__all__ = [
+    "ENV_PREFIX",
+    "PLUGIN_ROLES",
+    "DataConfig",
+    "DistributedConfig",
+    "GuardrailConfig",
+    "PipelineConfig",
+    "PluginRef",
+    "ServingConfig",
+    "cli_overrides",
+    "deep_merge",
+    "env_overrides",
+    "load_config",
+    "read_toml",
+]

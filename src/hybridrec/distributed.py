@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hybridrec.config import DistributedConfig, PluginRef, resolve_plugin
+from hybridrec.config import DistributedConfig, PluginRef
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
+from hybridrec.plugins import build, resolve_plugin
 from hybridrec.types import ClusterCatalog, TimeWindow, TransitionSet
 
 if TYPE_CHECKING:
@@ -380,13 +381,11 @@ def _run_plan(plan: LaunchPlan, run_dir: Path, *, timeout: float | None) -> Fine
 
 
 def _build_generator(ref: PluginRef, catalog: ClusterCatalog) -> Generator:
-    resolved = resolve_plugin("generator", ref)
-    return resolved.cls(resolved.options, catalog)  # type: ignore[no-any-return]
+    return build("generator", ref, catalog, source="distributed fine-tune")
 
 
 def _build_fine_tuner(ref: PluginRef) -> FineTuner:
-    resolved = resolve_plugin("fine_tuner", ref)
-    return resolved.cls(resolved.options)  # type: ignore[no-any-return]
+    return build("fine_tuner", ref, source="distributed fine-tune")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class HybridrecError(Exception):
     """Base class: the CLI prints these without a traceback."""
@@ -37,3 +39,26 @@ class CorruptArtifactError(HybridrecError):
 
 class GuardrailError(HybridrecError):
     """A fine-tuned adapter failed its guardrails and was held for review."""
+
+
+def format_validation_error(exc: Any, where: str = "") -> str:
+    """One indented line per error of a pydantic ``ValidationError``: location, message, input."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {where}{loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ConfigError",
+    "CorruptArtifactError",
+    "DataError",
+    "GuardrailError",
+    "HybridrecError",
+    "PluginError",
+    "UnknownPluginError",
+    "format_validation_error",
+]

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridrec.config import PluginRef, resolve_plugin
-from hybridrec.interfaces import Generator, KnowledgeSnapshot, KnowledgeStore
+from hybridrec.config import PluginRef
+from hybridrec.interfaces import Generator, KnowledgeSnapshot
+from hybridrec.plugins import build
 from hybridrec.types import ClusterCatalog, TimeWindow, TransitionSet
 
 
@@ -56,14 +57,13 @@ class TableJob:
     snapshot: Path | None = None
 
     def build_generator(self) -> Generator:
-        resolved = resolve_plugin("generator", self.generator)
-        gen = resolved.cls(resolved.options, self.catalog)
+        """The job's generator (built by :func:`hybridrec.plugins.build`) with its adapter."""
+        gen = build("generator", self.generator, self.catalog, source="table job")
         gen.load_adapter(self.adapter)
-        return gen  # type: ignore[no-any-return]
+        return gen
 
     def open_snapshot(self) -> KnowledgeSnapshot | None:
+        """The job's knowledge snapshot, opened by a store built by :func:`hybridrec.plugins.build`."""
         if self.knowledge_store is None or self.snapshot is None:
             return None
-        resolved = resolve_plugin("knowledge_store", self.knowledge_store)
-        store: KnowledgeStore = resolved.cls(resolved.options, self.catalog)
-        return store.open(self.snapshot)
+        return build("knowledge_store", self.knowledge_store, self.catalog, source="table job").open(self.snapshot)

@@ -13,14 +13,15 @@ Implementations are registered through the ``hybridrec`` entry-point group (see
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hybridrec.errors import ConfigError, format_validation_error
 from hybridrec.types import (
     Action,
     ActionKind,
@@ -51,8 +52,37 @@ class Plugin(ABC):
     #: role key in the registry; set by each interface below.
     role: ClassVar[str]
 
-    def __init__(self, options: BaseModel | None = None) -> None:
-        self.options: Any = options if options is not None else self.Options()
+    def __init__(self, options: BaseModel | Mapping[str, Any] | None = None) -> None:
+        self.options: Any = type(self).validate_options(options)
+
+    @classmethod
+    def validate_options(
+        cls, raw: BaseModel | Mapping[str, Any] | None, *, source: str | None = None
+    ) -> BaseModel:
+        """``raw`` as this plugin's ``Options``: None gives the defaults, an ``Options`` instance
+        is kept, a mapping (or another model's fields) is validated. A problem is a
+        :class:`~hybridrec.errors.ConfigError` naming the role, the plugin and the field."""
+        if raw is None:
+            return cls.Options()
+        if isinstance(raw, cls.Options):
+            return raw
+        role = getattr(cls, "role", "plugin")
+        name = getattr(cls, "name", cls.__name__)
+        where = f"{source}: " if source else ""
+        if isinstance(raw, BaseModel):
+            raw = raw.model_dump()
+        if not isinstance(raw, Mapping):
+            raise ConfigError(
+                f"{where}options for {role} plugin {name!r} must be a mapping or a "
+                f"{cls.Options.__name__}, got {type(raw).__name__}"
+            )
+        try:
+            return cls.Options.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise ConfigError(
+                f"{where}invalid options for {role} plugin {name!r}:\n"
+                + format_validation_error(exc, f"[{role}.options] ")
+            ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +104,7 @@ class Generator(Plugin):
 
     role: ClassVar[str] = "generator"
 
-    def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
+    def __init__(self, options: BaseModel | Mapping[str, Any] | None, catalog: ClusterCatalog) -> None:
         super().__init__(options)
         self.catalog = catalog
 
@@ -221,7 +251,7 @@ class KnowledgeStore(Plugin):
     role: ClassVar[str] = "knowledge_store"
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities()
 
-    def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
+    def __init__(self, options: BaseModel | Mapping[str, Any] | None, catalog: ClusterCatalog) -> None:
         super().__init__(options)
         self.catalog = catalog
 

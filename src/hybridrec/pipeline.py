@@ -44,12 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import distributed
 from hybridrec.artifacts import MANIFEST, read_json
-from hybridrec.config import (
-    GuardrailConfig,
-    PipelineConfig,
-    ResolvedPlugin,
-    resolve,
-)
+from hybridrec.config import GuardrailConfig, PipelineConfig
 from hybridrec.errors import DataError, HybridrecError
 from hybridrec.generation import TableJob, all_contexts, observed_contexts
 from hybridrec.interfaces import (
@@ -60,6 +55,7 @@ from hybridrec.interfaces import (
     TableExecutor,
     UpdatePolicy,
 )
+from hybridrec.plugins import ResolvedPlugin, build, resolve
 from hybridrec.types import (
     UTC,
     Action,
@@ -182,38 +178,45 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, catalog: ClusterCatalog, *, source: str = "config") -> None:
         self.config = config
         self.catalog = catalog
+        self.source = source
         self.resolved: dict[str, ResolvedPlugin] = resolve_roles(config, source=source)
         self._instances: dict[str, Any] = {}
 
-    def _make(self, role: str, *with_catalog: ClusterCatalog) -> Any:
+    def _get(self, role: str) -> Any:
         if role not in self._instances:
-            r = self.resolved[role]
-            self._instances[role] = r.cls(r.options, *with_catalog)
+            self._instances[role] = build(role, getattr(self.config, role), self.catalog,
+                                          source=self.source)
         return self._instances[role]
 
     @property
     def policy(self) -> UpdatePolicy:
-        return self._make("update_policy")  # type: ignore[no-any-return]
+        policy: UpdatePolicy = self._get("update_policy")
+        return policy
 
     @property
     def cost_model(self) -> CostModel:
-        return self._make("cost_model")  # type: ignore[no-any-return]
+        model: CostModel = self._get("cost_model")
+        return model
 
     @property
     def generator(self) -> Generator:
-        return self._make("generator", self.catalog)  # type: ignore[no-any-return]
+        generator: Generator = self._get("generator")
+        return generator
 
     @property
     def fine_tuner(self) -> FineTuner:
-        return self._make("fine_tuner")  # type: ignore[no-any-return]
+        tuner: FineTuner = self._get("fine_tuner")
+        return tuner
 
     @property
     def knowledge_store(self) -> KnowledgeStore:
-        return self._make("knowledge_store", self.catalog)  # type: ignore[no-any-return]
+        store: KnowledgeStore = self._get("knowledge_store")
+        return store
 
     @property
     def executor(self) -> TableExecutor:
-        return self._make("executor")  # type: ignore[no-any-return]
+        executor: TableExecutor = self._get("executor")
+        return executor
 
     def contexts(self, transitions: TransitionSet, action: RegenerateTable, data_until: datetime) -> np.ndarray:
         """The contexts a regeneration ranks: all ordered pairs, or those observed.

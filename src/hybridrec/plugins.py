@@ -14,6 +14,12 @@ Loading is lazy: nothing is imported until the first call to :func:`get_plugin_m
 A hook implementation whose name matches no hook spec is a start-up error (:class:`PluginError`),
 so a typo never fails silently. A plugin whose module fails to import, or whose registration hook
 raises, is recorded in :attr:`Registry.errors`, reported by name, and the others still load.
+
+**The factory.** :func:`build` is the one way plugins are instantiated (pipelines, workspaces,
+backtests, table executors, launchers): it looks a reference (``PluginRef``, a name, or a
+``{"plugin": ..., "options": ...}`` mapping) up in the registry, validates its options with the
+plugin's ``Options`` model (a :class:`~hybridrec.errors.ConfigError` names the role, the plugin
+and the field) and passes the cluster catalog to the roles that take one (:data:`CATALOG_ROLES`).
 """
 
 from __future__ import annotations
@@ -24,13 +30,28 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import pluggy
+from pydantic import BaseModel
 
 from hybridrec import hookspecs
-from hybridrec.errors import PluginError, UnknownPluginError
-from hybridrec.interfaces import ROLES, Plugin
+from hybridrec.config import PLUGIN_ROLES, PipelineConfig, PluginRef
+from hybridrec.errors import ConfigError, PluginError, UnknownPluginError
+from hybridrec.interfaces import (
+    ROLES,
+    CostModel,
+    Dataset,
+    FineTuner,
+    Generator,
+    KnowledgeStore,
+    Plugin,
+    TableExecutor,
+    UpdatePolicy,
+)
+
+if TYPE_CHECKING:
+    from hybridrec.types import ClusterCatalog
 
 ENTRY_POINT_GROUP = "hybridrec"
 CORE_DISTRIBUTION = "hybridrec"
@@ -375,3 +396,136 @@ def hooks_of(plugin_name: str) -> list[str]:
     if plugin is None:
         return []
     return sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The factory
+# ---------------------------------------------------------------------------------------------
+
+#: Roles whose implementations are constructed as ``cls(options, catalog)``; every other role is
+#: constructed as ``cls(options)``.
+CATALOG_ROLES: frozenset[str] = frozenset({"generator", "knowledge_store"})
+
+Reference = PluginRef | str | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolvedPlugin:
+    """A role's implementation class with its validated options."""
+
+    role: str
+    name: str
+    cls: type[Plugin]
+    options: BaseModel
+
+    def instantiate(self, catalog: ClusterCatalog | None = None) -> Any:
+        """An instance; ``catalog`` is passed to the roles that take one (required there)."""
+        if self.role in CATALOG_ROLES:
+            if catalog is None:
+                raise PluginError(
+                    f"{self.role} plugin {self.name!r} is built with the cluster catalog; pass one"
+                )
+            return self.cls(self.options, catalog)  # type: ignore[call-arg]
+        return self.cls(self.options)
+
+
+def as_ref(ref: Reference) -> PluginRef:
+    """``ref`` as a :class:`~hybridrec.config.PluginRef` (a name or a mapping is accepted)."""
+    if isinstance(ref, PluginRef):
+        return ref
+    if isinstance(ref, str):
+        return PluginRef(plugin=ref)
+    if isinstance(ref, Mapping):
+        try:
+            return PluginRef.model_validate(dict(ref))
+        except ValueError as exc:
+            raise ConfigError(f"invalid plugin reference {dict(ref)!r}: {exc}") from None
+    raise ConfigError(f"a plugin reference is a name, a mapping or a PluginRef, got {type(ref).__name__}")
+
+
+def resolve_plugin(role: str, ref: Reference, source: str = "config") -> ResolvedPlugin:
+    """Look ``ref`` up in the registry and validate its options with the plugin's model."""
+    ref = as_ref(ref)
+    try:
+        cls = registry().get(role, ref.plugin)
+    except UnknownPluginError as exc:
+        raise ConfigError(f"{source}: [{role}] {exc}") from None
+    except PluginError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    options = cls.validate_options(ref.options, source=source)
+    return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
+
+
+def resolve(
+    config: PipelineConfig, source: str = "config", roles: tuple[str, ...] = PLUGIN_ROLES
+) -> dict[str, ResolvedPlugin]:
+    """Resolve ``roles`` of ``config`` (default: every role); all problems in one
+    :class:`~hybridrec.errors.ConfigError`."""
+    resolved: dict[str, ResolvedPlugin] = {}
+    problems: list[str] = []
+    for role in roles:
+        try:
+            resolved[role] = resolve_plugin(role, getattr(config, role), source)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return resolved
+
+
+@overload
+def build(role: Literal["generator"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> Generator: ...
+@overload
+def build(role: Literal["fine_tuner"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> FineTuner: ...
+@overload
+def build(role: Literal["knowledge_store"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> KnowledgeStore: ...
+@overload
+def build(role: Literal["update_policy"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> UpdatePolicy: ...
+@overload
+def build(role: Literal["cost_model"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> CostModel: ...
+@overload
+def build(role: Literal["dataset"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> Dataset: ...
+@overload
+def build(role: Literal["executor"], ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> TableExecutor: ...
+@overload
+def build(role: str, ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = ...) -> Plugin: ...
+def build(role: str, ref: Reference, catalog: ClusterCatalog | None = None, *,
+          source: str = "config") -> Plugin:
+    """An instance of the ``role`` plugin named by ``ref``, its options validated (see the module
+    docstring). ``catalog`` goes to the roles in :data:`CATALOG_ROLES` and is ignored by others."""
+    instance: Plugin = resolve_plugin(role, ref, source).instantiate(catalog)
+    return instance
+
+
+__all__ = [
+    "CATALOG_ROLES",
+    "CORE_DISTRIBUTION",
+    "ENTRY_POINT_GROUP",
+    "PluginFailure",
+    "PluginInfo",
+    "Reference",
+    "Registry",
+    "ResolvedPlugin",
+    "as_ref",
+    "build",
+    "get",
+    "get_plugin_manager",
+    "hook_names",
+    "hooks_of",
+    "register_plugin",
+    "registry",
+    "reset",
+    "reset_registry",
+    "resolve",
+    "resolve_plugin",
+    "unregister_plugin",
+]

@@ -8,9 +8,10 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from hybridrec import hookimpl
-from hybridrec.config import load_config, resolve_plugin
+from hybridrec.config import load_config
 from hybridrec.errors import ConfigError
 from hybridrec.interfaces import UpdatePolicy
+from hybridrec.plugins import resolve_plugin
 
 
 class PeriodOptions(BaseModel):

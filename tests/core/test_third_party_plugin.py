@@ -13,13 +13,13 @@ USE_IT = """
 import sys
 import numpy as np
 from datetime import datetime, timezone
-from hybridrec.config import load_config, resolve_plugin
+from hybridrec.config import load_config
+from hybridrec.plugins import build
 from hybridrec.types import ClusterCatalog, TimeWindow, TransitionSet
 
 cfg = load_config(sys.argv[1], environ={})
-resolved = resolve_plugin("knowledge_store", cfg.knowledge_store)
 catalog = ClusterCatalog.from_descriptions(["a x", "b x", "c x", "d x"])
-store = resolved.cls(resolved.options, catalog)
+store = build("knowledge_store", cfg.knowledge_store, catalog)
 ts = np.array([10, 20, 30, 40])
 tset = TransitionSet(np.array([0, 0, 0, 1]), np.array([1, 1, 1, 2]), np.array([2, 3, 2, 3]), ts, ts, 4)
 window = TimeWindow(start=datetime.fromtimestamp(0, timezone.utc), end=datetime.fromtimestamp(35, timezone.utc))

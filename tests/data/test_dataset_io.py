@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hybridrec.config import PluginRef, resolve_plugin
+from hybridrec.config import PluginRef
 from hybridrec.data import prepare
 from hybridrec.data.io import InteractionColumns, ItemColumns, load_interaction_files
 from hybridrec.errors import DataError
+from hybridrec.plugins import build, resolve_plugin
 
 ITEMS_CSV = "item,title,categories\nA,Alpha,x|y\nB,Beta,y\nC,Gamma,z\nD,Delta,x|y\nE,Epsilon,\n"
 
@@ -145,7 +146,7 @@ def test_file_plugin_reads_parquet_with_column_mapping_and_iso_times(tmp_path: P
     log = tmp_path / "log.parquet"
     frame.to_parquet(log)
     items = write("items.tsv", "sku\tname\ttags\nA\tAlpha\tx y\nB\tBeta\ty\nC\tGamma\tz\n")
-    resolved = resolve_plugin(
+    dataset = build(
         "dataset",
         PluginRef(
             plugin="parquet",
@@ -157,7 +158,7 @@ def test_file_plugin_reads_parquet_with_column_mapping_and_iso_times(tmp_path: P
             },
         ),
     )
-    data = resolved.cls(resolved.options).load()
+    data = dataset.load()
     assert data.name == "mine"
     assert [(q.row, q.field) for q in data.quarantine] == [(4, "when"), (5, "uid")]
     assert data.interactions.ts.tolist() == [946684800, 946684805, 946800000]

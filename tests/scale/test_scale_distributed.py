@@ -216,13 +216,12 @@ def test_lora_fine_tune_runs_as_two_torchrun_ranks(tmp_path: Path) -> None:
     assert (tmp_path / "ddp" / "manifest.json").is_file()
     assert not (tmp_path / "ddp" / "checkpoints").exists()
 
-    from hybridrec.config import resolve_plugin
+    from hybridrec.plugins import build
 
-    resolved = resolve_plugin("generator", TINY)
     contexts = np.array([[0, 1], [2, 3], [4, 5], [6, 7]])
     scores = []
     for folder in ("single", "ddp"):
-        gen = resolved.cls(resolved.options, catalog(20))
+        gen = build("generator", TINY, catalog(20))
         gen.load_adapter(tmp_path / folder)
         scores.append(gen.score_clusters(contexts).float().numpy())
     np.testing.assert_allclose(scores[0], scores[1], atol=2e-3)

@@ -23,9 +23,9 @@ from hybridrec.backtest.metrics import pair_support_before_day
 from hybridrec.backtest.protocol import Arm, Day
 from hybridrec.backtest.report import build_report, drift_summary
 from hybridrec.backtest.runner import ReplayResult, replay
-from hybridrec.config import PluginRef, resolve_plugin
+from hybridrec.config import PluginRef
 from hybridrec.errors import DataError
-from hybridrec.interfaces import UpdatePolicy
+from hybridrec.plugins import build
 from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts
 
 
@@ -44,21 +44,17 @@ def seed_everything(seed: int, threads: int | None = 1) -> None:
         torch.set_num_threads(threads)
 
 
-def _instantiate(role: str, ref: PluginRef, catalog: ClusterCatalog | None = None) -> Any:
-    resolved = resolve_plugin(role, ref, source="backtest config")
-    if catalog is not None:
-        return resolved.cls(resolved.options, catalog)
-    return resolved.cls(resolved.options)
+SOURCE = "backtest config"
 
 
 def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) -> LLMStack:
     """Instantiate the generator, fine-tuner, store and cost model named by ``config.llm``."""
     llm = config.llm
     return LLMStack(
-        generator=_instantiate("generator", llm.generator, catalog),
-        fine_tuner=_instantiate("fine_tuner", llm.fine_tuner),
-        store=_instantiate("knowledge_store", llm.knowledge_store, catalog),
-        cost_model=_instantiate("cost_model", llm.cost_model),
+        generator=build("generator", llm.generator, catalog, source=SOURCE),
+        fine_tuner=build("fine_tuner", llm.fine_tuner, source=SOURCE),
+        store=build("knowledge_store", llm.knowledge_store, catalog, source=SOURCE),
+        cost_model=build("cost_model", llm.cost_model, source=SOURCE),
         guardrails=llm.guardrails,
         workdir=workdir,
         table_k=llm.table_k,
@@ -93,7 +89,7 @@ def build_arms(
         else:
             if cache is None:
                 raise ValueError("LLM arms need a work cache")
-            policy: UpdatePolicy = _instantiate("update_policy", config.llm.policies[name])
+            policy = build("update_policy", config.llm.policies[name], source=SOURCE)
             arms.append(PolicyArm(
                 name, policy, cache,
                 measure_rag_agreement=config.llm.measure_rag_agreement,
@@ -169,10 +165,10 @@ def _replay_once(
             cache = WorkCache(llm_stack, transitions)
             t0 = time.perf_counter()
             history = transitions.take(np.arange(warm))
-            initial_tuner = _instantiate("fine_tuner", PluginRef(
+            initial_tuner = build("fine_tuner", PluginRef(
                 plugin=config.llm.fine_tuner.plugin,
                 options={**config.llm.fine_tuner.options, **config.llm.initial_fine_tune_options},
-            ))
+            ), source=SOURCE)
             if progress:
                 print(f"hybridrec: fine-tuning the shared initial adapter on the "
                       f"{config.llm.warmup_days} days before {config.start} (seed {config.seed})",

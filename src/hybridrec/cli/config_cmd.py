@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from hybridrec.config import PLUGIN_ROLES, load_config, resolve
+from hybridrec.config import PLUGIN_ROLES, load_config
+from hybridrec.plugins import resolve
 
 
 def register(cli: click.Group) -> None:

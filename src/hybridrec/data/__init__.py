@@ -72,12 +72,9 @@ def prepare(
 
 def load_dataset(dataset: str = "ml-1m", *, options: dict[str, Any] | None = None) -> InteractionData:
     """Load a data set by plugin name (resolved through the registry, options validated)."""
-    from hybridrec.config import PluginRef, resolve_plugin
+    from hybridrec.plugins import build
 
-    resolved = resolve_plugin("dataset", PluginRef(plugin=dataset, options=options or {}))
-    instance = resolved.cls(resolved.options)
-    result: InteractionData = instance.load()
-    return result
+    return build("dataset", {"plugin": dataset, "options": options or {}}).load()
 
 
 # Package data never changes under a running process, so ml-1m is memoised per argument set.

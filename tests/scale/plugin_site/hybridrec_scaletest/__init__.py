@@ -23,9 +23,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import hookimpl
-from hybridrec.config import PluginRef, resolve_plugin
+from hybridrec.config import PluginRef
 from hybridrec.distributed import current
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
+from hybridrec.plugins import build
 from hybridrec.types import (
     ClusterCatalog,
     EvidenceBatch,
@@ -52,8 +53,7 @@ class CrashOnceGenerator(Generator):
 
     def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
         super().__init__(options, catalog)
-        resolved = resolve_plugin("generator", PluginRef.model_validate(self.options.inner))
-        self.inner: Generator = resolved.cls(resolved.options, catalog)
+        self.inner: Generator = build("generator", PluginRef.model_validate(self.options.inner), catalog)
         self.calls = 0
 
     def rank(
