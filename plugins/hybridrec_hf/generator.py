@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -306,6 +307,49 @@ class HFGenerator(Generator):
 
     def num_parameters(self) -> int:
         return int(sum(p.numel() for p in self._model.parameters()))
+
+    # -- the TrainableGenerator capability (hybridrec.capabilities) -----------------------------
+
+    @property
+    def evidence_items(self) -> int:
+        opts: HFOptions = self.options
+        return int(opts.evidence_items)
+
+    @property
+    def template_version(self) -> str:
+        return TEMPLATE_VERSION
+
+    @property
+    def codec_kind(self) -> str:
+        return str(self.codec.kind)
+
+    def adapter_has_base(self, path: Path) -> bool:
+        return (Path(path) / ADAPTER_BASE).is_dir()
+
+    def training_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-example answer NLL of a :meth:`training_batch` (:func:`answer_nll`)."""
+        return answer_nll(model, batch)
+
+    def answer_tokens(self) -> float:
+        return float(np.mean([len(t) for t in self._targets]))
+
+    def save_trained(
+        self, model: Any, out_dir: Path, *, full: bool, previous_adapter: Path | None
+    ) -> None:
+        """``full``: the whole model goes to ``base/`` (with the tokenizer); otherwise the LoRA
+        weights go to ``lora/`` and a trained base of ``previous_adapter`` is copied along."""
+        out_dir = Path(out_dir)
+        for sub in (ADAPTER_LORA, ADAPTER_BASE):
+            shutil.rmtree(out_dir / sub, ignore_errors=True)
+        with quiet_transformers():
+            if full:
+                model.save_pretrained(out_dir / ADAPTER_BASE, safe_serialization=True)
+                self.tokenizer.save_pretrained(out_dir / ADAPTER_BASE)
+                return
+            model.save_pretrained(out_dir / ADAPTER_LORA)
+        if previous_adapter is not None and self.adapter_has_base(Path(previous_adapter)):
+            # a trained base (tiny preset) travels with every adapter built on it
+            shutil.copytree(Path(previous_adapter) / ADAPTER_BASE, out_dir / ADAPTER_BASE)
 
     # -- encoding -------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The ``lora`` FineTuner: peft LoRA on the ``hf`` generator's model.
+"""The ``lora`` FineTuner: peft LoRA on the model of any generator that offers the
+:class:`~hybridrec.capabilities.TrainableGenerator` capability (the built-in ``hf`` generator does).
 
 What one :meth:`LoraFineTuner.fine_tune` does, in order:
 
@@ -25,25 +26,26 @@ Promotion is never decided here: see :mod:`hybridrec.guardrails`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import shutil
 import time
 import uuid
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from hybridrec_hf.generator import ADAPTER_BASE, ADAPTER_LORA, MANIFEST, HFGenerator, answer_nll
-from hybridrec_hf.models import quiet_transformers
-from hybridrec_hf.template import TEMPLATE_VERSION
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from hybridrec import distributed
+from hybridrec.capabilities import TrainableGenerator
 from hybridrec.errors import DataError, PluginError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
 from hybridrec.types import EvidenceBatch, TimeWindow, TransitionSet, Workload
@@ -51,6 +53,15 @@ from hybridrec_lora.evidence import trailing_top_successors
 
 SCHEMA = "hybridrec.adapter/1"
 CHECKPOINTS = "checkpoints"
+MANIFEST = "manifest.json"
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Silence peft's deprecation noise (nothing for users to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
 
 
 class LoraOptions(BaseModel):
@@ -171,7 +182,8 @@ def _hash_arrays(*arrays: np.ndarray) -> str:
 
 
 class LoraFineTuner(FineTuner):
-    """peft LoRA fine-tuning of the ``hf`` generator (see the module docstring)."""
+    """peft LoRA fine-tuning of a :class:`~hybridrec.capabilities.TrainableGenerator` (see the
+    module docstring)."""
 
     name: ClassVar[str] = "lora"
     Options: ClassVar[type[BaseModel]] = LoraOptions
@@ -255,7 +267,7 @@ class LoraFineTuner(FineTuner):
     # -- model ----------------------------------------------------------------------------------
 
     def _prepare_model(
-        self, gen: HFGenerator, previous_adapter: Path | None
+        self, gen: TrainableGenerator, previous_adapter: Path | None
     ) -> tuple[Any, str, str]:
         """The model to train, its kind (``full``/``lora``) and where its base came from."""
         opts: LoraOptions = self.options
@@ -263,7 +275,7 @@ class LoraFineTuner(FineTuner):
         model, base_trained = gen.model_from_adapter(start, trainable=opts.warm_start)
         from peft import LoraConfig, PeftModel, get_peft_model
 
-        has_base = start is not None and (Path(start) / ADAPTER_BASE).is_dir()
+        has_base = start is not None and gen.adapter_has_base(Path(start))
         source = f"previous_adapter:{start}" if has_base else "preset"
         if isinstance(model, PeftModel):
             if opts.warm_start:
@@ -286,7 +298,7 @@ class LoraFineTuner(FineTuner):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        with torch.random.fork_rng(devices=[]), quiet_transformers():
+        with torch.random.fork_rng(devices=[]), _quiet_peft():
             torch.manual_seed(opts.seed)  # LoRA A matrices are initialised at random
             wrapped = get_peft_model(model, config)
         return wrapped, "lora", source
@@ -305,9 +317,11 @@ class LoraFineTuner(FineTuner):
         progress: bool = False,
     ) -> FineTuneResult:
         """Train, evaluate and save an adapter (see the module docstring)."""
-        if not isinstance(generator, HFGenerator):
+        if not isinstance(generator, TrainableGenerator):
             raise PluginError(
-                f"the lora fine-tuner needs the 'hf' generator, got {type(generator).__name__!r}"
+                f"the lora fine-tuner needs a generator that offers "
+                f"hybridrec.capabilities.TrainableGenerator (the built-in 'hf' generator does); "
+                f"{type(generator).__name__!r} does not"
             )
         gen = generator
         opts: LoraOptions = self.options
@@ -320,7 +334,7 @@ class LoraFineTuner(FineTuner):
                 f"window {window.start.date()}..{window.end.date()} holds {len(rows)} transitions; "
                 "a fine-tune needs at least 2 (widen the window)"
             )
-        m = max(1, gen.options.evidence_items)
+        m = max(1, gen.evidence_items)
         train, holdout = self.build_examples(rows, evidence_fn, m)
         model, kind, base_source = self._prepare_model(gen, previous_adapter)
         epochs = opts.base_epochs if kind == "full" else opts.epochs
@@ -335,7 +349,7 @@ class LoraFineTuner(FineTuner):
         eval_seconds = time.perf_counter() - eval_started
         ctx = distributed.current()
         if ctx.is_main:
-            self._save(model, kind, gen, previous_adapter, out_dir)
+            gen.save_trained(model, out_dir, full=kind == "full", previous_adapter=previous_adapter)
         seconds = time.perf_counter() - started
         trainable = trained["trainable_parameters"]
         manifest = {
@@ -349,8 +363,8 @@ class LoraFineTuner(FineTuner):
             "warm_start_from": str(previous_adapter) if previous_adapter and opts.warm_start else None,
             "catalog_hash": gen.catalog.hash,
             "catalog_size": len(gen.catalog),
-            "template_version": TEMPLATE_VERSION,
-            "codec": gen.codec.kind,
+            "template_version": gen.template_version,
+            "codec": gen.codec_kind,
             "generator_options": gen.options.model_dump(mode="json"),
             "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
             "data": {
@@ -391,7 +405,7 @@ class LoraFineTuner(FineTuner):
 
     def _fingerprint(
         self,
-        gen: HFGenerator,
+        gen: TrainableGenerator,
         rows: TransitionSet,
         window: TimeWindow,
         previous_adapter: Path | None,
@@ -414,7 +428,7 @@ class LoraFineTuner(FineTuner):
 
     def _train(
         self,
-        gen: HFGenerator,
+        gen: TrainableGenerator,
         model: Any,
         train: Examples,
         schedule: list[np.ndarray],
@@ -458,7 +472,7 @@ class LoraFineTuner(FineTuner):
                 )
                 for group in optimizer.param_groups:
                     group["lr"] = lr * factor(step)
-                nll = answer_nll(train_model, batch)
+                nll = gen.training_loss(train_model, batch)
                 w = torch.from_numpy(train.weights[local]).to(nll.device, dtype=nll.dtype)
                 if world > 1:
                     # DDP averages gradients over ranks: normalise by the whole batch's weight and
@@ -543,7 +557,7 @@ class LoraFineTuner(FineTuner):
     # -- evaluation and saving ------------------------------------------------------------------
 
     def evaluate(
-        self, gen: HFGenerator, model: Any, holdout: Examples, *, progress: bool = False
+        self, gen: TrainableGenerator, model: Any, holdout: Examples, *, progress: bool = False
     ) -> dict[str, float]:
         """Held-out metrics of ``model``: HR@1/5, recall (HR@recall_k), their ``_rag`` variants
         (prompts with leak-free evidence), and the exact-match rate of free generation."""
@@ -565,22 +579,6 @@ class LoraFineTuner(FineTuner):
         metrics["holdout_examples"] = float(n)
         return metrics
 
-    @staticmethod
-    def _save(
-        model: Any, kind: str, gen: HFGenerator, previous_adapter: Path | None, out_dir: Path
-    ) -> None:
-        for sub in (ADAPTER_LORA, ADAPTER_BASE):
-            shutil.rmtree(out_dir / sub, ignore_errors=True)
-        with quiet_transformers():
-            if kind == "full":
-                model.save_pretrained(out_dir / ADAPTER_BASE, safe_serialization=True)
-                gen.tokenizer.save_pretrained(out_dir / ADAPTER_BASE)
-                return
-            model.save_pretrained(out_dir / ADAPTER_LORA)
-        if previous_adapter is not None and (Path(previous_adapter) / ADAPTER_BASE).is_dir():
-            # a trained base (tiny preset) travels with every adapter built on it
-            shutil.copytree(Path(previous_adapter) / ADAPTER_BASE, out_dir / ADAPTER_BASE)
-
     # -- cost -----------------------------------------------------------------------------------
 
     def workload(self, n_transitions: int, generator: Generator) -> Workload:
@@ -590,7 +588,7 @@ class LoraFineTuner(FineTuner):
         examples = max(0, n_transitions - holdout)
         if opts.max_examples is not None:
             examples = min(examples, opts.max_examples)
-        untrained = isinstance(generator, HFGenerator) and not generator.base_trained
+        untrained = isinstance(generator, TrainableGenerator) and not generator.base_trained
         epochs = opts.base_epochs if untrained and opts.train_base_if_untrained else opts.epochs
         steps = math.ceil(epochs * max(1, math.ceil(examples / opts.batch_size)))
         if opts.max_steps is not None:
@@ -599,10 +597,10 @@ class LoraFineTuner(FineTuner):
         per_example = 0.0
         params = generator.num_parameters()
         trainable = params
-        if isinstance(generator, HFGenerator):
+        if isinstance(generator, TrainableGenerator):
             plain = generator.prompt_tokens(with_evidence=False)
             rag = generator.prompt_tokens(with_evidence=True)
-            answer = float(np.mean([len(t) for t in generator.codec.target_ids()]))
+            answer = generator.answer_tokens()
             per_example = (1 - opts.rag_fraction) * plain + opts.rag_fraction * rag + answer
             if not (untrained and opts.train_base_if_untrained):
                 hidden = int(getattr(generator.model.config, "hidden_size", 0) or 0)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-import backtest_fakes
 import numpy as np
 import pytest
 
 from hybridrec.backtest.config import DEFAULT_POLICIES, BacktestConfig, LLMSettings
 from hybridrec.config import GuardrailConfig, PluginRef
+from hybridrec.testing import fakes
 from hybridrec.types import UTC, ClusterCatalog, TransitionSet
 
 N_CLUSTERS = 8
@@ -48,18 +48,17 @@ def transitions() -> TransitionSet:
 @pytest.fixture
 def fake_stack(hybridrec_plugin) -> Iterator[dict[str, int]]:  # type: ignore[no-untyped-def]
     """Registers the fake generator, fine-tuner, store and cost model; yields the call counters."""
-    hybridrec_plugin(backtest_fakes, name="backtest-fakes")
-    for key in backtest_fakes.CALLS:
-        backtest_fakes.CALLS[key] = 0
-    yield backtest_fakes.CALLS
+    hybridrec_plugin(fakes, name="backtest-fakes")
+    fakes.reset_calls()
+    yield fakes.CALLS
 
 
 def fake_config(**updates: object) -> BacktestConfig:
     llm = LLMSettings(
-        generator=PluginRef(plugin="bt-fake-gen"),
-        fine_tuner=PluginRef(plugin="bt-fake-ft"),
-        knowledge_store=PluginRef(plugin="bt-fake-store"),
-        cost_model=PluginRef(plugin="bt-fake-cost"),
+        generator=PluginRef(plugin="fake-gen"),
+        fine_tuner=PluginRef(plugin="fake-ft"),
+        knowledge_store=PluginRef(plugin="fake-store"),
+        cost_model=PluginRef(plugin="fake-cost"),
         warmup_days=10,
         initial_fine_tune_options={},
         guardrails=GuardrailConfig(enabled=False),

@@ -21,7 +21,7 @@ from hybridrec.types import ClusterCatalog, TimeWindow, TransitionSet
 
 def _prompt_config(**updates: object):  # type: ignore[no-untyped-def]
     config = fake_config(**updates)
-    llm = config.llm.model_copy(update={"generator": PluginRef(plugin="bt-fake-prompt-gen")})
+    llm = config.llm.model_copy(update={"generator": PluginRef(plugin="fake-prompt-gen")})
     return config.model_copy(update={"llm": llm})
 
 

@@ -121,13 +121,12 @@ def test_report_has_the_contract_schema_and_is_deterministic(fake_stack, catalog
 
 
 def test_an_adapter_failing_the_guardrails_is_charged_but_never_served(fake_stack, catalog, transitions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import backtest_fakes
-
     from hybridrec.config import GuardrailConfig
+    from hybridrec.testing import fakes
 
     config = fake_config(arms=["ft-weekly", "no-update"])
     config = config.model_copy(update={"llm": config.llm.model_copy(update={"guardrails": GuardrailConfig()})})
-    monkeypatch.setitem(backtest_fakes.METRICS, "exact_match_rate", 0.5)
+    monkeypatch.setitem(fakes.METRICS, "exact_match_rate", 0.5)
     report, result, _ = run_backtest(config, data=(catalog, transitions), drift=False)
     weekly = {a["name"]: a for a in report["arms"]}["ft-weekly"]
     assert weekly["cost"]["fine_tunes"] >= 1

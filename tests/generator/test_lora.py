@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import hybridrec_lora.finetuner as finetuner_module
 import numpy as np
 import pytest
 import torch
@@ -147,21 +146,21 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
         tiny(catalog), planted, window, tmp_path / "straight", previous_adapter=first.adapter_path
     )
     calls = {"n": 0}
-    real_nll = finetuner_module.answer_nll
+    real_loss = HFGenerator.training_loss
 
-    def crash_on_fifth(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def crash_on_fifth(self: HFGenerator, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt("simulated crash")
-        return real_nll(model, batch)
+        return real_loss(self, model, batch)
 
-    monkeypatch.setattr(finetuner_module, "answer_nll", crash_on_fifth)
+    monkeypatch.setattr(HFGenerator, "training_loss", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
         tuner(**options).fine_tune(
             tiny(catalog), planted, window, tmp_path / "resumed", previous_adapter=first.adapter_path
         )
     assert (tmp_path / "resumed" / "checkpoints" / "step-00000004").is_dir()
-    monkeypatch.setattr(finetuner_module, "answer_nll", real_nll)
+    monkeypatch.setattr(HFGenerator, "training_loss", real_loss)
     gen = tiny(catalog)
     resumed = tuner(**options).fine_tune(
         gen, planted, window, tmp_path / "resumed", previous_adapter=first.adapter_path

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import fakes
 
 from hybridrec.cli import main
 from hybridrec.plugins import register_plugin
+from hybridrec.testing import fakes
 
 if __name__ == "__main__":
     register_plugin(fakes, "test-fakes")

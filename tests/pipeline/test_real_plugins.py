@@ -36,10 +36,7 @@ def test_workspace_update_with_the_reference_plugins(tmp_path: Path) -> None:
     for role, name in (("generator", "hf"), ("fine_tuner", "lora"), ("knowledge_store", "annoy")):
         if name not in registry.names(role):
             pytest.skip(f"the reference {role} plugin {name!r} is not installed yet")
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    import fakes
+    from hybridrec.testing import fakes
 
     (tmp_path / "pipeline.toml").write_text(CONFIG)
     ws = Workspace.init(tmp_path / "ws", load_config(tmp_path / "pipeline.toml"))

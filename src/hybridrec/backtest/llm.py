@@ -26,12 +26,12 @@ context (documented in the report).
 **Delta regeneration (exact).** A row is a deterministic function of ``(adapter, prompt)``, and
 the prompt holds only the context and the evidence fields the generator renders (for the ``hf``
 generator: evidence cluster, provenance, recency bucket and support bucket). Rows are therefore
-stored per adapter *keyed by the rendered prompt ids* (:meth:`Generator.encode` where the generator
-has it), and a state's row for a context is reused from any earlier state of the same adapter
+stored per adapter *keyed by the rendered prompt ids* (:class:`~hybridrec.capabilities.PromptEncoder`
+where the generator offers it), and a state's row for a context is reused from any earlier state of the same adapter
 whose prompt for that context is identical. With ``regenerate="delta"`` a regeneration that keeps
 the adapter is charged only for the contexts whose prompt changed since the arm's previous table
 (or that the previous table did not hold); the served lists are identical to a full regeneration
-by construction. A generator without ``encode`` gets no reuse across states (every state's rows
+by construction. A generator without that capability gets no reuse across states (every state's rows
 are ranked afresh and every regeneration is charged in full), which is always exact.
 """
 
@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from hybridrec.backtest.protocol import Arm, Day, Served
+from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
@@ -312,17 +313,15 @@ class WorkCache:
 
     def prompts(self, snapshot: str | None, contexts: np.ndarray) -> np.ndarray | None:
         """The rendered prompt of each context in this state, one row per context (token ids
-        then the prompt length), or None when the generator cannot render prompts (``encode``)."""
-        encode = getattr(self.stack.generator, "encode", None)
-        if encode is None:
+        then the prompt length), or None when the generator does not offer
+        :class:`~hybridrec.capabilities.PromptEncoder`."""
+        generator = self.stack.generator
+        if not isinstance(generator, PromptEncoder):
             return None
         evidence = None
         if snapshot is not None:
             evidence = self.snapshots[snapshot].snapshot.evidence(contexts, self.stack.evidence_m)
-        enc = encode(contexts, evidence, None)
-        ids = np.asarray(enc.ids, dtype=np.int64)
-        lengths = np.asarray(enc.lengths, dtype=np.int64).reshape(-1, 1)
-        return np.ascontiguousarray(np.concatenate([ids, lengths], axis=1))
+        return prompt_matrix(generator, contexts, evidence)
 
     def all_prompts(self, snapshot: str | None) -> np.ndarray | None:
         """:meth:`prompts` of every catalog context key ``c1 * n + c2`` (``(n*n, L)``; rows with
