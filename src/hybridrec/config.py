@@ -66,6 +66,12 @@ class ServingConfig(BaseModel):
     k: int = Field(default=10, ge=1, le=100)
     contexts: Literal["all", "observed"] = "all"
     keep_versions: int = Field(default=5, ge=1)
+    regenerate: Literal["delta", "full"] = Field(
+        default="delta",
+        description="'delta': a regeneration that keeps the adapter re-ranks only the contexts "
+        "whose rendered prompt changed and copies the other rows (exact; needs a generator that "
+        "offers hybridrec.capabilities.PromptEncoder); 'full': re-rank every context.",
+    )
 
 
 class DataConfig(BaseModel):

@@ -1,5 +1,8 @@
 """A workspace: versioned artifacts, one atomic ``state`` pointer, a ledger (docs/architecture.md).
 
+The workspace is storage only: :func:`hybridrec.engine.run_update` updates it, through
+:meth:`Workspace.versions` (a :class:`~hybridrec.versions.VersionStore`).
+
 Layout::
 
     WORKSPACE/
@@ -35,16 +38,43 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.artifacts import ArtifactStore, Pointer, Staging, atomic_write_json, read_json
+from hybridrec.artifacts import (
+    MANIFEST,
+    ArtifactStore,
+    Pointer,
+    Staging,
+    atomic_write_json,
+    read_json,
+)
 from hybridrec.config import PipelineConfig
 from hybridrec.errors import ConfigError, CorruptArtifactError, HybridrecError
-from hybridrec.pipeline import KIND_DIRS, Batch, Ledger, UpdateReport, run_update
+from hybridrec.ingest import Batch
+from hybridrec.ledger import Ledger
 from hybridrec.serving import ServedPrediction, TableReader, get_backend
-from hybridrec.types import ClusterCatalog, QuarantineRecord, Rankings, to_utc
+from hybridrec.types import (
+    ClusterCatalog,
+    CostRecord,
+    QuarantineRecord,
+    Rankings,
+    TimeWindow,
+    to_utc,
+)
+from hybridrec.versions import Candidate, Served
 
 SCHEMA = "hybridrec.workspace/1"
 MARKER = "workspace.json"
 _RESUMABLE = ".staging-job-"
+
+#: The pointer entry before anything was promoted (every key is always present).
+EMPTY_ENTRY: dict[str, Any] = {
+    "catalog": None, "data": [], "adapter": None, "knowledge": None, "table": None,
+    "held_adapters": [],
+}
+#: Pointer keys and the artifact folder of each kind.
+KIND_DIRS: dict[str, str] = {
+    "catalog": "catalog", "data": "data", "adapter": "adapters", "knowledge": "knowledge",
+    "table": "tables",
+}
 
 
 class Workspace:
@@ -239,12 +269,9 @@ class Workspace:
             fh.flush()
             os.fsync(fh.fileno())
 
-    # -- the update ----------------------------------------------------------------------------
-
-    def update(self, data: Path | None, *, items: Path | None = None, now: datetime | None = None,
-               progress: bool = False) -> UpdateReport:
-        """Ingest ``data`` and run one policy step (see :mod:`hybridrec.pipeline`)."""
-        return run_update(self, data, items=items, now=now, progress=progress)
+    def versions(self) -> WorkspaceVersions:
+        """The workspace as a version store for one update, starting from what is served."""
+        return WorkspaceVersions(self, {**EMPTY_ENTRY, **(self.current() or {})})
 
     # -- serving -------------------------------------------------------------------------------
 
@@ -368,10 +395,71 @@ class Workspace:
         }
 
 
+class WorkspaceVersions:
+    """A :class:`~hybridrec.versions.VersionStore` over a workspace for one update.
+
+    Versions are committed into the workspace's artifact folders at once; what is *served* is the
+    ``entry`` being built, which the update makes current with one atomic pointer write at the
+    end (:meth:`Workspace.promote`). Ledger records are appended (and fsynced) at once.
+    """
+
+    def __init__(self, ws: Workspace, entry: dict[str, Any]) -> None:
+        self.ws = ws
+        self.entry = entry
+
+    def served(self, kind: str) -> str | None:
+        value = self.entry.get(kind)
+        return None if value is None else str(value)
+
+    def manifest(self, kind: str, version: str | None) -> dict[str, Any] | None:
+        if version is None:
+            return None
+        return dict(read_json(self.ws.store.get(KIND_DIRS[kind], version).path / MANIFEST))
+
+    def path(self, kind: str, version: str | None, sub: str) -> Path | None:
+        """``sub`` inside the folder of ``version`` of ``kind`` (None for None)."""
+        if version is None:
+            return None
+        return self.ws.store.get(KIND_DIRS[kind], version).path / sub
+
+    def commit(self, kind: str, candidate: Candidate) -> str:
+        return str(self.ws.store.commit(candidate.handle, candidate.manifest).id)
+
+    def promote(self, kind: str, version: str) -> None:
+        self.entry[kind] = version
+
+    def hold(self, kind: str, version: str) -> None:
+        if kind == "adapter":
+            self.entry["held_adapters"] = [*(self.entry.get("held_adapters") or []), version]
+
+    def record(self, record: CostRecord) -> None:
+        self.ws.ledger.append(record)
+
+    def ledger(self, since: datetime | None = None) -> list[CostRecord]:
+        return self.ws.ledger.records(since)
+
+    def describe(self) -> Served:
+        adapter = self.manifest("adapter", self.served("adapter"))
+        knowledge = self.manifest("knowledge", self.served("knowledge"))
+        table = self.manifest("table", self.served("table"))
+        return Served(
+            adapter=self.served("adapter"),
+            adapter_window=TimeWindow.model_validate(adapter["window"]) if adapter and adapter.get("window") else None,
+            adapter_trained_at=_parse(adapter.get("trained_at")) if adapter else None,
+            knowledge=self.served("knowledge"),
+            knowledge_window=TimeWindow.model_validate(knowledge["window"]) if knowledge else None,
+            knowledge_built_at=_parse(knowledge.get("built_at")) if knowledge else None,
+            table=self.served("table"),
+            table_built_at=_parse(table.get("built_at")) if table else None,
+            table_uses_knowledge=bool(table.get("knowledge")) if table else False,
+            held=tuple(self.entry.get("held_adapters") or ()),
+        )
+
+
 def _parse(raw: Any) -> datetime | None:
     if not raw:
         return None
     return to_utc(datetime.fromisoformat(str(raw)))
 
 
-__all__ = ["SCHEMA", "Workspace"]
+__all__ = ["EMPTY_ENTRY", "KIND_DIRS", "SCHEMA", "Workspace", "WorkspaceVersions"]

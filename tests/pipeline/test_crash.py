@@ -17,6 +17,7 @@ import pytest
 
 from hybridrec.artifacts import verify
 from hybridrec.config import load_config
+from hybridrec.engine import run_update
 from hybridrec.generation import all_contexts
 from hybridrec.types import UTC
 from hybridrec.workspace import Workspace
@@ -60,7 +61,7 @@ def test_sigkill_during_update_leaves_one_complete_version_served(fake_plugins: 
     jan = fake_plugins.write_log(tmp_path / "jan.csv", datetime(2000, 1, 1, tzinfo=UTC), 31)
     feb = fake_plugins.write_log(tmp_path / "feb.csv", datetime(2000, 2, 1, tzinfo=UTC), 31, seed=3)
     base = Workspace.init(tmp_path / "base", config)
-    base.update(jan, now=datetime(2000, 2, 1, tzinfo=UTC))
+    run_update(base, jan, now=datetime(2000, 2, 1, tzinfo=UTC))
     old = served_ids(base)
 
     reference = tmp_path / "reference"
@@ -88,7 +89,7 @@ def test_sigkill_during_update_leaves_one_complete_version_served(fake_plugins: 
         is_old, is_new = np.array_equal(ids, old), np.array_equal(ids, new)
         assert is_old or is_new, f"trial {trial}: the served table is neither the old nor the new one"
         outcomes.append("new" if is_new else "old")
-        ws.update(feb, now=datetime(2000, 3, 3, tzinfo=UTC))  # the next update succeeds
+        run_update(ws, feb, now=datetime(2000, 3, 3, tzinfo=UTC))  # the next update succeeds
         check_complete(ws)
         np.testing.assert_array_equal(served_ids(ws), new)
         assert not list(ws.root.glob("*/.staging-*")), "the recovering update left staging folders"

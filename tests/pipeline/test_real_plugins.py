@@ -10,6 +10,7 @@ import pytest
 
 from hybridrec import plugins
 from hybridrec.config import load_config
+from hybridrec.engine import run_update
 from hybridrec.generation import all_contexts
 from hybridrec.types import UTC
 from hybridrec.workspace import Workspace
@@ -41,7 +42,7 @@ def test_workspace_update_with_the_reference_plugins(tmp_path: Path) -> None:
     (tmp_path / "pipeline.toml").write_text(CONFIG)
     ws = Workspace.init(tmp_path / "ws", load_config(tmp_path / "pipeline.toml"))
     log = fakes.write_log(tmp_path / "jan.csv", datetime(2000, 1, 1, tzinfo=UTC), 31, users=20, per_user=15)
-    report = ws.update(log, now=datetime(2000, 2, 1, tzinfo=UTC))
+    report = run_update(ws, log, now=datetime(2000, 2, 1, tzinfo=UTC))
     kinds = [(a.kind, a.status) for a in report.actions]
     assert kinds[0][0] == "fine_tune" and kinds[0][1] in {"ok", "held"}
     assert kinds[1:] == [("refresh_knowledge", "ok"), ("regenerate_table", "ok")]

@@ -14,6 +14,7 @@ import pytest
 from hybridrec import hookimpl
 from hybridrec.cli import main
 from hybridrec.config import load_config
+from hybridrec.engine import run_update
 from hybridrec.errors import HybridrecError
 from hybridrec.generation import all_contexts
 from hybridrec.types import UTC, CostRecord
@@ -29,7 +30,7 @@ def make_workspace(tmp_path: Path, config_file: Path, *overrides: str) -> Worksp
 
 def first_update(ws: Workspace, fakes: Any, tmp_path: Path, **kwargs: Any):
     log = fakes.write_log(tmp_path / "jan.csv", JAN, 31, **kwargs)
-    return ws.update(log, now=FEB)
+    return run_update(ws, log, now=FEB)
 
 
 def test_first_update_fine_tunes_refreshes_regenerates_and_serves(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
@@ -57,11 +58,11 @@ def test_later_updates_refresh_on_schedule_and_skip_when_nothing_is_due(fake_plu
     first = first_update(ws, fake_plugins, tmp_path)
     adapter = ws.current()["adapter"]  # type: ignore[index]
     feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
-    second = ws.update(feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    second = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
     assert [a.kind for a in second.actions] == ["refresh_knowledge", "regenerate_table"]
     assert ws.current()["adapter"] == adapter  # type: ignore[index]
     assert second.rows_ingested > 0 and len(ws.current()["data"]) == 2  # type: ignore[index]
-    again = ws.update(feb, now=datetime(2000, 2, 4, 6, tzinfo=UTC))
+    again = run_update(ws, feb, now=datetime(2000, 2, 4, 6, tzinfo=UTC))
     assert again.actions == [] and again.rows_ingested == 0
     assert first.promoted["table"] != second.promoted["table"]
 
@@ -78,7 +79,7 @@ def test_bad_rows_are_quarantined_with_file_row_field_and_reason(fake_plugins: A
     # a later file with a category combination the catalog does not know
     late = tmp_path / "late.csv"
     late.write_text("user,item,timestamp,rating,categories\nu1,zz,949400000,5,Western\nu1,i3,949400001,5,Comedy\n")
-    report = ws.update(late, now=datetime(2000, 2, 2, tzinfo=UTC))
+    report = run_update(ws, late, now=datetime(2000, 2, 2, tzinfo=UTC))
     assert report.rows_ingested == 1 and report.rows_quarantined == 1
     last = json.loads(ws.quarantine_path.read_text().splitlines()[-1])
     assert last["field"] == "categories" and last["row"] == 2 and "catalog" in last["reason"]
@@ -142,7 +143,7 @@ def test_a_vetoed_table_is_not_served(fake_plugins: Any, hybridrec_plugin: Any, 
     served = ws.current()["table"]  # type: ignore[index]
     hybridrec_plugin(HookRecorder(veto_kind="table"), "vetoer")
     feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
-    report = ws.update(feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    report = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
     assert report.actions[-1].status == "held" and report.actions[-1].note == "not on my watch"
     assert ws.current()["table"] == served  # type: ignore[index]
 
@@ -152,7 +153,7 @@ def test_rollback_serves_the_previous_versions_and_keeps_the_data(fake_plugins: 
     first_update(ws, fake_plugins, tmp_path)
     before = dict(ws.current())  # type: ignore[arg-type]
     feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
-    ws.update(feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
     after = ws.current()
     entry = ws.rollback()
     assert entry["table"] == before["table"] and entry["knowledge"] == before["knowledge"]
@@ -175,8 +176,8 @@ def test_memory_backend_workspace_serves_the_same_as_sqlite(fake_plugins: Any, t
     a = Workspace.init(tmp_path / "a", load_config(config_file))
     b = Workspace.init(tmp_path / "b", load_config(config_file, overrides=["serving.backend=memory"]))
     log = fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31)
-    a.update(log, now=FEB)
-    b.update(log, now=FEB)
+    run_update(a, log, now=FEB)
+    run_update(b, log, now=FEB)
     contexts = all_contexts(len(a.catalog()))
     np.testing.assert_array_equal(a.lookup_batch(contexts, 5).ids, b.lookup_batch(contexts, 5).ids)
 
@@ -204,7 +205,7 @@ def test_concurrent_readers_never_see_a_mixed_table(fake_plugins: Any, tmp_path:
     try:
         for day in range(3):
             log = fake_plugins.write_log(tmp_path / f"d{day}.csv", datetime(2000, 2, 1 + 3 * day, tzinfo=UTC), 3, seed=day + 5)
-            ws.update(log, now=datetime(2000, 2, 4 + 3 * day, tzinfo=UTC))
+            run_update(ws, log, now=datetime(2000, 2, 4 + 3 * day, tzinfo=UTC))
             versions[ws.current()["table"]] = ws.lookup_batch(contexts, 5).ids  # type: ignore[index]
     finally:
         stop.set()
@@ -266,7 +267,7 @@ def test_an_item_without_categories_is_quarantined_unless_known(fake_plugins: An
     first_update(ws, fake_plugins, tmp_path)
     later = tmp_path / "later.csv"
     later.write_text("user,item,timestamp,rating,categories\nu1,i3,949400000,5,\nu1,new,949400001,5,\n")
-    report = ws.update(later, now=datetime(2000, 2, 2, tzinfo=UTC))
+    report = run_update(ws, later, now=datetime(2000, 2, 2, tzinfo=UTC))
     assert report.rows_ingested == 1 and report.rows_quarantined == 1
     last = json.loads(ws.quarantine_path.read_text().splitlines()[-1])
     assert last["row"] == 3 and last["field"] == "item" and "no row of this file" in last["reason"]
@@ -277,7 +278,7 @@ def test_garbage_collection_keeps_what_rollback_needs(fake_plugins: Any, tmp_pat
     first_update(ws, fake_plugins, tmp_path)
     for step in range(3):
         log = fake_plugins.write_log(tmp_path / f"s{step}.csv", datetime(2000, 2, 1 + 3 * step, tzinfo=UTC), 3, seed=step)
-        ws.update(log, now=datetime(2000, 2, 4 + 3 * step, tzinfo=UTC))
+        run_update(ws, log, now=datetime(2000, 2, 4 + 3 * step, tzinfo=UTC))
     tables = [v.id for v in ws.store.versions("tables")]
     assert len(tables) == 2 and ws.current()["table"] == tables[-1]  # type: ignore[index]
     rolled = ws.rollback()
@@ -288,7 +289,7 @@ def test_garbage_collection_keeps_what_rollback_needs(fake_plugins: Any, tmp_pat
 
 
 def test_the_ledger_survives_a_torn_last_line(tmp_path: Path) -> None:
-    from hybridrec.pipeline import Ledger
+    from hybridrec.ledger import Ledger
     from hybridrec.types import CostEstimate
 
     ledger = Ledger(tmp_path / "ledger.jsonl")

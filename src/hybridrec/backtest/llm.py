@@ -52,6 +52,10 @@ import numpy as np
 from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig
+from hybridrec.engine import pricing
+from hybridrec.engine.actions import check_window, execute, guardrail_reasons
+from hybridrec.engine.state import drift_stats, system_state
+from hybridrec.engine.tables import PromptRows, changed_count
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
     CostModel,
@@ -78,22 +82,17 @@ from hybridrec.types import (
     TransitionSet,
     ts_to_datetime,
 )
+from hybridrec.versions import Candidate
+from hybridrec.versions import Served as ServedVersions
 
 INITIAL = "initial"
 BACKOFF_WIDTH = 16
+#: Minimum observations of a pair in both windows for the backtest's drift statistic.
+BACKTEST_DRIFT_MIN_COUNT = 5
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
-
-
-def guardrail_reasons(metrics: dict[str, float], config: GuardrailConfig) -> list[str]:
-    """The reasons to hold an adapter (empty = promote); uses :mod:`hybridrec.guardrails`."""
-    if not config.enabled:
-        return []
-    from hybridrec.guardrails import check_guardrails
-
-    return list(check_guardrails(metrics, config))
 
 
 @dataclass
@@ -124,33 +123,8 @@ class SnapshotEntry:
     seconds: float
 
 
-@dataclass
-class AdapterRows:
-    """Every row ranked with one adapter, keyed by the exact prompt it was ranked from; rows are
-    ``width`` clusters wide (an adapter that has ranked nothing yet holds ``(0, width)`` arrays)."""
-
-    width: int
-    by_prompt: dict[bytes, int] = field(default_factory=dict)
-    ids: list[np.ndarray] = field(default_factory=list)
-    scores: list[np.ndarray] = field(default_factory=list)
-    size: int = 0
-    stacked: tuple[np.ndarray, np.ndarray] | None = None
-
-    def append(self, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """Store ranked rows; returns their row numbers."""
-        at = np.arange(self.size, self.size + ids.shape[0], dtype=np.int32)
-        self.ids.append(ids)
-        self.scores.append(scores)
-        self.size += ids.shape[0]
-        self.stacked = None
-        return at
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.stacked is None:
-            if not self.ids:
-                return np.empty((0, self.width), dtype=np.int64), np.empty((0, self.width))
-            self.stacked = (np.concatenate(self.ids), np.concatenate(self.scores))
-        return self.stacked
+#: Rows of one adapter keyed by prompt (:class:`hybridrec.engine.tables.PromptRows`).
+AdapterRows = PromptRows
 
 
 @dataclass
@@ -209,8 +183,12 @@ class WorkCache:
     # -- adapters ---------------------------------------------------------------------------
 
     def fine_tune_estimate(self, n_transitions: int) -> CostEstimate:
-        workload = self.stack.fine_tuner.workload(n_transitions, self.stack.generator)
-        return self.stack.cost_model.estimate("fine_tune", workload)
+        return pricing.estimate(self.stack.cost_model, "fine_tune", generator=self.stack.generator,
+                                fine_tuner=self.stack.fine_tuner, n_window=n_transitions)
+
+    def fine_tune_key(self, parent: str | None, window: TimeWindow, *, warm_start: bool) -> str:
+        """The cache key of a fine-tune from ``parent`` (if warm-starting) on ``window``."""
+        return _key("ft", parent if warm_start else None, window.start_ts, window.end_ts)
 
     def fine_tune(
         self,
@@ -228,13 +206,13 @@ class WorkCache:
         Cached by ``(starting adapter, window)``; ``key`` names the entry explicitly (the shared
         initial adapter).
         """
+        key = key or self.fine_tune_key(parent, window, warm_start=warm_start)
         start = parent if warm_start else None
-        key = key or _key("ft", start, window.start_ts, window.end_ts)
         if key in self.adapters:
             return self.adapters[key]
         data = history.window(window)
-        workload = (fine_tuner or self.stack.fine_tuner).workload(len(data), self.stack.generator)
-        estimate = self.stack.cost_model.estimate("fine_tune", workload)
+        estimate = pricing.estimate(self.stack.cost_model, "fine_tune", generator=self.stack.generator,
+                                    fine_tuner=fine_tuner or self.stack.fine_tuner, n_window=len(data))
         out_dir = self.stack.workdir / "adapters" / key
         evidence_fn = (
             self._training_evidence(history, window) if self.stack.training_evidence == "store" else None
@@ -284,11 +262,15 @@ class WorkCache:
     # -- knowledge --------------------------------------------------------------------------
 
     def refresh_estimate(self, n_transitions: int) -> CostEstimate:
-        workload = self.stack.store.workload(n_transitions, self.n * (self.n - 1))
-        return self.stack.cost_model.estimate("refresh_knowledge", workload)
+        return pricing.estimate(self.stack.cost_model, "refresh_knowledge", generator=self.stack.generator,
+                                store=self.stack.store, n_window=n_transitions,
+                                n_contexts=self.n * (self.n - 1))
+
+    def snapshot_key(self, window: TimeWindow) -> str:
+        return _key("kn", window.start_ts, window.end_ts)
 
     def snapshot(self, history: TransitionSet, window: TimeWindow) -> SnapshotEntry:
-        key = _key("kn", window.start_ts, window.end_ts)
+        key = self.snapshot_key(window)
         if key in self.snapshots:
             return self.snapshots[key]
         n_rows = len(history.window(window))
@@ -304,8 +286,8 @@ class WorkCache:
     # -- tables -----------------------------------------------------------------------------
 
     def regenerate_estimate(self, n_contexts: int, *, with_evidence: bool) -> CostEstimate:
-        workload = self.stack.generator.workload(n_contexts, with_evidence=with_evidence)
-        return self.stack.cost_model.estimate("regenerate_table", workload)
+        return pricing.estimate(self.stack.cost_model, "regenerate_table", generator=self.stack.generator,
+                                n_contexts=n_contexts, with_evidence=with_evidence)
 
     def seconds_per_context(self) -> float:
         """Measured seconds per ranked context so far (0 before any ranking)."""
@@ -350,18 +332,16 @@ class WorkCache:
         valid = np.ones(self.n * self.n, dtype=bool)
         valid[np.arange(self.n) * (self.n + 1)] = False
         want = valid if wanted is None else (wanted & valid)
-        total = int(want.sum())
-        if adapter_before != adapter:
-            return total
-        if snapshot_before == snapshot:
-            same = np.ones(self.n * self.n, dtype=bool)
-        else:
-            before, after = self.all_prompts(snapshot_before), self.all_prompts(snapshot)
-            if before is None or after is None or before.shape != after.shape:
-                return total
-            same = (before == after).all(axis=1)
         held = valid if held_before is None else (held_before & valid)
-        return int((want & ~(same & held)).sum())
+        same: np.ndarray | None = None
+        if adapter_before == adapter:
+            if snapshot_before == snapshot:
+                same = np.ones(self.n * self.n, dtype=bool)
+            else:
+                before, after = self.all_prompts(snapshot_before), self.all_prompts(snapshot)
+                if before is not None and after is not None and before.shape == after.shape:
+                    same = (before == after).all(axis=1)
+        return changed_count(want, held, same, adapter_before == adapter)
 
     def rows_for(
         self, adapter: str, snapshot: str | None, contexts: np.ndarray
@@ -442,14 +422,8 @@ class WorkCache:
         key = (trained.start_ts, trained.end_ts, recent.start_ts, recent.end_ts)
         cached = self._drift.get(key)
         if cached is None:
-            from hybridrec.data.drift import top5_jaccard
-
-            mean, pairs = top5_jaccard(history.window(trained), history.window(recent))
-            cached = DriftStats(
-                top5_jaccard=None if mean is None else min(1.0, max(0.0, mean)),
-                pairs=pairs,
-                measured_at=now,
-            )
+            cached = drift_stats(history, trained, now, now, recent_days=self.stack.drift_days,
+                                 min_count=BACKTEST_DRIFT_MIN_COUNT)
             self._drift[key] = cached
         return cached
 
@@ -464,6 +438,87 @@ class TableVersion:
     built_at: datetime
     backoff: Backoff
     observed: np.ndarray | None = None
+
+
+class ArmVersions:
+    """One arm's in-memory :class:`~hybridrec.versions.VersionStore`: versions are cache keys of
+    the shared :class:`WorkCache`; what is served is the arm's adapter, knowledge and table."""
+
+    def __init__(self, arm: PolicyArm) -> None:
+        self.arm = arm
+        self.now: datetime | None = None
+        self.pending_table: TableVersion | None = None
+
+    def served(self, kind: str) -> str | None:
+        arm = self.arm
+        if kind == "adapter":
+            return arm.adapter
+        if kind == "knowledge":
+            return arm.knowledge
+        if kind == "table" and arm.table is not None:
+            return _key(arm.table.adapter, arm.table.snapshot, arm.table.built_at)
+        return None
+
+    def manifest(self, kind: str, version: str | None) -> dict[str, Any] | None:
+        if version is None:
+            return None
+        cache = self.arm.cache
+        if kind == "adapter" and version in cache.adapters:
+            entry = cache.adapters[version]
+            window = entry.window.model_dump(mode="json") if entry.window else None
+            return {"window": window, "metrics": dict(entry.metrics), "key": version}
+        if kind == "knowledge" and version in cache.snapshots:
+            snap = cache.snapshots[version]
+            return {"window": snap.window.model_dump(mode="json"), "snapshot": snap.snapshot.id,
+                    "key": version}
+        return {"key": version}
+
+    def commit(self, kind: str, candidate: Candidate) -> str:
+        return str(candidate.handle)
+
+    def promote(self, kind: str, version: str) -> None:
+        arm = self.arm
+        if kind == "adapter":
+            arm.adapter = version
+            arm.adapter_trained_at = self.now
+        elif kind == "knowledge":
+            arm.knowledge = version
+            arm.knowledge_built_at = self.now
+        elif kind == "table":
+            arm.table = self.pending_table
+
+    def hold(self, kind: str, version: str) -> None:
+        if kind == "adapter":
+            self.arm.held.append(version)
+            self.arm.cost.held_adapters += 1
+
+    def record(self, record: CostRecord) -> None:
+        cost = self.arm.cost
+        self.arm.ledger.append(record)
+        cost.flops += record.flops
+        cost.seconds += record.seconds
+        cost.by_action[record.action] = cost.by_action.get(record.action, 0.0) + record.flops
+        cost.seconds_by_action[record.action] = cost.seconds_by_action.get(record.action, 0.0) + record.seconds
+
+    def ledger(self, since: datetime | None = None) -> list[CostRecord]:
+        return [r for r in self.arm.ledger if since is None or r.at >= since]
+
+    def describe(self) -> ServedVersions:
+        arm, cache = self.arm, self.arm.cache
+        adapter = cache.adapters[arm.adapter]
+        knowledge = cache.snapshots[arm.knowledge] if arm.knowledge is not None else None
+        return ServedVersions(
+            adapter=adapter.key,
+            adapter_window=adapter.window,
+            adapter_trained_at=arm.adapter_trained_at,
+            knowledge=arm.knowledge,
+            knowledge_window=knowledge.window if knowledge is not None else None,
+            knowledge_built_at=arm.knowledge_built_at,
+            table=self.served("table"),
+            table_built_at=None if arm.table is None else arm.table.built_at,
+            table_uses_knowledge=arm.table is not None and arm.table.snapshot is not None,
+            held=tuple(arm.held),
+        )
 
 
 class PolicyArm(Arm):
@@ -501,15 +556,15 @@ class PolicyArm(Arm):
         #: what the arm's regenerations would have cost as full regenerations (for the report).
         self.full_regeneration_flops = 0.0
         self.full_regenerated_contexts = 0
+        #: the arm as a version store (the engine executes its actions against it)
+        self.versions = ArmVersions(self)
 
     # -- state ------------------------------------------------------------------------------
 
     def state(self, history: TransitionSet, now: datetime) -> SystemState:
         """The policy's view of this arm at ``now`` (data until ``now``, exclusive)."""
         adapter = self.cache.adapters[self.adapter]
-        knowledge = self.cache.snapshots[self.knowledge] if self.knowledge is not None else None
         budget = self.cache.stack.budget
-        since = now - timedelta(days=budget.period_days)
         n_recent = len(history.window(TimeWindow(start=now - timedelta(days=30), end=now)))
         estimates = {
             "fine_tune": self.cache.fine_tune_estimate(n_recent),
@@ -518,78 +573,65 @@ class PolicyArm(Arm):
                 self.cache.n * (self.cache.n - 1), with_evidence=self.knowledge is not None
             ),
         }
-        return SystemState(
+        return system_state(
+            self.versions.describe(),
             now=now,
             data_start=self.data_start,
             data_until=now,
-            adapter_version=adapter.key,
-            adapter_trained_until=adapter.window.end if adapter.window is not None else None,
-            adapter_trained_at=self.adapter_trained_at,
-            knowledge_version=self.knowledge,
-            knowledge_until=knowledge.window.end if knowledge is not None else None,
-            knowledge_built_at=self.knowledge_built_at,
-            table_version=None if self.table is None else _key(self.table.adapter, self.table.snapshot, self.table.built_at),
-            table_built_at=None if self.table is None else self.table.built_at,
-            table_uses_knowledge=self.table is not None and self.table.snapshot is not None,
-            pending_fine_tune=False,
-            held_adapters=tuple(self.held),
             drift=self.cache.drift(history, adapter.window, now) if self.measure_drift else DriftStats(),
             budget=budget,
-            ledger=tuple(r for r in self.ledger if r.at >= since),
+            ledger=self.versions.ledger(now - timedelta(days=budget.period_days)),
             estimates=estimates,
         )
 
     # -- actions ----------------------------------------------------------------------------
 
-    def _charge(self, estimate: CostEstimate, seconds: float, now: datetime, status: str, note: str,
-                versions_in: dict[str, str | None], versions_out: dict[str, str | None]) -> None:
-        record = self.cache.stack.cost_model.record(
-            estimate.action, estimate, at=now, seconds=seconds, status=status, note=note,
-            versions_in=versions_in, versions_out=versions_out,
-        )
-        self.ledger.append(record)
-        self.cost.flops += record.flops
-        self.cost.seconds += record.seconds
-        self.cost.by_action[estimate.action] = self.cost.by_action.get(estimate.action, 0.0) + record.flops
-        self.cost.seconds_by_action[estimate.action] = (
-            self.cost.seconds_by_action.get(estimate.action, 0.0) + record.seconds
-        )
-
     def execute(self, action: Action, history: TransitionSet, now: datetime) -> str:
-        """Run one action for this arm (through the cache); returns its label."""
+        """Run one action for this arm through the engine (the work through the cache);
+        returns its label."""
+        self.versions.now = now
+        stack = self.cache.stack
         if isinstance(action, FineTune):
             self._check_window(action.window, now)
-            entry = self.cache.fine_tune(history, self.adapter, action.window, warm_start=action.warm_start)
+            parent = self.adapter
+            key = self.cache.fine_tune_key(parent, action.window, warm_start=action.warm_start)
+            cached = self.cache.adapters.get(key)
+            estimate = cached.estimate if cached is not None else self.cache.fine_tune_estimate(
+                len(history.window(action.window)))
+
+            def train() -> Candidate:
+                entry = self.cache.fine_tune(history, parent, action.window, warm_start=action.warm_start)
+                return Candidate(handle=entry.key, seconds=entry.seconds, metrics=dict(entry.metrics),
+                                 manifest={"window": action.window.model_dump(mode="json"),
+                                           "trained_at": now.isoformat(), "reason": action.reason})
+
+            outcome = execute(self.versions, stack.cost_model, "fine_tune", estimate=estimate, run=train,
+                              now=now, reason=action.reason, guardrails=stack.guardrails)
             self.cost.fine_tunes += 1
-            status = "ok" if entry.passed else "held"
-            self._charge(entry.estimate, entry.seconds, now, status, "; ".join(entry.held_reasons),
-                         {"adapter": self.adapter}, {"adapter": entry.key})
-            if entry.passed:
-                self.adapter = entry.key
-                self.adapter_trained_at = now
-                return "fine_tune"
-            self.held.append(entry.key)
-            self.cost.held_adapters += 1
-            return "fine_tune(held)"
+            return "fine_tune" if outcome.status == "ok" else "fine_tune(held)"
         if isinstance(action, RefreshKnowledge):
             self._check_window(action.window, now)
-            snap = self.cache.snapshot(history, action.window)
+            key = self.cache.snapshot_key(action.window)
+            cached_snap = self.cache.snapshots.get(key)
+            estimate = cached_snap.estimate if cached_snap is not None else self.cache.refresh_estimate(
+                len(history.window(action.window)))
+
+            def build() -> Candidate:
+                snap = self.cache.snapshot(history, action.window)
+                return Candidate(handle=snap.key, seconds=snap.seconds,
+                                 manifest={"window": action.window.model_dump(mode="json"),
+                                           "built_at": now.isoformat(), "reason": action.reason})
+
+            outcome = execute(self.versions, stack.cost_model, "refresh_knowledge", estimate=estimate, run=build,
+                              now=now, reason=action.reason, guardrails=stack.guardrails)
             self.cost.knowledge_refreshes += 1
-            self._charge(snap.estimate, snap.seconds, now, "ok", action.reason,
-                         {"knowledge": self.knowledge}, {"knowledge": snap.key})
-            self.knowledge = snap.key
-            self.knowledge_built_at = now
             return "refresh_knowledge"
         if isinstance(action, RegenerateTable):
             return self._regenerate(action, history, now)
         return "noop"
 
     def _check_window(self, window: TimeWindow, now: datetime) -> None:
-        if window.end > now:
-            raise ValueError(
-                f"policy {self.policy.name!r} of arm {self.name!r} asked for data until "
-                f"{window.end}, after the data it may see (until {now})"
-            )
+        check_window(window, now, "an action", who=f"policy {self.policy.name!r} of arm {self.name!r}")
 
     def _regenerate(self, action: RegenerateTable, history: TransitionSet, now: datetime) -> str:
         snapshot = self.knowledge if action.use_knowledge else None
@@ -616,15 +658,22 @@ class PolicyArm(Arm):
         estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
         rate = self.cache.seconds_per_context()
         seconds = rate * n_contexts if rate > 0 else estimate.seconds
-        self.cost.regenerated_contexts += n_contexts
-        self.table = TableVersion(
+        self.versions.pending_table = TableVersion(
             adapter=self.adapter, snapshot=snapshot, built_at=now,
             backoff=self.cache.backoff(history), observed=observed,
         )
+
+        def regenerate() -> Candidate:
+            # Rows are materialised lazily when scored (see the module docstring).
+            key = _key(self.adapter, snapshot, now)
+            return Candidate(handle=key, seconds=seconds, versions_out={"table": key},
+                             manifest={"built_at": now.isoformat(), "knowledge": snapshot,
+                                       "adapter": self.adapter, "reason": action.reason})
+
+        self.cost.regenerated_contexts += n_contexts
+        execute(self.versions, self.cache.stack.cost_model, "regenerate_table", estimate=estimate,
+                run=regenerate, now=now, reason=action.reason, guardrails=self.cache.stack.guardrails)
         self.cost.table_regenerations += 1
-        self._charge(estimate, seconds, now, "ok", action.reason,
-                     {"adapter": self.adapter, "knowledge": snapshot},
-                     {"table": _key(self.adapter, snapshot, now)})
         return "regenerate_table" + ("+rag" if snapshot is not None else "")
 
     # -- the Arm contract -------------------------------------------------------------------

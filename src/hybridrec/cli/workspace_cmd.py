@@ -37,7 +37,7 @@ def register(cli: click.Group) -> None:
     def init(workspace: Path, config_file: Path, overrides: tuple[str, ...]) -> None:
         """Create WORKSPACE for the pipeline in --config (every plugin is checked now)."""
         from hybridrec.config import load_config
-        from hybridrec.pipeline import resolve_roles
+        from hybridrec.engine import resolve_roles
         from hybridrec.workspace import Workspace
 
         cfg = load_config(config_file, overrides=overrides)
@@ -58,9 +58,10 @@ def register(cli: click.Group) -> None:
     def update(workspace: Path, data: Path | None, items: Path | None, now: str | None,
                as_json: bool, progress: bool) -> None:
         """Ingest --data, let the policy decide, execute, and promote atomically."""
+        from hybridrec.engine import run_update
         from hybridrec.workspace import Workspace
 
-        report = Workspace(workspace).update(data, items=items, now=_when(now), progress=progress)
+        report = run_update(Workspace(workspace), data, items=items, now=_when(now), progress=progress)
         if as_json:
             _echo_json(report.model_dump(mode="json"))
             return

@@ -101,6 +101,11 @@ class FakeGenerator(Generator):
     def num_parameters(self) -> int:
         return 1000
 
+    def workload(self, n_contexts: int, *, with_evidence: bool) -> Workload:
+        """Ten prompt tokens per context (twelve with evidence)."""
+        per = 12 if with_evidence else 10
+        return Workload(model_parameters=1000, contexts=n_contexts, inference_tokens=per * n_contexts)
+
     def rank(self, contexts: np.ndarray, evidence: EvidenceBatch | None = None, k: int = 5, *,
              progress: bool = False) -> Rankings:
         time.sleep(self.options.sleep)

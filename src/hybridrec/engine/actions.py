@@ -1,0 +1,155 @@
+"""Executing one action, once, the same way everywhere: estimate → run → guardrails → veto hook →
+record in the ledger → promote (or hold).
+
+The engine depends only on a :class:`VersionStore`: what is served now, how a built candidate is
+committed as a version, how a version is promoted or held, and where ledger records go. The
+workspace (versions on disk, one atomic pointer) and the backtest (one in-memory store per arm)
+implement it; neither is imported here.
+
+:func:`execute` takes the action's estimate (priced before the run) and a ``run`` callable that
+builds the candidate (staged, not yet a version). Then, in order:
+
+1. **guardrails** (fine-tunes): :func:`guardrail_reasons` on the candidate's held-out metrics;
+2. **veto**: the ``veto_promotion`` hook may stop any candidate (it sees the candidate's manifest
+   and the served one's);
+3. **commit** the candidate as a version with ``status`` ``ok`` or ``needs_review``;
+4. **record** a :class:`~hybridrec.types.CostRecord` (compute spent is spent, promoted or not)
+   and call ``on_action_executed``;
+5. **promote** the version (served from now on) or **hold** it for review
+   (``on_guardrail_failed`` for adapters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hybridrec.config import GuardrailConfig
+from hybridrec.errors import HybridrecError
+from hybridrec.interfaces import CostModel
+from hybridrec.types import ActionKind, CostEstimate, TimeWindow
+from hybridrec.versions import Candidate, VersionStore
+
+#: The kind of version each action produces.
+PRODUCES: dict[str, str] = {
+    "fine_tune": "adapter", "refresh_knowledge": "knowledge", "regenerate_table": "table",
+}
+
+
+class FutureDataError(HybridrecError):
+    """A policy asked for data after the data it may see."""
+
+
+def check_window(window: TimeWindow, data_until: datetime, kind: str, who: str = "the policy") -> None:
+    """Raise :class:`FutureDataError` if ``window`` ends after ``data_until``."""
+    if window.end > data_until:
+        raise FutureDataError(
+            f"{who} asked for {kind} on data until {window.end.isoformat()}, after the data seen "
+            f"({data_until.isoformat()}); policies must not read the future"
+        )
+
+
+def guardrail_reasons(metrics: dict[str, float], config: GuardrailConfig) -> list[str]:
+    """Why an adapter must be held (empty: it may be promoted): :mod:`hybridrec.guardrails`."""
+    from hybridrec.guardrails import check_guardrails
+
+    return [str(reason) for reason in check_guardrails(metrics, config)]
+
+
+def hooks() -> Any:
+    from hybridrec.plugins import get_plugin_manager
+
+    return get_plugin_manager().hook
+
+
+def veto(kind: str, candidate: dict[str, Any], current: dict[str, Any] | None) -> str | None:
+    """The first plugin's reason to stop ``candidate`` from being promoted, or None."""
+    reason = hooks().veto_promotion(kind=kind, candidate=candidate, current=current)
+    return None if reason is None else str(reason)
+
+
+class ActionOutcome(BaseModel):
+    """What happened to one action."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ActionKind
+    status: Literal["ok", "held", "failed", "skipped"]
+    reason: str = ""
+    version: str | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+def served_versions(store: VersionStore) -> dict[str, str | None]:
+    return {kind: store.served(kind) for kind in ("adapter", "knowledge", "table")}
+
+
+def execute(
+    store: VersionStore,
+    cost_model: CostModel,
+    kind: ActionKind,
+    *,
+    estimate: CostEstimate,
+    run: Callable[[], Candidate],
+    now: datetime,
+    reason: str,
+    guardrails: GuardrailConfig,
+    versions_in: dict[str, str | None] | None = None,
+) -> ActionOutcome:
+    """Run one action and settle it (see the module docstring)."""
+    candidate = run()
+    produced = PRODUCES[kind]
+    reasons: list[str] = []
+    if candidate.metrics is not None:
+        reasons = guardrail_reasons(candidate.metrics, guardrails)
+    vetoed: str | None = None
+    if not reasons:
+        vetoed = veto(produced, candidate.manifest, store.manifest(produced, store.served(produced)))
+        if vetoed and produced == "adapter":
+            reasons = [f"vetoed by a plugin: {vetoed}"]
+    held = bool(reasons or vetoed)
+    candidate.manifest["status"] = "needs_review" if held else "ok"
+    if candidate.metrics is not None:
+        candidate.manifest["guardrail_reasons"] = reasons
+    version = store.commit(produced, candidate)
+    if reasons:
+        note = outcome_note = "; ".join(reasons)
+    elif vetoed:
+        note, outcome_note = f"vetoed: {vetoed}", vetoed
+    else:
+        note, outcome_note = reason, ""
+    record = cost_model.record(
+        kind, estimate, at=now, seconds=candidate.seconds,
+        versions_in=served_versions(store) if versions_in is None else versions_in,
+        versions_out=candidate.versions_out or {produced: version}, status="held" if held else "ok",
+        note=note,
+    )
+    store.record(record)
+    hooks().on_action_executed(record=record)
+    if held:
+        store.hold(produced, version)
+        if produced == "adapter":
+            hooks().on_guardrail_failed(version=version, reasons=reasons, manifest=candidate.manifest)
+        return ActionOutcome(kind=kind, status="held", reason=reason, version=version,
+                             seconds=candidate.seconds, note=outcome_note)
+    store.promote(produced, version)
+    return ActionOutcome(kind=kind, status="ok", reason=reason, version=version, seconds=candidate.seconds)
+
+
+__all__ = [
+    "PRODUCES",
+    "ActionOutcome",
+    "Candidate",
+    "FutureDataError",
+    "VersionStore",
+    "check_window",
+    "execute",
+    "guardrail_reasons",
+    "hooks",
+    "served_versions",
+    "veto",
+]

@@ -1,0 +1,39 @@
+"""Pricing: what an action would touch (a :class:`~hybridrec.types.Workload`) and what the cost
+model says it costs, the same for the workspace update and the backtest.
+
+* a **fine-tune** touches the fine-tuner's workload on ``n_window`` transitions;
+* a **knowledge refresh** touches the store's workload on ``n_window`` transitions serving
+  ``n_contexts`` contexts;
+* a **regeneration** touches the generator's workload on the ``n_contexts`` contexts it ranks
+  (with or without evidence in the prompt).
+"""
+
+from __future__ import annotations
+
+from hybridrec.interfaces import CostModel, FineTuner, Generator, KnowledgeStore
+from hybridrec.types import ActionKind, CostEstimate, Workload
+
+
+def workload(
+    kind: ActionKind, *, generator: Generator, fine_tuner: FineTuner | None = None,
+    store: KnowledgeStore | None = None, n_window: int = 0, n_contexts: int = 0,
+    with_evidence: bool = True,
+) -> Workload:
+    """What ``kind`` would touch (see the module docstring)."""
+    if kind == "fine_tune":
+        assert fine_tuner is not None, "pricing a fine-tune needs the fine-tuner"
+        return fine_tuner.workload(n_window, generator)
+    if kind == "refresh_knowledge":
+        assert store is not None, "pricing a refresh needs the knowledge store"
+        return store.workload(n_window, n_contexts)
+    if kind == "regenerate_table":
+        return generator.workload(n_contexts, with_evidence=with_evidence)
+    return Workload()
+
+
+def estimate(cost_model: CostModel, kind: ActionKind, **kwargs: object) -> CostEstimate:
+    """``cost_model``'s price of :func:`workload` (same keyword arguments)."""
+    return cost_model.estimate(kind, workload(kind, **kwargs))  # type: ignore[arg-type]
+
+
+__all__ = ["estimate", "workload"]

@@ -1,0 +1,371 @@
+"""One update of a workspace: ingest -> state -> ``policy.decide`` -> execute -> promote.
+
+:func:`run_update` performs one update of a :class:`~hybridrec.workspace.Workspace`:
+
+1. **ingest** the new interaction file (:mod:`hybridrec.ingest`): bad rows, rows at or after the
+   clock and rows whose cluster is not in the workspace catalog go to the workspace's
+   ``quarantine.jsonl`` with file, row, field and reason. The first update fixes the cluster
+   catalog; the accepted rows are committed as a ``data`` version (all versions together are the
+   accumulated log);
+2. **state**: transitions are extracted from the accumulated log, and a
+   :class:`~hybridrec.types.SystemState` is built from the served versions
+   (:mod:`hybridrec.engine.state`), the drift between the adapter's training window and recent
+   data, the ledger and (when a budget is set) the cost model's price of each action kind;
+3. **decide** with the configured :class:`~hybridrec.interfaces.UpdatePolicy`;
+4. **execute** each action through :func:`hybridrec.engine.actions.execute` (estimate → run →
+   guardrails → veto hook → record → promote or hold), each artifact written in staging and
+   committed as a new version. A regeneration goes through :mod:`hybridrec.engine.tables`: with
+   ``[serving] regenerate = "delta"`` (the default) it re-ranks only the contexts whose prompt
+   changed since the served table (same adapter) and copies the other rows — the served rows are
+   those of a full regeneration;
+5. **promote**: one atomic replacement of the workspace's ``state`` pointer names the new
+   catalog, data, adapter, knowledge and table versions together; ``on_version_promoted`` is
+   called for each kind that changed. A crash before this step leaves the previous versions
+   served, complete; leftovers are cleaned by the next update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hybridrec import distributed
+from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
+from hybridrec.engine.components import ESTIMATE_KINDS, Pipeline
+from hybridrec.engine.state import BACKOFF_DAYS, drift_stats, system_state
+from hybridrec.engine.tables import TableRows, plan_table, prompt_digests, run_plan, write_rows
+from hybridrec.errors import DataError, HybridrecError
+from hybridrec.generation import TableJob
+from hybridrec.ingest import Batch, file_digest, read_batch, transitions_of
+from hybridrec.interfaces import Generator
+from hybridrec.types import (
+    UTC,
+    Action,
+    ClusterCatalog,
+    CostEstimate,
+    FineTune,
+    RefreshKnowledge,
+    RegenerateTable,
+    SystemState,
+    TimeWindow,
+    TransitionSet,
+    datetime_to_ts,
+    to_utc,
+    ts_to_datetime,
+)
+from hybridrec.versions import Candidate
+from hybridrec.workspace import KIND_DIRS, Workspace, WorkspaceVersions
+
+
+class UpdateReport(BaseModel):
+    """The result of one :func:`run_update`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    now: datetime
+    data_until: datetime | None
+    rows_read: int = 0
+    rows_ingested: int = 0
+    rows_quarantined: int = 0
+    transitions: int = 0
+    actions: list[ActionOutcome] = Field(default_factory=list)
+    promoted: dict[str, str | None] = Field(default_factory=dict)
+    held: list[str] = Field(default_factory=list)
+    served: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Update:
+    def __init__(self, ws: Workspace, now: datetime, progress: bool) -> None:
+        self.ws = ws
+        self.now = now
+        self.progress = progress
+        self.config = ws.config
+        self.current = ws.current() or {}
+        self.versions: WorkspaceVersions = ws.versions()
+        self.pipeline: Pipeline | None = None
+        self.loaded_adapter: str | None = "unset"
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        return self.versions.entry
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def ingest(self, data: Path, items: Path | None, report: UpdateReport) -> tuple[ClusterCatalog, Batch]:
+        ws = self.ws
+        catalog = ws.catalog() if self.versions.served("catalog") else None
+        data_ids: list[str] = list(self.entry.get("data") or [])
+        known = ws.known_items(data_ids)
+        for path, what in ((data, "interaction"), (items, "item")):
+            if path is not None and not Path(path).is_file():
+                raise DataError(f"{path}: no such {what} file")
+        digest = file_digest(data, items)
+        already = [v for v in data_ids if ws.store.get("data", v).manifest.get("input_sha256") == digest]
+        batch, catalog = read_batch(data, items=items, now=self.now, catalog=catalog, known_items=known)
+        report.rows_read = batch.rows_read
+        report.rows_quarantined = len(batch.quarantine)
+        ws.append_quarantine(batch.quarantine)
+        if catalog is not None and not self.versions.served("catalog"):
+            staging = ws.store.stage("catalog")
+            (staging.path / "catalog.json").write_text(catalog.model_dump_json(indent=1))
+            version = ws.store.commit(staging, {"clusters": len(catalog), "hash": catalog.hash})
+            self.entry["catalog"] = version.id
+        if already:
+            report.rows_ingested = 0
+        elif len(batch):
+            staging = ws.store.stage("data")
+            batch.save(staging.path / "interactions.npz")
+            version = ws.store.commit(staging, {
+                "input": str(Path(data).resolve()), "input_sha256": digest, "rows": len(batch),
+                "quarantined": len(batch.quarantine), "ingested_at": self.now.isoformat(),
+            })
+            self.entry["data"] = [*data_ids, version.id]
+            report.rows_ingested = len(batch)
+        return catalog, ws.load_batches(list(self.entry.get("data") or []))
+
+    def state(self, transitions: TransitionSet, pipeline: Pipeline) -> SystemState:
+        served = self.versions.describe()
+        data_until = self.data_until(transitions)
+        budget = self.config.budget
+        estimates: dict[str, CostEstimate] = {}
+        if any(getattr(budget, u) is not None for u in ("flops", "seconds", "money")):
+            contexts = int(pipeline.contexts(transitions, RegenerateTable(), data_until).shape[0])
+            for kind in ESTIMATE_KINDS:
+                n_window = len(transitions.before(data_until))
+                work = pipeline.workload(kind, transitions, n_window=n_window, n_contexts=contexts)
+                estimates[kind] = pipeline.cost_model.estimate(kind, work)
+        return system_state(
+            served,
+            now=self.now,
+            data_start=ts_to_datetime(int(transitions.ts[0])) if len(transitions) else None,
+            data_until=data_until,
+            drift=drift_stats(transitions, served.adapter_window, data_until, self.now),
+            budget=budget,
+            ledger=self.versions.ledger(self.now - timedelta(days=budget.period_days)),
+            estimates=estimates,
+        )
+
+    def data_until(self, transitions: TransitionSet) -> datetime:
+        batch_until = self.entry.get("data_until")
+        last = int(transitions.ts[-1]) + 1 if len(transitions) else None
+        candidates = [t for t in (last, datetime_to_ts(_time(batch_until)) if batch_until else None) if t]
+        return ts_to_datetime(max(candidates)) if candidates else self.now
+
+    def ensure_adapter(self, gen: Generator) -> None:
+        version = self.versions.served("adapter")
+        if self.loaded_adapter != version:
+            gen.load_adapter(self.versions.path("adapter", version, "adapter"))
+            self.loaded_adapter = version
+
+    def fine_tune(self, action: FineTune, transitions: TransitionSet, data_until: datetime) -> ActionOutcome:
+        assert self.pipeline is not None
+        p, ws, served = self.pipeline, self.ws, self.versions
+        check_window(action.window, data_until, "fine_tune")
+        gen = p.generator
+        self.ensure_adapter(gen)
+        n_window = len(transitions.window(action.window))
+        estimate = p.cost_model.estimate("fine_tune", p.fine_tuner.workload(n_window, gen))
+        current = served.served("adapter")
+        previous = served.path("adapter", current, "adapter") if action.warm_start else None
+
+        def run() -> Candidate:
+            key = hashlib.sha256(json.dumps(
+                [action.window.model_dump(mode="json"), current, action.warm_start,
+                 self.config.fine_tuner.model_dump(mode="json")], sort_keys=True,
+            ).encode()).hexdigest()[:12]
+            staging = ws.resumable_staging("adapters", key)
+            started = time.perf_counter()
+            # The engine (single process by default, torchrun/accelerate on several GPUs) is config.
+            result = distributed.fine_tune(
+                self.config.distributed, generator_ref=self.config.generator,
+                fine_tuner_ref=self.config.fine_tuner, catalog=p.catalog, transitions=transitions,
+                window=action.window, out_dir=staging.path / "adapter", previous_adapter=previous,
+                generator=gen, fine_tuner=p.fine_tuner, progress=self.progress,
+            )
+            manifest: dict[str, Any] = {
+                "window": action.window.model_dump(mode="json"), "trained_at": self.now.isoformat(),
+                "metrics": result.metrics, "train_tokens": result.train_tokens,
+                "previous": current if action.warm_start else None,
+                "plugin": self.config.fine_tuner.model_dump(mode="json"),
+                "generator": self.config.generator.model_dump(mode="json"),
+                "fine_tuner_manifest": result.manifest, "reason": action.reason,
+            }
+            return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started,
+                             metrics=dict(result.metrics))
+
+        outcome = execute(served, p.cost_model, "fine_tune", estimate=estimate, run=run, now=self.now,
+                          reason=action.reason, guardrails=self.config.guardrails)
+        self.loaded_adapter = "unset"  # the fine-tuner left its adapter active: restore the served one
+        return outcome
+
+    def refresh(self, action: RefreshKnowledge, transitions: TransitionSet, data_until: datetime) -> ActionOutcome:
+        assert self.pipeline is not None
+        p, ws = self.pipeline, self.ws
+        check_window(action.window, data_until, "refresh_knowledge")
+        n_window = len(transitions.window(action.window))
+        n_contexts = int(p.contexts(transitions, RegenerateTable(), data_until).shape[0])
+        estimate = p.cost_model.estimate("refresh_knowledge", p.knowledge_store.workload(n_window, n_contexts))
+
+        def run() -> Candidate:
+            staging = ws.store.stage("knowledge")
+            started = time.perf_counter()
+            try:
+                snapshot = p.knowledge_store.build(transitions, action.window, staging.path / "snapshot")
+            except BaseException:
+                ws.store.abort(staging)
+                raise
+            manifest: dict[str, Any] = {
+                "window": action.window.model_dump(mode="json"), "built_at": self.now.isoformat(),
+                "snapshot": snapshot.id, "transitions": n_window,
+                "plugin": self.config.knowledge_store.model_dump(mode="json"), "reason": action.reason,
+            }
+            return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started)
+
+        return execute(self.versions, p.cost_model, "refresh_knowledge", estimate=estimate, run=run,
+                       now=self.now, reason=action.reason, guardrails=self.config.guardrails)
+
+    def regenerate(self, action: RegenerateTable, transitions: TransitionSet, data_until: datetime) -> ActionOutcome:
+        from hybridrec.serving import Backoff, get_backend
+
+        assert self.pipeline is not None
+        p, ws, served = self.pipeline, self.ws, self.versions
+        if action.observed_window is not None:
+            check_window(action.observed_window, data_until, "regenerate_table")
+        knowledge = served.served("knowledge") if action.use_knowledge else None
+        adapter = served.served("adapter")
+        served_table = served.manifest("table", served.served("table"))
+        contexts = p.contexts(transitions, action, data_until)
+        inputs = {"adapter": adapter, "knowledge": knowledge, "contexts": int(contexts.shape[0]),
+                  "data_until": data_until.isoformat()}
+        if served_table is not None and all(served_table.get(k) == v for k, v in inputs.items()):
+            return ActionOutcome(kind="regenerate_table", status="skipped", reason=action.reason,
+                                 note="the served table was built from the same inputs")
+        gen = p.generator
+        self.ensure_adapter(gen)
+        snapshot_path = served.path("knowledge", knowledge, "snapshot")
+        snapshot = p.knowledge_store.open(snapshot_path) if snapshot_path is not None else None
+        table_path = served.path("table", served.served("table"), "")
+        delta = self.config.serving.regenerate == "delta"
+        previous = TableRows.load(table_path) if delta and table_path is not None else None
+        digests = prompt_digests(gen, contexts, snapshot) if delta else None
+        plan = plan_table(contexts, len(p.catalog), digests, adapter, previous, delta=delta)
+        # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
+        work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
+                          use_knowledge=knowledge is not None)
+        estimate = p.cost_model.estimate("regenerate_table", work)
+        k = self.config.serving.k
+        backend = get_backend(self.config.serving.backend)
+        recent = transitions.window(TimeWindow.ending_at(data_until, BACKOFF_DAYS))
+        backoff = Backoff.from_transitions(recent if len(recent) else transitions.before(data_until), k + 2)
+        job = TableJob(
+            generator=self.config.generator, catalog=p.catalog, contexts=contexts, k=k,
+            adapter=served.path("adapter", adapter, "adapter"),
+            knowledge_store=self.config.knowledge_store if knowledge else None,
+            snapshot=snapshot_path,
+        )
+
+        def run() -> Candidate:
+            staging = ws.store.stage("tables")
+            writer = backend.writer(staging.path, n_clusters=len(p.catalog), k=k)
+            started = time.perf_counter()
+            try:
+                ids, scores = run_plan(plan, p.executor, job, generator=gen, progress=self.progress)
+                rows = write_rows(contexts, ids, scores, writer.write)
+                writer.set_backoff(backoff)
+                manifest: dict[str, Any] = {
+                    **inputs, "built_at": self.now.isoformat(), "rows": rows, "k": k,
+                    "backend": backend.name, "n_clusters": len(p.catalog),
+                    "catalog_hash": p.catalog.hash, "reason": action.reason,
+                    "regenerate": {"mode": "delta" if plan.previous is not None else "full",
+                                   "ranked": int(plan.rank.size), "changed": plan.changed,
+                                   "copied": plan.copied},
+                }
+                writer.commit(manifest)
+                TableRows(adapter=adapter, keys=contexts[:, 0] * len(p.catalog) + contexts[:, 1],
+                          ids=ids, scores=scores, digests=digests).save(staging.path)
+            except BaseException:
+                writer.abort()
+                ws.store.abort(staging)
+                raise
+            if rows != contexts.shape[0]:
+                ws.store.abort(staging)
+                raise HybridrecError(
+                    f"executor {self.config.executor.plugin!r} wrote {rows} rows for "
+                    f"{contexts.shape[0]} contexts; the table was not promoted"
+                )
+            return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started)
+
+        return execute(served, p.cost_model, "regenerate_table", estimate=estimate, run=run,
+                       now=self.now, reason=action.reason, guardrails=self.config.guardrails)
+
+    def run(self, data: Path | None, items: Path | None) -> UpdateReport:
+        ws = self.ws
+        report = UpdateReport(now=self.now, data_until=None)
+        if data is not None:
+            catalog, batch = self.ingest(data, items, report)
+        elif self.versions.served("catalog"):
+            catalog, batch = ws.catalog(), ws.load_batches(list(self.entry.get("data") or []))
+        else:
+            raise DataError(f"{ws.root}: no data yet; the first update needs --data FILE")
+        transitions = transitions_of(batch, len(catalog), self.config.data.min_rating)
+        report.transitions = len(transitions)
+        self.pipeline = Pipeline(self.config, catalog, source=str(ws.config_path))
+        data_until = self.data_until(transitions)
+        report.data_until = data_until
+        state = self.state(transitions, self.pipeline)
+        actions: list[Action] = self.pipeline.policy.decide(state)
+        for action in actions:
+            if isinstance(action, FineTune):
+                outcome = self.fine_tune(action, transitions, data_until)
+            elif isinstance(action, RefreshKnowledge):
+                outcome = self.refresh(action, transitions, data_until)
+            elif isinstance(action, RegenerateTable):
+                outcome = self.regenerate(action, transitions, data_until)
+            else:
+                outcome = ActionOutcome(kind="noop", status="ok", reason=action.reason)
+            report.actions.append(outcome)
+        self.entry.update({
+            "data_until": data_until.isoformat(),
+            "data_start": state.data_start.isoformat() if state.data_start else None,
+            "updated_at": self.now.isoformat(),
+            "policy": self.config.update_policy.plugin,
+            "drift": state.drift.model_dump(mode="json"),
+        })
+        changed = {
+            kind: self.versions.served(kind)
+            for kind in ("catalog", "adapter", "knowledge", "table")
+            if self.versions.served(kind) != (None if self.current.get(kind) is None else str(self.current[kind]))
+        }
+        if self.entry != self.current:
+            ws.promote(self.entry)
+            for kind, version in changed.items():
+                if version is not None:
+                    hooks().on_version_promoted(kind=kind, version=version,
+                                                manifest=ws.store.get(KIND_DIRS[kind], version).manifest)
+        report.promoted = changed
+        report.held = list(self.entry.get("held_adapters") or [])
+        report.served = dict(self.entry)
+        ws.collect_garbage()
+        return report
+
+
+def run_update(ws: Workspace, data: Path | None, *, items: Path | None = None,
+               now: datetime | None = None, progress: bool = False) -> UpdateReport:
+    """One update of ``ws`` at clock ``now`` (default: the wall clock), holding its update lock."""
+    clock = to_utc(now) if now is not None else datetime.now(UTC).replace(microsecond=0)
+    with ws.locked():
+        ws.clean_staging()
+        return _Update(ws, clock, progress).run(data, items)
+
+
+def _time(raw: Any) -> datetime:
+    return to_utc(datetime.fromisoformat(str(raw)))
+
+
+__all__ = ["UpdateReport", "run_update"]
