@@ -147,7 +147,8 @@ def _promote(quick: bool, root: Path) -> dict[str, Any]:
 
 
 def serving_suite(quick: bool) -> dict[str, float | int | str]:
-    """Serving table: batch lookup rate, SQLite single-lookup latency, promotion under reads."""
+    """Serving table: batch lookup rate, SQLite single-lookup latency, promotion under reads, and
+    a ``hybridrec update`` on ML-1M by delta against full regeneration (:func:`update_delta`)."""
     with tempfile.TemporaryDirectory(prefix="hybridrec-bench-serving-") as tmp:
         root = Path(tmp)
         print("bench serving: batch lookup", file=sys.stderr)
@@ -157,9 +158,107 @@ def serving_suite(quick: bool) -> dict[str, float | int | str]:
         p50, p99 = _sqlite_latency(quick, root / "latency")
         print("bench serving: promotion under reads", file=sys.stderr)
         promotion = _promote(quick, root)
+        print("bench serving: hybridrec update on ML-1M, delta against full regeneration", file=sys.stderr)
+        (root / "update").mkdir()
+        try:
+            update = update_delta(quick, root / "update")
+        except Exception as exc:  # data or model packages missing: say why, keep the other keys
+            update = {"update_missing": f"{type(exc).__name__}: {exc}"}
     return {
         "batch_lookup_per_s": round(per_s),
         "sqlite_lookup_p50_ms": round(p50, 4),
         "sqlite_lookup_p99_ms": round(p99, 4),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in promotion.items()},
+        **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in update.items()},
+    }
+
+
+# -- hybridrec update: delta against full regeneration -------------------------------------------
+
+#: The data set clock of the update benchmark: the first update sees ML-1M before it, the second
+#: the next two days (a knowledge refresh that keeps the adapter, as the hybrid policy does).
+UPDATE_START = "2000-06-01"
+
+
+def _write_ml1m(folder: Path, until_ts: int, from_ts: int | None = None) -> tuple[Path, Path]:
+    """ML-1M interactions in ``[from_ts, until_ts)`` as a CSV, and its item file."""
+    import pandas as pd
+
+    from hybridrec.data import load_dataset
+
+    data = load_dataset("ml-1m")
+    inter, items = data.interactions, data.items
+    keep = inter.ts < until_ts
+    if from_ts is not None:
+        keep &= inter.ts >= from_ts
+    name = "interactions" if from_ts is None else "next"
+    log = folder / f"{name}.csv"
+    pd.DataFrame({
+        "user": inter.user_ids[inter.user[keep]], "item": inter.item_ids[inter.item[keep]],
+        "timestamp": inter.ts[keep], "rating": inter.rating[keep],
+    }).to_csv(log, index=False)
+    item_file = folder / "items.csv"
+    pd.DataFrame({
+        "item": items.item_ids, "title": list(items.titles),
+        "categories": ["|".join(c) for c in items.categories],
+    }).to_csv(item_file, index=False)
+    return log, item_file
+
+
+def update_delta(quick: bool, root: Path) -> dict[str, Any]:
+    """``hybridrec update`` on ML-1M after a knowledge refresh that keeps the adapter: the
+    seconds of the whole update with ``[serving] regenerate = "delta"`` and ``"full"``, and
+    whether the two served tables are identical."""
+    import json
+    import shutil
+    from datetime import datetime, timedelta
+
+    from hybridrec.config import load_config
+    from hybridrec.engine import run_update
+    from hybridrec.types import UTC, datetime_to_ts
+    from hybridrec.workspace import Workspace
+
+    start = datetime.fromisoformat(UPDATE_START).replace(tzinfo=UTC)
+    later = start + timedelta(days=2)
+    log, items = _write_ml1m(root, datetime_to_ts(start))
+    nxt, _ = _write_ml1m(root, datetime_to_ts(later), datetime_to_ts(start))
+    examples = 2000 if quick else 5000
+    config = load_config(None, environ={}, overrides=[
+        'generator={plugin = "hf", options = {preset = "tiny", evidence_items = 3}}',
+        f'fine_tuner={{plugin = "lora", options = {{max_examples = {examples}, holdout_max = 500, guardrail_samples = 64, '
+        'balance = "none", rag_fraction = 1.0, base_epochs = 1}}',
+        'knowledge_store={plugin = "annoy", options = {min_support = 0, m = 3}}',
+        'update_policy={plugin = "hybrid", options = {fine_tune_every_days = 30, rag_every_days = 2, '
+        'knowledge_days = 3650.0}}',
+        "guardrails.enabled=false",
+    ])
+    base = Workspace.init(root / "delta", config)
+    run_update(base, log, items=items, now=start)  # fine-tune, refresh, full regeneration: untimed
+    full = root / "full"
+    shutil.copytree(base.root, full)
+    raw = json.loads((full / "config.json").read_text())
+    raw["serving"]["regenerate"] = "full"
+    (full / "config.json").write_text(json.dumps(raw))
+    seconds: dict[str, float] = {}
+    reports: dict[str, Any] = {}
+    for mode, ws in (("delta", base), ("full", Workspace(full))):
+        t0 = time.perf_counter()
+        reports[mode] = run_update(ws, nxt, items=items, now=later)
+        seconds[mode] = time.perf_counter() - t0
+    kinds = {mode: [a.kind for a in r.actions] for mode, r in reports.items()}
+    delta_ws, full_ws = Workspace(base.root), Workspace(full)
+    contexts = all_contexts(len(delta_ws.catalog()))
+    a, b = delta_ws.lookup_batch(contexts, 10), full_ws.lookup_batch(contexts, 10)
+    manifest = delta_ws.store.get("tables", delta_ws.current()["table"]).manifest  # type: ignore[index]
+    return {
+        "update_delta_seconds": seconds["delta"],
+        "update_full_seconds": seconds["full"],
+        "update_delta_ratio": seconds["delta"] / seconds["full"] if seconds["full"] else float("nan"),
+        "update_actions": ",".join(kinds["delta"]),
+        "update_delta_ranked_contexts": int(manifest.get("regenerate", {}).get("ranked", -1)),
+        "update_contexts": int(contexts.shape[0]),
+        "update_tables_identical": bool(
+            kinds["delta"] == kinds["full"] and np.array_equal(a.ids, b.ids)
+            and np.array_equal(a.scores, b.scores)
+        ),
     }
