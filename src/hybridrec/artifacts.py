@@ -292,3 +292,18 @@ class Pointer:
         previous = history.pop()
         atomic_write_json(self.path, {"current": previous, "history": history})
         return dict(previous)
+
+
+__all__ = [
+    "MANIFEST",
+    "ArtifactStore",
+    "Pointer",
+    "Staging",
+    "Version",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "checksums",
+    "read_json",
+    "sha256_file",
+    "verify",
+]

@@ -450,3 +450,24 @@ def _init_process_group(ctx: DistributedContext, backend: str) -> bool:
 
 if __name__ == "__main__":
     sys.exit(worker_main())
+
+
+__all__ = [
+    "EVIDENCE_FILE",
+    "LOG_FILE",
+    "RESULT_FILE",
+    "SPEC_FILE",
+    "TRANSITIONS_FILE",
+    "DistributedContext",
+    "FineTuneSpec",
+    "LaunchPlan",
+    "current",
+    "fine_tune",
+    "load_transitions",
+    "plan_launch",
+    "save_transitions",
+    "supports_distributed",
+    "visible_gpus",
+    "worker_main",
+    "write_spec",
+]

@@ -67,3 +67,11 @@ class TableJob:
         if self.knowledge_store is None or self.snapshot is None:
             return None
         return build("knowledge_store", self.knowledge_store, self.catalog, source="table job").open(self.snapshot)
+
+
+__all__ = [
+    "TableJob",
+    "all_contexts",
+    "batches",
+    "observed_contexts",
+]

@@ -76,3 +76,11 @@ def evaluate_guardrails(metrics: Mapping[str, float], config: GuardrailConfig) -
         thresholds={m: float(getattr(config, f)) for m, f in GUARDED_METRICS.items()},
         enabled=config.enabled,
     )
+
+
+__all__ = [
+    "GUARDED_METRICS",
+    "GuardrailReport",
+    "check_guardrails",
+    "evaluate_guardrails",
+]

@@ -105,3 +105,23 @@ def on_version_promoted(kind: str, version: str, manifest: dict[str, Any]) -> No
 @hookspec
 def on_guardrail_failed(version: str, reasons: list[str], manifest: dict[str, Any]) -> None:
     """Called when an adapter is held for review instead of promoted."""
+
+
+__all__ = [
+    "hookimpl",
+    "hookspec",
+    "on_action_executed",
+    "on_guardrail_failed",
+    "on_version_promoted",
+    "register_bench_suites",
+    "register_commands",
+    "register_cost_models",
+    "register_datasets",
+    "register_executors",
+    "register_fine_tuners",
+    "register_generators",
+    "register_knowledge_stores",
+    "register_table_backends",
+    "register_update_policies",
+    "veto_promotion",
+]

@@ -1,7 +1,8 @@
 """Ingest: interaction files -> validated rows with workspace cluster ids -> transitions.
 
-:func:`read_batch` reads one interaction file for a workspace update: rows are validated by
-:mod:`hybridrec.data.io`; bad rows, rows at or after the clock and rows whose cluster is not in the
+:func:`read_batch` reads one interaction file for a workspace update through the ``file``
+dataset plugin (the same validation, quarantine records and messages as
+``hybridrec backtest --dataset file``); bad rows, rows at or after the clock and rows whose cluster is not in the
 workspace catalog become :class:`~hybridrec.types.QuarantineRecord` entries with file, row, field
 and reason. The first update fixes the cluster catalog (one cluster per category combination, see
 docs/protocol.md). :func:`transitions_of` extracts the transitions of an accumulated log.
@@ -101,7 +102,7 @@ def read_batch(
     import pandas as pd
 
     from hybridrec.data.clusters import UNCATEGORIZED, cluster_by_categories
-    from hybridrec.data.io import ValidationOptions, load_interaction_files
+    from hybridrec.plugins import build
 
     data = Path(data)
     if not data.is_file():
@@ -127,11 +128,13 @@ def read_batch(
                 raise DataError(f"{data}: no row names an item with categories; nothing to ingest")
             items_path = Path(tmp) / "items.csv"
             table.to_csv(items_path, index=False)
-        loaded = load_interaction_files(
-            name="workspace", interactions=data, items=items_path,
-            timestamp_unit=_timestamp_unit(data, "timestamp"),
-            validation=ValidationOptions(max_timestamp=datetime_to_ts(now)),
-        )
+        # The one ingest path: the ``file`` dataset plugin (its validation and quarantine rules).
+        dataset = build("dataset", {"plugin": "file", "options": {
+            "name": "workspace", "interactions": data, "items": items_path,
+            "timestamp_unit": _timestamp_unit(data, "timestamp"),
+            "max_timestamp": datetime_to_ts(now),
+        }}, source="hybridrec update --data")
+        loaded = dataset.load()
     derived = None if items is not None else str(Path(tmp) / "items.csv")
     quarantine = [
         r.model_copy(update={"reason": "unknown item: no row of this file gives its categories "

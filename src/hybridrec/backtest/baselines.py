@@ -596,7 +596,24 @@ class MarkovBestArm(Arm):
 
 
 __all__ = [
-    "COUNTING_GRID", "CountTables", "CountingArm", "CountingConfig", "MarkovArm", "MarkovBestArm",
-    "PopularityArm", "Selection", "SuccessorCounts", "counting_grid", "counting_scores",
-    "select_counting_config", "top_k", "truth_ranks",
+    "CHUNK",
+    "COUNTING_GRID",
+    "GRID_ALPHAS",
+    "GRID_BACKOFF_FAMILIES",
+    "GRID_MARKOV_WINDOWS",
+    "GRID_WEIGHTS",
+    "CountTables",
+    "CountingArm",
+    "CountingConfig",
+    "MarkovArm",
+    "MarkovBestArm",
+    "PopularityArm",
+    "Selection",
+    "SuccessorCounts",
+    "TieBreak",
+    "counting_grid",
+    "counting_scores",
+    "select_counting_config",
+    "top_k",
+    "truth_ranks",
 ]

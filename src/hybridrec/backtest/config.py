@@ -301,3 +301,22 @@ def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
             f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
         ]
         raise ConfigError(f"{where}: invalid backtest config:\n" + "\n".join(lines)) from None
+
+
+__all__ = [
+    "ALL_ARMS",
+    "ALL_HISTORY_DAYS",
+    "BASELINE_ARMS",
+    "DEFAULT_POLICIES",
+    "DEMO_EVIDENCE_ITEMS",
+    "DEMO_FINE_TUNE",
+    "DEMO_INITIAL_FINE_TUNE",
+    "LLM_ARMS",
+    "QUICK_INITIAL_FINE_TUNE",
+    "BackoffOptions",
+    "BacktestConfig",
+    "LLMSettings",
+    "MarkovBestOptions",
+    "load_backtest_config",
+    "quick_config",
+]

@@ -160,3 +160,20 @@ def paired_bootstrap(
     stats = (weights @ groups.sums(a - b)) / den
     lo, hi = np.quantile(stats, [(1 - level) / 2, 1 - (1 - level) / 2])
     return delta, (float(lo), float(hi))
+
+
+__all__ = [
+    "METRICS",
+    "MISS",
+    "SUPPORT_BUCKETS",
+    "DayGroups",
+    "bootstrap_ci",
+    "hit_ranks",
+    "hr_at",
+    "ndcg_at",
+    "pair_support_before_day",
+    "paired_bootstrap",
+    "per_transition",
+    "summarize",
+    "support_slices",
+]

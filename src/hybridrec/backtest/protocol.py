@@ -185,3 +185,17 @@ class Arm(ABC):
     def describe(self) -> dict[str, Any] | None:
         """The arm's configuration for the report (``arm["config"]``), or None."""
         return None
+
+
+__all__ = [
+    "DAY",
+    "Arm",
+    "CostTotals",
+    "Day",
+    "Served",
+    "day_start",
+    "fill_lists",
+    "popularity_order",
+    "prefix",
+    "replay_days",
+]

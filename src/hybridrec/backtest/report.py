@@ -722,3 +722,23 @@ def write_report(
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(report, {k: p.name for k, p in plots.items()}))
     return {"json": json_path, "markdown": md_path, **{k: p for k, p in plots.items()}}
+
+
+__all__ = [
+    "BASELINE_COLOURS",
+    "GOAL_1_ARMS",
+    "GOAL_LABELS",
+    "PAIRED_METRICS",
+    "SCHEMA",
+    "build_report",
+    "drift_summary",
+    "explanations",
+    "goal_lines",
+    "paired_claim",
+    "plot_hr_over_time",
+    "plot_pareto",
+    "render_markdown",
+    "summary_table",
+    "verdict",
+    "write_report",
+]

@@ -139,3 +139,12 @@ def replay(
         n_transitions=int(day_of.shape[0]),
         seconds=time.perf_counter() - started,
     )
+
+
+__all__ = [
+    "ArmRun",
+    "ProtocolViolation",
+    "ReplayResult",
+    "check_served",
+    "replay",
+]

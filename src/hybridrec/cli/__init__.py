@@ -67,3 +67,10 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+__all__ = [
+    "CORE_COMMAND_MODULES",
+    "cli",
+    "main",
+]

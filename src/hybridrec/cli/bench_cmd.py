@@ -65,3 +65,9 @@ def register(cli: click.Group) -> None:
             for key, value in results.items():
                 shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
                 click.echo(f"  {key:<36} {shown}")
+
+
+__all__ = [
+    "device_name",
+    "register",
+]

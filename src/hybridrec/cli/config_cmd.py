@@ -35,3 +35,8 @@ def register(cli: click.Group) -> None:
         for role in PLUGIN_ROLES:
             r = resolved[role]
             click.echo(f"  {role:<16} {r.name:<20} {r.options.model_dump(mode='json')}")
+
+
+__all__ = [
+    "register",
+]

@@ -146,3 +146,8 @@ def register(cli: click.Group) -> None:
             click.echo("decay: " + ", ".join(f"lag {p.lag_months}: {fmt(p.mean).strip()}" for p in decay))
         if plot is not None:
             click.echo(f"plot written to {plot}")
+
+
+__all__ = [
+    "register",
+]

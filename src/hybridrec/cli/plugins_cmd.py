@@ -38,3 +38,8 @@ def register(cli: click.Group) -> None:
                 click.echo(f"\nhooks defined by hybridrec: {', '.join(hook_names())}")
         for failure in reg.errors:
             click.echo(f"warning: {failure}", err=True)
+
+
+__all__ = [
+    "register",
+]

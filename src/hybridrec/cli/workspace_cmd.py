@@ -149,3 +149,8 @@ def register(cli: click.Group) -> None:
         entry = Workspace(workspace).rollback()
         click.echo(f"now serving table {entry.get('table')} (adapter {entry.get('adapter')}, "
                    f"knowledge {entry.get('knowledge')})")
+
+
+__all__ = [
+    "register",
+]

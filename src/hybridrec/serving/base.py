@@ -262,3 +262,17 @@ class TableBackend(ABC):
     @abstractmethod
     def reader(self, folder: Path) -> TableReader:
         """Open the complete table in ``folder`` read-only."""
+
+
+__all__ = [
+    "LEVELS",
+    "Backoff",
+    "Level",
+    "ServedPrediction",
+    "TableBackend",
+    "TableReader",
+    "TableWriter",
+    "check_contexts",
+    "fill_rows",
+    "served_row",
+]

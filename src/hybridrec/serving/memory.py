@@ -161,3 +161,11 @@ class MemoryBackend(TableBackend):
                 )
         except (OSError, KeyError, ValueError) as exc:
             raise CorruptArtifactError(f"{path}: not a complete memory table ({exc})") from None
+
+
+__all__ = [
+    "FILE_NAME",
+    "MemoryBackend",
+    "MemoryTable",
+    "MemoryWriter",
+]

@@ -226,3 +226,11 @@ class SqliteBackend(TableBackend):
 
     def reader(self, folder: Path) -> TableReader:
         return SqliteReader(folder)
+
+
+__all__ = [
+    "FILE_NAME",
+    "SqliteBackend",
+    "SqliteReader",
+    "SqliteWriter",
+]

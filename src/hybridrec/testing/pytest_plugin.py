@@ -32,3 +32,8 @@ def hybridrec_plugin() -> Iterator[Callable[..., str]]:
     finally:
         for name in reversed(names):
             plugins.unregister_plugin(name)
+
+
+__all__ = [
+    "hybridrec_plugin",
+]

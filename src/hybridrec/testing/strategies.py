@@ -166,3 +166,18 @@ def system_states(draw: st.DrawFn) -> SystemState:
         ),
         ledger=ledger,
     )
+
+
+__all__ = [
+    "EPOCH_END",
+    "EPOCH_START",
+    "actions",
+    "catalogs",
+    "contexts",
+    "cost_records",
+    "datetimes",
+    "system_states",
+    "time_windows",
+    "transition_sets",
+    "transitions",
+]
