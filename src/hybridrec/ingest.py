@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from hybridrec.errors import DataError
+from hybridrec.errors import ConfigError, DataError
 from hybridrec.types import (
     ClusterCatalog,
     QuarantineRecord,
@@ -129,11 +129,17 @@ def read_batch(
             items_path = Path(tmp) / "items.csv"
             table.to_csv(items_path, index=False)
         # The one ingest path: the ``file`` dataset plugin (its validation and quarantine rules).
-        dataset = build("dataset", {"plugin": "file", "options": {
-            "name": "workspace", "interactions": data, "items": items_path,
-            "timestamp_unit": _timestamp_unit(data, "timestamp"),
-            "max_timestamp": datetime_to_ts(now),
-        }}, source="hybridrec update --data")
+        try:
+            dataset = build("dataset", {"plugin": "file", "options": {
+                "name": "workspace", "interactions": data, "items": items_path,
+                "timestamp_unit": _timestamp_unit(data, "timestamp"),
+                "max_timestamp": datetime_to_ts(now),
+            }}, source="hybridrec update --data")
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc}\n(--data is read by the 'file' dataset plugin of the 'datasets' entry point; "
+                "if HYBRIDREC_LOAD_PLUGINS is set, include 'datasets')"
+            ) from None
         loaded = dataset.load()
     derived = None if items is not None else str(Path(tmp) / "items.csv")
     quarantine = [

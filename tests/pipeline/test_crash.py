@@ -32,7 +32,7 @@ TRIALS = 6
 
 
 def cli(ws: Path, data: Path, now: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "HYBRIDREC_LOAD_PLUGINS": "policies,costs,executors", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HYBRIDREC_LOAD_PLUGINS": "datasets,policies,costs,executors", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
         [sys.executable, str(DRIVER), "update", str(ws), "--data", str(data), "--now", now],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -54,7 +54,7 @@ from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import check_window, execute, guardrail_reasons
-from hybridrec.engine.state import drift_stats, system_state
+from hybridrec.engine.state import backoff_width, drift_stats, system_state
 from hybridrec.engine.tables import PromptRows, changed_count
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
@@ -86,7 +86,6 @@ from hybridrec.versions import Candidate
 from hybridrec.versions import Served as ServedVersions
 
 INITIAL = "initial"
-BACKOFF_WIDTH = 16
 #: Minimum observations of a pair in both windows for the backtest's drift statistic.
 BACKTEST_DRIFT_MIN_COUNT = 5
 
@@ -177,7 +176,7 @@ class WorkCache:
         """The serving backoff (successors of the last cluster, popularity) from ``history``;
         shared by every arm regenerating on the same data."""
         if self._backoff is None or self._backoff[0] != len(history):
-            self._backoff = (len(history), Backoff.from_transitions(history, BACKOFF_WIDTH))
+            self._backoff = (len(history), Backoff.from_transitions(history, backoff_width(self.stack.table_k)))
         return self._backoff[1]
 
     # -- adapters ---------------------------------------------------------------------------
@@ -565,14 +564,13 @@ class PolicyArm(Arm):
         """The policy's view of this arm at ``now`` (data until ``now``, exclusive)."""
         adapter = self.cache.adapters[self.adapter]
         budget = self.cache.stack.budget
-        n_recent = len(history.window(TimeWindow(start=now - timedelta(days=30), end=now)))
-        estimates = {
-            "fine_tune": self.cache.fine_tune_estimate(n_recent),
-            "refresh_knowledge": self.cache.refresh_estimate(n_recent),
-            "regenerate_table": self.cache.regenerate_estimate(
-                self.cache.n * (self.cache.n - 1), with_evidence=self.knowledge is not None
-            ),
-        }
+        stack = self.cache.stack
+        estimates = pricing.state_estimates(
+            stack.cost_model, generator=stack.generator, fine_tuner=stack.fine_tuner,
+            store=stack.store,
+            n_recent=len(history.window(TimeWindow.ending_at(now, pricing.PRICE_DAYS))),
+            n_contexts=self.cache.n * (self.cache.n - 1), with_evidence=self.knowledge is not None,
+        )
         return system_state(
             self.versions.describe(),
             now=now,

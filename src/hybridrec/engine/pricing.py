@@ -36,4 +36,25 @@ def estimate(cost_model: CostModel, kind: ActionKind, **kwargs: object) -> CostE
     return cost_model.estimate(kind, workload(kind, **kwargs))  # type: ignore[arg-type]
 
 
-__all__ = ["estimate", "workload"]
+#: Days of recent transitions a fine-tune or a refresh is priced on in the policy's state.
+PRICE_DAYS = 30.0
+
+
+def state_estimates(
+    cost_model: CostModel, *, generator: Generator, fine_tuner: FineTuner, store: KnowledgeStore,
+    n_recent: int, n_contexts: int, with_evidence: bool,
+) -> dict[str, CostEstimate]:
+    """The price of each action kind as the policy sees it (``SystemState.estimates``): a
+    fine-tune and a refresh on the last :data:`PRICE_DAYS` of transitions (``n_recent``), a full
+    regeneration of ``n_contexts`` contexts (with evidence if knowledge is served)."""
+    return {
+        "fine_tune": estimate(cost_model, "fine_tune", generator=generator, fine_tuner=fine_tuner,
+                              n_window=n_recent),
+        "refresh_knowledge": estimate(cost_model, "refresh_knowledge", generator=generator,
+                                      store=store, n_window=n_recent, n_contexts=n_contexts),
+        "regenerate_table": estimate(cost_model, "regenerate_table", generator=generator,
+                                     n_contexts=n_contexts, with_evidence=with_evidence),
+    }
+
+
+__all__ = ["PRICE_DAYS", "estimate", "state_estimates", "workload"]

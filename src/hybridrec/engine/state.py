@@ -19,6 +19,14 @@ from hybridrec.versions import Served
 
 #: Days of recent transitions behind the serving backoff (successors of c2 alone, popularity).
 BACKOFF_DAYS = 30.0
+#: Clusters kept per backoff list (successors of c2 alone, popularity).
+BACKOFF_WIDTH = 16
+
+
+def backoff_width(k: int) -> int:
+    """Backoff lists long enough to fill a ``k``-wide row after dropping the context clusters."""
+    return max(BACKOFF_WIDTH, k + 2)
+
 #: Days of recent data the drift statistic compares the adapter's training window with.
 DRIFT_DAYS = 14.0
 #: Minimum observations of a pair in both windows for it to count in the drift statistic.
@@ -78,4 +86,4 @@ def system_state(
     )
 
 
-__all__ = ["BACKOFF_DAYS", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "Served", "drift_stats", "system_state"]
+__all__ = ["BACKOFF_DAYS", "BACKOFF_WIDTH", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "Served", "backoff_width", "drift_stats", "system_state"]

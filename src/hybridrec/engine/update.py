@@ -36,9 +36,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import distributed
+from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
-from hybridrec.engine.components import ESTIMATE_KINDS, Pipeline
-from hybridrec.engine.state import BACKOFF_DAYS, drift_stats, system_state
+from hybridrec.engine.components import Pipeline
+from hybridrec.engine.state import BACKOFF_DAYS, backoff_width, drift_stats, system_state
 from hybridrec.engine.tables import TableRows, plan_table, prompt_digests, run_plan, write_rows
 from hybridrec.errors import DataError, HybridrecError
 from hybridrec.generation import TableJob
@@ -135,11 +136,13 @@ class _Update:
         budget = self.config.budget
         estimates: dict[str, CostEstimate] = {}
         if any(getattr(budget, u) is not None for u in ("flops", "seconds", "money")):
-            contexts = int(pipeline.contexts(transitions, RegenerateTable(), data_until).shape[0])
-            for kind in ESTIMATE_KINDS:
-                n_window = len(transitions.before(data_until))
-                work = pipeline.workload(kind, transitions, n_window=n_window, n_contexts=contexts)
-                estimates[kind] = pipeline.cost_model.estimate(kind, work)
+            estimates = pricing.state_estimates(
+                pipeline.cost_model, generator=pipeline.generator, fine_tuner=pipeline.fine_tuner,
+                store=pipeline.knowledge_store,
+                n_recent=len(transitions.window(TimeWindow.ending_at(data_until, pricing.PRICE_DAYS))),
+                n_contexts=int(pipeline.contexts(transitions, RegenerateTable(), data_until).shape[0]),
+                with_evidence=served.knowledge is not None,
+            )
         return system_state(
             served,
             now=self.now,
@@ -262,7 +265,8 @@ class _Update:
         k = self.config.serving.k
         backend = get_backend(self.config.serving.backend)
         recent = transitions.window(TimeWindow.ending_at(data_until, BACKOFF_DAYS))
-        backoff = Backoff.from_transitions(recent if len(recent) else transitions.before(data_until), k + 2)
+        backoff = Backoff.from_transitions(recent if len(recent) else transitions.before(data_until),
+                                           backoff_width(k))
         job = TableJob(
             generator=self.config.generator, catalog=p.catalog, contexts=contexts, k=k,
             adapter=served.path("adapter", adapter, "adapter"),
