@@ -47,6 +47,7 @@ def test_a_refresh_that_keeps_the_adapter_reranks_only_changed_prompts(
         ranked[mode] = fake_plugins.CALLS["rank_contexts"]
         manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
         assert manifest["regenerate"]["mode"] == mode
+        assert report.actions[-1].note.startswith(f"{mode}:")
 
     n = len(spaces["full"].catalog())
     delta_manifest = spaces["delta"].store.get("tables", spaces["delta"].current()["table"]).manifest  # type: ignore[index]
@@ -76,3 +77,19 @@ def test_a_new_adapter_is_always_ranked_in_full(fake_plugins: Any, tmp_path: Pat
     manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
     n = len(ws.catalog())
     assert manifest["regenerate"] == {"mode": "full", "ranked": n * (n - 1), "changed": n * (n - 1), "copied": 0}
+
+
+def test_a_changed_row_width_is_regenerated_in_full(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    import json
+
+    ws = _workspace(tmp_path, config_file, "ws")
+    run_update(ws, fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31), now=FEB)
+    raw = json.loads((ws.root / "config.json").read_text())
+    raw["serving"]["k"] = 7  # a table of another width cannot lend its rows
+    (ws.root / "config.json").write_text(json.dumps(raw))
+    ws = Workspace(ws.root)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    report = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    assert report.actions[-1].kind == "regenerate_table" and report.actions[-1].note.startswith("full:")
+    manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
+    assert manifest["regenerate"]["mode"] == "full" and manifest["k"] == 7

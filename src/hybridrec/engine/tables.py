@@ -115,23 +115,27 @@ class TablePlan:
 
 def plan_table(
     contexts: np.ndarray, n_clusters: int, digests: np.ndarray | None, adapter: str | None,
-    previous: TableRows | None, *, delta: bool = True,
+    previous: TableRows | None, *, k: int, delta: bool = True,
 ) -> TablePlan:
-    """Which contexts to rank and which rows to copy (see the module docstring)."""
+    """Which contexts to rank and which rows to copy (see the module docstring). Rows are copied
+    only from a previous table of the same adapter and row width ``k`` whose prompts are known."""
     n = int(contexts.shape[0])
     source = np.full(n, -1, dtype=np.int64)
     keys = contexts[:, 0].astype(np.int64) * n_clusters + contexts[:, 1]
     usable = (
         delta and digests is not None and previous is not None and previous.digests is not None
         and previous.adapter == adapter and previous.keys.shape[0] > 0
+        and previous.ids.shape[1] == k
     )
     if usable:
         assert previous is not None and previous.digests is not None and digests is not None
-        at = np.searchsorted(previous.keys, keys)
-        at_c = np.minimum(at, previous.keys.shape[0] - 1)
-        found = previous.keys[at_c] == keys
-        same = found & (previous.digests[at_c] == digests).all(axis=1)
-        source[same] = at_c[same]
+        order = np.argsort(previous.keys, kind="stable")
+        sorted_keys = previous.keys[order]
+        at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)
+        found = sorted_keys[at] == keys
+        rows = order[at]
+        same = found & (previous.digests[rows] == digests).all(axis=1)
+        source[same] = rows[same]
     todo = np.flatnonzero(source < 0)
     same_as = np.arange(n, dtype=np.int64)
     if digests is not None and todo.size:

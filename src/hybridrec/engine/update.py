@@ -257,7 +257,8 @@ class _Update:
         delta = self.config.serving.regenerate == "delta"
         previous = TableRows.load(table_path) if delta and table_path is not None else None
         digests = prompt_digests(gen, contexts, snapshot) if delta else None
-        plan = plan_table(contexts, len(p.catalog), digests, adapter, previous, delta=delta)
+        plan = plan_table(contexts, len(p.catalog), digests, adapter, previous,
+                          k=self.config.serving.k, delta=delta)
         # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
         work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
                           use_knowledge=knowledge is not None)
@@ -305,8 +306,15 @@ class _Update:
                 )
             return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started)
 
-        return execute(served, p.cost_model, "regenerate_table", estimate=estimate, run=run,
-                       now=self.now, reason=action.reason, guardrails=self.config.guardrails)
+        outcome = execute(served, p.cost_model, "regenerate_table", estimate=estimate, run=run,
+                          now=self.now, reason=action.reason, guardrails=self.config.guardrails)
+        if outcome.status == "ok":
+            n = int(contexts.shape[0])
+            outcome.note = (
+                f"delta: re-ranked {plan.changed:,} of {n:,} contexts whose prompt changed, "
+                f"copied {plan.copied:,}" if plan.previous is not None else f"full: ranked {n:,} contexts"
+            )
+        return outcome
 
     def run(self, data: Path | None, items: Path | None) -> UpdateReport:
         ws = self.ws
