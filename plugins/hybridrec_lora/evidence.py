@@ -8,9 +8,57 @@ from __future__ import annotations
 
 import numpy as np
 
+from hybridrec.backtest.baselines import CountingConfig, CountTables, counting_scores, top_k
 from hybridrec.types import PROVENANCE_CODES, EvidenceBatch, TransitionSet
 
 DAY = 86400
+
+
+def daily_backoff_successors(
+    history: TransitionSet,
+    contexts: np.ndarray,
+    as_of: np.ndarray,
+    *,
+    days: float | None,
+    m: int,
+    alpha: float,
+    weights: tuple[float, float, float],
+) -> EvidenceBatch:
+    """For each row, the ``m`` best successors of its context by the ``markov-backoff``
+    estimator (pair counts smoothed toward the last and first clusters' successor shares; the
+    same ranking as the stores' ``backoff`` granularity) over the transitions of ``history``
+    before the *start of the day* of the row's ``as_of`` (and within the trailing ``days``).
+
+    Day granularity is what serving sees: a knowledge snapshot is built at a day boundary. Only
+    data strictly before each row's ``as_of`` is read. ``support`` is the exact pair count
+    (``exact`` provenance) or 0 for an item that comes from the backoff alone (``borrowed``);
+    ``last_seen`` is unknown (``-1``), as in the store.
+    """
+    contexts = np.asarray(contexts, dtype=np.int64)
+    as_of = np.asarray(as_of, dtype=np.int64)
+    out = EvidenceBatch.empty(contexts, width=m)
+    if contexts.shape[0] == 0 or len(history) == 0 or m == 0:
+        return out
+    config = CountingConfig(kind="backoff", alpha=alpha, w_last=weights[0], w_skip=weights[1],
+                            w_pop=weights[2])
+    window = None if days is None or days >= 36500 else max(1, int(np.ceil(days)))
+    tables = CountTables(history, window_days=window)
+    day = as_of // DAY * DAY
+    width = min(m, history.n_clusters - 2)
+    for start in np.unique(day):
+        rows = np.flatnonzero(day == start)
+        tables.advance(int(start))
+        components = tables.components(contexts[rows])
+        scores, position = counting_scores(config, components)
+        top = top_k(scores, position, contexts[rows], width)
+        support = np.take_along_axis(components[0], top, axis=1)
+        out.cluster[rows, :width] = top
+        out.support[rows, :width] = support
+        out.score[rows, :width] = np.take_along_axis(scores, top, axis=1)
+        out.provenance[rows, :width] = np.where(
+            support > 0, PROVENANCE_CODES["exact"], PROVENANCE_CODES["borrowed"]
+        )
+    return out
 
 
 def trailing_top_successors(

@@ -9,8 +9,9 @@ What one :meth:`LoraFineTuner.fine_tune` does, in order:
    count of each next cluster, the most recent first; ``reweight`` keeps all rows and down-weights
    popular labels; ``none``), then keeps the most recent ``max_examples``;
 3. gives a ``rag_fraction`` share of the examples an evidence block computed only from data before
-   each example's time (``evidence_fn`` if given, else the window's own transitions over the
-   trailing ``evidence_days``), so the model learns to use fresh evidence without leakage;
+   each example's time (``evidence_fn`` if given, else all earlier transitions over the trailing
+   ``evidence_days``, ranked by ``evidence_ranking``), so the model learns to use fresh evidence
+   without leakage, from the same kind of evidence a snapshot of all earlier data serves;
 4. starts from ``previous_adapter`` (``warm_start``) or from the base model; an untrained base
    (the ``tiny`` preset) is trained whole first when ``train_base_if_untrained`` (recorded in the
    manifest as ``kind: "full"``), since a LoRA on random weights learns nothing useful;
@@ -49,7 +50,7 @@ from hybridrec.capabilities import TrainableGenerator
 from hybridrec.errors import DataError, PluginError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
 from hybridrec.types import EvidenceBatch, TimeWindow, TransitionSet, Workload
-from hybridrec_lora.evidence import trailing_top_successors
+from hybridrec_lora.evidence import daily_backoff_successors, trailing_top_successors
 
 SCHEMA = "hybridrec.adapter/1"
 CHECKPOINTS = "checkpoints"
@@ -101,6 +102,15 @@ class LoraOptions(BaseModel):
     evidence_days: float | None = Field(
         default=30.0, gt=0, description="Trailing window of self-built evidence (None: all)."
     )
+    evidence_ranking: Literal["pair", "backoff"] = Field(
+        default="pair",
+        description="Self-built evidence: the context's most frequent successors (pair), or its "
+        "markov-backoff ranking as of the example's day (backoff; pair with a knowledge store "
+        "of granularity 'backoff' and the same alpha and weights, so training and serving "
+        "prompts carry the same kind of evidence).",
+    )
+    evidence_backoff_alpha: float = Field(default=128.0, ge=0.0)
+    evidence_backoff_weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
     warm_start: bool = Field(default=True, description="Continue previous_adapter when given.")
     train_base_if_untrained: bool = True
     holdout_fraction: float = Field(default=0.1, gt=0, lt=1)
@@ -209,6 +219,11 @@ class LoraFineTuner(FineTuner):
                 )
             return batch
         opts: LoraOptions = self.options
+        if opts.evidence_ranking == "backoff":
+            return daily_backoff_successors(
+                history, contexts, as_of, days=opts.evidence_days, m=m,
+                alpha=opts.evidence_backoff_alpha, weights=opts.evidence_backoff_weights,
+            )
         return trailing_top_successors(history, contexts, as_of, days=opts.evidence_days, m=m)
 
     def build_examples(
@@ -216,8 +231,14 @@ class LoraFineTuner(FineTuner):
         window_rows: TransitionSet,
         evidence_fn: EvidenceFn | None,
         evidence_items: int,
+        history: TransitionSet | None = None,
     ) -> tuple[Examples, Examples]:
-        """Training and held-out examples from the window's transitions (time-ordered split)."""
+        """Training and held-out examples from the window's transitions (time-ordered split).
+
+        Self-built evidence is read from ``history`` (default: the window's rows), before each
+        example's time: pass the whole history so that training prompts carry the evidence a
+        snapshot of all earlier data gives at serving time (no train/serve skew)."""
+        source = window_rows if history is None else history
         opts: LoraOptions = self.options
         n = len(window_rows)
         split = holdout_split(n, opts.holdout_fraction, opts.holdout_max)
@@ -230,10 +251,10 @@ class LoraFineTuner(FineTuner):
         m = max(1, evidence_items)
         evidence = None
         if rag.any():
-            evidence = self._evidence(window_rows, ctx[keep], window_rows.ts[keep], evidence_fn, m)
+            evidence = self._evidence(source, ctx[keep], window_rows.ts[keep], evidence_fn, m)
         train = Examples(ctx[keep], window_rows.c3[keep], window_rows.ts[keep], weights, evidence, rag)
         held = np.arange(split, n)
-        held_evidence = self._evidence(window_rows, ctx[held], window_rows.ts[held], evidence_fn, m)
+        held_evidence = self._evidence(source, ctx[held], window_rows.ts[held], evidence_fn, m)
         holdout = Examples(
             ctx[held], window_rows.c3[held], window_rows.ts[held], np.ones(held.shape[0]),
             held_evidence, np.ones(held.shape[0], dtype=bool),
@@ -335,7 +356,7 @@ class LoraFineTuner(FineTuner):
                 "a fine-tune needs at least 2 (widen the window)"
             )
         m = max(1, gen.evidence_items)
-        train, holdout = self.build_examples(rows, evidence_fn, m)
+        train, holdout = self.build_examples(rows, evidence_fn, m, history=transitions)
         model, kind, base_source = self._prepare_model(gen, previous_adapter)
         epochs = opts.base_epochs if kind == "full" else opts.epochs
         schedule = self._schedule(train, epochs)
@@ -373,7 +394,7 @@ class LoraFineTuner(FineTuner):
                 "rag_examples": int(train.rag.sum()),
                 "holdout_examples": len(holdout),
                 "holdout_start": str(np.datetime64(int(holdout.ts[0]), "s")) + "Z",
-                "evidence": "evidence_fn" if evidence_fn is not None else "trailing_top_successors",
+                "evidence": "evidence_fn" if evidence_fn is not None else f"self-built ({opts.evidence_ranking})",
                 "fingerprint": fingerprint,
             },
             "hyperparameters": opts.model_dump(mode="json"),

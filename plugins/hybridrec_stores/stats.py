@@ -274,3 +274,84 @@ def global_table(
         source=current.context[order].astype(np.int64),
         similarity=np.zeros(n_items, dtype=np.float32),
     )
+
+
+def backoff_table(
+    current: TripleCounts,
+    depth: int,
+    *,
+    alpha: float,
+    weights: tuple[float, float, float],
+    chunk: int = 4096,
+) -> SuccessorTable:
+    """The top-``depth`` successors of *every* ordered pair ``c1 != c2`` by smoothed counts.
+
+    A successor ``c3`` of ``(c1, c2)`` scores ``N(c1, c2, c3) + alpha * B(c3)`` with
+    ``B = w_last P(c3 | c2 last) + w_skip P(c3 | c1 first) + w_pop P(c3)`` (shares over the
+    window's transitions whose second, resp. first, context cluster is ``c2``, resp. ``c1``; a
+    cluster with none falls back to popularity); ``c1`` and ``c2`` are never items. This is
+    the Dirichlet-smoothed estimate of the ``markov-backoff`` baseline (its numerator), so the
+    evidence of a context is that baseline's ranked list. Items with exact support are
+    ``exact``; items that come only from the backoff are ``borrowed`` (support 0). Recency is
+    not part of this estimator: ``last_seen`` is ``-1`` (unknown) for every item, exactly as the
+    ``lora`` fine-tuner's backoff training evidence has it. Ties: higher support, then the more
+    popular cluster, then the lower id.
+    """
+    n = current.n_clusters
+    w_last, w_skip, w_pop = (w / sum(weights) for w in weights)
+    ctx, succ, count = current.context, current.successor, current.count.astype(np.float64)
+    c1, c2 = ctx // n, ctx % n
+    last = np.zeros((n, n))
+    skip = np.zeros((n, n))
+    np.add.at(last, (c2, succ), count)
+    np.add.at(skip, (c1, succ), count)
+    pop = np.bincount(succ, weights=count, minlength=n).astype(np.float64)
+    p_pop = pop / pop.sum() if pop.sum() > 0 else np.full(n, 1.0 / n)
+
+    def shares(rows: np.ndarray) -> np.ndarray:
+        total = rows.sum(axis=1, keepdims=True)
+        return np.where(total > 0, rows / np.where(total > 0, total, 1.0), p_pop[None, :])
+
+    p_last, p_skip = shares(last), shares(skip)
+    keys = np.arange(n * n, dtype=np.int64)
+    keys = keys[keys // n != keys % n]
+    context_support = np.zeros(keys.size, dtype=np.int64)
+    # position of each context key in `keys` (keys skip the diagonal c1 == c2)
+    row_of_ctx = ctx - ctx // n - (ctx % n > ctx // n)
+    np.add.at(context_support, row_of_ctx, current.count)
+    # popularity order breaks ties (most popular first), then the lower id
+    by_pop = np.lexsort((np.arange(n), -pop))
+    depth = min(depth, n - 2)
+    out_cluster = np.empty((keys.size, depth), dtype=np.int32)
+    out_support = np.empty((keys.size, depth))
+    out_score = np.empty((keys.size, depth))
+    for lo in range(0, keys.size, chunk):
+        hi = min(lo + chunk, keys.size)
+        a, b = keys[lo:hi] // n, keys[lo:hi] % n
+        exact = np.zeros((hi - lo, n))
+        inside = (row_of_ctx >= lo) & (row_of_ctx < hi)
+        exact[row_of_ctx[inside] - lo, succ[inside]] = count[inside]
+        score = exact + alpha * (w_last * p_last[b] + w_skip * p_skip[a] + w_pop * p_pop[None, :])
+        rows = np.arange(hi - lo)
+        score[rows, a] = -np.inf
+        score[rows, b] = -np.inf
+        ordered = np.lexsort((-exact[:, by_pop], -score[:, by_pop]), axis=1)[:, :depth]
+        top = by_pop[ordered]
+        out_cluster[lo:hi] = top
+        out_support[lo:hi] = np.take_along_axis(exact, top, axis=1)
+        out_score[lo:hi] = np.take_along_axis(score, top, axis=1)
+    support = out_support.reshape(-1)
+    exact_item = support > 0
+    return SuccessorTable(
+        n_clusters=n,
+        keys=keys,
+        offsets=np.arange(0, keys.size * depth + 1, depth, dtype=np.int64),
+        context_support=context_support,
+        cluster=out_cluster.reshape(-1),
+        support=support,
+        score=out_score.reshape(-1),
+        last_seen=np.full(support.size, -1, dtype=np.int64),
+        provenance=np.where(exact_item, 0, 1).astype(np.int8),
+        source=np.full(support.size, -1, dtype=np.int64),
+        similarity=np.where(exact_item, 1.0, 0.0).astype(np.float32),
+    )

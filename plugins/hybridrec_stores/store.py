@@ -41,6 +41,7 @@ from hybridrec_stores.snapshot import SCHEMA, MmapSnapshot, load_array, open_man
 from hybridrec_stores.stats import (
     SuccessorTable,
     TripleCounts,
+    backoff_table,
     check_catalog_size,
     count_triples,
     exact_table,
@@ -65,10 +66,22 @@ class SnapshotStoreOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    granularity: Literal["instance", "global"] = Field(
+    granularity: Literal["instance", "global", "backoff"] = Field(
         default="instance",
         description="instance: evidence per context (the paper's winner); global: the top "
-        "transitions of the window, the same for every context.",
+        "transitions of the window, the same for every context; backoff: every context's "
+        "successors by pair counts smoothed toward its last and first clusters' successor "
+        "shares (the markov-backoff ranking; every context gets evidence, no neighbour index).",
+    )
+    backoff_alpha: float = Field(
+        default=128.0, ge=0.0,
+        description="backoff granularity: smoothing strength (pseudo-counts of the backoff).",
+    )
+    backoff_weights: tuple[float, float, float] = Field(
+        default=(0.7, 0.3, 0.0),
+        description="backoff granularity: weights of the last cluster's successor shares, the "
+        "first cluster's (skip-gram) successor shares and popularity. Defaults: the "
+        "configuration markov-best chose on ML-1M's validation days (before the test window).",
     )
     scoring: Literal["frequency", "trend"] = Field(
         default="frequency",
@@ -119,6 +132,13 @@ class SnapshotStoreOptions(BaseModel):
     def _depth(self) -> SnapshotStoreOptions:
         if self.depth is not None and self.depth < self.m:
             raise ValueError(f"depth ({self.depth}) must be at least m ({self.m})")
+        if self.granularity == "backoff":
+            if self.scoring != "frequency":
+                raise ValueError("backoff granularity smooths frequency counts; use scoring='frequency'")
+            if min(self.backoff_weights) < 0 or sum(self.backoff_weights) <= 0:
+                raise ValueError(
+                    f"backoff_weights must be non-negative with a positive sum, got {self.backoff_weights}"
+                )
         return self
 
     @property
@@ -211,6 +231,8 @@ class SnapshotStore(KnowledgeStore):
         Serving (``n_transitions == 0``) is a memory-mapped gather that touches no index."""
         if n_transitions == 0:
             return Workload(contexts=n_contexts)
+        if self.options.granularity == "backoff":  # scores every context, no neighbour index
+            return Workload(transitions=n_transitions, contexts=n_contexts)
         return Workload(
             transitions=n_transitions,
             contexts=n_contexts,
@@ -258,6 +280,15 @@ class SnapshotStore(KnowledgeStore):
         counts: dict[str, int] = {"transitions": len(rows)}
         if opts.granularity == "global":
             table = global_table(current, previous, opts.scoring, opts.stored_depth)
+            index_keys = np.zeros(0, dtype=np.int64)
+            counts.update(exact_contexts=int(np.unique(current.context).size), donors=0,
+                          recipients=0)
+        elif opts.granularity == "backoff":
+            clock = time.perf_counter()
+            table = backoff_table(
+                current, opts.stored_depth, alpha=opts.backoff_alpha, weights=opts.backoff_weights
+            )
+            timings["stats_seconds"] = time.perf_counter() - clock
             index_keys = np.zeros(0, dtype=np.int64)
             counts.update(exact_contexts=int(np.unique(current.context).size), donors=0,
                           recipients=0)
