@@ -168,7 +168,59 @@ def build_report(
         }
     if extra:
         report.update(extra)
+    report["pareto"] = mark_frontier(arms)
     return report
+
+
+#: The axes of the cost-quality frontier: lower cost is better, higher quality is better.
+PARETO_COST = "flops"
+PARETO_QUALITY = "hr@5"
+
+
+def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether point ``a`` = (cost, quality) dominates ``b``: no dearer, no worse, one strictly."""
+    return a[0] <= b[0] and a[1] >= b[1] and (a[0] < b[0] or a[1] > b[1])
+
+
+def pareto_frontier(points: dict[str, tuple[float, float]]) -> dict[str, list[str]]:
+    """For each name, the names whose ``(cost, quality)`` point dominates it (empty: on the
+    frontier). Equal points do not dominate each other."""
+    return {name: [other for other, q in points.items() if other != name and _dominates(q, p)]
+            for name, p in points.items()}
+
+
+def mark_frontier(arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report's ``pareto`` object; adds ``pareto`` to every arm entry in ``arms``.
+
+    Cost is the arm's total update ``flops`` (counting arms: 0), quality its ``hr@5`` (the mean
+    over training seeds when there are several). An arm is on the frontier when no other arm is
+    at most as dear and at least as good, and strictly one of them. The frontier is computed over
+    every arm (``frontier``) and over the LLM arms alone (``frontier_llm``), since the counting
+    arms have no update cost at all.
+    """
+    points = {a["name"]: (float(a["cost"]["flops"]), float(a["metrics"].get(PARETO_QUALITY) or 0.0))
+              for a in arms}
+    llm_points = {a["name"]: points[a["name"]] for a in arms if a["llm"]}
+    dominated = pareto_frontier(points)
+    dominated_llm = pareto_frontier(llm_points)
+
+    def order(names: list[str]) -> list[str]:
+        return sorted(names, key=lambda n: (points[n][0], -points[n][1], n))
+
+    for a in arms:
+        a["pareto"] = {
+            "on_frontier": not dominated[a["name"]],
+            "on_llm_frontier": (not dominated_llm[a["name"]]) if a["llm"] else None,
+            "dominated_by": order(dominated[a["name"]]),
+        }
+    return {
+        "cost": PARETO_COST,
+        "quality": PARETO_QUALITY,
+        "frontier": order([n for n, d in dominated.items() if not d]),
+        "frontier_llm": order([n for n, d in dominated_llm.items() if not d]),
+        "rule": "an arm is on the frontier when no other arm has at most its flops and at least "
+                "its HR@5, one of them strictly; counting arms cost 0 update flops",
+    }
 
 
 def _paired(
@@ -535,6 +587,30 @@ def _counting_section(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _pareto_section(report: dict[str, Any]) -> list[str]:
+    pareto = report.get("pareto")
+    if not pareto:
+        return []
+    by_name = {a["name"]: a for a in report["arms"]}
+
+    def point(name: str) -> str:
+        a = by_name[name]
+        return f"{name} ({_sci(a['cost']['flops'] / 1e15)} PFLOPs, HR@5 {_fmt(a['metrics']['hr@5'])})"
+
+    out = ["", "## Cost-quality frontier", "",
+           "Cost: total update flops of the arm (counting arms: 0); quality: HR@5. An arm is on "
+           "the frontier when no other arm is as cheap or cheaper and as good or better, one of "
+           "them strictly.", "",
+           "- On the frontier (all arms): " + (", ".join(point(n) for n in pareto["frontier"]) or "none") + ".",
+           "- On the frontier of the LLM arms: "
+           + (", ".join(point(n) for n in pareto["frontier_llm"]) or "none") + "."]
+    dominated = [a for a in report["arms"] if a.get("pareto", {}).get("dominated_by")]
+    if dominated:
+        out += ["", "| arm | dominated by |", "|---|---|"]
+        out += [f"| {a['name']} | {', '.join(a['pareto']['dominated_by'])} |" for a in dominated]
+    return out
+
+
 def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     ds = report["dataset"]
     v = report.get("verdict") or verdict(report)
@@ -581,6 +657,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         out.append(line)
     for note in v.get("notes", []):
         out.append(f"- {note}")
+    out += _pareto_section(report)
     out += _seed_section(report) + _slices_section(report) + _counting_section(report)
     rag = [(a["name"], a["metrics"].get("rag_equals_no_rag_top1")) for a in report["arms"]
            if a["metrics"].get("rag_equals_no_rag_top1") is not None]
@@ -636,17 +713,21 @@ def plot_hr_over_time(report: dict[str, Any], path: Path, window: int = 7) -> Pa
     fig, ax = plt.subplots(figsize=(10, 5))
     for arm in report["arms"]:
         days = arm["per_day"]
+        if not days:  # a partial report that stopped before the first day
+            continue
         n = np.array([d["n"] for d in days], dtype=float)
         hits = np.array([d["hr@5"] * d["n"] for d in days], dtype=float)
         kernel = np.ones(min(window, max(1, len(days))))
         smooth = np.convolve(hits, kernel, "same") / np.maximum(np.convolve(n, kernel, "same"), 1)
         style = "-" if arm["llm"] else "--"
         ax.plot(np.arange(len(days)), smooth, style, label=arm["name"], linewidth=1.3)
-    ticks = np.arange(0, len(report["arms"][0]["per_day"]), max(1, len(report["arms"][0]["per_day"]) // 8))
-    ax.set_xticks(ticks, [report["arms"][0]["per_day"][i]["day"] for i in ticks], rotation=30, fontsize=8)
+    first = report["arms"][0]["per_day"] if report["arms"] else []
+    ticks = np.arange(0, len(first), max(1, len(first) // 8))
+    ax.set_xticks(ticks, [first[i]["day"] for i in ticks], rotation=30, fontsize=8)
     ax.set_ylabel(f"HR@5 ({window}-day rolling)")
     ax.set_title("HR@5 over time (dashed: non-LLM baselines)")
-    ax.legend(fontsize=8, ncol=2)
+    if ax.lines:
+        ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -657,42 +738,60 @@ BASELINE_COLOURS = ("tab:gray", "tab:olive", "tab:cyan", "tab:brown", "tab:pink"
 
 
 def plot_pareto(report: dict[str, Any], path: Path) -> Path:
-    """HR@5 (95% CI) against total update flops per LLM arm, with their Pareto front; the
-    non-LLM baselines (no update cost) are horizontal lines."""
+    """HR@5 (95% CI) against total update flops per LLM arm, with the cost-quality frontier
+    (``report["pareto"]``, computed if absent): filled markers are on the frontier of all arms,
+    the dotted line is the LLM arms' frontier; the non-LLM baselines (no update cost) are
+    horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pareto = report.get("pareto")
+    if pareto is None:
+        arms = [dict(a) for a in report["arms"]]
+        pareto = mark_frontier(arms)
+    else:
+        arms = report["arms"]
+    on_frontier = set(pareto["frontier"])
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    points = []
-    for arm in report["arms"]:
+    points: dict[str, tuple[float, float]] = {}
+    for arm in arms:
         hr = arm["metrics"]["hr@5"]
+        if hr is None:
+            continue
         if not arm["llm"] or arm["cost"]["flops"] <= 0:
             colour = BASELINE_COLOURS[len(ax.lines) % len(BASELINE_COLOURS)]
+            star = " ★ frontier" if arm["name"] in on_frontier else ""
             line = ax.axhline(hr, linestyle="--", linewidth=1, color=colour)
-            ax.annotate(f"{arm['name']} (no update cost)", (0.01, hr), xycoords=("axes fraction", "data"),
-                        textcoords="offset points", xytext=(0, 3), fontsize=8, color=line.get_color())
+            ax.annotate(f"{arm['name']} (no update cost){star}", (0.01, hr),
+                        xycoords=("axes fraction", "data"), textcoords="offset points",
+                        xytext=(0, 3), fontsize=8, color=line.get_color())
             continue
         flops = arm["cost"]["flops"]
         ci = arm["ci95"]["hr@5"]
-        ax.errorbar([flops], [hr], yerr=[[hr - ci[0]], [ci[1] - hr]], fmt="o", capsize=3)
-        ax.annotate(arm["name"], (flops, hr), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        points.append((flops, hr))
-    points.sort()
-    front, best = [], -1.0
-    for f, h in points:
-        if h > best:
-            front.append((f, h))
-            best = h
+        lo, hi = (ci[0] if ci[0] is not None else hr), (ci[1] if ci[1] is not None else hr)
+        filled = arm["name"] in on_frontier
+        ax.errorbar([flops], [hr], yerr=[[hr - lo], [hi - hr]], fmt="o", capsize=3,
+                    markerfacecolor=None if filled else "white")
+        ax.annotate(arm["name"] + (" ★" if filled else ""), (flops, hr), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+        points[arm["name"]] = (flops, hr)
+    front = sorted(points[n] for n in pareto["frontier_llm"] if n in points)
     if len(front) > 1:
-        ax.plot([p[0] for p in front], [p[1] for p in front], ":", color="black", label="Pareto front (LLM arms)")
-        ax.legend(fontsize=8, loc="lower right")
+        xs, ys = [front[0][0]], [front[0][1]]
+        for f, h in front[1:]:  # a staircase: quality holds until the next, dearer, better arm
+            xs += [f, f]
+            ys += [ys[-1], h]
+        ax.plot(xs, ys, ":", color="black", label="cost-quality frontier (LLM arms)")
     if points:
         ax.set_xscale("log")
+        ax.plot([], [], "o", color="gray", label="filled / ★: on the frontier of all arms")
+        ax.plot([], [], "o", color="gray", markerfacecolor="white", label="hollow: dominated")
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("total update cost of the arm (flops, log scale)")
     ax.set_ylabel("HR@5 (95% CI)")
-    ax.set_title("Quality against cumulative cost")
+    ax.set_title("Quality against cumulative cost, with the cost-quality frontier")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -734,7 +833,9 @@ __all__ = [
     "drift_summary",
     "explanations",
     "goal_lines",
+    "mark_frontier",
     "paired_claim",
+    "pareto_frontier",
     "plot_hr_over_time",
     "plot_pareto",
     "render_markdown",
