@@ -22,7 +22,7 @@ from hybridrec.backtest.config import (
 from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.backtest.report import SCHEMA, build_report, verdict, write_report
 from hybridrec.backtest.runner import ProtocolViolation, ReplayResult, replay
-from hybridrec.backtest.study import run_backtest
+from hybridrec.backtest.study import StudyInterrupted, run_backtest
 
 __all__ = [
     "ALL_ARMS",
@@ -36,6 +36,7 @@ __all__ = [
     "ProtocolViolation",
     "ReplayResult",
     "Served",
+    "StudyInterrupted",
     "build_report",
     "load_backtest_config",
     "quick_config",

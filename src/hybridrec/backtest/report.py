@@ -587,6 +587,19 @@ def _counting_section(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _partial_lines(report: dict[str, Any]) -> list[str]:
+    p = report.get("partial")
+    if not p:
+        return []
+    return [
+        f"**PARTIAL REPORT: the study stopped early.** {p.get('type')} in arm `{p.get('arm')}` "
+        f"({p.get('phase')}) on {p.get('day') or 'its setup'}, training seed {p.get('seed')}: "
+        f"{p.get('error')}. Every number below covers the {p.get('completed_days')} of "
+        f"{p.get('planned_days')} test days that every arm completed.",
+        "",
+    ]
+
+
 def _pareto_section(report: dict[str, Any]) -> list[str]:
     pareto = report.get("pareto")
     if not pareto:
@@ -622,6 +635,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         f"{ds['test_transitions']:,} scored transitions, {ds['clusters']} clusters, k = {ds['k']}. "
         f"Seed {report['bootstrap']['seed']}; 95% CIs: day-level bootstrap ({report['bootstrap']['draws']} draws).",
         "",
+        *_partial_lines(report),
         summary_table(report),
         "",
         "Cost is what each arm would have spent alone (flops from the cost model; seconds measured, "

@@ -54,6 +54,14 @@ class ReplayResult:
     end: datetime
     n_transitions: int
     seconds: float
+    #: Why the replay stopped early (``keep_partial``): ``error``, ``type``, ``arm``, ``day``
+    #: (the first day not completed), ``phase`` (``begin``, ``serve``, ``update``),
+    #: ``completed_days``, ``planned_days``; None when every day completed.
+    failure: dict[str, Any] | None = None
+
+    @property
+    def partial(self) -> bool:
+        return self.failure is not None
 
     def run(self, name: str) -> ArmRun:
         for r in self.runs:
@@ -90,45 +98,51 @@ def replay(
     k: int = 5,
     progress: bool = False,
     on_day: Callable[[Day], None] | None = None,
+    keep_partial: bool = False,
 ) -> ReplayResult:
-    """Run the prequential daily replay of ``arms`` over the days in ``[start, end)``."""
+    """Run the prequential daily replay of ``arms`` over the days in ``[start, end)``.
+
+    With ``keep_partial``, an exception (or an interrupt) while an arm begins, serves or updates
+    does not propagate: the replay stops and returns what finished, the days completed by every
+    arm, with :attr:`ReplayResult.failure` saying what failed where. Without it the exception
+    propagates.
+    """
     started = time.perf_counter()
     days = replay_days(transitions, start, end)
     warmup = prefix(transitions, int(np.searchsorted(transitions.ts, datetime_to_ts(start))))
     runs = [ArmRun(arm) for arm in arms]
-    for run in runs:
-        t0 = time.perf_counter()
-        run.arm.begin(warmup, start)
-        run.seconds_updating += time.perf_counter() - t0
-    bar = tqdm(days, desc="replay", unit="day", disable=not progress, leave=False)
-    for day in bar:
-        contexts = np.stack([transitions.c1[day.lo : day.hi], transitions.c2[day.lo : day.hi]], 1)
-        truth = transitions.c3[day.lo : day.hi]
+    where: dict[str, Any] = {"phase": "begin", "arm": None, "day": None}
+    failure: dict[str, Any] | None = None
+    completed = 0
+    try:
         for run in runs:
+            where["arm"] = run.arm.name
             t0 = time.perf_counter()
-            served = run.arm.serve(contexts, k)
-            run.seconds_serving += time.perf_counter() - t0
-            if served.ids.shape != (day.n, k):
-                raise ProtocolViolation(
-                    f"arm {run.arm.name!r} served shape {served.ids.shape} for {day.n} contexts, "
-                    f"expected {(day.n, k)}"
-                )
-            check_served(run.arm.name, contexts, served.ids, day)
-            ranks = hit_ranks(served.ids, truth)
-            run.ranks.append(ranks)
-            run.covered.append(np.asarray(served.covered, dtype=bool))
-            run.per_day.append({"day": day.label, "n": day.n, **summarize(ranks),
-                                "coverage": float(served.covered.mean()) if day.n else 0.0})
-        seen = prefix(transitions, day.hi)
-        for run in runs:
-            t0 = time.perf_counter()
-            actions = run.arm.end_of_day(seen, day)
+            run.arm.begin(warmup, start)
             run.seconds_updating += time.perf_counter() - t0
-            run.per_day[-1]["actions"] = actions
-            run.per_day[-1]["cum_flops"] = float(run.arm.cost.flops)
-        if on_day is not None:
-            on_day(day)
-    bar.close()
+        bar = tqdm(days, desc="replay", unit="day", disable=not progress, leave=False)
+        for day in bar:
+            where["day"] = day.label
+            _replay_day(transitions, runs, day, k, where)
+            completed += 1
+            if on_day is not None:
+                on_day(day)
+        bar.close()
+    except (Exception, KeyboardInterrupt) as exc:
+        if not keep_partial:
+            raise
+        failure = {
+            "error": str(exc) or repr(exc),
+            "type": type(exc).__name__,
+            "arm": where["arm"],
+            "day": where["day"],
+            "phase": where["phase"],
+            "completed_days": completed,
+            "planned_days": len(days),
+        }
+        days = days[:completed]
+        for run in runs:  # keep only the days every arm completed
+            del run.ranks[completed:], run.covered[completed:], run.per_day[completed:]
     day_of = np.repeat(np.arange(len(days)), [d.n for d in days])
     return ReplayResult(
         days=days,
@@ -138,7 +152,42 @@ def replay(
         end=end,
         n_transitions=int(day_of.shape[0]),
         seconds=time.perf_counter() - started,
+        failure=failure,
     )
+
+
+def _replay_day(
+    transitions: TransitionSet, runs: list[ArmRun], day: Day, k: int, where: dict[str, Any]
+) -> None:
+    """Serve and score ``day`` for every arm, then let every arm act on the day's data."""
+    contexts = np.stack([transitions.c1[day.lo : day.hi], transitions.c2[day.lo : day.hi]], 1)
+    truth = transitions.c3[day.lo : day.hi]
+    where["phase"] = "serve"
+    for run in runs:
+        where["arm"] = run.arm.name
+        t0 = time.perf_counter()
+        served = run.arm.serve(contexts, k)
+        run.seconds_serving += time.perf_counter() - t0
+        if served.ids.shape != (day.n, k):
+            raise ProtocolViolation(
+                f"arm {run.arm.name!r} served shape {served.ids.shape} for {day.n} contexts, "
+                f"expected {(day.n, k)}"
+            )
+        check_served(run.arm.name, contexts, served.ids, day)
+        ranks = hit_ranks(served.ids, truth)
+        run.ranks.append(ranks)
+        run.covered.append(np.asarray(served.covered, dtype=bool))
+        run.per_day.append({"day": day.label, "n": day.n, **summarize(ranks),
+                            "coverage": float(served.covered.mean()) if day.n else 0.0})
+    seen = prefix(transitions, day.hi)
+    where["phase"] = "update"
+    for run in runs:
+        where["arm"] = run.arm.name
+        t0 = time.perf_counter()
+        actions = run.arm.end_of_day(seen, day)
+        run.seconds_updating += time.perf_counter() - t0
+        run.per_day[-1]["actions"] = actions
+        run.per_day[-1]["cum_flops"] = float(run.arm.cost.flops)
 
 
 __all__ = [

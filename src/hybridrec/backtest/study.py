@@ -24,7 +24,7 @@ from hybridrec.backtest.protocol import Arm, Day
 from hybridrec.backtest.report import build_report, drift_summary
 from hybridrec.backtest.runner import ReplayResult, replay
 from hybridrec.config import PluginRef
-from hybridrec.errors import DataError
+from hybridrec.errors import DataError, HybridrecError
 from hybridrec.plugins import build
 from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts
 
@@ -45,6 +45,21 @@ def seed_everything(seed: int, threads: int | None = 1) -> None:
 
 
 SOURCE = "backtest config"
+
+
+class StudyInterrupted(HybridrecError):
+    """A study stopped before its last day: ``report`` is the partial report of what finished
+    (its ``partial`` key says what failed where), ``result`` the partial replay and
+    ``drift_plot`` as :func:`run_backtest` returns it. Raised from the original error."""
+
+    def __init__(self, report: dict[str, Any], result: ReplayResult, drift_plot: Any) -> None:
+        self.report, self.result, self.drift_plot = report, result, drift_plot
+        p = report["partial"]
+        super().__init__(
+            f"the study stopped on {p['day'] or 'its setup'}: {p['type']} in arm {p['arm']!r} "
+            f"({p['phase']}): {p['error']}; {p['completed_days']} of {p['planned_days']} test "
+            "days completed"
+        )
 
 
 def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) -> LLMStack:
@@ -193,7 +208,8 @@ def _replay_once(
                         live |= arm.live_states()
                 cache.retain(live)
 
-        result = replay(transitions, arms, start, end, k=config.k, progress=progress, on_day=on_day)
+        result = replay(transitions, arms, start, end, k=config.k, progress=progress, on_day=on_day,
+                        keep_partial=True)
         for arm in arms:
             if isinstance(arm, MarkovBestArm) and arm.selection is not None:
                 setup["validation"] = arm.selection.as_dict()
@@ -276,9 +292,10 @@ def run_backtest(
 
     result, setup = _replay_once(with_training_seed(config, seeds[0]), catalog, transitions, warm,
                                  progress=progress, workdir=workdir_of(seeds[0]))
+    failure = dict(result.failure) if result.failure else None
     validation = setup.pop("validation", None)
     extra_seeds: list[tuple[int, ReplayResult]] = []
-    if llm_names and len(seeds) > 1:
+    if llm_names and len(seeds) > 1 and failure is None:
         setup["per_seed"] = []
         for offset, seed in enumerate(seeds[1:], start=1):
             if progress:
@@ -287,6 +304,9 @@ def run_backtest(
             seeded = with_training_seed(config, seed, offset).model_copy(update={"arms": llm_names})
             res, seed_setup = _replay_once(seeded, catalog, transitions, warm, progress=progress,
                                            workdir=workdir_of(seed))
+            if res.failure is not None:  # the report keeps the seeds that finished
+                failure = {**res.failure, "seed": seed}
+                break
             extra_seeds.append((seed, res))
             setup["per_seed"].append({"seed": seed,
                                       "initial_adapter": seed_setup.get("initial_adapter"),
@@ -313,6 +333,14 @@ def run_backtest(
         n_boot=config.bootstrap, extra=extra, extra_seeds=extra_seeds,
         pair_support=scored_pair_support(transitions, result),
     )
+    if failure is not None:
+        failure.setdefault("seed", seeds[0])
+        report["partial"] = {
+            **failure,
+            "note": "the study stopped early: the report holds the test days every arm completed "
+                    "(and, with several training seeds, the seeds that completed); an arm's cost "
+                    "also counts actions it took on the day that failed",
+        }
     drift_plotter = None
     if drift:
         from hybridrec.data.drift import drift_report, plot_drift
@@ -324,10 +352,12 @@ def run_backtest(
         def drift_plotter(path: Path) -> Path:
             return plot_drift(measured, path)
 
+    if failure is not None:
+        raise StudyInterrupted(report, result, drift_plotter)
     return report, result, drift_plotter
 
 
 __all__ = [
-    "LLM_ARMS", "build_arms", "build_stack", "load_data", "run_backtest", "scored_pair_support",
+    "LLM_ARMS", "StudyInterrupted", "build_arms", "build_stack", "load_data", "run_backtest", "scored_pair_support",
     "seed_everything", "with_training_seed",
 ]

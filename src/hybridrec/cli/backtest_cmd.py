@@ -13,7 +13,7 @@ DEFAULT_OUT = Path("hybridrec-report")
 
 def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
     from hybridrec.backtest.report import goal_lines, summary_table, verdict, write_report
-    from hybridrec.backtest.study import run_backtest
+    from hybridrec.backtest.study import StudyInterrupted, run_backtest
 
     started = time.perf_counter()
     _quiet_libraries()
@@ -25,7 +25,17 @@ def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
             + f", arms {', '.join(config.arms)}; report in {out}/",
             err=True,
         )
-    report, _, drift_plot = run_backtest(config, progress=not quiet)
+    try:
+        report, _, drift_plot = run_backtest(config, progress=not quiet)
+    except StudyInterrupted as stopped:
+        # Write what finished, say it is partial, then fail.
+        stopped.report["verdict"] = verdict(stopped.report)
+        stopped.report["setup"]["wall_seconds"] = round(time.perf_counter() - started, 2)
+        paths = write_report(stopped.report, out, drift_plot=stopped.drift_plot)
+        raise click.ClickException(
+            f"{stopped}. A PARTIAL report of what finished is in {paths['json']} and "
+            f"{paths['markdown']}."
+        ) from stopped
     report["verdict"] = verdict(report)
     report["setup"]["wall_seconds"] = round(time.perf_counter() - started, 2)
     paths = write_report(report, out, drift_plot=drift_plot)

@@ -1,0 +1,89 @@
+"""A study that crashes mid-way writes a partial report of what finished, and says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import fake_config
+
+from hybridrec.backtest import StudyInterrupted, run_backtest, write_report
+from hybridrec.backtest.baselines import PopularityArm
+from hybridrec.backtest.llm import PolicyArm
+from hybridrec.cli import main
+
+
+def _fail_on(monkeypatch: pytest.MonkeyPatch, cls: type, method: str, arm: str, day: str) -> None:
+    original = getattr(cls, method)
+
+    def failing(self, history, when):  # type: ignore[no-untyped-def]
+        label = getattr(when, "label", None)
+        if self.name == arm and label == day:
+            raise RuntimeError("disk full")
+        return original(self, history, when)
+
+    monkeypatch.setattr(cls, method, failing)
+
+
+def test_a_crash_mid_study_returns_the_days_every_arm_completed(fake_stack, catalog, transitions, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _fail_on(monkeypatch, PolicyArm, "end_of_day", "hybrid", "2000-01-25")
+    config = fake_config(arms=["no-update", "hybrid", "markov-all"])
+    with pytest.raises(StudyInterrupted, match="disk full") as info:
+        run_backtest(config, data=(catalog, transitions), drift=False)
+    report = info.value.report
+    partial = report["partial"]
+    assert partial["arm"] == "hybrid" and partial["phase"] == "update"
+    assert partial["day"] == "2000-01-25" and partial["type"] == "RuntimeError"
+    assert partial["completed_days"] == 4 and partial["planned_days"] == 40
+    assert report["dataset"]["test_days"] == 4
+    for arm in report["arms"]:
+        assert [d["day"] for d in arm["per_day"]] == ["2000-01-21", "2000-01-22", "2000-01-23", "2000-01-24"]
+        assert arm["metrics"]["hr@5"] is not None
+    assert report["dataset"]["test_transitions"] == sum(d["n"] for d in report["arms"][0]["per_day"])
+    paths = write_report(report, tmp_path)
+    assert json.loads(paths["json"].read_text())["partial"]["completed_days"] == 4
+    assert "PARTIAL REPORT" in paths["markdown"].read_text()
+
+
+def test_a_crash_on_the_first_day_still_gives_a_report(fake_stack, catalog, transitions, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    original = PolicyArm.serve
+
+    def failing(self, contexts, k):  # type: ignore[no-untyped-def]
+        raise ValueError("boom")
+
+    monkeypatch.setattr(PolicyArm, "serve", failing)
+    with pytest.raises(StudyInterrupted) as info:
+        run_backtest(fake_config(arms=["hybrid", "markov-all"]), data=(catalog, transitions), drift=False)
+    monkeypatch.setattr(PolicyArm, "serve", original)
+    report = info.value.report
+    assert report["partial"]["completed_days"] == 0 and report["partial"]["phase"] == "serve"
+    assert all(arm["per_day"] == [] for arm in report["arms"])
+    assert "PARTIAL REPORT" in write_report(report, tmp_path)["markdown"].read_text()
+
+
+def test_the_cli_writes_the_partial_report_then_fails(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    original = PopularityArm.serve
+    served: list[int] = []
+
+    def failing(self, contexts, k):  # type: ignore[no-untyped-def]
+        served.append(1)
+        if len(served) == 6:
+            raise RuntimeError("out of memory")
+        return original(self, contexts, k)
+
+    monkeypatch.setattr(PopularityArm, "serve", failing)
+    config = tmp_path / "study.toml"
+    config.write_text('dataset = "synthetic"\n'
+                      "dataset_options = { n_interactions = 6000, days = 40, n_clusters = 10 }\n"
+                      "bootstrap = 100\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backtest", "--config", str(config), "--arms", "markov-all,popularity",
+              "--start", "2000-01-21", "--end", "2000-02-05", "--quiet", "--out", str(out)])
+    assert exit_info.value.code == 1
+    assert "PARTIAL report" in capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["partial"]["completed_days"] == 5 and report["partial"]["arm"] == "popularity"
+    assert all(len(a["per_day"]) == 5 for a in report["arms"])
+    assert (out / "pareto.png").exists()
