@@ -7,8 +7,9 @@ Use it on your own policy in one line::
     TestMyPolicy = make_policy_machine(lambda: MyPolicy(MyPolicy.Options(period_days=3)))
 
 The machine simulates the system around the policy: the clock and the data clock advance by
-random amounts, drift changes, fine-tunes run elsewhere (``pending_fine_tune``) and finish or are
-held by guardrails, a budget and per-action cost estimates are drawn. At every step it asks the
+random amounts (with stretches of days without data, when only the clock moves), drift
+changes, fine-tunes run elsewhere (``pending_fine_tune``) and finish or are
+held by guardrails, a budget (sometimes zero) and per-action cost estimates are drawn. At every step it asks the
 policy to decide, checks the decision, then executes it (each action costs its estimate, at the
 clock). Checked invariants:
 
@@ -61,6 +62,14 @@ budgets = st.one_of(
         period_days=st.sampled_from([7.0, 30.0]),
         flops=st.none() | st.floats(1e3, 1e6),
         seconds=st.none() | st.floats(10.0, 1e4),
+    ),
+    # A budget of zero: only actions priced at zero (or not priced at all) may run.
+    st.builds(
+        Budget,
+        period_days=st.sampled_from([7.0, 30.0]),
+        flops=st.just(0.0),
+        seconds=st.none() | st.just(0.0),
+        money=st.none() | st.just(0.0),
     ),
 )
 
@@ -119,6 +128,11 @@ class PolicyMachine(RuleBasedStateMachine):
     def advance(self, hours: int, lag_hours: int) -> None:
         self.now += timedelta(hours=hours)
         self.data_until = max(self.data_until, self.now - timedelta(hours=lag_hours))
+
+    @rule(days=st.integers(1, 45))
+    def quiet_days(self, days: int) -> None:
+        """Days without any transitions: the clock moves, the data clock does not."""
+        self.now += timedelta(days=days)
 
     @rule(
         jaccard=st.none() | st.floats(0, 1),
