@@ -4,7 +4,8 @@ Notation, all from the :class:`~hybridrec.types.Workload`: ``N`` = ``model_param
 ``Nt`` = ``trainable_parameters``, ``T`` = ``train_tokens`` (per epoch), ``E`` =
 ``train_epochs``, ``P`` = ``inference_tokens`` (prompt tokens processed), ``G`` =
 ``generated_tokens``, ``I`` = ``index_items``, ``D`` = ``index_dim``, ``R`` = ``index_trees``,
-``C`` = ``contexts``, ``X`` = ``transitions``.
+``C`` = ``contexts``, ``X`` = ``transitions``, ``V`` = ``evidence_tokens`` (of ``P``), ``H`` =
+``evaluation_tokens``, ``Q`` = ``guardrail_tokens``.
 
 FLOP formulas (a multiply-add counts as 2 FLOPs; attention's sequence-length term is ignored,
 which is accurate for short prompts like ours):
@@ -14,8 +15,13 @@ which is accurate for short prompts like ours):
   adapters (``2·N`` for activation gradients) but computes weight gradients only for the
   trainable parameters (``2·Nt``). With ``Nt = 0`` or ``Nt ≥ N`` (full fine-tuning) it is the
   standard ``6 · N · T · E``.
-* **inference** = ``2 · N · (P + G)``: prompt prefill plus greedy decoding; this prices table
-  regeneration and the guardrail generations of a fine-tune alike.
+* **inference** = ``2 · N · (P - V + G)`` and **evidence** = ``2 · N · V``: prompt prefill plus
+  greedy decoding, with the evidence tokens of RAG prompts as their own term (a regeneration with
+  evidence pays for them; their sum is ``2 · N · (P + G)``).
+* **evaluation** = ``2 · N · H`` and **guardrails** = ``2 · N · Q``: the rest of a fine-tune, its
+  held-out evaluation (ranking the held-out examples with and without evidence) and its guardrail
+  generations (free generation of one answer per sample, prompt and generated tokens), so a
+  fine-tune is priced as the whole action, not only its training steps.
 * **index_build** = ``I · R · log2(I) · D`` (Annoy: every tree splits its items ``log2 I``
   times, each split a ``D``-dimensional dot product per item).
 * **retrieval** = ``C · R · log2(I) · D`` (one descent per tree per context).
@@ -72,13 +78,18 @@ class PriceOptions(BaseModel):
 def flop_breakdown(action: ActionKind, w: Workload) -> dict[str, float]:
     """The FLOP terms of the module docstring for ``action`` on ``w`` (all non-negative)."""
     n, nt = float(w.model_parameters), float(w.trainable_parameters)
-    terms = {"train": 0.0, "inference": 0.0, "index_build": 0.0, "retrieval": 0.0, "counting": 0.0}
+    terms = {"train": 0.0, "inference": 0.0, "evidence": 0.0, "evaluation": 0.0, "guardrails": 0.0,
+             "index_build": 0.0, "retrieval": 0.0, "counting": 0.0}
     if action == "noop":
         return terms
     if action == "fine_tune":
         per_token = 4.0 * n + 2.0 * nt if 0 < nt < n else 6.0 * n
         terms["train"] = w.train_epochs * w.train_tokens * per_token
-    terms["inference"] = 2.0 * n * (w.inference_tokens + w.generated_tokens)
+        terms["evaluation"] = 2.0 * n * w.evaluation_tokens
+        terms["guardrails"] = 2.0 * n * w.guardrail_tokens
+    evidence = min(w.evidence_tokens, w.inference_tokens)
+    terms["inference"] = 2.0 * n * (w.inference_tokens - evidence + w.generated_tokens)
+    terms["evidence"] = 2.0 * n * evidence
     if w.index_items > 1 and w.index_dim > 0 and w.index_trees > 0:
         depth = math.log2(w.index_items)
         if action == "refresh_knowledge":

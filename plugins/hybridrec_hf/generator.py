@@ -510,7 +510,7 @@ class HFGenerator(Generator):
         ctx = self._check_contexts(contexts)
         net = self._model if model is None else model
         opts: HFOptions = self.options
-        limit = opts.max_new_tokens or max(len(t) for t in self._targets) + 2
+        limit = self.generation_tokens()
         out: list[str] = []
         with (
             torch.inference_mode(),
@@ -570,8 +570,14 @@ class HFGenerator(Generator):
             evidence.support[:] = 3.0
         return float(self.encode(ctx, evidence, None).lengths.mean())
 
+    def generation_tokens(self) -> int:
+        """Tokens one free generation decodes at most (what :meth:`generate` is priced at)."""
+        opts: HFOptions = self.options
+        return int(opts.max_new_tokens or max(len(t) for t in self._targets) + 2)
+
     def workload(self, n_contexts: int, *, with_evidence: bool) -> Workload:
         per_prompt = self.prompt_tokens(with_evidence=with_evidence)
+        evidence = per_prompt - self.prompt_tokens(with_evidence=False) if with_evidence else 0.0
         opts: HFOptions = self.options
         if opts.mode == "constrained":
             if self._trie is None:
@@ -581,6 +587,7 @@ class HFGenerator(Generator):
             model_parameters=self.num_parameters(),
             contexts=n_contexts,
             inference_tokens=round(per_prompt * n_contexts),
+            evidence_tokens=round(max(0.0, evidence) * n_contexts),
             device=self.device.type,
         )
 

@@ -618,11 +618,21 @@ class LoraFineTuner(FineTuner):
         per_example = 0.0
         params = generator.num_parameters()
         trainable = params
+        samples = min(holdout, opts.guardrail_samples)
+        evaluation = guardrail = 0.0
         if isinstance(generator, TrainableGenerator):
             plain = generator.prompt_tokens(with_evidence=False)
             rag = generator.prompt_tokens(with_evidence=True)
             answer = generator.answer_tokens()
             per_example = (1 - opts.rag_fraction) * plain + opts.rag_fraction * rag + answer
+            # The held-out evaluation ranks every held-out example without and with evidence
+            # (each ranking prices like a regeneration of that context), the guardrails generate
+            # one answer freely per sample.
+            evaluation = float(generator.workload(holdout, with_evidence=False).inference_tokens
+                               + generator.workload(holdout, with_evidence=True).inference_tokens)
+            evaluation = evaluation or holdout * (plain + rag)
+            generated = getattr(generator, "generation_tokens", None)
+            guardrail = samples * (plain + (float(generated()) if callable(generated) else answer + 2))
             if not (untrained and opts.train_base_if_untrained):
                 hidden = int(getattr(generator.model.config, "hidden_size", 0) or 0)
                 layers = int(getattr(generator.model.config, "num_hidden_layers", 0) or 0)
@@ -633,7 +643,8 @@ class LoraFineTuner(FineTuner):
             train_tokens=round(seen * per_example),
             train_epochs=float(epochs),
             transitions=n_transitions,
-            guardrail_samples=min(holdout, opts.guardrail_samples),
-            inference_tokens=round(3 * holdout * per_example),
+            guardrail_samples=samples,
+            evaluation_tokens=round(evaluation),
+            guardrail_tokens=round(guardrail),
             device=getattr(getattr(generator, "device", None), "type", "cpu"),
         )

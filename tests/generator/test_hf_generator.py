@@ -116,6 +116,7 @@ def test_workload_counts_prompt_tokens(gen: HFGenerator) -> None:
     plain = gen.workload(100, with_evidence=False)
     rag = gen.workload(100, with_evidence=True)
     assert plain.inference_tokens == 300 and rag.inference_tokens == 500
+    assert plain.evidence_tokens == 0 and rag.evidence_tokens == 200  # the evidence part of the prompt
     assert plain.model_parameters == gen.num_parameters() > 1_000_000
 
 

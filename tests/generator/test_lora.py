@@ -180,6 +180,26 @@ def test_workload_prices_tokens(catalog: ClusterCatalog) -> None:
     assert work.model_parameters == gen.num_parameters()
 
 
+def test_a_fine_tune_is_priced_with_its_evaluation_and_guardrail_generations(catalog: ClusterCatalog) -> None:
+    from hybridrec_costs.models import FlopsCostModel
+
+    gen = tiny(catalog)
+    opts = {"max_examples": 1000, "holdout_max": 200, "guardrail_samples": 64}
+    work = tuner(**opts).workload(5000, gen)
+    # 200 held-out examples ranked without (3 tokens) and with evidence (5 tokens).
+    assert work.evaluation_tokens == 200 * (3 + 5)
+    # 64 free generations: the plain prompt plus the decoded answer.
+    assert work.guardrail_samples == 64
+    assert work.guardrail_tokens == 64 * (3 + gen.generation_tokens())
+    estimate = FlopsCostModel().estimate("fine_tune", work)
+    n = gen.num_parameters()
+    assert estimate.details["evaluation"] == 2 * n * work.evaluation_tokens
+    assert estimate.details["guardrails"] == 2 * n * work.guardrail_tokens
+    assert estimate.flops == sum(v for k, v in estimate.details.items() if k != "price_per_hour")
+    more = tuner(**{**opts, "guardrail_samples": 128}).workload(5000, gen)
+    assert FlopsCostModel().estimate("fine_tune", more).flops > estimate.flops
+
+
 # -- data preparation ------------------------------------------------------------------------------
 
 

@@ -84,3 +84,19 @@ def test_estimates_are_deterministic_finite_and_non_negative(work: Workload, kin
     a = FlopsCostModel().estimate(kind, work)  # type: ignore[arg-type]
     assert a == FlopsCostModel().estimate(kind, work)  # type: ignore[arg-type]
     assert all(math.isfinite(v) and v >= 0 for v in (a.flops, a.seconds, a.money))
+
+
+def test_evidence_tokens_are_their_own_term_and_the_total_is_unchanged() -> None:
+    model = FlopsCostModel()
+    plain = model.estimate("regenerate_table", Workload(model_parameters=N, inference_tokens=500))
+    rag = model.estimate("regenerate_table", Workload(model_parameters=N, inference_tokens=500, evidence_tokens=200))
+    assert rag.flops == plain.flops == 2 * N * 500
+    assert rag.details["evidence"] == 2 * N * 200 and rag.details["inference"] == 2 * N * 300
+
+
+def test_a_fine_tune_pays_for_its_evaluation_and_guardrails_but_a_regeneration_does_not() -> None:
+    work = Workload(model_parameters=N, train_tokens=1000, evaluation_tokens=300, guardrail_tokens=50)
+    ft = FlopsCostModel().estimate("fine_tune", work)
+    assert ft.details["evaluation"] == 2 * N * 300 and ft.details["guardrails"] == 2 * N * 50
+    assert ft.flops == ft.details["train"] + 2 * N * 350
+    assert FlopsCostModel().estimate("regenerate_table", work).details["evaluation"] == 0

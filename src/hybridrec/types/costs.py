@@ -31,6 +31,13 @@ class Workload(Model):
     contexts: NonNegativeInt = 0
     transitions: NonNegativeInt = 0
     guardrail_samples: NonNegativeInt = 0
+    #: Tokens a fine-tune's held-out evaluation processes (ranking the held-out examples).
+    evaluation_tokens: NonNegativeInt = 0
+    #: Prompt and generated tokens of a fine-tune's guardrail generations (``guardrail_samples``
+    #: free generations of one answer each).
+    guardrail_tokens: NonNegativeInt = 0
+    #: Of ``inference_tokens``, those that render evidence (RAG prompts).
+    evidence_tokens: NonNegativeInt = 0
     index_items: NonNegativeInt = 0
     index_dim: NonNegativeInt = 0
     index_trees: NonNegativeInt = 0
