@@ -3,6 +3,7 @@ and the plot."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import fake_config
 
 from hybridrec.backtest import run_backtest, write_report
@@ -60,3 +61,41 @@ def test_the_report_marks_lists_and_draws_the_frontier(fake_stack, catalog, tran
     # A report written before the frontier existed still renders (computed on the fly for the plot).
     old = {k: v for k, v in report.items() if k != "pareto"}
     assert "Cost-quality frontier" not in render_markdown(old, {})
+
+
+def test_break_even_ranges_follow_from_linear_costs() -> None:
+    from hybridrec.backtest.report import break_even
+
+    def arm(name: str, ft: float, other: float, hr5: float) -> dict:
+        return {"name": name, "llm": True, "metrics": {"hr@5": hr5},
+                "cost": {"flops": ft + other, "flops_by_action": {"fine_tune": ft}}}
+
+    # One fine-tune costs 10 flops now, one full regeneration 100 (ratio 0.1).
+    arms = [arm("ft-heavy", ft=40.0, other=100.0, hr5=0.35),   # 4 fine-tunes + 1 regeneration
+            arm("rag-heavy", ft=0.0, other=500.0, hr5=0.35),   # 5 regenerations
+            arm("worse", ft=10.0, other=50.0, hr5=0.30)]
+    be = break_even(arms, full_regeneration_flops=100.0, fine_tune_flops=10.0)
+    assert be is not None and be["ratio_now"] == 0.1
+    heavy = be["arms"]["ft-heavy"]
+    assert heavy["fine_tune_equivalents"] == 4.0 and heavy["other_in_full_regenerations"] == 1.0
+    # ft-heavy costs 4r + 1, rag-heavy 5: equal at r = 1; the fine-tuning arm wins below it.
+    assert heavy["on_frontier_for_ratio"] == [0.0, 1.0]
+    assert be["arms"]["rag-heavy"]["on_frontier_for_ratio"] == [1.0, None]
+    assert heavy["rivals"] == [{"arm": "rag-heavy", "ratio": 1.0, "wins_when": "below"}]
+    # "worse" (r + 0.5) is on the frontier only while it is the cheapest: rag-heavy costs 5.
+    assert be["arms"]["worse"]["on_frontier_for_ratio"] == [0.0, 4.5]
+    assert break_even(arms, full_regeneration_flops=0.0, fine_tune_flops=10.0) is None
+
+
+def test_the_study_reports_the_break_even(fake_stack, catalog, transitions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    config = fake_config(arms=["ft-weekly", "rag-only", "hybrid", "markov-all"])
+    report, _, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    be = report["break_even"]
+    assert set(be["arms"]) == {"ft-weekly", "rag-only", "hybrid"}
+    assert be["full_regeneration_flops"] == report["setup"]["llm"]["full_regeneration_flops"] > 0
+    for name, a in be["arms"].items():
+        cost = {x["name"]: x["cost"]["flops"] for x in report["arms"]}[name]
+        assert a["cost_in_full_regenerations_now"] * be["full_regeneration_flops"] == \
+            pytest.approx(cost, rel=1e-4)
+    assert be["arms"]["rag-only"]["fine_tune_equivalents"] == 0
+    assert "## Break-even" in write_report(report, tmp_path)["markdown"].read_text()

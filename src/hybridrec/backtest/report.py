@@ -587,6 +587,94 @@ def _counting_section(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def break_even(
+    arms: list[dict[str, Any]], *, full_regeneration_flops: float, fine_tune_flops: float
+) -> dict[str, Any] | None:
+    """The report's ``break_even`` object: for which ratio ``rho`` = (price of one fine-tune) /
+    (price of one full regeneration) each LLM arm is on the LLM arms' cost-quality frontier.
+
+    Each arm's cost is linear in ``rho``, in units of one full regeneration: ``f * rho + g``,
+    with ``f`` its fine-tune flops over ``fine_tune_flops`` (fine-tunes, weighted by their size)
+    and ``g`` the rest of its flops (regenerations, refreshes) over ``full_regeneration_flops``.
+    Qualities (HR@5) stay as measured. Arm A is dominated at ``rho`` by an arm B with at least its
+    HR@5 that costs no more; each such B bounds A's range from above or below.
+    """
+    if full_regeneration_flops <= 0 or fine_tune_flops <= 0:
+        return None
+    llm = [a for a in arms if a["llm"]]
+    if not llm:
+        return None
+    line: dict[str, tuple[float, float, float]] = {}
+    for a in llm:
+        ft = float(a["cost"].get("flops_by_action", {}).get("fine_tune", 0.0))
+        line[a["name"]] = (ft / fine_tune_flops, (float(a["cost"]["flops"]) - ft) / full_regeneration_flops,
+                           float(a["metrics"].get("hr@5") or 0.0))
+    ratio_now = fine_tune_flops / full_regeneration_flops
+    out: dict[str, Any] = {}
+    for name, (f_a, g_a, q_a) in line.items():
+        lo, hi = 0.0, math.inf
+        rivals = []
+        for other, (f_b, g_b, q_b) in line.items():
+            if other == name or q_b < q_a:
+                continue
+            df, dg = f_a - f_b, g_a - g_b
+            if abs(df) < 1e-12:
+                when = "always" if (dg < 0 or (dg <= 0 and q_b == q_a)) else "never"
+                ratio = None
+                if when == "never":
+                    lo, hi = math.inf, 0.0
+            else:
+                ratio = -dg / df
+                if df > 0:  # A fine-tunes more: it wins only while fine-tunes are cheap
+                    when, hi = "below", min(hi, ratio)
+                else:
+                    when, lo = "above", max(lo, ratio)
+            rivals.append({"arm": other, "ratio": _r(ratio), "wins_when": when})
+        out[name] = {
+            "fine_tune_equivalents": _r(f_a),
+            "other_in_full_regenerations": _r(g_a),
+            "cost_in_full_regenerations_now": _r(f_a * ratio_now + g_a),
+            "on_frontier_for_ratio": [_r(lo), None if math.isinf(hi) else _r(hi)] if lo < hi else None,
+            "rivals": rivals,
+        }
+    return {
+        "unit": "one full regeneration (every catalog context, with evidence)",
+        "full_regeneration_flops": full_regeneration_flops,
+        "fine_tune_flops": fine_tune_flops,
+        "ratio_now": _r(ratio_now),
+        "quality": PARETO_QUALITY,
+        "arms": out,
+        "rule": "ratio = price of one fine-tune / price of one full regeneration; an arm's cost is "
+                "fine_tune_equivalents * ratio + other_in_full_regenerations; it is on the LLM "
+                "arms' frontier for ratios in on_frontier_for_ratio ([lo, hi], hi null = no upper "
+                "bound; null = never); each rival (an arm with at least its HR@5) bounds that range "
+                "below or above its ratio",
+    }
+
+
+def _break_even_section(report: dict[str, Any]) -> list[str]:
+    be = report.get("break_even")
+    if not be:
+        return []
+    out = ["", "## Break-even: how dear may a fine-tune be?", "",
+           f"ratio = price of one fine-tune / price of one full regeneration (now "
+           f"{_fmt(be['ratio_now'], 3)}: {_sci(be['fine_tune_flops'])} vs "
+           f"{_sci(be['full_regeneration_flops'])} flops). With quality (HR@5) as measured, each LLM "
+           "arm is on the LLM arms' cost-quality frontier for these ratios:", "",
+           "| arm | fine-tunes (equivalent) | other cost (full regenerations) | on the frontier for ratio | bounded by |",
+           "|---|---|---|---|---|"]
+    for name, a in be["arms"].items():
+        rng = a["on_frontier_for_ratio"]
+        text = "never" if rng is None else (
+            f"≥ {_fmt(rng[0], 3)}" if rng[1] is None else f"{_fmt(rng[0], 3)} – {_fmt(rng[1], 3)}")
+        bounds = ", ".join(f"{r['arm']} ({r['wins_when']}"
+                           + (f" {_fmt(r['ratio'], 3)})" if r["ratio"] is not None else ")")
+                           for r in a["rivals"]) or "–"
+        out.append(f"| {name} | {_fmt(a['fine_tune_equivalents'], 2)} | "
+                   f"{_fmt(a['other_in_full_regenerations'], 2)} | {text} | {bounds} |")
+    return out
+
+
 def _partial_lines(report: dict[str, Any]) -> list[str]:
     p = report.get("partial")
     if not p:
@@ -671,7 +759,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         out.append(line)
     for note in v.get("notes", []):
         out.append(f"- {note}")
-    out += _pareto_section(report)
+    out += _pareto_section(report) + _break_even_section(report)
     out += _seed_section(report) + _slices_section(report) + _counting_section(report)
     rag = [(a["name"], a["metrics"].get("rag_equals_no_rag_top1")) for a in report["arms"]
            if a["metrics"].get("rag_equals_no_rag_top1") is not None]
@@ -843,6 +931,7 @@ __all__ = [
     "GOAL_LABELS",
     "PAIRED_METRICS",
     "SCHEMA",
+    "break_even",
     "build_report",
     "drift_summary",
     "explanations",

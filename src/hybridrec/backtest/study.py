@@ -240,9 +240,26 @@ def _replay_once(
                 ),
                 "regenerate": config.llm.regenerate,
                 "reused_rows": cache.reused_rows,
+                "full_regeneration_flops": cache.regenerate_estimate(
+                    cache.n * (cache.n - 1), with_evidence=True).flops,
+                "fine_tune_flops": _mean_fine_tune_flops(arms, cache, transitions, end),
                 "initial_adapter": INITIAL,
             }
     return result, setup
+
+
+def _mean_fine_tune_flops(arms: list[Arm], cache: WorkCache, transitions: TransitionSet,
+                          end: Any) -> float:
+    """The mean price of the fine-tunes the arms were charged, or (none ran) of one on the last
+    :data:`~hybridrec.engine.pricing.PRICE_DAYS` of the test days."""
+    from hybridrec.engine.pricing import PRICE_DAYS
+    from hybridrec.types import TimeWindow
+
+    count = sum(a.cost.fine_tunes for a in arms if a.llm)
+    if count:
+        return float(sum(a.cost.by_action.get("fine_tune", 0.0) for a in arms if a.llm) / count)
+    recent = transitions.window(TimeWindow.ending_at(end, PRICE_DAYS))
+    return float(cache.fine_tune_estimate(len(recent)).flops)
 
 
 def scored_pair_support(transitions: TransitionSet, result: ReplayResult) -> np.ndarray:
@@ -333,6 +350,13 @@ def run_backtest(
         n_boot=config.bootstrap, extra=extra, extra_seeds=extra_seeds,
         pair_support=scored_pair_support(transitions, result),
     )
+    llm_setup = setup.get("llm") or {}
+    if llm_setup.get("full_regeneration_flops"):
+        from hybridrec.backtest.report import break_even
+
+        report["break_even"] = break_even(
+            report["arms"], full_regeneration_flops=llm_setup["full_regeneration_flops"],
+            fine_tune_flops=llm_setup["fine_tune_flops"])
     if failure is not None:
         failure.setdefault("seed", seeds[0])
         report["partial"] = {
