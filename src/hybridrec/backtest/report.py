@@ -629,6 +629,8 @@ def break_even(
                     when, hi = "below", min(hi, ratio)
                 else:
                     when, lo = "above", max(lo, ratio)
+                if ratio <= 0:  # ratios are positive: the bound is trivial
+                    when, ratio = ("never" if when == "below" else "always"), None
             rivals.append({"arm": other, "ratio": _r(ratio), "wins_when": when})
         out[name] = {
             "fine_tune_equivalents": _r(f_a),
