@@ -8,7 +8,7 @@ Backtest arms (docs/protocol.md) map to policies and options as follows::
     rag-only    periodic-rag       period_days=2   (fine-tunes once if there is no adapter yet)
     rag-once    rag-once
     hybrid      hybrid             fine_tune_every_days=30, rag_every_days=2
-    adaptive    adaptive
+    adaptive    adaptive           rule="benefit" (acts on measured gain per unit of cost)
 
 Shared rules (every policy here):
 
@@ -313,6 +313,21 @@ class AdaptiveOptions(_Options):
         description="Budget headroom kept after a fine-tune, in refresh+regenerate costs.",
     )
     warm_start: bool = True
+    rule: Literal["benefit", "drift"] = Field(
+        default="benefit",
+        description="benefit: act when the measured gain per unit of cost clears min_gain_per_cost; "
+                    "drift: the drift-driven cadence (see the class docstring).",
+    )
+    min_gain_per_cost: float = Field(
+        default=0.01, ge=0,
+        description="benefit rule: the least HR@5 gain per full-regeneration-equivalent of cost "
+                    "an action group must promise.",
+    )
+    max_knowledge_days: float | None = Field(
+        default=None, gt=0,
+        description="benefit rule: refresh anyway once the knowledge is this old (None: never; "
+                    "then knowledge_bound() is None).",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> AdaptiveOptions:
@@ -326,7 +341,29 @@ class AdaptiveOptions(_Options):
 
 
 class AdaptivePolicy(UpdatePolicy):
-    """Drift-driven cadence under a budget (beyond the paper).
+    """Acts on evidence of benefit, under a budget (beyond the paper).
+
+    **The benefit rule** (``rule = "benefit"``, the default) reads the recall signals of
+    :class:`~hybridrec.types.DriftStats`, the served lists' hit rate measured on days after the
+    table that served them was built:
+
+    * the **gain** of a refresh + regeneration is what the served table lost since it was built,
+      ``recall_at_table - recall_recent``; of a fine-tune + refresh + regeneration, what the
+      served lists lost since the adapter was trained, ``recall_at_training - recall_recent``
+      (at least the refresh's gain, as a fine-tune refreshes too);
+    * the **cost** of a group is its price in ``state.estimates`` over the price of one full
+      regeneration (full-regeneration equivalents; one per action when nothing is priced);
+    * the groups whose gain per cost is at least ``min_gain_per_cost`` are candidates (a refresh
+      only once the knowledge is ``min_rag_days`` old, a fine-tune once the adapter is
+      ``min_fine_tune_days`` old and none is pending or recently held); the best candidate that
+      fits the budget is taken (a fine-tune keeps ``reserve_refreshes`` refresh+regenerate costs
+      to spare). A missing signal (fewer days seen than the arm measures over) promises nothing.
+    * Always, budget permitting: a fine-tune when there is no adapter or it is
+      ``max_fine_tune_days`` old; one initial refresh when there never was knowledge; a refresh
+      when the knowledge is ``max_knowledge_days`` old (if set; it is then the knowledge bound);
+      a regeneration when there is no table.
+
+    **The drift rule** (``rule = "drift"``), a cadence driven by measured drift:
 
     * **Fine-tune** when the adapter is at least ``min_fine_tune_days`` old and drift is high
       (``drift.top5_jaccard < jaccard_threshold``, or ``drift.recall_recent <
@@ -342,6 +379,86 @@ class AdaptivePolicy(UpdatePolicy):
 
     name: ClassVar[str] = "adaptive"
     Options: ClassVar[type[BaseModel]] = AdaptiveOptions
+
+    # -- the benefit rule (default) ----------------------------------------------------------
+
+    @staticmethod
+    def gains(state: SystemState) -> tuple[float | None, float | None]:
+        """``(gain of refresh + regenerate, gain of fine-tune + refresh + regenerate)`` in HR@5:
+        what the served table lost since it was built (``recall_at_table - recall_recent``) and
+        what it lost since the adapter was trained (``recall_at_training - recall_recent``, at
+        least the former); None where a signal is missing."""
+        d = state.drift
+        if d.recall_recent is None:
+            return None, None
+        rag = None if d.recall_at_table is None else d.recall_at_table - d.recall_recent
+        ft = None if d.recall_at_training is None else d.recall_at_training - d.recall_recent
+        if ft is not None and rag is not None:
+            ft = max(ft, rag)
+        elif ft is None:
+            ft = rag
+        return rag, ft
+
+    @staticmethod
+    def cost_units(state: SystemState, actions: Sequence[Action]) -> float:
+        """The cost of ``actions`` in full-regeneration equivalents (flops, else seconds, else
+        money of ``state.estimates``; one per action when nothing is priced)."""
+        regen = state.estimates.get("regenerate_table")
+        for unit in UNITS:
+            base = 0.0 if regen is None else float(getattr(regen, unit))
+            if base > 0:
+                return action_cost(state, actions, unit) / base
+        return float(len(actions))
+
+    def _decide_benefit(self, state: SystemState) -> list[Action]:
+        o: AdaptiveOptions = self.options
+        rag = _rag_group(state, o.knowledge_days, "")
+        age = _age(state, state.adapter_trained_until)
+        blocked = fine_tune_blocked(state, o.min_fine_tune_days)
+        ft = FineTune(window=fine_tune_window(state, o.train_days),
+                      warm_start=o.warm_start and state.adapter_version is not None, reason="")
+
+        def group(reason: str, with_ft: bool) -> list[Action]:
+            head: list[Action] = [ft.model_copy(update={"reason": reason})] if with_ft else []
+            return [*head, rag[0].model_copy(update={"reason": reason}), rag[1]]
+
+        candidates: list[tuple[float, list[Action]]] = []
+        if age is None and not blocked:  # no adapter at all
+            candidates.append((math.inf, group("no adapter", True)))
+        if age is not None and age + _EPS >= _days(o.max_fine_tune_days) and not blocked:
+            candidates.append((math.inf, group(f"adapter older than {o.max_fine_tune_days:g} days", True)))
+        if state.knowledge_version is None and not _has_refreshed(state):
+            candidates.append((math.inf, group("initial knowledge", False)))
+        if o.max_knowledge_days is not None and _due(state, state.knowledge_until, o.max_knowledge_days):
+            candidates.append((math.inf, group(f"knowledge older than {o.max_knowledge_days:g} days", False)))
+        gain_rag, gain_ft = self.gains(state)
+        if gain_rag is not None and _due(state, state.knowledge_until, o.min_rag_days):
+            per_cost = gain_rag / max(self.cost_units(state, rag), 1e-12)
+            if per_cost >= o.min_gain_per_cost:
+                candidates.append((per_cost, group(
+                    f"table lost {gain_rag:.4f} HR@5 since it was built ({per_cost:.4f} per "
+                    "regeneration-equivalent)", False)))
+        if (gain_ft is not None and age is not None and not blocked
+                and age + _EPS >= _days(o.min_fine_tune_days)):
+            full = group("", True)
+            per_cost = gain_ft / max(self.cost_units(state, full), 1e-12)
+            if per_cost >= o.min_gain_per_cost:
+                candidates.append((per_cost, group(
+                    f"served lists lost {gain_ft:.4f} HR@5 since the adapter was trained "
+                    f"({per_cost:.4f} per regeneration-equivalent)", True)))
+        candidates.sort(key=lambda c: -c[0])  # best gain per cost first (stable)
+        alternatives: list[list[Action]] = []
+        for _, actions in candidates:
+            if any(isinstance(a, FineTune) for a in actions):
+                reserve = o.reserve_refreshes * _group_share(state, actions, actions[1:])
+                if not affordable(state, actions, reserve=reserve):
+                    continue
+            alternatives.append(actions)
+        if state.table_version is None:
+            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+        return first_affordable(state, alternatives)
+
+    # -- the drift rule ----------------------------------------------------------------------
 
     def rag_days(self, state: SystemState) -> float:
         o: AdaptiveOptions = self.options
@@ -366,6 +483,8 @@ class AdaptivePolicy(UpdatePolicy):
 
     def decide(self, state: SystemState) -> list[Action]:
         o: AdaptiveOptions = self.options
+        if o.rule == "benefit":
+            return self._decide_benefit(state)
         rag_days = self.rag_days(state)
         rag = _rag_group(state, o.knowledge_days, f"knowledge older than {rag_days:.3g} days (drift)")
         rag_due = _due(state, state.knowledge_until, rag_days)
@@ -393,7 +512,10 @@ class AdaptivePolicy(UpdatePolicy):
         return first_affordable(state, alternatives)
 
     def knowledge_bound(self) -> timedelta | None:
-        return _days(self.options.max_rag_days)
+        o: AdaptiveOptions = self.options
+        if o.rule == "benefit":
+            return None if o.max_knowledge_days is None else _days(o.max_knowledge_days)
+        return _days(o.max_rag_days)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -155,10 +155,14 @@ def test_budget_counts_what_was_spent_in_the_period() -> None:
         "refresh_knowledge", "regenerate_table"]
 
 
+def _drift_rule() -> AdaptivePolicy:
+    return AdaptivePolicy(AdaptivePolicy.Options(rule="drift"))
+
+
 @pytest.mark.parametrize(("jaccard", "fine_tunes"), [(0.1, True), (0.5, False), (None, False)])
 def test_adaptive_fine_tunes_on_drift_after_the_minimum_interval(jaccard: float | None, fine_tunes: bool) -> None:
     drift = DriftStats(top5_jaccard=jaccard, pairs=100)
-    policy = AdaptivePolicy()
+    policy = _drift_rule()
     actions = policy.decide(served(adapter_age=10, knowledge_age=0.5, drift=drift))
     assert ("fine_tune" in kinds(actions)) is fine_tunes
     assert "fine_tune" not in kinds(policy.decide(served(adapter_age=3, knowledge_age=0.5, drift=drift)))
@@ -166,16 +170,16 @@ def test_adaptive_fine_tunes_on_drift_after_the_minimum_interval(jaccard: float 
 
 def test_adaptive_fine_tunes_at_the_maximum_interval_without_drift() -> None:
     calm = DriftStats(top5_jaccard=0.9, pairs=100)
-    assert kinds(AdaptivePolicy().decide(served(adapter_age=60, knowledge_age=0.5, drift=calm)))[0] == "fine_tune"
+    assert kinds(_drift_rule().decide(served(adapter_age=60, knowledge_age=0.5, drift=calm)))[0] == "fine_tune"
 
 
 def test_adaptive_fine_tunes_when_recent_recall_drops() -> None:
     drift = DriftStats(recall_recent=0.01, recall_at_training=0.05)
-    assert kinds(AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=0.5, drift=drift)))[0] == "fine_tune"
+    assert kinds(_drift_rule().decide(served(adapter_age=10, knowledge_age=0.5, drift=drift)))[0] == "fine_tune"
 
 
 def test_adaptive_refreshes_more_often_when_drift_is_higher() -> None:
-    policy = AdaptivePolicy()
+    policy = _drift_rule()
     stormy = policy.rag_days(state(drift=DriftStats(top5_jaccard=0.05)))
     middling = policy.rag_days(state(drift=DriftStats(top5_jaccard=0.35)))
     calm = policy.rag_days(state(drift=DriftStats(top5_jaccard=0.95)))
@@ -190,9 +194,9 @@ def test_adaptive_refreshes_more_often_when_drift_is_higher() -> None:
 def test_adaptive_keeps_headroom_for_a_refresh_after_a_fine_tune() -> None:
     drift = DriftStats(top5_jaccard=0.05, pairs=100)
     # fine-tune + refresh + regenerate = 1110 fits 1150 but not with one more refresh (110) to spare
-    actions = AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=5, drift=drift, **_priced(flops=1150.0)))
+    actions = _drift_rule().decide(served(adapter_age=10, knowledge_age=5, drift=drift, **_priced(flops=1150.0)))
     assert kinds(actions) == ["refresh_knowledge", "regenerate_table"]
-    actions = AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=5, drift=drift, **_priced(flops=1250.0)))
+    actions = _drift_rule().decide(served(adapter_age=10, knowledge_age=5, drift=drift, **_priced(flops=1250.0)))
     assert kinds(actions)[0] == "fine_tune"
 
 
@@ -209,3 +213,55 @@ def test_windows_never_end_after_the_data_clock_even_when_it_lags_the_clock() ->
         for action in policy.decide(lagging):
             window = getattr(action, "window", None)
             assert window is None or window.end == lagging.data_until, policy.name
+
+
+# -- the adaptive policy's benefit rule ---------------------------------------------------------
+
+
+def _recall(recent: float, at_table: float | None, at_training: float | None) -> DriftStats:
+    return DriftStats(recall_recent=recent, recall_at_table=at_table, recall_at_training=at_training)
+
+
+def test_benefit_rule_waits_without_evidence_and_refreshes_once_initially() -> None:
+    policy = AdaptivePolicy()
+    assert policy.options.rule == "benefit" and policy.knowledge_bound() is None
+    # Served, never refreshed: the one initial refresh.
+    assert kinds(policy.decide(served(adapter_age=5))) == ["refresh_knowledge", "regenerate_table"]
+    # Refreshed, no recall signal yet (or no loss): nothing, however old the knowledge.
+    assert policy.decide(served(adapter_age=5, knowledge_age=40)) == []
+    assert policy.decide(served(adapter_age=5, knowledge_age=40, drift=_recall(0.33, 0.33, 0.33))) == []
+
+
+def test_benefit_rule_refreshes_when_the_table_lost_enough_per_unit_of_cost() -> None:
+    policy = AdaptivePolicy(AdaptivePolicy.Options(min_gain_per_cost=0.01))
+    priced = _priced()  # regenerate 100, refresh 10: a refresh group costs 1.1 regenerations
+    lost = _recall(0.30, 0.33, 0.33)  # 0.03 lost since the table was built: 0.027 per unit
+    assert kinds(policy.decide(served(adapter_age=5, knowledge_age=3, drift=lost, **priced))) == [
+        "refresh_knowledge", "regenerate_table"]
+    small = _recall(0.325, 0.33, 0.33)  # 0.005 lost: below the threshold
+    assert policy.decide(served(adapter_age=5, knowledge_age=3, drift=small, **priced)) == []
+    # Knowledge younger than min_rag_days is not refreshed, whatever the loss.
+    assert policy.decide(served(adapter_age=5, knowledge_age=0.5, drift=lost, **priced)) == []
+
+
+def test_benefit_rule_fine_tunes_when_refreshes_did_not_recover_the_loss() -> None:
+    policy = AdaptivePolicy(AdaptivePolicy.Options(min_gain_per_cost=0.01))
+    # Fine-tune group: 1000 + 10 + 100 = 11.1 regenerations. Lost 0.2 since training, 0 since
+    # the last refresh: 0.018 per unit, above the threshold.
+    drift = _recall(0.20, 0.40, 0.40).model_copy(update={"recall_at_table": 0.20})
+    actions = policy.decide(served(adapter_age=10, knowledge_age=3, drift=drift, **_priced()))
+    assert kinds(actions) == ["fine_tune", "refresh_knowledge", "regenerate_table"]
+    # Too young an adapter: no fine-tune.
+    assert policy.decide(served(adapter_age=3, knowledge_age=3, drift=drift, **_priced())) == []
+    # A fine-tune that would gain as little as a refresh loses to the refresh (cheaper per gain).
+    both = _recall(0.30, 0.35, 0.35)
+    assert kinds(policy.decide(served(adapter_age=10, knowledge_age=3, drift=both, **_priced()))) == [
+        "refresh_knowledge", "regenerate_table"]
+
+
+def test_benefit_rule_respects_a_zero_budget_and_the_optional_knowledge_cap() -> None:
+    lost = _recall(0.20, 0.40, 0.40)
+    assert AdaptivePolicy().decide(served(adapter_age=10, knowledge_age=3, drift=lost, **_priced(flops=0.0))) == []
+    capped = AdaptivePolicy(AdaptivePolicy.Options(max_knowledge_days=7))
+    assert capped.knowledge_bound() == 7 * DAY
+    assert kinds(capped.decide(served(adapter_age=5, knowledge_age=7))) == ["refresh_knowledge", "regenerate_table"]

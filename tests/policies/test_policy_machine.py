@@ -20,7 +20,12 @@ TestRagOnly = make_policy_machine(lambda: PeriodicRagPolicy())
 TestRagOnce = make_policy_machine(lambda: RagOncePolicy())
 TestHybrid = make_policy_machine(lambda: HybridPolicy())
 TestAdaptive = make_policy_machine(lambda: AdaptivePolicy())
+TestAdaptiveCapped = make_policy_machine(
+    lambda: AdaptivePolicy(AdaptivePolicy.Options(max_knowledge_days=3, min_gain_per_cost=0.0,
+                                                  min_fine_tune_days=1, max_fine_tune_days=10))
+)
+TestAdaptiveDrift = make_policy_machine(lambda: AdaptivePolicy(AdaptivePolicy.Options(rule="drift")))
 TestAdaptiveTight = make_policy_machine(
-    lambda: AdaptivePolicy(AdaptivePolicy.Options(min_rag_days=0.5, max_rag_days=1.5, default_rag_days=1.0,
+    lambda: AdaptivePolicy(AdaptivePolicy.Options(rule="drift", min_rag_days=0.5, max_rag_days=1.5, default_rag_days=1.0,
                                                   min_fine_tune_days=1, max_fine_tune_days=10))
 )

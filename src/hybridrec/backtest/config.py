@@ -146,6 +146,7 @@ class LLMSettings(BaseModel):
         "copying the other rows (exact: a row is a function of adapter and prompt); 'full' "
         "re-ranks every context. Served lists are identical either way.",
     )
+    recall_days: int = Field(default=3, ge=1, description="Days each recall signal of the drift arms' state is measured over (recall_recent, recall_at_training, recall_at_table).")
     drift_arms: list[str] = Field(default_factory=lambda: ["adaptive"], description="Arms whose state carries measured drift (others see it unmeasured; only drift-driven policies read it).")
     measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")
 

@@ -88,6 +88,8 @@ from hybridrec.versions import Served as ServedVersions
 INITIAL = "initial"
 #: Minimum observations of a pair in both windows for the backtest's drift statistic.
 BACKTEST_DRIFT_MIN_COUNT = 5
+#: The recall signals count a hit when the next cluster is in the served top RECALL_K.
+RECALL_K = 5
 
 
 def _key(*parts: Any) -> str:
@@ -150,6 +152,7 @@ class LLMStack:
     training_evidence: str = "fine_tuner"
     training_knowledge_days: int = 14
     regenerate: str = "delta"
+    recall_days: int = 3
 
 
 class WorkCache:
@@ -557,6 +560,10 @@ class PolicyArm(Arm):
         self.full_regenerated_contexts = 0
         #: the arm as a version store (the engine executes its actions against it)
         self.versions = ArmVersions(self)
+        #: per served day: (end of the day, transitions, hits in the top RECALL_K, table built at,
+        #: adapter trained at), for the recall signals of the policy's state
+        self.served_days: list[tuple[datetime, int, int, datetime, datetime | None]] = []
+        self._served_ids: np.ndarray | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -571,16 +578,45 @@ class PolicyArm(Arm):
             n_recent=len(history.window(TimeWindow.ending_at(now, pricing.PRICE_DAYS))),
             n_contexts=self.cache.n * (self.cache.n - 1), with_evidence=self.knowledge is not None,
         )
+        drift = DriftStats()
+        if self.measure_drift:
+            drift = self.cache.drift(history, adapter.window, now).model_copy(
+                update=self.recall_signals(now, self.cache.stack.recall_days))
         return system_state(
             self.versions.describe(),
             now=now,
             data_start=self.data_start,
             data_until=now,
-            drift=self.cache.drift(history, adapter.window, now) if self.measure_drift else DriftStats(),
+            drift=drift,
             budget=budget,
             ledger=self.versions.ledger(now - timedelta(days=budget.period_days)),
             estimates=estimates,
         )
+
+    def recall_signals(self, now: datetime, days: float) -> dict[str, float | None]:
+        """``recall_recent``, ``recall_at_training`` and ``recall_at_table`` (see
+        :class:`~hybridrec.types.DriftStats`) from the days this arm served, each over ``days``
+        days; a signal is None until its days were all seen (or they had no transitions)."""
+
+        def rate(rows: list[tuple[datetime, int, int, datetime, datetime | None]]) -> float | None:
+            n = sum(r[1] for r in rows)
+            return sum(r[2] for r in rows) / n if n else None
+
+        span = timedelta(days=days)
+        recent = [r for r in self.served_days if r[0] > now - span]
+        out: dict[str, float | None] = {"recall_recent": None, "recall_at_training": None,
+                                        "recall_at_table": None}
+        if self.served_days and self.served_days[0][0] <= now - span + timedelta(days=1):
+            out["recall_recent"] = rate(recent)
+        table = self.table
+        if table is not None and now - table.built_at >= span:
+            out["recall_at_table"] = rate([r for r in self.served_days if r[3] == table.built_at
+                                           and r[0] <= table.built_at + span])
+        trained = self.adapter_trained_at
+        if trained is not None and now - trained >= span:
+            out["recall_at_training"] = rate([r for r in self.served_days if r[4] == trained
+                                              and r[0] <= trained + span])
+        return out
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -686,6 +722,14 @@ class PolicyArm(Arm):
         self.initial_actions = self._act(history, start)
 
     def end_of_day(self, history: TransitionSet, day: Day) -> list[str]:
+        if self.measure_drift and self._served_ids is not None and self.table is not None:
+            # The day's outcome of the lists this arm served (data it has now seen).
+            truth = history.c3[day.lo : day.hi]
+            ids = self._served_ids
+            hits = int((ids[:, :RECALL_K] == truth[:, None]).any(axis=1).sum()) if ids.shape[0] == truth.shape[0] else 0
+            self.served_days.append((day.end, int(truth.shape[0]), hits, self.table.built_at,
+                                     self.adapter_trained_at))
+        self._served_ids = None
         return self._act(history, day.end)
 
     def _act(self, history: TransitionSet, now: datetime) -> list[str]:
@@ -718,6 +762,8 @@ class PolicyArm(Arm):
             self._rag_same += int((plain[:, 0] == ids[:, 0]).sum())
             self._no_rag_top1_same_list += int((plain[:, :k] == ids[:, :k]).all(axis=1).sum())
             self._rag_n += int(contexts.shape[0])
+        if self.measure_drift:
+            self._served_ids = rankings.ids
         return Served(ids=rankings.ids, covered=levels == LEVEL_PAIR)
 
     def finalize_seconds(self, seconds_per_context: float) -> None:

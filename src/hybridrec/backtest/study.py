@@ -79,6 +79,7 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) 
         training_evidence=llm.training_evidence,
         training_knowledge_days=llm.training_knowledge_days,
         regenerate=llm.regenerate,
+        recall_days=llm.recall_days,
     )
 
 

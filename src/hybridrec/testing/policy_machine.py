@@ -136,13 +136,17 @@ class PolicyMachine(RuleBasedStateMachine):
 
     @rule(
         jaccard=st.none() | st.floats(0, 1),
-        recall=st.none() | st.tuples(st.floats(0, 0.2), st.floats(0.001, 0.2)),
+        recall=st.none() | st.tuples(st.floats(0, 0.2), st.floats(0.001, 0.2),
+                                     st.none() | st.floats(0, 0.2)),
     )
-    def drift_changes(self, jaccard: float | None, recall: tuple[float, float] | None) -> None:
+    def drift_changes(
+        self, jaccard: float | None, recall: tuple[float, float, float | None] | None
+    ) -> None:
         self.drift = DriftStats(
             top5_jaccard=jaccard, pairs=0 if jaccard is None else 50,
             recall_recent=None if recall is None else recall[0],
             recall_at_training=None if recall is None else recall[1],
+            recall_at_table=None if recall is None else recall[2],
             measured_at=self.now,
         )
 

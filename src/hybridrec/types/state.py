@@ -23,12 +23,20 @@ from hybridrec.types.costs import (
 
 
 class DriftStats(Model):
-    """Drift between the adapter's training data and recent data (None when not measured)."""
+    """Drift between the adapter's training data and recent data (None when not measured).
+
+    The recall signals are the served lists' hit rate (HR@5, the share of transitions whose next
+    cluster was in the served top 5), always on days *after* the table that served them was
+    built (out of sample): ``recall_recent`` over the last days seen, ``recall_at_training``
+    over the first days served after the current adapter was trained, ``recall_at_table`` over
+    the first days the current table served. None until enough days were seen.
+    """
 
     top5_jaccard: float | None = Field(default=None, ge=0.0, le=1.0)
     pairs: NonNegativeInt = 0
-    recall_recent: float | None = None
-    recall_at_training: float | None = None
+    recall_recent: float | None = Field(default=None, ge=0.0, le=1.0)
+    recall_at_training: float | None = Field(default=None, ge=0.0, le=1.0)
+    recall_at_table: float | None = Field(default=None, ge=0.0, le=1.0)
     measured_at: datetime | None = None
 
 

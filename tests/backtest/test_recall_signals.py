@@ -1,0 +1,38 @@
+"""The recall signals of the adaptive arm's state are the served lists' own hit rate, measured
+on days after the table that served them was built."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from conftest import fake_config
+
+from hybridrec.backtest import run_backtest
+from hybridrec.backtest.llm import PolicyArm
+
+
+def test_recall_signals_are_the_served_hit_rate_on_seen_days(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    config = fake_config(arms=["adaptive", "hybrid"])
+    report, result, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    arm = result.run("adaptive").arm
+    assert isinstance(arm, PolicyArm)
+    per_day = {a["name"]: a for a in report["arms"]}["adaptive"]["per_day"]
+    days = config.llm.recall_days
+    assert len(arm.served_days) == len(per_day)
+    # recall_recent at the end: the arm's scored HR@5 over its last `days` days.
+    end = result.days[-1].end
+    signals = arm.recall_signals(end, days)
+    last = per_day[-days:]
+    expected = sum(d["hr@5"] * d["n"] for d in last) / sum(d["n"] for d in last)
+    assert signals["recall_recent"] == pytest.approx(expected)
+    # Too early: nothing measured yet.
+    assert arm.recall_signals(result.days[0].end, days)["recall_recent"] is None
+    # At the table's build time + days: the table's first days.
+    table = arm.table
+    assert table is not None
+    if end - table.built_at >= timedelta(days=days):
+        first = [d for d in arm.served_days if d[3] == table.built_at][:days]
+        assert signals["recall_at_table"] == pytest.approx(sum(d[2] for d in first) / sum(d[1] for d in first))
+    # Arms that do not read drift record nothing.
+    assert result.run("hybrid").arm.served_days == []  # type: ignore[attr-defined]
