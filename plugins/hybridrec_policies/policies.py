@@ -323,6 +323,12 @@ class AdaptiveOptions(_Options):
         description="benefit rule: the least HR@5 gain per full-regeneration-equivalent of cost "
                     "an action group must promise.",
     )
+    regenerate_recent_days: float | None = Field(
+        default=None, gt=0,
+        description="benefit rule: regenerate only the contexts with traffic in the last this "
+                    "many days (RegenerateTable contexts='observed'); the others are served by "
+                    "the serving backoff. None: every catalog context.",
+    )
     max_knowledge_days: float | None = Field(
         default=None, gt=0,
         description="benefit rule: refresh anyway once the knowledge is this old (None: never; "
@@ -358,6 +364,10 @@ class AdaptivePolicy(UpdatePolicy):
       ``min_fine_tune_days`` old and none is pending or recently held); the best candidate that
       fits the budget is taken (a fine-tune keeps ``reserve_refreshes`` refresh+regenerate costs
       to spare). A missing signal (fewer days seen than the arm measures over) promises nothing.
+    * With ``regenerate_recent_days`` set, a regeneration ranks only the contexts with traffic
+      in that many recent days (``RegenerateTable(contexts="observed")``, priced on those
+      contexts); every other context is served by the serving backoff (successors of ``c2``,
+      then popularity).
     * Always, budget permitting: a fine-tune when there is no adapter or it is
       ``max_fine_tune_days`` old; one initial refresh when there never was knowledge; a refresh
       when the knowledge is ``max_knowledge_days`` old (if set; it is then the knowledge bound);
@@ -418,9 +428,16 @@ class AdaptivePolicy(UpdatePolicy):
         ft = FineTune(window=fine_tune_window(state, o.train_days),
                       warm_start=o.warm_start and state.adapter_version is not None, reason="")
 
+        regenerate = rag[1]
+        if o.regenerate_recent_days is not None:
+            regenerate = RegenerateTable(
+                use_knowledge=True, contexts="observed", reason="new knowledge (recent contexts)",
+                observed_window=TimeWindow.ending_at(state.data_until, o.regenerate_recent_days),
+            )
+
         def group(reason: str, with_ft: bool) -> list[Action]:
             head: list[Action] = [ft.model_copy(update={"reason": reason})] if with_ft else []
-            return [*head, rag[0].model_copy(update={"reason": reason}), rag[1]]
+            return [*head, rag[0].model_copy(update={"reason": reason}), regenerate]
 
         candidates: list[tuple[float, list[Action]]] = []
         if age is None and not blocked:  # no adapter at all

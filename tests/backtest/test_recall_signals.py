@@ -36,3 +36,23 @@ def test_recall_signals_are_the_served_hit_rate_on_seen_days(fake_stack, catalog
         assert signals["recall_at_table"] == pytest.approx(sum(d[2] for d in first) / sum(d[1] for d in first))
     # Arms that do not read drift record nothing.
     assert result.run("hybrid").arm.served_days == []  # type: ignore[attr-defined]
+
+
+def test_regenerating_only_recent_contexts_is_charged_for_those_contexts(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    from hybridrec.config import PluginRef
+
+    config = fake_config(arms=["adaptive"])
+    full_report, _, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    ref = config.llm.policies["adaptive"]
+    policies = {**config.llm.policies, "adaptive": PluginRef(
+        plugin=ref.plugin, options={**ref.options, "regenerate_recent_days": 1.0})}
+    recent = config.model_copy(update={"llm": config.llm.model_copy(update={"policies": policies})})
+    report, _, _ = run_backtest(recent, data=(catalog, transitions), drift=False)
+    part = report["arms"][0]
+    assert full_report["arms"][0]["metrics"]["regenerated_contexts_if_full"] == \
+        full_report["arms"][0]["cost"]["table_regenerations"] * len(catalog) * (len(catalog) - 1)
+    regenerations = part["cost"]["table_regenerations"]
+    assert regenerations >= 1
+    # Each regeneration is charged for the contexts seen in the last day, fewer than n (n - 1).
+    n = len(catalog)
+    assert part["metrics"]["regenerated_contexts_if_full"] < regenerations * n * (n - 1)

@@ -265,3 +265,12 @@ def test_benefit_rule_respects_a_zero_budget_and_the_optional_knowledge_cap() ->
     capped = AdaptivePolicy(AdaptivePolicy.Options(max_knowledge_days=7))
     assert capped.knowledge_bound() == 7 * DAY
     assert kinds(capped.decide(served(adapter_age=5, knowledge_age=7))) == ["refresh_knowledge", "regenerate_table"]
+
+
+def test_benefit_rule_can_regenerate_only_recently_observed_contexts() -> None:
+    policy = AdaptivePolicy(AdaptivePolicy.Options(regenerate_recent_days=7))
+    actions = policy.decide(served(adapter_age=5))
+    regenerate = actions[-1]
+    assert isinstance(regenerate, RegenerateTable) and regenerate.contexts == "observed"
+    assert regenerate.observed_window is not None
+    assert regenerate.observed_window.end == NOW and regenerate.observed_window.start == NOW - 7 * DAY
