@@ -667,7 +667,7 @@ def _break_even_section(report: dict[str, Any]) -> list[str]:
            "|---|---|---|---|---|"]
     for name, a in be["arms"].items():
         rng = a["on_frontier_for_ratio"]
-        text = "never" if rng is None else (
+        text = "never" if rng is None else "any" if rng == [0.0, None] else (
             f"≥ {_fmt(rng[0], 3)}" if rng[1] is None else f"{_fmt(rng[0], 3)} – {_fmt(rng[1], 3)}")
         bounds = ", ".join(f"{r['arm']} ({r['wins_when']}"
                            + (f" {_fmt(r['ratio'], 3)})" if r["ratio"] is not None else ")")
