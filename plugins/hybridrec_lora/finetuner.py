@@ -54,6 +54,15 @@ from hybridrec_lora.evidence import daily_backoff_successors, trailing_top_succe
 
 SCHEMA = "hybridrec.adapter/1"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 MANIFEST = "manifest.json"
 
 
@@ -539,7 +548,10 @@ class LoraFineTuner(FineTuner):
         state = dict(model.named_parameters())
         save_file({n: state[n].detach().cpu().contiguous() for n in names}, str(staging / "trainable.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, staging / "optimizer.pt")
-        meta = {"fingerprint": fingerprint, "step": step, "tokens": tokens, "loss": loss}
+        meta = {
+            "fingerprint": fingerprint, "step": step, "tokens": tokens, "loss": loss,
+            "sha256": {name: _sha256(staging / name) for name in CHECKPOINT_FILES},
+        }
         (staging / "state.json").write_text(json.dumps(meta))
         staging.rename(folder / f"step-{step:08d}")
         for old in sorted(folder.glob("step-*"))[:-1]:
@@ -559,8 +571,19 @@ class LoraFineTuner(FineTuner):
             meta_path = candidate / "state.json"
             if not meta_path.is_file():
                 continue
-            meta = json.loads(meta_path.read_text())
-            if meta.get("fingerprint") != fingerprint:
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint:
+                continue
+            # Checkpoints live in a staging folder that survives crashes: only files whose
+            # sha256 matches state.json are read, and only as tensors (never unpickled objects).
+            sums = meta.get("sha256")
+            if not isinstance(sums, dict) or any(
+                not (candidate / name).is_file() or _sha256(candidate / name) != sums.get(name)
+                for name in CHECKPOINT_FILES
+            ):
                 continue
             saved = load_file(str(candidate / "trainable.safetensors"))
             state = dict(model.named_parameters())
@@ -569,7 +592,10 @@ class LoraFineTuner(FineTuner):
             with torch.no_grad():
                 for n in names:
                     state[n].copy_(saved[n].to(state[n].device, dtype=state[n].dtype))
-            extra = torch.load(candidate / "optimizer.pt", weights_only=False)
+            try:
+                extra = torch.load(candidate / "optimizer.pt", weights_only=True)
+            except Exception:
+                continue
             optimizer.load_state_dict(extra["optimizer"])
             torch.set_rng_state(extra["rng"])
             return int(meta["step"]), int(meta["tokens"]), float(meta["loss"])

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -33,6 +34,30 @@ from hybridrec.errors import CorruptArtifactError
 from hybridrec.types import UTC
 
 MANIFEST = "manifest.json"
+#: What a version id looks like (``v000003-1a2b3c4d``); anything else is refused before it
+#: becomes part of a path, so a ``state`` file cannot name a folder outside the workspace.
+VERSION_ID = re.compile(r"v\d+-[0-9a-f]+")
+#: Mode of every file holding data (user ids, tables, quarantined rows).
+FILE_MODE = 0o600
+
+
+def check_version_id(version_id: Any, kind: str = "artifact") -> str:
+    """``version_id`` if it is a well-formed version id, else :class:`CorruptArtifactError`."""
+    if not isinstance(version_id, str) or not VERSION_ID.fullmatch(version_id):
+        raise CorruptArtifactError(
+            f"{kind} version id {version_id!r} is not of the form v<digits>-<hex>; the state "
+            "file is damaged or was edited"
+        )
+    return version_id
+
+
+def open_private(path: Path, mode: str = "a", encoding: str | None = "utf-8") -> Any:
+    """``open(path, mode)`` creating the file with mode 0600 (user data)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, FILE_MODE)
+    binary = "b" in mode
+    return os.fdopen(fd, ("a" if "a" in mode else "w") + ("b" if binary else ""),
+                     encoding=None if binary else encoding)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -151,6 +176,8 @@ class ArtifactStore:
         self.root = Path(root)
 
     def kind_dir(self, kind: str) -> Path:
+        if not re.fullmatch(r"[a-z_]+", kind):
+            raise CorruptArtifactError(f"artifact kind {kind!r} is not a plain folder name")
         return self.root / kind
 
     def versions(self, kind: str) -> list[Version]:
@@ -166,7 +193,7 @@ class ArtifactStore:
         return sorted(found, key=lambda v: v.id)
 
     def get(self, kind: str, version_id: str) -> Version:
-        path = self.kind_dir(kind) / version_id
+        path = self.kind_dir(kind) / check_version_id(version_id, kind)
         if not (path / MANIFEST).is_file():
             raise CorruptArtifactError(f"{kind} version {version_id} not found or incomplete at {path}")
         return Version(kind, version_id, path)
@@ -192,6 +219,7 @@ class ArtifactStore:
         """Checksum the staged files, write the manifest, fsync, and rename into place."""
         files = checksums(staging.path)
         for rel in files:
+            os.chmod(staging.path / rel, FILE_MODE)
             with open(staging.path / rel, "rb") as fh:
                 os.fsync(fh.fileno())
         digest = hashlib.sha256(
@@ -295,14 +323,18 @@ class Pointer:
 
 
 __all__ = [
+    "FILE_MODE",
     "MANIFEST",
+    "VERSION_ID",
     "ArtifactStore",
     "Pointer",
     "Staging",
     "Version",
     "atomic_write_bytes",
     "atomic_write_json",
+    "check_version_id",
     "checksums",
+    "open_private",
     "read_json",
     "sha256_file",
     "verify",

@@ -25,8 +25,8 @@ whole set and race on the output folder).
 
 from __future__ import annotations
 
+import hashlib
 import os
-import pickle
 import shlex
 import shutil
 import subprocess
@@ -45,14 +45,14 @@ from hybridrec.config import DistributedConfig, PluginRef
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
 from hybridrec.plugins import build, resolve_plugin
-from hybridrec.types import ClusterCatalog, TimeWindow, TransitionSet
+from hybridrec.types import ClusterCatalog, EvidenceBatch, TimeWindow, TransitionSet
 
 if TYPE_CHECKING:
     import torch
 
 SPEC_FILE = "spec.json"
 TRANSITIONS_FILE = "transitions.npz"
-EVIDENCE_FILE = "evidence_fn.pkl"
+EVIDENCE_FILE = "evidence.npz"
 RESULT_FILE = "result.json"
 LOG_FILE = "launch.log"
 
@@ -154,18 +154,102 @@ class FineTuneSpec(BaseModel):
     previous_adapter: Path | None = None
     backend: str = "auto"
     has_evidence_fn: bool = False
+    #: sha256 of the transitions file and of the evidence file; a rank refuses files that differ
+    checksums: dict[str, str] = {}
 
 
 def save_transitions(path: Path, transitions: TransitionSet) -> None:
-    np.savez(
-        path, c1=transitions.c1, c2=transitions.c2, c3=transitions.c3, ts=transitions.ts,
-        user=transitions.user, n_clusters=np.int64(transitions.n_clusters),
-    )
+    with open(path, "wb") as fh:
+        np.savez(
+            fh, c1=transitions.c1, c2=transitions.c2, c3=transitions.c3, ts=transitions.ts,
+            user=transitions.user, n_clusters=np.int64(transitions.n_clusters),
+        )
+    os.chmod(path, 0o600)
 
 
 def load_transitions(path: Path) -> TransitionSet:
-    with np.load(path) as z:
+    with np.load(path, allow_pickle=False) as z:
         return TransitionSet(z["c1"], z["c2"], z["c3"], z["ts"], z["user"], int(z["n_clusters"]))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_EVIDENCE_ARRAYS = ("contexts", "cluster", "support", "score", "last_seen", "provenance")
+
+
+class PrecomputedEvidence:
+    """An evidence function read back from arrays: the parent evaluates the caller's
+    ``evidence_fn`` on every ``(context, time)`` of the window before the launch, and each rank
+    answers from those rows. Run folders hold arrays and JSON only, never pickled code."""
+
+    def __init__(self, batch: EvidenceBatch, ts: np.ndarray) -> None:
+        self.batch = batch
+        self._index: dict[tuple[int, int, int], int] = {}
+        for i, (c, t) in enumerate(zip(batch.contexts.tolist(), ts.tolist(), strict=True)):
+            self._index.setdefault((int(c[0]), int(c[1]), int(t)), i)
+        self.ts = ts
+
+    def __call__(self, contexts: np.ndarray, as_of_ts: np.ndarray) -> EvidenceBatch:
+        rows = []
+        for c, t in zip(np.asarray(contexts).tolist(), np.asarray(as_of_ts).tolist(), strict=True):
+            key = (int(c[0]), int(c[1]), int(t))
+            if key not in self._index:
+                raise HybridrecError(
+                    f"distributed fine-tune: no precomputed evidence for context {key[:2]} at "
+                    f"{key[2]}; the parent evaluates evidence_fn only on the window's transitions"
+                )
+            rows.append(self._index[key])
+        return self.batch.take(np.asarray(rows, dtype=np.int64))
+
+    def save(self, path: Path) -> None:
+        arrays = {name: getattr(self.batch, name) for name in _EVIDENCE_ARRAYS}
+        arrays["ts"] = self.ts
+        if self.batch.similarity is not None:
+            arrays["similarity"] = self.batch.similarity
+        if self.batch.source is not None:
+            arrays["source"] = self.batch.source
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.chmod(path, 0o600)
+
+    @classmethod
+    def load(cls, path: Path) -> PrecomputedEvidence:
+        with np.load(path, allow_pickle=False) as z:
+            batch = EvidenceBatch(
+                **{name: z[name] for name in _EVIDENCE_ARRAYS},
+                similarity=z["similarity"] if "similarity" in z.files else None,
+                source=z["source"] if "source" in z.files else None,
+            )
+            return cls(batch, z["ts"])
+
+
+def precompute_evidence(
+    evidence_fn: EvidenceFn, transitions: TransitionSet, window: TimeWindow
+) -> PrecomputedEvidence:
+    """``evidence_fn`` evaluated on every transition of ``window`` (context, time)."""
+    rows = transitions.window(window)
+    contexts = np.stack([rows.c1, rows.c2], axis=1).astype(np.int64)
+    ts = np.asarray(rows.ts, dtype=np.int64)
+    try:
+        batch = evidence_fn(contexts, ts)
+    except Exception as exc:
+        raise ConfigError(
+            f"distributed fine-tuning: the evidence function {evidence_fn!r} failed on the "
+            f"window's transitions ({type(exc).__name__}: {exc}); use [distributed] engine = \"single\""
+        ) from None
+    if not isinstance(batch, EvidenceBatch) or len(batch) != len(ts):
+        raise ConfigError(
+            f"distributed fine-tuning: the evidence function {evidence_fn!r} did not return an "
+            f"EvidenceBatch of {len(ts)} rows, so it cannot be precomputed for other processes; "
+            "use [distributed] engine = \"single\""
+        )
+    return PrecomputedEvidence(batch, ts)
 
 
 def write_spec(
@@ -174,22 +258,30 @@ def write_spec(
     transitions: TransitionSet,
     evidence_fn: EvidenceFn | None = None,
 ) -> Path:
-    """Write ``spec``, ``transitions`` and the pickled ``evidence_fn`` into ``run_dir``."""
+    """Write ``spec`` (JSON), ``transitions`` and the evidence ``evidence_fn`` gives for the
+    window's transitions (arrays) into ``run_dir``, with the sha256 of each data file in the
+    spec. Nothing in a run folder is ever unpickled."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_transitions(run_dir / TRANSITIONS_FILE, transitions)
+    checksums = {TRANSITIONS_FILE: _sha256(run_dir / TRANSITIONS_FILE)}
     if evidence_fn is not None:
-        try:
-            blob = pickle.dumps(evidence_fn)
-        except Exception as exc:
-            raise ConfigError(
-                f"distributed fine-tuning: the evidence function {evidence_fn!r} cannot be "
-                f"pickled ({exc}), so other processes cannot use it; pass a module-level "
-                "callable object, or use [distributed] engine = \"single\""
-            ) from None
-        (run_dir / EVIDENCE_FILE).write_bytes(blob)
-    spec = spec.model_copy(update={"has_evidence_fn": evidence_fn is not None})
+        precompute_evidence(evidence_fn, transitions, spec.window).save(run_dir / EVIDENCE_FILE)
+        checksums[EVIDENCE_FILE] = _sha256(run_dir / EVIDENCE_FILE)
+    spec = spec.model_copy(update={"has_evidence_fn": evidence_fn is not None, "checksums": checksums})
     path = run_dir / SPEC_FILE
     path.write_text(spec.model_dump_json(indent=2))
+    os.chmod(path, 0o600)
+    return path
+
+
+def _verified(run_dir: Path, spec: FineTuneSpec, name: str) -> Path:
+    path = run_dir / name
+    expected = spec.checksums.get(name)
+    if expected is None or not path.is_file() or _sha256(path) != expected:
+        raise HybridrecError(
+            f"distributed fine-tune: {path} is missing or does not match the checksum in "
+            f"{run_dir / SPEC_FILE}; refusing to read it"
+        )
     return path
 
 
@@ -405,10 +497,10 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     ctx = current()
     group = _init_process_group(ctx, os.environ.get("HYBRIDREC_DISTRIBUTED_BACKEND", spec.backend))
     try:
-        transitions = load_transitions(run_dir / TRANSITIONS_FILE)
-        evidence_fn = None
+        transitions = load_transitions(_verified(run_dir, spec, TRANSITIONS_FILE))
+        evidence_fn: EvidenceFn | None = None
         if spec.has_evidence_fn:
-            evidence_fn = pickle.loads((run_dir / EVIDENCE_FILE).read_bytes())
+            evidence_fn = PrecomputedEvidence.load(_verified(run_dir, spec, EVIDENCE_FILE))
         generator = _build_generator(spec.generator, spec.catalog)
         tuner = _build_fine_tuner(spec.fine_tuner)
         started = time.perf_counter()
@@ -461,10 +553,12 @@ __all__ = [
     "DistributedContext",
     "FineTuneSpec",
     "LaunchPlan",
+    "PrecomputedEvidence",
     "current",
     "fine_tune",
     "load_transitions",
     "plan_launch",
+    "precompute_evidence",
     "save_transitions",
     "supports_distributed",
     "visible_gpus",

@@ -11,6 +11,7 @@ docs/protocol.md). :func:`transitions_of` extracts the transitions of an accumul
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,16 +45,28 @@ class Batch:
         return int(self.ts.shape[0])
 
     def save(self, path: Path) -> None:
-        np.savez(
-            path, user=self.user.astype(str), item=self.item.astype(str), ts=self.ts,
-            rating=self.rating, cluster=self.cluster,
-        )
+        """Identifiers are stored once each (distinct values plus int32 codes), so the file
+        grows with the distinct ids, not with rows times the longest id."""
+        users, user_code = np.unique(self.user.astype(str), return_inverse=True)
+        items, item_code = np.unique(self.item.astype(str), return_inverse=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # user ids: owner only
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh, user_ids=users, user_code=user_code.astype(np.int32).reshape(-1),
+                item_ids=items, item_code=item_code.astype(np.int32).reshape(-1), ts=self.ts,
+                rating=self.rating, cluster=self.cluster,
+            )
 
     @classmethod
     def load(cls, path: Path) -> Batch:
         with np.load(path, allow_pickle=False) as data:
+            if "user_ids" in data.files:
+                user = data["user_ids"][data["user_code"]]
+                item = data["item_ids"][data["item_code"]]
+            else:  # written before ids were stored once each
+                user, item = data["user"], data["item"]
             return cls(
-                user=data["user"], item=data["item"], ts=data["ts"].astype(np.int64),
+                user=user, item=item, ts=data["ts"].astype(np.int64),
                 rating=data["rating"].astype(np.float64), cluster=data["cluster"].astype(np.int64),
             )
 

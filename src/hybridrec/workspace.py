@@ -44,6 +44,8 @@ from hybridrec.artifacts import (
     Pointer,
     Staging,
     atomic_write_json,
+    check_version_id,
+    open_private,
     read_json,
 )
 from hybridrec.config import PipelineConfig
@@ -141,7 +143,7 @@ class Workspace:
             previous = dict(history.pop())
             for kind, folder in (("adapter", "adapters"), ("knowledge", "knowledge"), ("table", "tables")):
                 version = previous.get(kind)
-                if version and not (self.store.kind_dir(folder) / str(version) / "manifest.json").is_file():
+                if version and not (self.store.kind_dir(folder) / check_version_id(version, kind) / MANIFEST).is_file():
                     raise HybridrecError(
                         f"{self.root}: cannot roll back: the previous {kind} {version} was garbage-"
                         "collected (raise [serving] keep_versions to keep more rollback targets)"
@@ -263,7 +265,7 @@ class Workspace:
     def append_quarantine(self, records: list[QuarantineRecord]) -> None:
         if not records:
             return
-        with open(self.quarantine_path, "a", encoding="utf-8") as fh:
+        with open_private(self.quarantine_path, "a") as fh:
             for record in records:
                 fh.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
             fh.flush()

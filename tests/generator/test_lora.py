@@ -260,3 +260,38 @@ def test_trailing_evidence_is_the_same_when_computed_in_chunks(monkeypatch: pyte
     for name in ("cluster", "support", "last_seen"):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name))
     assert (whole.cluster[:, 0] >= 0).mean() > 0.5
+
+
+class _Planted:
+    """A pickle payload: unpickling it would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_and_checks_checksums(tmp_path: Path) -> None:
+    """A checkpoint planted in the staging folder (pickle with code, or a flipped byte) is not
+    executed or loaded: resume reads tensors only (weights_only=True) and verifies sha256."""
+    model = torch.nn.Linear(3, 2)
+    names = [n for n, _ in model.named_parameters()]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    folder = tmp_path / "checkpoints"
+    LoraFineTuner._checkpoint(folder, "fp", 4, 100, 0.5, model, names, optimizer)
+    assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 4
+
+    step = folder / "step-00000004"
+    marker = tmp_path / "executed"
+    torch.save({"optimizer": _Planted(marker), "rng": torch.get_rng_state()}, step / "optimizer.pt")
+    meta = json.loads((step / "state.json").read_text())
+    assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0  # checksum differs
+    import hashlib
+
+    meta["sha256"]["optimizer.pt"] = hashlib.sha256((step / "optimizer.pt").read_bytes()).hexdigest()
+    (step / "state.json").write_text(json.dumps(meta))
+    assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0  # not tensors only
+    assert not marker.exists()
+    (step / "state.json").write_text("{garbage")
+    assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0

@@ -114,12 +114,52 @@ def test_spec_round_trip(tmp_path: Path) -> None:
     spec = FineTuneSpec(generator=TINY, fine_tuner=PluginRef(plugin="ddp-probe"), catalog=catalog(20),
                         window=WINDOW, out_dir=tmp_path / "out")
     path = write_spec(tmp_path / "run", spec, transitions)
-    assert FineTuneSpec.model_validate_json(path.read_text()) == spec
+    back_spec = FineTuneSpec.model_validate_json(path.read_text())
+    assert back_spec.model_copy(update={"checksums": {}}) == spec
+    assert set(back_spec.checksums) == {"transitions.npz"}
     back = load_transitions(tmp_path / "run" / "transitions.npz")
     for name in ("c1", "c2", "c3", "ts", "user"):
         np.testing.assert_array_equal(getattr(back, name), getattr(transitions, name))
-    with pytest.raises(ConfigError, match="cannot be pickled"):
+    with pytest.raises(ConfigError, match="did not return an EvidenceBatch"):
         write_spec(tmp_path / "run2", spec, transitions, evidence_fn=lambda c, t: None)  # type: ignore[arg-type,return-value]
+
+
+def test_run_folder_holds_arrays_and_json_only_and_is_checksummed(tmp_path: Path) -> None:
+    """Evidence is precomputed into arrays (never pickled); a rank refuses a tampered file."""
+    from hybridrec.distributed import (
+        EVIDENCE_FILE,
+        TRANSITIONS_FILE,
+        PrecomputedEvidence,
+        _verified,
+    )
+    from hybridrec.errors import HybridrecError
+    from hybridrec.types import EvidenceBatch
+
+    transitions = synthetic_transitions(20, 300)
+    spec = FineTuneSpec(generator=TINY, fine_tuner=PluginRef(plugin="ddp-probe"), catalog=catalog(20),
+                        window=WINDOW, out_dir=tmp_path / "out")
+
+    def evidence(contexts: np.ndarray, as_of: np.ndarray) -> EvidenceBatch:
+        batch = EvidenceBatch.empty(contexts, width=2)
+        batch.cluster[:, 0] = (contexts[:, 0] + 1) % 20
+        return batch
+
+    path = write_spec(tmp_path / "run", spec, transitions, evidence_fn=evidence)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == sorted([EVIDENCE_FILE, TRANSITIONS_FILE, "spec.json"])
+    assert all((p.stat().st_mode & 0o077) == 0 for p in run.iterdir())
+    loaded = FineTuneSpec.model_validate_json(path.read_text())
+    back = PrecomputedEvidence.load(_verified(run, loaded, EVIDENCE_FILE))
+    rows = transitions.window(WINDOW)
+    ctx = np.stack([rows.c1, rows.c2], axis=1)[:7]
+    np.testing.assert_array_equal(back(ctx, rows.ts[:7]).cluster, evidence(ctx, rows.ts[:7]).cluster)
+    with pytest.raises(HybridrecError, match="no precomputed evidence"):
+        back(ctx[:1], rows.ts[:1] - 10**9)
+    blob = bytearray((run / EVIDENCE_FILE).read_bytes())
+    blob[-30] ^= 0xFF
+    (run / EVIDENCE_FILE).write_bytes(bytes(blob))
+    with pytest.raises(HybridrecError, match="checksum"):
+        _verified(run, loaded, EVIDENCE_FILE)
 
 
 class RecordingFineTuner(FineTuner):

@@ -548,7 +548,8 @@ def write_quarantine(records: list[QuarantineRecord] | tuple[QuarantineRecord, .
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # raw user ids: owner only
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for record in records:
             fh.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
     os.replace(tmp, path)
