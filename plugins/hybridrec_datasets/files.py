@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hybridrec.data.io import (
     MAX_TIMESTAMP,
@@ -39,7 +39,16 @@ class FileDatasetOptions(BaseModel):
     columns: InteractionColumns = Field(default_factory=InteractionColumns)
     item_columns: ItemColumns = Field(default_factory=ItemColumns)
     category_separator: str = Field(default="|", min_length=1)
-    timestamp_unit: TimestampUnit = "s"
+    timestamp_unit: TimestampUnit = Field(
+        default="auto",
+        description="How timestamps are written: 'auto' decides per column (numeric or date "
+        "types by type; text by whether more values read as Unix seconds or as ISO-8601).",
+    )
+    encoding: str = Field(
+        default="utf-8",
+        description="Text encoding of CSV/TSV files (for example 'latin-1'); a line that does "
+        "not decode is quarantined.",
+    )
     min_timestamp: int = 0
     max_timestamp: int = MAX_TIMESTAMP
     min_rating: float | None = None
@@ -47,6 +56,18 @@ class FileDatasetOptions(BaseModel):
     quarantine: Path | None = Field(
         default=None, description="Also write rejected rows here as JSON lines."
     )
+
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (for example 'utf-8', 'latin-1')") from None
+        return value
 
 
 class FileDataset(Dataset):
@@ -75,4 +96,5 @@ class FileDataset(Dataset):
                 max_rating=o.max_rating,
             ),
             quarantine=quarantine if quarantine is not None else o.quarantine,
+            encoding=o.encoding,
         )

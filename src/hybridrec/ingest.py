@@ -16,7 +16,6 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -84,19 +83,6 @@ class Batch:
         )
 
 
-def _timestamp_unit(path: Path, column: str) -> Literal["s", "iso"]:
-    import pandas as pd
-
-    head = pd.read_csv(path, nrows=50, dtype=str, keep_default_na=False)
-    values = [v for v in head.get(column, pd.Series(dtype=str)).tolist() if v.strip()]
-    for value in values:
-        try:
-            float(value)
-        except ValueError:
-            return "iso"
-    return "s"
-
-
 def read_batch(
     data: Path,
     *,
@@ -115,6 +101,7 @@ def read_batch(
     import pandas as pd
 
     from hybridrec.data.clusters import UNCATEGORIZED, cluster_by_categories
+    from hybridrec.data.io import read_table
     from hybridrec.plugins import build
 
     data = Path(data)
@@ -123,13 +110,20 @@ def read_batch(
     with tempfile.TemporaryDirectory(prefix="hybridrec-ingest-") as tmp:
         items_path = items
         if items_path is None:
-            frame = pd.read_csv(data, dtype=str, keep_default_na=False, on_bad_lines="skip")
-            if "categories" not in frame.columns:
+            # The same reader as the dataset (CSV, TSV or Parquet; bad lines are quarantined
+            # by the dataset's own read below, so they are skipped here).
+            raw = read_table(data, [], ["item", "categories"], what="interaction")
+            if "categories" not in raw.table.column_names:
                 raise DataError(
-                    f"{data}: no 'categories' column (found {', '.join(frame.columns)}); add one "
-                    "(categories separated by '|') or pass --items FILE with item,categories"
+                    f"{data}: no 'categories' column; add one (categories separated by '|') or "
+                    "pass --items FILE with item,categories"
                 )
-            frame = frame[["item", "categories"]] if "item" in frame.columns else frame.iloc[0:0]
+            if "item" not in raw.table.column_names:
+                raise DataError(f"{data}: no 'item' column; expected user,item,timestamp[,rating][,categories]")
+            frame = pd.DataFrame({
+                name: [("" if v is None else str(v)) for v in raw.table.column(name).to_pylist()]
+                for name in ("item", "categories")
+            })
             frame = frame.assign(item=frame["item"].str.strip(), categories=frame["categories"].str.strip())
             described = frame[frame["categories"] != ""].drop_duplicates("item")
             known_rows = pd.DataFrame(
@@ -145,7 +139,7 @@ def read_batch(
         try:
             dataset = build("dataset", {"plugin": "file", "options": {
                 "name": "workspace", "interactions": data, "items": items_path,
-                "timestamp_unit": _timestamp_unit(data, "timestamp"),
+                "timestamp_unit": "auto",
                 "max_timestamp": datetime_to_ts(now),
             }}, source="hybridrec update --data")
         except ConfigError as exc:
@@ -177,7 +171,10 @@ def read_batch(
             item_cluster[code] = -1 if found is None else found
 
     inter = loaded.interactions
-    row_numbers = _row_numbers(quarantine, str(data), len(inter))
+    from hybridrec.data.io import detect_format
+
+    first_row = 1 if detect_format(data) == "parquet" else 2
+    row_numbers = _row_numbers(quarantine, str(data), len(inter), first_row)
     cluster = item_cluster[inter.item] if len(inter) else np.zeros(0, dtype=np.int64)
     uncataloged = cluster < 0
     keep = ~uncataloged
@@ -201,12 +198,12 @@ def read_batch(
     return batch, catalog
 
 
-def _row_numbers(quarantine: list[QuarantineRecord], file: str, n: int) -> list[int]:
+def _row_numbers(quarantine: list[QuarantineRecord], file: str, n: int, first: int = 2) -> list[int]:
     """File line numbers of the ``n`` accepted rows: the lines after the header that the loader
     did not quarantine, in file order (the loader keeps rows in file order)."""
     rejected = {r.row for r in quarantine if r.file == file}
     rows: list[int] = []
-    line = 2
+    line = first
     while len(rows) < n:
         if line not in rejected:
             rows.append(line)

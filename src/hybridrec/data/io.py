@@ -12,6 +12,18 @@
   reason, raw value), reported for the first failing field of the row in column order. The
   records are returned in :attr:`InteractionData.quarantine`, counted in its ``metadata``, and
   written as JSON lines to ``quarantine`` if given. Every other row is kept.
+* **Never a traceback for a bad byte.** CSV/TSV files are read by Arrow when they are clean; a
+  file Arrow cannot split (a row with extra fields, bytes that are not valid in ``encoding``, a
+  stray or unterminated quote, binary data) is read again line by line, and each line that fails
+  becomes one quarantine record (``field="*"``) while every other line is kept. A header that
+  cannot be read (binary, undecodable) or that repeats a column name is a ``DataError``. Header
+  names are stripped of spaces and of a UTF-8 byte-order mark.
+* **Bounded fields.** A user or item id longer than :data:`MAX_ID_CHARS` characters, any field
+  longer than :data:`MAX_FIELD_CHARS`, and a line longer than :data:`MAX_LINE_BYTES` bytes are
+  quarantined with that reason.
+* **Timestamps** are read per column: ``timestamp_unit="auto"`` takes a numeric or date-typed
+  column as such, and a text column as Unix seconds or ISO-8601 by which reading more of its
+  values satisfy (never from one row).
 * ``row`` is the line number for CSV/TSV files (the header is line 1, blank lines count), and
   the 1-based row index for Parquet files.
 * **Codes are canonical.** User and item codes are positions in the *sorted* identifiers
@@ -40,6 +52,9 @@ from hybridrec.errors import DataError
 from hybridrec.types import InteractionData, InteractionTable, ItemTable, QuarantineRecord
 
 __all__ = [
+    "MAX_FIELD_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_LINE_BYTES",
     "MAX_TIMESTAMP",
     "FileFormat",
     "InteractionColumns",
@@ -47,15 +62,23 @@ __all__ = [
     "RawTable",
     "TimestampUnit",
     "detect_format",
+    "detect_timestamp_unit",
     "load_interaction_files",
     "read_table",
     "write_quarantine",
 ]
 
 FileFormat = Literal["auto", "csv", "tsv", "parquet"]
-TimestampUnit = Literal["s", "ms", "iso"]
+TimestampUnit = Literal["auto", "s", "ms", "iso"]
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01T00:00:00Z: later timestamps are taken as corrupt.
 _VALUE_CHARS = 200
+#: Longest user or item id accepted (characters); longer ones are quarantined.
+MAX_ID_CHARS = 256
+#: Longest field of any column accepted (characters).
+MAX_FIELD_CHARS = 10_000
+#: Longest line the line-by-line reader accepts (bytes).
+MAX_LINE_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
 
 
 class InteractionColumns(BaseModel):
@@ -124,15 +147,48 @@ def _truncate(value: Any) -> str | None:
     return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 3] + "..."
 
 
-def _read_header(path: Path, delimiter: str, quote_char: str | None) -> list[str]:
-    with open(path, encoding="utf-8", newline="", errors="replace") as fh:
-        first = fh.readline()
+def _split_line(text: str, delimiter: str, quote_char: str | None) -> list[str]:
+    """The fields of one line; ``csv.Error`` for broken quoting."""
+    if quote_char is None:
+        return text.split(delimiter)
+    rows = list(csv.reader([text], delimiter=delimiter, quotechar=quote_char, strict=True))
+    return rows[0] if rows else [""]
+
+
+def _read_header(path: Path, delimiter: str, quote_char: str | None, encoding: str = "utf-8") -> list[str]:
+    with open(path, "rb") as fh:
+        first = fh.readline(MAX_LINE_BYTES + 1)
+    if first.startswith(_BOM):
+        first = first[len(_BOM):]
     if not first.strip():
         raise DataError(f"{path}: the file is empty (no header line); expected a header row")
-    if quote_char is None:
-        return [c.strip() for c in first.rstrip("\r\n").split(delimiter)]
-    row = next(csv.reader([first], delimiter=delimiter, quotechar=quote_char))
-    return [c.strip() for c in row]
+    if len(first) > MAX_LINE_BYTES or b"\0" in first:
+        raise DataError(
+            f"{path}: the first line is not a header row (binary data or a line over "
+            f"{MAX_LINE_BYTES} bytes); expected a CSV/TSV file with a header, or a .parquet file"
+        )
+    try:
+        text = first.decode(encoding).rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: the header line is not valid {encoding} text ({exc.reason} at byte "
+            f"{exc.start}); set the dataset option encoding (for example \"latin-1\")"
+        ) from None
+    try:
+        names = [c.strip() for c in _split_line(text, delimiter, quote_char)]
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot read the header line ({exc})") from None
+    _check_names(path, names)
+    return names
+
+
+def _check_names(path: Path, names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}: the header repeats column name(s) {', '.join(repr(r) for r in repeated)}; "
+            "each column needs its own name (rename one, then map it with the column options)"
+        )
 
 
 def _missing_columns_error(path: Path, missing: list[str], present: list[str], what: str) -> DataError:
@@ -153,12 +209,15 @@ def read_table(
     quote_char: str | None = '"',
     types: dict[str, pa.DataType] | None = None,
     what: str = "",
+    encoding: str = "utf-8",
 ) -> RawTable:
     """Read the ``required`` and present ``optional`` columns of ``path``.
 
     ``types`` requests Arrow types per column; if a value does not convert, the file is read again
-    with every column as a string (callers then validate value by value). Rows with the wrong
-    number of fields are quarantined (field ``"*"``).
+    with every column as a string (callers then validate value by value). Rows that cannot be
+    split into the header's fields (wrong count, broken quoting, undecodable bytes, binary data,
+    over-long lines) are quarantined (field ``"*"``), and fields longer than
+    :data:`MAX_FIELD_CHARS` (field named); every other row is kept.
     """
     path = Path(path)
     if not path.exists():
@@ -169,10 +228,10 @@ def read_table(
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
     kind = detect_format(path, fmt)
     if kind == "parquet":
-        return _read_parquet(path, list(required), list(optional), what)
+        return _bounded(_read_parquet(path, list(required), list(optional), what))
 
     sep = delimiter if delimiter is not None else ("\t" if kind == "tsv" else ",")
-    header = _read_header(path, sep, quote_char)
+    header = _read_header(path, sep, quote_char, encoding)
     missing = [c for c in required if c not in header]
     if missing:
         raise _missing_columns_error(path, missing, header, what or "data")
@@ -180,7 +239,7 @@ def read_table(
     bad_rows: list[tuple[int, str, int, int]] = []
 
     def on_invalid(row: Any) -> str:
-        bad_rows.append((int(row.number or 0), str(row.text), int(row.actual_columns), int(row.expected_columns)))
+        bad_rows.append((0, "", 0, 0))  # the line reader below reports it (row.text may not decode)
         return "skip"
 
     def read(column_types: dict[str, pa.DataType]) -> pa.Table:
@@ -188,7 +247,9 @@ def read_table(
         return pacsv.read_csv(
             path,
             # Single-threaded parsing reports the line number of unsplittable rows.
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=1 << 24),
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=1 << 24, column_names=header, skip_rows=1,
+            ),
             parse_options=pacsv.ParseOptions(
                 delimiter=sep,
                 quote_char=quote_char if quote_char is not None else False,
@@ -207,31 +268,134 @@ def read_table(
 
     strings = dict.fromkeys(columns, pa.string())
     wanted = {**strings, **{k: v for k, v in (types or {}).items() if k in columns}}
-    try:
-        table = read(wanted)
-    except pa.ArrowInvalid as exc:
-        if "conversion error" not in str(exc).lower():
-            raise DataError(f"{path}: cannot parse the file: {exc}") from None
-        table = read(strings)
-    if table.num_rows == 0 and not bad_rows:
+    table: pa.Table | None = None
+    if encoding.replace("_", "-").lower() in {"utf-8", "utf8"} and _is_utf8(path):
+        try:
+            table = read(wanted)
+        except pa.ArrowException as exc:
+            if "conversion error" in str(exc).lower() and "utf8" not in str(exc).lower():
+                with_strings: pa.Table | None = None
+                try:
+                    with_strings = read(strings)
+                except pa.ArrowException:
+                    with_strings = None
+                table = with_strings
+    if table is not None and not bad_rows and table.num_rows != _count_lines(path) - 1:
+        table = None  # a quoted value spanned lines: row numbers would no longer be line numbers
+    if table is None or bad_rows:
+        # Arrow could not split or decode every line: read the file line by line, so one bad
+        # line costs one quarantine record and nothing else.
+        raw = _read_lines(path, header, columns, sep, quote_char, encoding)
+    else:
+        k = np.arange(table.num_rows, dtype=np.int64)
+        raw = RawTable(path=path, table=table, row_numbers=k + 2)
+    if raw.table.num_rows == 0 and not raw.quarantine:
         raise DataError(f"{path}: the file has a header but no data rows")
+    return _bounded(raw)
 
-    skipped = np.array(sorted(r[0] for r in bad_rows), dtype=np.int64)
-    # Line of the k-th parsed record: k + 2 (header, 1-based) + skipped lines before it.
-    good_before = skipped - 2 - np.arange(skipped.shape[0])
-    k = np.arange(table.num_rows, dtype=np.int64)
-    row_numbers = k + 2 + np.searchsorted(good_before, k, side="right")
-    quarantine = [
-        QuarantineRecord(
-            file=str(path),
-            row=number,
-            field="*",
-            reason=f"expected {expected} fields, found {actual}",
-            value=_truncate(text),
-        )
-        for number, text, actual, expected in sorted(bad_rows)
-    ]
-    return RawTable(path=path, table=table, row_numbers=row_numbers, quarantine=quarantine)
+
+def _is_utf8(path: Path) -> bool:
+    """Whether the whole file decodes as UTF-8 (else the line reader quarantines the lines)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 24):
+                decoder.decode(block)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _count_lines(path: Path) -> int:
+    """Physical lines of ``path`` (a last line without a newline counts)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 24):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
+
+
+def _read_lines(
+    path: Path, header: list[str], columns: list[str], sep: str, quote_char: str | None,
+    encoding: str,
+) -> RawTable:
+    """The tolerant reader: every physical line is one record (as Arrow reads them); a line that
+    fails becomes a quarantine record and the next line is read as if nothing happened."""
+    index = [header.index(c) for c in columns]
+    expected = len(header)
+    values: list[list[str | None]] = [[] for _ in columns]
+    numbers: list[int] = []
+    quarantine: list[QuarantineRecord] = []
+
+    def reject(line: int, reason: str, raw: bytes) -> None:
+        quarantine.append(QuarantineRecord(
+            file=str(path), row=line, field="*", reason=reason,
+            value=_truncate(raw[: 4 * _VALUE_CHARS].decode(encoding, errors="backslashreplace")),
+        ))
+
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for i in range(1, len(lines)):
+        line = i + 1
+        raw = lines[i].removesuffix(b"\r")
+        if len(raw) > MAX_LINE_BYTES:
+            reject(line, f"line longer than {MAX_LINE_BYTES} bytes", raw)
+            continue
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            reject(line, f"not valid {encoding} text ({exc.reason} at byte {exc.start}); set the "
+                         "dataset option encoding if the file is not UTF-8 (for example \"latin-1\")", raw)
+            continue
+        if not text.strip():
+            fields: list[str] = [""] * expected  # a blank line: every field missing
+        else:
+            try:
+                fields = _split_line(text, sep, quote_char)
+            except csv.Error as exc:
+                reject(line, f"broken quoting ({exc}); an unterminated or stray quote character", raw)
+                continue
+        if len(fields) != expected:
+            reject(line, f"expected {expected} fields, found {len(fields)}", raw)
+            continue
+        numbers.append(line)
+        for j, col in enumerate(index):
+            values[j].append(fields[col] if fields[col] != "" else None)
+    table = pa.table({c: pa.array(v, type=pa.string()) for c, v in zip(columns, values, strict=True)})
+    return RawTable(path=path, table=table, row_numbers=np.asarray(numbers, dtype=np.int64),
+                    quarantine=quarantine)
+
+
+def _bounded(raw: RawTable) -> RawTable:
+    """``raw`` without the rows that have a field over :data:`MAX_FIELD_CHARS` characters (each
+    quarantined, naming the field)."""
+    table = raw.table
+    if table.num_rows == 0:
+        return raw
+    too_long = np.zeros(table.num_rows, dtype=bool)
+    records: list[QuarantineRecord] = []
+    for name in table.column_names:
+        column = table.column(name)
+        if not pa.types.is_string(column.type):
+            continue
+        lengths = np.asarray(pc.fill_null(pc.utf8_length(column), 0), dtype=np.int64)
+        rows = np.flatnonzero((lengths > MAX_FIELD_CHARS) & ~too_long)
+        if rows.size:
+            too_long[rows] = True
+            records += _records(raw, rows, name, f"longer than {MAX_FIELD_CHARS} characters", column)
+    if not too_long.any():
+        return raw
+    keep = np.flatnonzero(~too_long)
+    return RawTable(
+        path=raw.path, table=table.take(pa.array(keep)), row_numbers=raw.row_numbers[keep],
+        quarantine=sorted([*raw.quarantine, *records], key=lambda r: r.row),
+    )
 
 
 def _read_parquet(path: Path, required: list[str], optional: list[str], what: str) -> RawTable:
@@ -239,14 +403,20 @@ def _read_parquet(path: Path, required: list[str], optional: list[str], what: st
 
     try:
         schema = pq.read_schema(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
-    present = list(schema.names)
+    names = list(schema.names)
+    present = [n.strip().removeprefix("\ufeff") for n in names]
+    _check_names(path, present)
     missing = [c for c in required if c not in present]
     if missing:
         raise _missing_columns_error(path, missing, present, what or "data")
     columns = [*required, *(c for c in optional if c in present and c not in required)]
-    table = pq.read_table(path, columns=columns)
+    try:
+        table = pq.read_table(path, columns=[names[present.index(c)] for c in columns])
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file: {exc}") from None
+    table = table.rename_columns(columns)
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has no rows")
     return RawTable(
@@ -275,6 +445,11 @@ def _text_missing(column: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(pc.fill_null(pc.or_kleene(pc.is_null(text), blank), True), dtype=bool)
 
 
+def _too_long(column: pa.ChunkedArray, limit: int = MAX_ID_CHARS) -> np.ndarray:
+    lengths = pc.utf8_length(pc.utf8_trim_whitespace(_strings(column)))
+    return np.asarray(pc.fill_null(pc.greater(lengths, limit), False), dtype=bool)
+
+
 def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
@@ -291,8 +466,23 @@ def _parse_number(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.n
     return values, missing, ~missing & ~np.isfinite(values)
 
 
+def detect_timestamp_unit(column: pa.ChunkedArray) -> Literal["s", "iso"]:
+    """How a timestamp column is written, decided for the whole column: numeric and date types
+    by their type; text by whether more values read as numbers or as ISO-8601 date-times."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return "s"
+    text = _strings(column).to_pandas()
+    present = text.notna() & (text.str.strip() != "")
+    numbers = int(pd.to_numeric(text[present], errors="coerce").notna().sum())
+    dates = int(pd.to_datetime(text[present], utc=True, errors="coerce", format="ISO8601").notna().sum())
+    return "iso" if dates > numbers else "s"
+
+
 def _parse_timestamp(column: pa.ChunkedArray, unit: TimestampUnit, bounds: ValidationOptions) -> _Parsed:
     reasons = ["missing value", "", f"outside [{bounds.min_timestamp}, {bounds.max_timestamp}) Unix seconds"]
+    detected = unit == "auto"
+    if unit == "auto" and not (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
+        unit = detect_timestamp_unit(column)
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         missing = np.asarray(pc.is_null(column), dtype=bool)
         cast = pc.cast(pc.cast(column, pa.timestamp("s", tz="UTC")), pa.int64())
@@ -306,7 +496,8 @@ def _parse_timestamp(column: pa.ChunkedArray, unit: TimestampUnit, bounds: Valid
         bad = ~missing & parsed.isna().to_numpy()
         nanos = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
         seconds = np.where(missing | bad, 0, np.floor_divide(nanos, 1_000_000_000))
-        reasons[1] = "not an ISO-8601 date-time"
+        reasons[1] = "not an ISO-8601 date-time" + (
+            " (most of the column is ISO-8601 date-times)" if detected else "")
     else:
         values, missing, bad = _parse_number(column)
         scale = 1000.0 if unit == "ms" else 1.0
@@ -315,7 +506,8 @@ def _parse_timestamp(column: pa.ChunkedArray, unit: TimestampUnit, bounds: Valid
         scaled = np.floor(values[ok] / scale)
         # Values far outside int64 would wrap; clip before casting so the range check sees them.
         seconds[ok] = np.clip(scaled, -(2.0**62), 2.0**62).astype(np.int64)
-        reasons[1] = f"not a number (expected Unix {'milliseconds' if unit == 'ms' else 'seconds'})"
+        reasons[1] = f"not a number (expected Unix {'milliseconds' if unit == 'ms' else 'seconds'})" + (
+            " (most of the column is numbers)" if detected else "")
     problem = np.full(seconds.shape[0], -1, dtype=np.int8)
     out = (seconds < bounds.min_timestamp) | (seconds >= bounds.max_timestamp)
     problem[out & ~missing & ~bad] = 2
@@ -381,16 +573,21 @@ def _load_items(
     delimiter: str | None,
     quote_char: str | None,
     category_separator: str,
+    encoding: str = "utf-8",
 ) -> tuple[ItemTable, list[QuarantineRecord]]:
     optional = [c for c in (columns.title, columns.categories) if c is not None]
     raw = read_table(
         path, [columns.item], optional, fmt=fmt, delimiter=delimiter, quote_char=quote_char,
-        what="item metadata",
+        what="item metadata", encoding=encoding,
     )
     quarantine = list(raw.quarantine)
     ids_col = raw.table.column(columns.item)
     missing = _text_missing(ids_col)
     quarantine += _records(raw, np.flatnonzero(missing), columns.item, "missing item id", ids_col)
+    long_ids = _too_long(ids_col) & ~missing
+    quarantine += _records(raw, np.flatnonzero(long_ids), columns.item,
+                           f"item id longer than {MAX_ID_CHARS} characters", ids_col)
+    missing = missing | long_ids
     ids = np.asarray(_strings(ids_col).to_pylist(), dtype=object)
     ids = np.array([s.strip() if isinstance(s, str) else s for s in ids], dtype=object)
     present = np.flatnonzero(~missing)
@@ -438,34 +635,39 @@ def load_interaction_files(
     delimiter: str | None = None,
     quote_char: str | None = '"',
     category_separator: str = "|",
-    timestamp_unit: TimestampUnit = "s",
+    timestamp_unit: TimestampUnit = "auto",
     validation: ValidationOptions | None = None,
     quarantine: Path | None = None,
     metadata: dict[str, Any] | None = None,
+    encoding: str = "utf-8",
 ) -> InteractionData:
-    """Load and validate an interaction log and its item file (see the module docstring)."""
+    """Load and validate an interaction log and its item file (see the module docstring).
+
+    The rating column is optional: when the file has no column of that name, rows are unrated.
+    """
     columns = columns or InteractionColumns()
     item_columns = item_columns or ItemColumns()
     bounds = validation or ValidationOptions()
     item_table, records = _load_items(
         Path(items), item_columns, fmt=fmt, delimiter=delimiter, quote_char=quote_char,
-        category_separator=category_separator,
+        category_separator=category_separator, encoding=encoding,
     )
     if len(item_table) == 0:
         raise DataError(f"{items}: no valid item rows (see the quarantine records)")
 
     required = [columns.user, columns.item, columns.timestamp]
-    if columns.rating is not None:
-        required.append(columns.rating)
+    optional = [columns.rating] if columns.rating is not None else []
     types: dict[str, pa.DataType] = {}
     if timestamp_unit != "iso":
         types[columns.timestamp] = pa.float64()
     if columns.rating is not None:
         types[columns.rating] = pa.float64()
     raw = read_table(
-        Path(interactions), required, fmt=fmt, delimiter=delimiter, quote_char=quote_char,
-        types=types, what="interaction",
+        Path(interactions), required, optional, fmt=fmt, delimiter=delimiter, quote_char=quote_char,
+        types=types, what="interaction", encoding=encoding,
     )
+    if columns.rating is not None and columns.rating not in raw.table.column_names:
+        columns = columns.model_copy(update={"rating": None})
     records += raw.quarantine
     table = raw.table
     n = table.num_rows
@@ -474,8 +676,11 @@ def load_interaction_files(
     field_of = np.full(n, -1, dtype=np.int8)
     checks: list[tuple[str, np.ndarray, list[str]]] = []
 
+    too_long = f"longer than {MAX_ID_CHARS} characters"
     user_missing = _text_missing(table.column(columns.user))
-    checks.append((columns.user, np.where(user_missing, 0, -1).astype(np.int8), ["missing value"]))
+    user_long = _too_long(table.column(columns.user))
+    checks.append((columns.user, np.where(user_missing, 0, np.where(user_long, 1, -1)).astype(np.int8),
+                   ["missing value", too_long]))
     item_col = table.column(columns.item)
     item_missing = _text_missing(item_col)
     lookup = {str(v): i for i, v in enumerate(item_table.item_ids.tolist())}
@@ -487,9 +692,11 @@ def load_interaction_files(
     item_code = (
         dictionary_codes[item_indices] if dictionary_codes.size else np.full(n, -1, dtype=np.int64)
     )
-    item_problem = np.where(item_missing, 0, np.where(item_code < 0, 1, -1)).astype(np.int8)
+    item_problem = np.where(
+        item_missing, 0, np.where(_too_long(item_col), 2, np.where(item_code < 0, 1, -1))
+    ).astype(np.int8)
     checks.append(
-        (columns.item, item_problem, ["missing value", f"unknown item (not in {items})"])
+        (columns.item, item_problem, ["missing value", f"unknown item (not in {items})", too_long])
     )
     ts = _parse_timestamp(table.column(columns.timestamp), timestamp_unit, bounds)
     checks.append((columns.timestamp, ts.problem, ts.reasons))
