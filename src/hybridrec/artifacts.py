@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -131,6 +132,8 @@ def verify(folder: Path, *, deep: bool = True) -> dict[str, Any]:
         manifest = read_json(manifest_path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise CorruptArtifactError(f"{manifest_path}: the manifest is not a JSON object")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise CorruptArtifactError(f"{manifest_path}: manifest has no 'files' checksums")
@@ -148,6 +151,37 @@ def verify(folder: Path, *, deep: bool = True) -> dict[str, Any]:
     return dict(manifest)
 
 
+_VERIFIED: set[tuple[str, int, int, int]] = set()
+_VERIFIED_LOCK = threading.Lock()
+
+
+def forget_verified() -> None:
+    """Forget which versions this process verified (the next open re-hashes every file)."""
+    with _VERIFIED_LOCK:
+        _VERIFIED.clear()
+
+
+def verify_once(folder: Path) -> dict[str, Any]:
+    """:func:`verify` with every file re-hashed the first time this process opens a version,
+    and presence and sizes only afterwards (versions are immutable; the cache key includes the
+    manifest's inode, size and mtime, so a replaced manifest is verified again)."""
+    folder = Path(folder)
+    try:
+        st = (folder / MANIFEST).stat()
+    except OSError:
+        raise CorruptArtifactError(
+            f"{folder}: no {MANIFEST}; the artifact is incomplete or was deleted"
+        ) from None
+    key = (str(folder.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+    with _VERIFIED_LOCK:
+        seen = key in _VERIFIED
+    manifest = verify(folder, deep=not seen)
+    if not seen:
+        with _VERIFIED_LOCK:
+            _VERIFIED.add(key)
+    return manifest
+
+
 @dataclass(frozen=True)
 class Version:
     """A complete artifact version on disk."""
@@ -158,7 +192,15 @@ class Version:
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return dict(read_json(self.path / MANIFEST))
+        try:
+            data = read_json(self.path / MANIFEST)
+        except FileNotFoundError:
+            raise CorruptArtifactError(f"{self.path}: the manifest is missing") from None
+        except (ValueError, OSError) as exc:
+            raise CorruptArtifactError(f"{self.path / MANIFEST}: unreadable manifest ({exc})") from None
+        if not isinstance(data, dict):
+            raise CorruptArtifactError(f"{self.path / MANIFEST}: the manifest is not a JSON object")
+        return dict(data)
 
 
 class Staging:
@@ -294,16 +336,32 @@ class Pointer:
 
     def read(self) -> dict[str, Any] | None:
         """The current entry, or None if nothing was promoted yet."""
-        if not self.path.is_file():
-            return None
-        data = read_json(self.path)
-        current = data.get("current")
+        current = self.read_all().get("current")
         return dict(current) if isinstance(current, dict) else None
 
     def read_all(self) -> dict[str, Any]:
+        """``{"current": ..., "history": [...]}``; :class:`CorruptArtifactError` (naming the
+        repair command) when the file is not such an object."""
         if not self.path.is_file():
             return {"current": None, "history": []}
-        return dict(read_json(self.path))
+        try:
+            data = read_json(self.path)
+        except (ValueError, OSError) as exc:
+            raise self.damaged(f"unreadable ({type(exc).__name__}: {exc})") from None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("current"), dict | None)
+            or not isinstance(data.get("history", []), list)
+            or not all(isinstance(h, dict) for h in data.get("history") or [])
+        ):
+            raise self.damaged("not a {current, history} object")
+        return dict(data)
+
+    def damaged(self, why: str) -> CorruptArtifactError:
+        return CorruptArtifactError(
+            f"{self.path}: the state file is damaged ({why}); rebuild it from the versions on "
+            f"disk with `hybridrec repair {self.path.parent}`"
+        )
 
     def write(self, current: dict[str, Any]) -> None:
         data = self.read_all()
@@ -338,4 +396,5 @@ __all__ = [
     "read_json",
     "sha256_file",
     "verify",
+    "verify_once",
 ]

@@ -43,10 +43,12 @@ from hybridrec.artifacts import (
     ArtifactStore,
     Pointer,
     Staging,
+    Version,
     atomic_write_json,
     check_version_id,
     open_private,
     read_json,
+    verify_once,
 )
 from hybridrec.config import PipelineConfig
 from hybridrec.errors import ConfigError, CorruptArtifactError, HybridrecError
@@ -103,6 +105,9 @@ class Workspace:
         self._readers_lock = threading.Lock()
         self._batches: dict[str, Batch] = {}
         self._catalog: tuple[str, ClusterCatalog] | None = None
+        #: Why the served table could not be used (an earlier one serves), or None.
+        self.serving_problem: str | None = None
+        self.served_table: str | None = None
 
     @classmethod
     def init(cls, root: Path | str, config: PipelineConfig) -> Workspace:
@@ -121,8 +126,23 @@ class Workspace:
     # -- pointer -------------------------------------------------------------------------------
 
     def current(self) -> dict[str, Any] | None:
-        """The served entry of the ``state`` pointer, or None before the first promotion."""
+        """The served entry of the ``state`` pointer, or None before the first promotion.
+
+        A ``state`` that is damaged, or missing while versions exist on disk, is a
+        :class:`CorruptArtifactError` naming the repair command (never a new empty history).
+        """
+        if not self.pointer.path.exists() and any(
+            self.store.versions(kind) for kind in ("data", "tables", "adapters")
+        ):
+            raise self.pointer.damaged("missing, though versions exist on disk")
         return self.pointer.read()
+
+    def verified(self, kind: str, version: Any) -> Version:
+        """Version ``version`` of artifact folder ``kind`` after checking it against its
+        manifest (every file hashed once per process and version; sizes afterwards)."""
+        found = self.store.get(kind, check_version_id(version, kind))
+        verify_once(found.path)
+        return found
 
     def promote(self, entry: dict[str, Any]) -> None:
         """Make ``entry`` current: one atomic replacement of the pointer file."""
@@ -132,7 +152,8 @@ class Workspace:
         """Serve the previous adapter, knowledge and table again.
 
         The data stays (ingested rows are not forgotten); the adapter rolled away from is added
-        to the held adapters so the policy does not treat it as current. Returns the new entry.
+        to the held adapters so the policy does not treat it as current. Earlier entries whose
+        versions were collected or fail their checksums are skipped. Returns the new entry.
         """
         with self.locked():
             data = self.pointer.read_all()
@@ -140,14 +161,20 @@ class Workspace:
             history = list(data.get("history") or [])
             if current is None or not history:
                 raise HybridrecError(f"{self.root}: no previous version to roll back to")
-            previous = dict(history.pop())
-            for kind, folder in (("adapter", "adapters"), ("knowledge", "knowledge"), ("table", "tables")):
-                version = previous.get(kind)
-                if version and not (self.store.kind_dir(folder) / check_version_id(version, kind) / MANIFEST).is_file():
-                    raise HybridrecError(
-                        f"{self.root}: cannot roll back: the previous {kind} {version} was garbage-"
-                        "collected (raise [serving] keep_versions to keep more rollback targets)"
-                    )
+            problems: list[str] = []
+            previous: dict[str, Any] | None = None
+            while history:
+                candidate = dict(history.pop())
+                problem = self._entry_problem(candidate)
+                if problem is None:
+                    previous = candidate
+                    break
+                problems.append(problem)
+            if previous is None:
+                raise HybridrecError(
+                    f"{self.root}: cannot roll back: no earlier version is intact ("
+                    + "; ".join(problems) + "); raise [serving] keep_versions to keep more rollback targets"
+                )
             entry = dict(previous)
             for key in ("data", "data_until", "data_start", "updated_at", "catalog"):
                 if key in current:
@@ -158,7 +185,66 @@ class Workspace:
                 held.append(current["adapter"])
             entry["held_adapters"] = held
             entry["rolled_back_from"] = {k: current.get(k) for k in ("adapter", "knowledge", "table")}
+            if problems:
+                entry["rollback_skipped"] = problems
             atomic_write_json(self.pointer.path, {"current": entry, "history": history})
+            return entry
+
+    def _entry_problem(self, entry: dict[str, Any]) -> str | None:
+        """Why the adapter, knowledge or table of ``entry`` cannot be served (None: intact)."""
+        for kind in ("adapter", "knowledge", "table"):
+            version = entry.get(kind)
+            if not version:
+                continue
+            folder = KIND_DIRS[kind]
+            try:
+                path = self.store.kind_dir(folder) / check_version_id(version, kind)
+                if not path.is_dir():
+                    return f"the {kind} {version} was garbage-collected"
+                self.verified(folder, version)
+            except CorruptArtifactError as exc:
+                return f"the {kind} {version} is damaged ({exc})"
+        return None
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild a damaged or missing ``state`` from the versions on disk: the newest intact
+        catalog, every intact data version, and the newest intact adapter (not held for review),
+        knowledge snapshot and table. The damaged file is kept as ``state.damaged-*``. Returns
+        the new entry (history starts empty)."""
+        with self.locked():
+            entry: dict[str, Any] = dict(EMPTY_ENTRY)
+            entry["data"] = []
+
+            def intact(kind: str) -> list[Version]:
+                good = []
+                for v in self.store.versions(kind):
+                    with contextlib.suppress(CorruptArtifactError):
+                        self.verified(kind, v.id)
+                        good.append(v)
+                return good
+
+            catalogs = intact("catalog")
+            entry["catalog"] = catalogs[-1].id if catalogs else None
+            data = intact("data")
+            entry["data"] = [v.id for v in data]
+            adapters = [v for v in intact("adapters") if v.manifest.get("status", "ok") == "ok"]
+            entry["adapter"] = adapters[-1].id if adapters else None
+            knowledge = intact("knowledge")
+            entry["knowledge"] = knowledge[-1].id if knowledge else None
+            tables = intact("tables")
+            entry["table"] = tables[-1].id if tables else None
+            ends = []
+            for v in data:
+                with contextlib.suppress(Exception):
+                    batch = Batch.load(v.path / "interactions.npz")
+                    if len(batch):
+                        ends.append(int(batch.ts.max()))
+            if ends:
+                entry["data_until"] = datetime.fromtimestamp(max(ends) + 1, UTC).isoformat()
+            entry["repaired_at"] = datetime.now(UTC).isoformat()
+            if self.pointer.path.exists():
+                os.replace(self.pointer.path, self.root / f"state.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+            atomic_write_json(self.pointer.path, {"current": entry if entry["catalog"] else None, "history": []})
             return entry
 
     @contextlib.contextmanager
@@ -242,7 +328,7 @@ class Workspace:
         if version is None:
             raise HybridrecError(f"{self.root}: no catalog yet; run `hybridrec update` with data first")
         if self._catalog is None or self._catalog[0] != version:
-            path = self.store.get("catalog", str(version)).path / "catalog.json"
+            path = self.verified("catalog", version).path / "catalog.json"
             self._catalog = (str(version), ClusterCatalog.model_validate_json(path.read_text()))
         return self._catalog[1]
 
@@ -250,7 +336,7 @@ class Workspace:
         """The accumulated log: the concatenation of the ``data`` versions ``ids``."""
         for version in ids:
             if version not in self._batches:
-                path = self.store.get("data", version).path / "interactions.npz"
+                path = self.verified("data", version).path / "interactions.npz"
                 self._batches[version] = Batch.load(path)
         return Batch.concat([self._batches[v] for v in ids])
 
@@ -278,7 +364,15 @@ class Workspace:
     # -- serving -------------------------------------------------------------------------------
 
     def reader(self) -> TableReader:
-        """A reader of the currently served table (cached per version; thread-safe)."""
+        """A reader of the currently served table (cached per version; thread-safe).
+
+        The table is checked against its manifest before it is first opened in this process
+        (:meth:`verified`). A served table that fails is never read: the newest earlier table
+        of the state's history that passes serves instead, and :attr:`serving_problem` says
+        why (``status`` reports it and exits non-zero).
+        """
+        failure: CorruptArtifactError | None = None
+        version: Any = None
         for _attempt in range(3):
             entry = self.current()
             version = None if entry is None else entry.get("table")
@@ -291,17 +385,53 @@ class Workspace:
                 if cached is not None:
                     return cached
                 try:
-                    folder = self.store.get("tables", str(version)).path
-                    manifest = read_json(folder / "manifest.json")
-                    reader = get_backend(manifest.get("backend", self.config.serving.backend)).reader(folder)
-                except (CorruptArtifactError, FileNotFoundError):
-                    continue  # collected between reading the pointer and opening: read it again
+                    reader = self._open_table(version)
+                except FileNotFoundError:
+                    continue
+                except CorruptArtifactError as exc:
+                    with contextlib.suppress(CorruptArtifactError):
+                        if not (self.store.kind_dir("tables") / check_version_id(version)).is_dir():
+                            continue  # collected between reading the pointer and opening: read again
+                    failure = exc
+                    break
                 # Dropped, not closed: another thread may still be answering from it; its
                 # connections close when the last reference goes.
                 self._readers.clear()
                 self._readers[version] = reader
+                self.serving_problem = None
                 return reader
-        raise CorruptArtifactError(f"{self.root}: the served table {version} cannot be opened")
+        if failure is None:
+            raise CorruptArtifactError(f"{self.root}: the served table {version} cannot be opened")
+        return self._fallback_reader(str(version), failure)
+
+    def _open_table(self, version: Any) -> TableReader:
+        folder = self.verified("tables", version).path
+        manifest = read_json(folder / MANIFEST)
+        return get_backend(manifest.get("backend", self.config.serving.backend)).reader(folder)
+
+    def _fallback_reader(self, version: str, failure: CorruptArtifactError) -> TableReader:
+        history = list(self.pointer.read_all().get("history") or [])
+        for earlier in reversed(history):
+            candidate = earlier.get("table")
+            if not candidate or candidate == version:
+                continue
+            try:
+                reader = self._open_table(candidate)
+            except (CorruptArtifactError, FileNotFoundError):
+                continue
+            with self._readers_lock:
+                self._readers.clear()
+                self._readers[version] = reader
+            self.serving_problem = (
+                f"the served table {version} failed verification ({failure}); serving the "
+                f"earlier table {candidate}; run `hybridrec rollback {self.root}` or update again"
+            )
+            self.served_table = candidate
+            return reader
+        raise CorruptArtifactError(
+            f"{self.root}: the served table {version} failed verification ({failure}) and no "
+            f"earlier table is intact; run `hybridrec update {self.root} --data FILE` to build one"
+        )
 
     def lookup(self, c1: int, c2: int, k: int = 5) -> ServedPrediction:
         """Top-``k`` clusters for context ``(c1, c2)`` with the backoff level that answered."""
@@ -319,10 +449,31 @@ class Workspace:
 
     # -- status --------------------------------------------------------------------------------
 
+    def integrity(self, entry: dict[str, Any] | None = None) -> list[str]:
+        """Problems of the served versions (catalog, data, adapter, knowledge, table) against
+        their manifests; empty when everything is intact."""
+        entry = self.current() if entry is None else entry
+        problems: list[str] = []
+        for kind in ("catalog", "adapter", "knowledge", "table"):
+            if (entry or {}).get(kind):
+                try:
+                    self.verified(KIND_DIRS[kind], entry[kind])  # type: ignore[index]
+                except CorruptArtifactError as exc:
+                    problems.append(f"{kind} {entry[kind]}: {exc}")  # type: ignore[index]
+        for version in (entry or {}).get("data") or []:
+            try:
+                self.verified("data", version)
+            except CorruptArtifactError as exc:
+                problems.append(f"data {version}: {exc}")
+        return problems
+
     def status(self) -> dict[str, Any]:
-        """Versions, staleness, last actions, costs and guardrail holds, as plain JSON data."""
+        """Versions, staleness, last actions, costs and guardrail holds, as plain JSON data.
+
+        ``problems`` lists what fails verification (``hybridrec status`` then exits 1)."""
         entry = self.current() or {}
         cfg = self.config
+        problems = self.integrity(entry)
 
         def manifest(kind: str, version: Any) -> dict[str, Any] | None:
             if not version:
@@ -394,6 +545,8 @@ class Workspace:
             "quarantined_rows": quarantined,
             "rolled_back_from": entry.get("rolled_back_from"),
             "history": len(self.pointer.read_all().get("history") or []),
+            "problems": problems,
+            "ok": not problems,
         }
 
 
@@ -416,13 +569,14 @@ class WorkspaceVersions:
     def manifest(self, kind: str, version: str | None) -> dict[str, Any] | None:
         if version is None:
             return None
-        return dict(read_json(self.ws.store.get(KIND_DIRS[kind], version).path / MANIFEST))
+        return self.ws.store.get(KIND_DIRS[kind], version).manifest
 
     def path(self, kind: str, version: str | None, sub: str) -> Path | None:
-        """``sub`` inside the folder of ``version`` of ``kind`` (None for None)."""
+        """``sub`` inside the folder of ``version`` of ``kind`` (None for None), after the
+        version is verified against its manifest: nothing damaged is built upon."""
         if version is None:
             return None
-        return self.ws.store.get(KIND_DIRS[kind], version).path / sub
+        return self.ws.verified(KIND_DIRS[kind], version).path / sub
 
     def commit(self, kind: str, candidate: Candidate) -> str:
         return str(self.ws.store.commit(candidate.handle, candidate.manifest).id)

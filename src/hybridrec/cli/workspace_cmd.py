@@ -1,8 +1,9 @@
-"""``hybridrec init | update | lookup | status | rollback``: the production workspace."""
+"""``hybridrec init | update | lookup | status | rollback | repair``: the production workspace."""
 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,9 @@ def register(cli: click.Group) -> None:
 
         ws = Workspace(workspace)
         prediction = ws.lookup(c1, c2, k)
-        table = (ws.current() or {}).get("table")
+        table = ws.served_table or (ws.current() or {}).get("table")
+        if ws.serving_problem:
+            click.echo(f"warning: {ws.serving_problem}", err=True)
         if as_json:
             catalog = ws.catalog()
             payload = prediction.model_dump(mode="json")
@@ -108,12 +111,16 @@ def register(cli: click.Group) -> None:
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
     @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
     def status(workspace: Path, as_json: bool) -> None:
-        """Versions, staleness, last actions, costs and guardrail holds."""
+        """Versions, staleness, last actions, costs and guardrail holds.
+
+        Every served version is checked against its manifest; exits 1 when one fails."""
         from hybridrec.workspace import Workspace
 
         info = Workspace(workspace).status()
         if as_json:
             _echo_json(info)
+            if info["problems"]:
+                sys.exit(1)
             return
         v, s = info["versions"], info["staleness"]
         click.echo(f"workspace {info['workspace']} (policy {info['plugins']['update_policy']}), "
@@ -139,6 +146,12 @@ def register(cli: click.Group) -> None:
         click.echo("  last actions:")
         for r in info["last_actions"][-5:]:
             click.echo(f"    {r['at']} {r['action']:<18} {r['status']:<7} {r['note']}")
+        for problem in info["problems"]:
+            click.echo(f"  DAMAGED {problem}")
+        if info["problems"]:
+            click.echo(f"  the damaged versions are not served; `hybridrec rollback {info['workspace']}` "
+                       "serves the last intact one", err=True)
+            sys.exit(1)
 
     @cli.command("rollback")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -149,6 +162,19 @@ def register(cli: click.Group) -> None:
         entry = Workspace(workspace).rollback()
         click.echo(f"now serving table {entry.get('table')} (adapter {entry.get('adapter')}, "
                    f"knowledge {entry.get('knowledge')})")
+        for skipped in entry.get("rollback_skipped") or []:
+            click.echo(f"  skipped an earlier entry: {skipped}")
+
+    @cli.command("repair")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    def repair(workspace: Path) -> None:
+        """Rebuild a damaged or missing state file from the intact versions on disk."""
+        from hybridrec.workspace import Workspace
+
+        entry = Workspace(workspace).repair()
+        click.echo(f"rebuilt the state of {workspace}: table {entry.get('table')}, adapter "
+                   f"{entry.get('adapter')}, knowledge {entry.get('knowledge')}, "
+                   f"{len(entry.get('data') or [])} data versions (the old file was kept as state.damaged-*)")
 
 
 __all__ = [

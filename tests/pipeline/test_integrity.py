@@ -1,0 +1,159 @@
+"""Verify on open and a damaged state (issue 15)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hybridrec.artifacts import forget_verified
+from hybridrec.cli import main
+from hybridrec.config import load_config
+from hybridrec.engine import run_update
+from hybridrec.errors import CorruptArtifactError, HybridrecError
+from hybridrec.generation import all_contexts
+from hybridrec.types import UTC
+from hybridrec.workspace import Workspace
+
+JAN = datetime(2000, 1, 1, tzinfo=UTC)
+FEB = datetime(2000, 2, 1, tzinfo=UTC)
+
+
+def two_updates(tmp_path: Path, config_file: Path, fakes: Any) -> Workspace:
+    """A workspace with two promoted entries (so an earlier table exists)."""
+    ws = Workspace.init(tmp_path / "ws", load_config(config_file))
+    run_update(ws, fakes.write_log(tmp_path / "jan.csv", JAN, 31), now=FEB)
+    feb = fakes.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    return ws
+
+
+def flip(path: Path, at: int | None = None) -> None:
+    """Flip one bit of ``path`` (as another process would: this one forgets what it verified)."""
+    forget_verified()
+    blob = bytearray(path.read_bytes())
+    i = len(blob) // 2 if at is None else at
+    blob[i] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+def served(ws: Workspace) -> np.ndarray:
+    return ws.lookup_batch(all_contexts(len(ws.catalog())), 5).ids
+
+
+def status_code(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    try:
+        main(["status", str(ws.root), "--json"])
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr().out
+    return code, (json.loads(out) if out.strip() else {})
+
+
+def test_a_flipped_table_is_never_served_and_status_fails(
+    fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    entry = ws.current()
+    assert entry is not None
+    history = ws.pointer.read_all()["history"]
+    earlier = Workspace(ws.root)
+    earlier.pointer.path.write_text(json.dumps({"current": history[-1], "history": []}))
+    expected = served(earlier)
+    earlier.pointer.path.write_text(json.dumps({"current": entry, "history": history}))
+
+    flip(ws.store.get("tables", entry["table"]).path / "table.sqlite")
+    fresh = Workspace(ws.root)
+    np.testing.assert_array_equal(served(fresh), expected)  # the previous good table serves
+    assert fresh.serving_problem and entry["table"] in fresh.serving_problem
+    code, info = status_code(fresh, capsys)
+    assert code == 1 and not info["ok"] and any("checksum" in p for p in info["problems"])
+    Workspace(ws.root).rollback()
+    code, info = status_code(Workspace(ws.root), capsys)
+    assert code == 0 and info["ok"]
+
+
+def test_a_flipped_adapter_is_not_built_upon(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    entry = ws.current()
+    assert entry is not None
+    adapter = ws.store.get("adapters", entry["adapter"]).path
+    target = max((p for p in adapter.rglob("*") if p.is_file() and p.name != "manifest.json"),
+                 key=lambda p: p.stat().st_size)
+    flip(target)
+    later = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 4, tzinfo=UTC), 3, seed=2)
+    with pytest.raises(CorruptArtifactError, match="checksum"):
+        run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
+    assert Workspace(ws.root).current() == entry, "nothing built on the damaged adapter was promoted"
+
+
+def test_flipped_data_and_garbage_manifests_are_errors_not_tracebacks(
+    fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    entry = ws.current()
+    assert entry is not None
+    flip(ws.store.get("data", entry["data"][0]).path / "interactions.npz")
+    later = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 4, tzinfo=UTC), 3, seed=2)
+    with pytest.raises(CorruptArtifactError):
+        run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
+    code, info = status_code(Workspace(ws.root), capsys)
+    assert code == 1 and any(entry["data"][0] in p for p in info["problems"])
+
+    (ws.store.get("tables", entry["table"]).path / "manifest.json").write_text("{garbage")
+    fresh = Workspace(ws.root)
+    assert served(fresh).shape[0] > 0 and fresh.serving_problem  # an earlier table serves
+    code, info = status_code(Workspace(ws.root), capsys)
+    assert code == 1
+
+
+def test_a_damaged_state_names_the_repair_command_and_repair_rebuilds_it(
+    fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    expected = served(ws)
+    for damage in (b"\x00garbage", b'{"current": [1, 2]}', ws.pointer.path.read_bytes()[:40]):
+        ws.pointer.path.write_bytes(damage)
+        for command in (["status", str(ws.root)], ["lookup", str(ws.root), "0", "1"], ["rollback", str(ws.root)]):
+            with pytest.raises(SystemExit) as exit_info:
+                main(command)
+            assert exit_info.value.code == 2
+            err = capsys.readouterr().err
+            assert "Traceback" not in err and f"hybridrec repair {ws.root}" in err
+    main(["repair", str(ws.root)])
+    assert "rebuilt" in capsys.readouterr().out
+    np.testing.assert_array_equal(served(Workspace(ws.root)), expected)
+    assert list(ws.root.glob("state.damaged-*"))
+
+
+def test_a_deleted_state_is_not_a_silent_new_history(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    data = list(ws.current()["data"])  # type: ignore[index]
+    ws.pointer.path.unlink()
+    later = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 4, tzinfo=UTC), 3, seed=2)
+    with pytest.raises(CorruptArtifactError, match="hybridrec repair"):
+        run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
+    Workspace(ws.root).repair()
+    assert Workspace(ws.root).current()["data"] == data  # type: ignore[index]
+    run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
+
+
+def test_rollback_skips_a_damaged_entry_and_says_so(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    later = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 4, tzinfo=UTC), 3, seed=2)
+    run_update(ws, later, now=datetime(2000, 2, 7, tzinfo=UTC))
+    history = ws.pointer.read_all()["history"]
+    assert len(history) >= 2
+    damaged = history[-1]["table"]
+    (ws.store.get("tables", damaged).path / "manifest.json").unlink()
+    entry = Workspace(ws.root).rollback()
+    assert entry["table"] == history[-2]["table"]
+    assert any("damaged" in s and damaged in s for s in entry["rollback_skipped"])
+    with pytest.raises(HybridrecError, match=r"no previous version|no earlier version"):
+        for _ in range(5):
+            Workspace(ws.root).rollback()
