@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from hybridrec.artifacts import (
     Pointer,
     Staging,
     Version,
+    _fsync_dir,
     atomic_write_json,
     check_version_id,
     open_private,
@@ -111,16 +113,33 @@ class Workspace:
 
     @classmethod
     def init(cls, root: Path | str, config: PipelineConfig) -> Workspace:
-        """Create a workspace in ``root`` (missing or empty) for ``config``."""
+        """Create a workspace in ``root`` (missing or empty) for ``config``.
+
+        Crash-safe: the workspace is written in a hidden sibling folder and renamed to ``root``
+        in one step, so a killed ``init`` leaves either no workspace or a complete one (and at
+        worst a ``.NAME.init-*`` sibling, removed by the next ``init``).
+        """
         root = Path(root)
         if (root / MARKER).exists():
             raise HybridrecError(f"{root} is already a hybridrec workspace")
-        if root.exists() and any(root.iterdir()):
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
             raise HybridrecError(f"{root} exists and is not empty; choose a new folder for the workspace")
         get_backend(config.serving.backend)
-        root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(root / "config.json", config.model_dump(mode="json"))
-        atomic_write_json(root / MARKER, {"schema": SCHEMA, "created_at": datetime.now(UTC).isoformat()})
+        parent = root.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        for stale in parent.glob(f".{root.name}.init-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.init-", dir=parent))
+        try:
+            atomic_write_json(staging / "config.json", config.model_dump(mode="json"))
+            atomic_write_json(staging / "state", {"current": None, "history": []})
+            atomic_write_json(staging / MARKER, {"schema": SCHEMA, "created_at": datetime.now(UTC).isoformat()})
+            os.chmod(staging, 0o755)
+            os.rename(staging, root)  # replaces a missing or empty folder atomically
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _fsync_dir(parent)
         return cls(root)
 
     # -- pointer -------------------------------------------------------------------------------
@@ -315,11 +334,17 @@ class Workspace:
     def collect_garbage(self) -> dict[str, list[str]]:
         """Delete adapter, knowledge and table versions that neither the current entry nor the
         last ``[serving] keep_versions`` entries before it (the rollback targets) name, keeping
-        at least ``keep_versions`` per kind. Held adapters stay for review; data is never
-        collected."""
+        at least ``keep_versions`` per kind. Held adapters stay for review; data and catalog
+        versions are collected only when no entry of the state names them (left by a killed
+        update)."""
         keep = self.config.serving.keep_versions
         protect = self.referenced(history=keep)
-        return {kind: self.store.gc(kind, keep, protect) for kind in ("adapters", "knowledge", "tables")}
+        collected = {kind: self.store.gc(kind, keep, protect) for kind in ("adapters", "knowledge", "tables")}
+        # Data and catalog versions no entry names were left by killed updates: collected.
+        everything = self.referenced()
+        for kind in ("data", "catalog"):
+            collected[kind] = self.store.gc(kind, 0, everything)
+        return collected
 
     def catalog(self) -> ClusterCatalog:
         """The workspace's cluster catalog (fixed by the first update)."""

@@ -1,8 +1,11 @@
-"""Verify on open and a damaged state (issue 15)."""
+"""Verify on open, damaged state, crash-safe init, collection of killed runs' versions (issue 15)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -10,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hybridrec.artifacts import forget_verified
+from hybridrec.artifacts import forget_verified, verify
 from hybridrec.cli import main
 from hybridrec.config import load_config
 from hybridrec.engine import run_update
@@ -21,6 +24,7 @@ from hybridrec.workspace import Workspace
 
 JAN = datetime(2000, 1, 1, tzinfo=UTC)
 FEB = datetime(2000, 2, 1, tzinfo=UTC)
+DRIVER = Path(__file__).with_name("kill_driver.py")
 
 
 def two_updates(tmp_path: Path, config_file: Path, fakes: Any) -> Workspace:
@@ -157,3 +161,71 @@ def test_rollback_skips_a_damaged_entry_and_says_so(fake_plugins: Any, tmp_path:
     with pytest.raises(HybridrecError, match=r"no previous version|no earlier version"):
         for _ in range(5):
             Workspace(ws.root).rollback()
+
+
+def test_versions_left_by_a_killed_update_are_collected(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    orphan = ws.store.stage("data")
+    (orphan.path / "interactions.npz").write_bytes(b"left by a killed update")
+    orphan_id = ws.store.commit(orphan, {"rows": 0}).id
+    later = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 4, tzinfo=UTC), 3, seed=2)
+    run_update(ws, later, now=datetime(2000, 2, 7, tzinfo=UTC))
+    assert orphan_id not in {v.id for v in ws.store.versions("data")}
+    assert set(ws.current()["data"]) == {v.id for v in ws.store.versions("data")}  # type: ignore[index]
+
+
+# -- SIGKILL at named points ---------------------------------------------------------------------
+
+
+def run_driver(point: str, *argv: str) -> int:
+    env = {**os.environ, "HYBRIDREC_KILL_AT": point, "HF_HUB_OFFLINE": "1",
+           "HYBRIDREC_LOAD_PLUGINS": "datasets,policies,costs,executors"}
+    return subprocess.run([sys.executable, str(DRIVER), *argv], env=env, capture_output=True,
+                          timeout=120, check=False).returncode
+
+
+INIT_POINTS = ["init:config.json", "init:state", "init:workspace.json", "init:before-rename", "init:after-rename"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_init_never_leaves_a_stuck_folder(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    for i, point in enumerate(INIT_POINTS):
+        root = tmp_path / f"ws{i}"
+        assert run_driver(point, "init", str(root), "--config", str(config_file)) == -9, point
+        if root.exists():
+            Workspace(root).status()  # complete: opens and reports
+            assert point == "init:after-rename"
+        else:
+            Workspace.init(root, load_config(config_file))  # nothing stuck: init works again
+        assert Workspace(root).current() is None
+
+
+UPDATE_POINTS = [*(f"update:commit-{n}" for n in (1, 2, 3, 4)), "update:before-promote", "update:before-gc"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_named_points_of_update(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    import shutil
+
+    base = Workspace.init(tmp_path / "base", load_config(config_file))
+    log = fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 31, seed=3)
+    run_update(base, log, now=FEB)
+    old = served(base)
+    for i, point in enumerate(UPDATE_POINTS):
+        root = tmp_path / f"trial{i}"
+        shutil.copytree(base.root, root)
+        code = run_driver(point, "update", str(root), "--data", str(feb), "--now", "2000-03-03")
+        assert code == -9, point
+        ws = Workspace(root)
+        assert ws.status()["ok"], point
+        ids = served(ws)
+        if point != "update:before-gc":
+            np.testing.assert_array_equal(ids, old, err_msg=point)  # the old version, whole
+        current = ws.current()
+        assert current is not None
+        for kind, folder in (("catalog", "catalog"), ("table", "tables"), ("adapter", "adapters")):
+            verify(ws.store.get(folder, current[kind]).path, deep=True)
+        run_update(ws, feb, now=datetime(2000, 3, 3, tzinfo=UTC))  # the next update succeeds
+        assert ws.status()["ok"]
+        assert set(ws.current()["data"]) == {v.id for v in ws.store.versions("data")}, point  # type: ignore[index]
