@@ -100,3 +100,12 @@ def test_cli_config_validate_reports_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "executor plugin 'local'" in result.stderr and "batch_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_non_utf8_or_directory_config_is_a_config_error(tmp_path):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('[update_policy]\nplugin = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="directory"):
+        load_config(tmp_path)
