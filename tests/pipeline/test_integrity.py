@@ -229,3 +229,31 @@ def test_sigkill_at_named_points_of_update(fake_plugins: Any, tmp_path: Path, co
         run_update(ws, feb, now=datetime(2000, 3, 3, tzinfo=UTC))  # the next update succeeds
         assert ws.status()["ok"]
         assert set(ws.current()["data"]) == {v.id for v in ws.store.versions("data")}, point  # type: ignore[index]
+
+
+@pytest.mark.parametrize("kind", ["catalog", "data", "adapter", "knowledge", "table"])
+def test_one_flipped_byte_in_any_served_artifact_is_reported(
+    kind: str, fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every artifact kind: a flipped byte makes status exit 1, and nothing is built upon it."""
+    ws = two_updates(tmp_path, config_file, fake_plugins)
+    entry = ws.current()
+    assert entry is not None
+    folder = {"catalog": "catalog", "data": "data", "adapter": "adapters", "knowledge": "knowledge",
+              "table": "tables"}[kind]
+    version = entry["data"][-1] if kind == "data" else entry[kind]
+    path = ws.store.get(folder, version).path
+    target = max((p for p in path.rglob("*") if p.is_file() and p.name != "manifest.json"),
+                 key=lambda p: p.stat().st_size)
+    flip(target)
+    code, info = status_code(Workspace(ws.root), capsys)
+    assert code == 1 and any(version in p for p in info["problems"]), info.get("problems")
+    later = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 4, tzinfo=UTC), 3, seed=2)
+    if kind in ("catalog", "data", "adapter"):  # the next update reads them: it stops
+        with pytest.raises(HybridrecError):
+            run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
+        assert Workspace(ws.root).current() == entry
+    elif kind == "knowledge":  # the next update refreshes it: a new snapshot replaces it
+        run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
+        assert Workspace(ws.root).current()["knowledge"] != version  # type: ignore[index]
+        assert status_code(Workspace(ws.root), capsys)[0] == 0
