@@ -109,3 +109,13 @@ def test_a_non_utf8_or_directory_config_is_a_config_error(tmp_path):
         load_config(bad)
     with pytest.raises(ConfigError, match="directory"):
         load_config(tmp_path)
+
+
+def test_config_validate_rejects_what_init_rejects(tmp_path):
+    from hybridrec.cli import _install_commands, cli
+
+    bad = tmp_path / "redis.toml"
+    bad.write_text('[serving]\nbackend = "redis"\n')
+    _install_commands()
+    with pytest.raises(ConfigError, match="unknown serving backend 'redis'"):
+        cli.main(args=["config", "validate", str(bad)], prog_name="hybridrec", standalone_mode=False)

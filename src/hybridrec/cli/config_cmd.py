@@ -23,8 +23,11 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON.")
     def validate(file: Path, overrides: tuple[str, ...], as_json: bool) -> None:
         """Check FILE: every plugin exists and its options are valid."""
+        from hybridrec.serving import get_backend
+
         cfg = load_config(file, overrides=overrides)
         resolved = resolve(cfg, source=str(file))
+        get_backend(cfg.serving.backend)  # what `hybridrec init` checks besides the plugins
         if as_json:
             out = cfg.model_dump(mode="json")
             for role in PLUGIN_ROLES:
