@@ -257,3 +257,14 @@ def test_one_flipped_byte_in_any_served_artifact_is_reported(
         run_update(Workspace(ws.root), later, now=datetime(2000, 2, 7, tzinfo=UTC))
         assert Workspace(ws.root).current()["knowledge"] != version  # type: ignore[index]
         assert status_code(Workspace(ws.root), capsys)[0] == 0
+
+
+def test_environment_overrides_on_a_workspace_are_named_not_silently_ignored(
+    fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ws = Workspace.init(tmp_path / "ws", load_config(config_file))
+    monkeypatch.setenv("HYBRIDREC__UPDATE_POLICY__PLUGIN", "static")
+    main(["status", str(ws.root)])
+    err = capsys.readouterr().err
+    assert "HYBRIDREC__UPDATE_POLICY__PLUGIN not applied" in err and "config.json" in err

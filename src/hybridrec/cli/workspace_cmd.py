@@ -28,6 +28,22 @@ def _echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+def _open(workspace: Path) -> Any:
+    """The workspace, with a warning when ``HYBRIDREC__`` environment overrides are set: a
+    workspace runs with the config fixed by ``init`` (its config.json), never the environment."""
+    import os
+
+    from hybridrec.config import ENV_PREFIX
+    from hybridrec.workspace import Workspace
+
+    ignored = sorted(k for k in os.environ if k.startswith(ENV_PREFIX))
+    if ignored:
+        click.echo(f"warning: {', '.join(ignored)} not applied: {workspace} runs with the config "
+                   f"fixed by `hybridrec init` ({workspace / 'config.json'}); environment "
+                   "overrides apply to init, config validate and backtest", err=True)
+    return Workspace(workspace)
+
+
 def register(cli: click.Group) -> None:
     @cli.command("init")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False))
@@ -60,9 +76,8 @@ def register(cli: click.Group) -> None:
                as_json: bool, progress: bool) -> None:
         """Ingest --data, let the policy decide, execute, and promote atomically."""
         from hybridrec.engine import run_update
-        from hybridrec.workspace import Workspace
 
-        report = run_update(Workspace(workspace), data, items=items, now=_when(now), progress=progress)
+        report = run_update(_open(workspace), data, items=items, now=_when(now), progress=progress)
         if as_json:
             _echo_json(report.model_dump(mode="json"))
             return
@@ -88,9 +103,8 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
     def lookup(workspace: Path, c1: int, c2: int, k: int, as_json: bool) -> None:
         """Top-K next clusters for context (C1, C2) from the served table."""
-        from hybridrec.workspace import Workspace
 
-        ws = Workspace(workspace)
+        ws = _open(workspace)
         prediction = ws.lookup(c1, c2, k)
         table = ws.served_table or (ws.current() or {}).get("table")
         if ws.serving_problem:
@@ -114,9 +128,8 @@ def register(cli: click.Group) -> None:
         """Versions, staleness, last actions, costs and guardrail holds.
 
         Every served version is checked against its manifest; exits 1 when one fails."""
-        from hybridrec.workspace import Workspace
 
-        info = Workspace(workspace).status()
+        info = _open(workspace).status()
         if as_json:
             _echo_json(info)
             if info["problems"]:
@@ -157,9 +170,8 @@ def register(cli: click.Group) -> None:
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
     def rollback(workspace: Path) -> None:
         """Serve the previous adapter, knowledge and table again (data is kept)."""
-        from hybridrec.workspace import Workspace
 
-        entry = Workspace(workspace).rollback()
+        entry = _open(workspace).rollback()
         click.echo(f"now serving table {entry.get('table')} (adapter {entry.get('adapter')}, "
                    f"knowledge {entry.get('knowledge')})")
         for skipped in entry.get("rollback_skipped") or []:
