@@ -227,8 +227,8 @@ class Workspace:
 
     def repair(self) -> dict[str, Any]:
         """Rebuild a damaged or missing ``state`` from the versions on disk: the newest intact
-        catalog, every intact data version, and the newest intact adapter (not held for review),
-        knowledge snapshot and table. The damaged file is kept as ``state.damaged-*``. Returns
+        catalog, every intact data version, and the newest intact adapter, knowledge snapshot and
+        table that were not held for review or vetoed. The damaged file is kept as ``state.damaged-*``. Returns
         the new entry (history starts empty)."""
         with self.locked():
             entry: dict[str, Any] = dict(EMPTY_ENTRY)
@@ -246,12 +246,10 @@ class Workspace:
             entry["catalog"] = catalogs[-1].id if catalogs else None
             data = intact("data")
             entry["data"] = [v.id for v in data]
-            adapters = [v for v in intact("adapters") if v.manifest.get("status", "ok") == "ok"]
-            entry["adapter"] = adapters[-1].id if adapters else None
-            knowledge = intact("knowledge")
-            entry["knowledge"] = knowledge[-1].id if knowledge else None
-            tables = intact("tables")
-            entry["table"] = tables[-1].id if tables else None
+            for kind in ("adapter", "knowledge", "table"):
+                # held for review or vetoed versions (status "needs_review") are never chosen
+                usable = [v for v in intact(KIND_DIRS[kind]) if v.manifest.get("status", "ok") == "ok"]
+                entry[kind] = usable[-1].id if usable else None
             ends = []
             for v in data:
                 with contextlib.suppress(Exception):
