@@ -223,13 +223,41 @@ def load_config(
 ) -> PipelineConfig:
     """Load and validate a pipeline config with the documented precedence."""
     source = str(path) if path is not None else "defaults"
-    layer: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
-    layer = deep_merge(layer, env_overrides(environ))
-    layer = deep_merge(layer, cli_overrides(overrides))
+    file_layer: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    env_layer = env_overrides(environ)
+    cli_layer = cli_overrides(overrides)
+    layer = deep_merge(deep_merge(file_layer, env_layer), cli_layer)
+    # An override of a role the file does not name applies to that role's default plugin.
+    for role, field in PipelineConfig.model_fields.items():
+        value = layer.get(role)
+        if isinstance(value, dict) and "plugin" not in value and field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+            if isinstance(default, PluginRef):
+                layer[role] = {"plugin": default.plugin, **value}
     try:
         return PipelineConfig.model_validate(layer)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid pipeline config:\n{format_validation_error(exc, '')}") from None
+        # Name where each bad value came from: --set, the environment, or the file.
+        origins = []
+        for err in exc.errors():
+            loc = [str(part) for part in err["loc"]]
+            if _has_path(cli_layer, loc):
+                origins.append("--set")
+            elif _has_path(env_layer, loc):
+                origins.append(f"environment {ENV_PREFIX}{'__'.join(p.upper() for p in loc)}")
+            else:
+                origins.append(source)
+        where = ", ".join(dict.fromkeys(origins))
+        raise ConfigError(f"{where}: invalid pipeline config:\n{format_validation_error(exc, '')}") from None
+
+
+def _has_path(layer: Mapping[str, Any], loc: list[str]) -> bool:
+    node: Any = layer
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 __all__ = [

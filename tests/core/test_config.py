@@ -119,3 +119,15 @@ def test_config_validate_rejects_what_init_rejects(tmp_path):
     _install_commands()
     with pytest.raises(ConfigError, match="unknown serving backend 'redis'"):
         cli.main(args=["config", "validate", str(bad)], prog_name="hybridrec", standalone_mode=False)
+
+
+def test_errors_name_their_source_and_overrides_of_unnamed_roles_use_the_default_plugin(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('[update_policy]\nplugin = "hybrid"\n')
+    with pytest.raises(ConfigError, match="environment HYBRIDREC__SERVING__K") as info:
+        load_config(path, environ={"HYBRIDREC__SERVING__K": "'many'"})
+    assert not str(info.value).startswith(str(path))
+    with pytest.raises(ConfigError, match=r"^--set"):
+        load_config(path, overrides=["serving.k='many'"], environ={})
+    cfg = load_config(path, environ={"HYBRIDREC__GENERATOR__OPTIONS__PRESET": "tiny"})
+    assert cfg.generator.plugin == "hf" and cfg.generator.options == {"preset": "tiny"}
