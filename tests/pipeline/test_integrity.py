@@ -268,3 +268,45 @@ def test_environment_overrides_on_a_workspace_are_named_not_silently_ignored(
     main(["status", str(ws.root)])
     err = capsys.readouterr().err
     assert "HYBRIDREC__UPDATE_POLICY__PLUGIN not applied" in err and "config.json" in err
+
+
+def _fork_killed_at(n: int, work: Any) -> bool:
+    """Run ``work()`` in a forked child that SIGKILLs itself just before its ``n``-th durable
+    file-system step (fsync, replace, rename); True when it was killed, False when it finished."""
+    import signal
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            count = [0]
+            for name in ("fsync", "replace", "rename"):
+                real = getattr(os, name)
+
+                def step(*args: Any, _real: Any = real, **kwargs: Any) -> Any:
+                    count[0] += 1
+                    if count[0] == n:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return _real(*args, **kwargs)
+
+                setattr(os, name, step)
+            work()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFSIGNALED(status)
+
+
+def test_sigkill_before_every_durable_step_of_init(tmp_path: Path, config_file: Path, fake_plugins: Any) -> None:
+    config = load_config(config_file)
+    killed = 0
+    for n in range(1, 60):
+        root = tmp_path / f"ws{n}"
+        if not _fork_killed_at(n, lambda root=root: Workspace.init(root, config)):
+            break
+        killed += 1
+        if root.exists():  # renamed into place: complete
+            assert Workspace(root).current() is None and Workspace(root).status()["ok"]
+        else:  # nothing stuck: init works again and removes the hidden leftovers
+            Workspace.init(root, config)
+            assert not list(tmp_path.glob(f".ws{n}.init-*"))
+    assert killed >= 8, killed
