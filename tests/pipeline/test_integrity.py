@@ -310,3 +310,37 @@ def test_sigkill_before_every_durable_step_of_init(tmp_path: Path, config_file: 
             Workspace.init(root, config)
             assert not list(tmp_path.glob(f".ws{n}.init-*"))
     assert killed >= 8, killed
+
+
+@pytest.mark.slow
+def test_sigkill_before_sampled_durable_steps_of_update(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    """Forked updates killed before every 4th durable step: the old or the new version serves,
+    whole, status is ok, and the next update succeeds."""
+    import shutil
+
+    base = Workspace.init(tmp_path / "base", load_config(config_file))
+    run_update(base, fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31), now=FEB)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 31, seed=3)
+    old = served(base)
+    reference = tmp_path / "reference"
+    shutil.copytree(base.root, reference)
+    run_update(Workspace(reference), feb, now=datetime(2000, 3, 3, tzinfo=UTC))
+    new = served(Workspace(reference))
+    assert not np.array_equal(old, new)
+    killed, n = 0, 1
+    while True:
+        root = tmp_path / f"t{n}"
+        shutil.copytree(base.root, root)
+        if not _fork_killed_at(n, lambda root=root: run_update(
+                Workspace(root), feb, now=datetime(2000, 3, 3, tzinfo=UTC))):
+            break
+        killed += 1
+        ws = Workspace(root)
+        assert ws.status()["ok"], n
+        ids = served(ws)
+        assert np.array_equal(ids, old) or np.array_equal(ids, new), f"step {n}: a mixed table"
+        n += 4
+    assert killed >= 5, killed
+    recovered = Workspace(tmp_path / "t1")
+    run_update(recovered, feb, now=datetime(2000, 3, 3, tzinfo=UTC))
+    np.testing.assert_array_equal(served(recovered), new)
