@@ -253,3 +253,22 @@ def test_cli_update_exits_2_with_one_line_or_quarantines(
     assert out["rows_ingested"] == N_GOOD and out["rows_quarantined"] == 1
     records = [json.loads(x) for x in (tmp_path / "ws" / "quarantine.jsonl").read_text().splitlines()]
     assert [(r["row"], r["field"]) for r in records] == [(27, "*")]
+
+
+def test_item_file_defects_and_the_encoding_option(tmp_path: Path) -> None:
+    """The item file goes through the same reader: a latin-1 line is quarantined (or read, with
+    encoding = "latin-1"), a repeated header name is one error, a BOM and spaces are fine."""
+    data = tmp_path / "log.csv"
+    data.write_bytes(csv_bytes(["user", "item", "timestamp", "rating"], good_rows(False)))
+    items = tmp_path / "items.csv"
+    lines = [f"{k},{k},{v}" for k, v in ITEMS.items()]
+    items.write_bytes(b"\xef\xbb\xbf item , title ,categories\n" + "\n".join(lines).encode()
+                      + "\nE,Caf\u00e9,x\n".encode("latin-1"))
+    loaded = load_interaction_files(name="t", interactions=data, items=items)
+    assert len(loaded.interactions) == N_GOOD and len(loaded.items) == 4
+    assert [(q.row, q.field) for q in loaded.quarantine] == [(6, "*")] and "latin-1" in loaded.quarantine[0].reason
+    loaded = load_interaction_files(name="t", interactions=data, items=items, encoding="latin-1")
+    assert len(loaded.items) == 5 and "Caf\u00e9" in loaded.items.titles and not loaded.quarantine
+    items.write_text("item,item,categories\nA,A,x\n")
+    with pytest.raises(DataError, match="repeats column name"):
+        load_interaction_files(name="t", interactions=data, items=items)
