@@ -160,7 +160,13 @@ class Workspace:
         """Version ``version`` of artifact folder ``kind`` after checking it against its
         manifest (every file hashed once per process and version; sizes afterwards)."""
         found = self.store.get(kind, check_version_id(version, kind))
-        verify_once(found.path)
+        try:
+            verify_once(found.path)
+        except CorruptArtifactError as exc:
+            raise CorruptArtifactError(
+                f"{exc}; nothing is built on it (`hybridrec status {self.root}` lists the damage, "
+                f"`hybridrec rollback {self.root}` serves the last intact versions)"
+            ) from None
         return found
 
     def promote(self, entry: dict[str, Any]) -> None:
