@@ -151,3 +151,32 @@ def test_days_without_transitions_are_served_and_scored(fake_stack, catalog, tra
         empty = [d for d in arm["per_day"] if d["day"] in ("2000-01-21", "2000-01-25", "2000-01-26")]
         assert [d["n"] for d in empty] == [0, 0, 0], arm["name"]
         assert 0.0 < arm["metrics"]["hr@5"] <= 1.0
+
+
+def test_a_several_seed_study_writes_its_report_and_plots(fake_stack, catalog, transitions, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # With several training seeds an arm's HR@5 is the mean over seeds, which the first seed's
+    # CI need not contain; the quality-vs-cost plot draws the min-max over seeds instead.
+    report = _run(catalog, transitions, arms=["no-update", "rag-once", "hybrid", "markov-all"], seeds=2)
+    hybrid = next(a for a in report["arms"] if a["name"] == "hybrid")
+    lo, hi = hybrid["ci95"]["hr@5"]
+    # as with real seeds: a mean above the first seed's CI, inside the seeds' min-max
+    hybrid["metrics"]["hr@5"] = hi + 0.01
+    hybrid["seeds"]["min"]["hr@5"], hybrid["seeds"]["max"]["hr@5"] = lo, hi + 0.02
+    paths = write_report(report, tmp_path)
+    written = json.loads(paths["json"].read_text())
+    assert written["seeds"]["training_seeds"] == [0, 1]
+    assert paths["quality vs cost"].exists() and paths["HR@5 over time"].exists()
+
+
+def test_a_figure_that_fails_does_not_lose_the_report(fake_stack, catalog, transitions, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from hybridrec.backtest import report as report_module
+
+    def broken(report: dict, path: Path) -> Path:
+        raise ValueError("cannot draw")
+
+    monkeypatch.setattr(report_module, "plot_pareto", broken)
+    report = _run(catalog, transitions, arms=["no-update", "markov-all"])
+    with pytest.raises(ValueError, match="cannot draw"):
+        write_report(report, tmp_path)
+    assert json.loads((tmp_path / "report.json").read_text())["schema"] == SCHEMA
+    assert (tmp_path / "report.md").exists()

@@ -841,6 +841,20 @@ def plot_hr_over_time(report: dict[str, Any], path: Path, window: int = 7) -> Pa
 BASELINE_COLOURS = ("tab:gray", "tab:olive", "tab:cyan", "tab:brown", "tab:pink")
 
 
+def _hr5_bar(arm: dict[str, Any], hr: float) -> tuple[float, float]:
+    """The vertical bar drawn at an arm's HR@5: the min–max over training seeds when it ran
+    several (its HR@5 is then their mean, which the first seed's CI need not contain), else
+    its 95% CI; always around ``hr``."""
+    seeds = arm.get("seeds") or {}
+    if len(seeds.get("per_seed") or []) > 1 and "hr@5" in seeds.get("min", {}):
+        lo, hi = seeds["min"]["hr@5"], seeds["max"]["hr@5"]
+    else:
+        lo, hi = arm["ci95"]["hr@5"]
+    lo = hr if lo is None else min(lo, hr)
+    hi = hr if hi is None else max(hi, hr)
+    return lo, hi
+
+
 def plot_pareto(report: dict[str, Any], path: Path) -> Path:
     """HR@5 (95% CI) against total update flops per LLM arm, with the cost-quality frontier
     (``report["pareto"]``, computed if absent): filled markers are on the frontier of all arms,
@@ -873,8 +887,7 @@ def plot_pareto(report: dict[str, Any], path: Path) -> Path:
                         xytext=(0, 3), fontsize=8, color=line.get_color())
             continue
         flops = arm["cost"]["flops"]
-        ci = arm["ci95"]["hr@5"]
-        lo, hi = (ci[0] if ci[0] is not None else hr), (ci[1] if ci[1] is not None else hr)
+        lo, hi = _hr5_bar(arm, hr)
         filled = arm["name"] in on_frontier
         ax.errorbar([flops], [hr], yerr=[[hr - lo], [hi - hr]], fmt="o", capsize=3,
                     markerfacecolor=None if filled else "white")
@@ -914,16 +927,28 @@ def write_report(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Path] = {}
-    plots["HR@5 over time"] = plot_hr_over_time(report, out_dir / "hr5_over_time.png")
-    plots["quality vs cost"] = plot_pareto(report, out_dir / "pareto.png")
+    drawings: list[tuple[str, Any]] = [
+        ("HR@5 over time", lambda: plot_hr_over_time(report, out_dir / "hr5_over_time.png")),
+        ("quality vs cost", lambda: plot_pareto(report, out_dir / "pareto.png")),
+    ]
     if drift_plot is not None:
-        plots["drift overlap decay"] = drift_plot(out_dir / "drift_decay.png")
+        drawings.append(("drift overlap decay", lambda: drift_plot(out_dir / "drift_decay.png")))
+    failure: Exception | None = None
+    for name, draw in drawings:
+        # A figure that cannot be drawn must not cost the study: the JSON and Markdown are
+        # written first (without that figure), then the error is raised.
+        try:
+            plots[name] = draw()
+        except Exception as exc:
+            failure = failure or exc
     report = {**report, "verdict": report.get("verdict") or verdict(report),
               "plots": {k: p.name for k, p in plots.items()}}
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(report, indent=1, sort_keys=False, allow_nan=False) + "\n")
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(report, {k: p.name for k, p in plots.items()}))
+    if failure is not None:
+        raise failure
     return {"json": json_path, "markdown": md_path, **{k: p for k, p in plots.items()}}
 
 
