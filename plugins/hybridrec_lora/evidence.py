@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybridrec.backtest.baselines import CountingConfig, CountTables, counting_scores, top_k
 from hybridrec.types import PROVENANCE_CODES, EvidenceBatch, TransitionSet
 
 DAY = 86400
@@ -34,6 +33,10 @@ def daily_backoff_successors(
     (``exact`` provenance) or 0 for an item that comes from the backoff alone (``borrowed``);
     ``last_seen`` is unknown (``-1``), as in the store.
     """
+    # The one implementation of the estimator is the counting baselines'; imported here, on use,
+    # so that loading the fine-tuner does not load the backtest package.
+    from hybridrec.backtest.baselines import CountingConfig, CountTables, counting_scores, top_k
+
     contexts = np.asarray(contexts, dtype=np.int64)
     as_of = np.asarray(as_of, dtype=np.int64)
     out = EvidenceBatch.empty(contexts, width=m)

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from hybridrec import distributed
+from hybridrec.artifacts import sha256_file
 from hybridrec.capabilities import TrainableGenerator
 from hybridrec.errors import DataError, PluginError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
@@ -55,14 +56,6 @@ from hybridrec_lora.evidence import daily_backoff_successors, trailing_top_succe
 SCHEMA = "hybridrec.adapter/1"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 MANIFEST = "manifest.json"
 
 
@@ -550,7 +543,7 @@ class LoraFineTuner(FineTuner):
         torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, staging / "optimizer.pt")
         meta = {
             "fingerprint": fingerprint, "step": step, "tokens": tokens, "loss": loss,
-            "sha256": {name: _sha256(staging / name) for name in CHECKPOINT_FILES},
+            "sha256": {name: sha256_file(staging / name) for name in CHECKPOINT_FILES},
         }
         (staging / "state.json").write_text(json.dumps(meta))
         staging.rename(folder / f"step-{step:08d}")
@@ -581,7 +574,7 @@ class LoraFineTuner(FineTuner):
             # sha256 matches state.json are read, and only as tensors (never unpickled objects).
             sums = meta.get("sha256")
             if not isinstance(sums, dict) or any(
-                not (candidate / name).is_file() or _sha256(candidate / name) != sums.get(name)
+                not (candidate / name).is_file() or sha256_file(candidate / name) != sums.get(name)
                 for name in CHECKPOINT_FILES
             ):
                 continue

@@ -25,7 +25,6 @@ whole set and race on the output folder).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 import shutil
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from hybridrec.artifacts import sha256_file
 from hybridrec.config import DistributedConfig, PluginRef
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
@@ -172,13 +172,6 @@ def load_transitions(path: Path) -> TransitionSet:
         return TransitionSet(z["c1"], z["c2"], z["c3"], z["ts"], z["user"], int(z["n_clusters"]))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 _EVIDENCE_ARRAYS = ("contexts", "cluster", "support", "score", "last_seen", "provenance")
 
@@ -263,10 +256,10 @@ def write_spec(
     spec. Nothing in a run folder is ever unpickled."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_transitions(run_dir / TRANSITIONS_FILE, transitions)
-    checksums = {TRANSITIONS_FILE: _sha256(run_dir / TRANSITIONS_FILE)}
+    checksums = {TRANSITIONS_FILE: sha256_file(run_dir / TRANSITIONS_FILE)}
     if evidence_fn is not None:
         precompute_evidence(evidence_fn, transitions, spec.window).save(run_dir / EVIDENCE_FILE)
-        checksums[EVIDENCE_FILE] = _sha256(run_dir / EVIDENCE_FILE)
+        checksums[EVIDENCE_FILE] = sha256_file(run_dir / EVIDENCE_FILE)
     spec = spec.model_copy(update={"has_evidence_fn": evidence_fn is not None, "checksums": checksums})
     path = run_dir / SPEC_FILE
     path.write_text(spec.model_dump_json(indent=2))
@@ -277,7 +270,7 @@ def write_spec(
 def _verified(run_dir: Path, spec: FineTuneSpec, name: str) -> Path:
     path = run_dir / name
     expected = spec.checksums.get(name)
-    if expected is None or not path.is_file() or _sha256(path) != expected:
+    if expected is None or not path.is_file() or sha256_file(path) != expected:
         raise HybridrecError(
             f"distributed fine-tune: {path} is missing or does not match the checksum in "
             f"{run_dir / SPEC_FILE}; refusing to read it"
