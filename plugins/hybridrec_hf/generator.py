@@ -18,12 +18,20 @@ Ranking modes (option ``mode``):
   forcing all candidates at once over a prefix trie (see :mod:`hybridrec_hf.trie`); works with any
   tokenizer.
 
+Prompt templates (option ``template``, see :mod:`hybridrec_hf.template`): ``cluster_tokens`` and
+``text`` render the evidence items as context and score every cluster; ``rerank`` (tiny preset)
+is retrieve-then-rerank: the evidence's candidates, with their count evidence (shares of the
+pair's, the last and first clusters' and all successors, pair count, context support), fill fixed
+slots and the model answers with a slot, so it learns to combine evidence rather than memorise
+popularity.
+
 An adapter folder (written by the ``lora`` fine-tuner) may hold ``lora/`` (a peft adapter),
 ``base/`` (full base weights, when the fine-tune trained the base) and ``manifest.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -53,6 +61,7 @@ from hybridrec_hf.template import (
     ClusterTokenCodec,
     EncodedPrompts,
     PromptCodec,
+    RerankCodec,
     TextCodec,
 )
 from hybridrec_hf.trie import CandidateTrie, tree_scores
@@ -74,8 +83,11 @@ class HFOptions(BaseModel):
         default=None, description="A local AutoModelForCausalLM folder (replaces the preset)."
     )
     mode: Literal["single_forward", "constrained"] = "single_forward"
-    template: Literal["auto", "cluster_tokens", "text"] = Field(
-        default="auto", description="auto: cluster tokens when the tokenizer has them, else text."
+    template: Literal["auto", "cluster_tokens", "text", "rerank"] = Field(
+        default="auto",
+        description="auto: cluster tokens when the tokenizer has them, else text; rerank: the "
+        "model re-ranks the evidence's candidates (tiny preset; needs a knowledge store of "
+        "granularity 'backoff' and evidence_items candidate slots).",
     )
     evidence_items: int = Field(
         default=1, ge=0, le=16, description="Evidence items rendered per prompt (paper: top-1)."
@@ -154,6 +166,11 @@ class HFGenerator(Generator):
         else:
             self.base_model_id = "hybridrec/tiny"
             self._untrained_preset = True
+        if opts.template == "rerank":
+            if self._source_path is not None:
+                raise ConfigError("hf generator: template 'rerank' needs the tiny preset")
+            if opts.mode != "single_forward":
+                raise ConfigError("hf generator: template 'rerank' ranks by single_forward only")
         self.tokenizer = self._load_tokenizer()
         self.codec = self._make_codec()
         self._targets = self.codec.target_ids()
@@ -172,7 +189,8 @@ class HFGenerator(Generator):
 
     def _load_tokenizer(self) -> Any:
         if self._source_path is None:
-            return build_tiny_tokenizer(self.catalog)
+            opts: HFOptions = self.options
+            return build_tiny_tokenizer(self.catalog, rerank=opts.template == "rerank")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(self._source_path)
@@ -185,6 +203,8 @@ class HFGenerator(Generator):
             opts.template == "auto" and ClusterTokenCodec.supports(self.tokenizer, self.catalog)
         )
         try:
+            if opts.template == "rerank":
+                return RerankCodec(self.tokenizer, self.catalog, opts.evidence_items)
             if use_tokens:
                 return ClusterTokenCodec(self.tokenizer, self.catalog, opts.evidence_items)
             return TextCodec(self.tokenizer, self.catalog, opts.evidence_items)
@@ -371,8 +391,10 @@ class HFGenerator(Generator):
         """Prompt ids for ``contexts`` (see :mod:`hybridrec_hf.template`)."""
         return self.codec.encode_prompts(contexts, evidence, as_of)
 
-    def _inputs(self, enc: EncodedPrompts) -> dict[str, torch.Tensor]:
+    def _inputs(self, enc: EncodedPrompts, net: Any) -> dict[str, torch.Tensor]:
         ids = torch.from_numpy(enc.ids).to(self.device)
+        if ids.ndim == 3:  # summed channels (rerank form): never padded
+            return {"inputs_embeds": summed_embeddings(net, ids)}
         if not enc.padded:
             return {"input_ids": ids}
         width = enc.ids.shape[1]
@@ -394,6 +416,14 @@ class HFGenerator(Generator):
         """Teacher-forcing inputs: prompt then the label's answer; ``targets`` is ``(b, T)`` with
         ``-100`` on padding. Pass the result to :func:`answer_nll`."""
         enc = self.encode(contexts, evidence, as_of)
+        if isinstance(self.codec, RerankCodec):
+            answer = self.codec.answer_ids(labels, evidence)
+            filler = np.full((*answer.shape, enc.ids.shape[2]), self.codec.pad_id, dtype=np.int64)
+            filler[..., 0] = answer
+            return {
+                "input_ids": torch.from_numpy(np.concatenate([enc.ids, filler], axis=1)).to(self.device),
+                "targets": torch.from_numpy(answer).to(self.device),
+            }
         answers = [self._targets[int(c)] for c in labels]
         width = max(len(a) for a in answers)
         b, p = enc.ids.shape
@@ -438,9 +468,12 @@ class HFGenerator(Generator):
             if opts.mode == "single_forward":
                 token_ids = self.codec.single_token_ids()
                 assert token_ids is not None  # checked in __init__
-                out = net(**self._inputs(enc), logits_to_keep=1, use_cache=False)
+                out = net(**self._inputs(enc, net), logits_to_keep=1, use_cache=False)
                 logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
-                return logprobs[:, torch.from_numpy(token_ids).to(self.device)]
+                scores = logprobs[:, torch.from_numpy(token_ids).to(self.device)]
+                if isinstance(self.codec, RerankCodec) and evidence is not None:
+                    scores = self._merge_slots(scores, logprobs, self.codec.candidates(evidence, len(enc.ids)))
+                return scores
             if self._trie is None:
                 self._trie = CandidateTrie(self._targets)
             parts = []
@@ -452,6 +485,20 @@ class HFGenerator(Generator):
                     tree_scores(net, self._trie, ids[:, trim:], lengths, self.device, self.dtype)
                 )
             return torch.cat(parts, dim=0)
+
+    def _merge_slots(
+        self, scores: torch.Tensor, logprobs: torch.Tensor, candidates: np.ndarray
+    ) -> torch.Tensor:
+        """A candidate's score is the log of P(its cluster token) + P(its slot token)."""
+        assert isinstance(self.codec, RerankCodec)
+        slots = logprobs[:, torch.from_numpy(self.codec.slot_ids).to(self.device)]
+        cand = torch.from_numpy(candidates).to(self.device)
+        present = cand >= 0
+        index = cand.clamp(min=0)
+        merged = torch.logaddexp(scores.gather(1, index), slots)
+        # an empty slot leaves its placeholder column unchanged
+        merged = torch.where(present, merged, scores.gather(1, index))
+        return scores.scatter(1, index, merged)
 
     def rank(
         self,
@@ -521,6 +568,8 @@ class HFGenerator(Generator):
                 when = as_of[part] if as_of is not None else None
                 enc = self.encode(ctx[part], ev, when)
                 generated = self._greedy(net, enc, limit)
+                if isinstance(self.codec, RerankCodec):
+                    generated = self.codec.resolve_slots(generated, ev)
                 for row in generated:
                     ends = np.flatnonzero(row == self.codec.eos_id)
                     kept = row[: ends[0]] if ends.size else row
@@ -530,13 +579,16 @@ class HFGenerator(Generator):
 
     def _greedy(self, net: Any, enc: EncodedPrompts, limit: int) -> np.ndarray:
         """Greedy decoding without a KV cache (answers are a handful of tokens)."""
-        inputs = self._inputs(enc)
-        ids = inputs["input_ids"]
-        mask = inputs.get("attention_mask")
+        ids = torch.from_numpy(enc.ids).to(self.device)
+        mask = None if enc.ids.ndim == 3 else self._inputs(enc, net).get("attention_mask")
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=self.device)
         new: list[torch.Tensor] = []
         for _ in range(limit):
-            kwargs: dict[str, Any] = {"input_ids": ids, "use_cache": False, "logits_to_keep": 1}
+            kwargs: dict[str, Any] = {"use_cache": False, "logits_to_keep": 1}
+            if ids.ndim == 3:
+                kwargs["inputs_embeds"] = summed_embeddings(net, ids)
+            else:
+                kwargs["input_ids"] = ids
             if mask is not None:
                 kwargs["attention_mask"] = mask
                 kwargs["position_ids"] = torch.clamp(mask.cumsum(1) - 1, min=0)
@@ -544,7 +596,12 @@ class HFGenerator(Generator):
             nxt = torch.where(done, torch.full_like(nxt, self.codec.eos_id), nxt)
             new.append(nxt)
             done |= nxt == self.codec.eos_id
-            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            if ids.ndim == 3:
+                step = torch.full_like(ids[:, :1], self.codec.pad_id)
+                step[:, 0, 0] = nxt
+                ids = torch.cat([ids, step], dim=1)
+            else:
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
             if mask is not None:
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             if bool(done.all()):
@@ -565,7 +622,11 @@ class HFGenerator(Generator):
         evidence = None
         if with_evidence:
             opts: HFOptions = self.options
-            evidence = EvidenceBatch.empty(ctx, width=max(1, opts.evidence_items))
+            width = max(1, opts.evidence_items)
+            evidence = dataclasses.replace(
+                EvidenceBatch.empty(ctx, width=width),
+                shares=np.zeros((sample, width, 3)), context_support=np.zeros(sample),
+            )
             evidence.cluster[:] = (c2[:, None] + 1) % n
             evidence.support[:] = 3.0
         return float(self.encode(ctx, evidence, None).lengths.mean())
@@ -592,12 +653,21 @@ class HFGenerator(Generator):
         )
 
 
+def summed_embeddings(net: Any, ids: torch.Tensor) -> torch.Tensor:
+    """``(n, L, C)`` ids to ``(n, L, hidden)`` inputs: the sum of each position's channel
+    embeddings (the rerank form). ``net`` may be wrapped (peft, DistributedDataParallel)."""
+    embed = getattr(net, "module", net).get_input_embeddings()
+    return embed(ids).sum(dim=2)
+
+
 def answer_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-example negative log-likelihood (summed over answer tokens) of a
     :meth:`HFGenerator.training_batch`."""
     targets = batch["targets"]
     width = targets.shape[1]
     kwargs = {k: v for k, v in batch.items() if k != "targets"}
+    if kwargs["input_ids"].ndim == 3:
+        kwargs["inputs_embeds"] = summed_embeddings(model, kwargs.pop("input_ids"))
     logits = model(**kwargs, logits_to_keep=width + 1, use_cache=False).logits[:, :-1, :]
     loss = torch.nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),

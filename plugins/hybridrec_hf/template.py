@@ -286,3 +286,181 @@ class TextCodec:
 
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+
+# -- the re-ranking form -----------------------------------------------------------------------
+
+#: share buckets (an item's share of a successor distribution): 0 no item, 1 share 0, then
+#: edges 1%, 2%, 3.5%, 5%, 7.5%, 10%, 15%, 20%, 30%, 45%.
+RERANK_SHARE_EDGES: tuple[float, ...] = (0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.45)
+#: pair-count buckets of an item: 0, 1, 2-3, 4-7, ..., 64 or more.
+RERANK_COUNT_EDGES: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64)
+#: context-support buckets (transitions of the exact context): 0, 1-2, 3-9, ..., 1000 or more.
+RERANK_SUPPORT_EDGES: tuple[float, ...] = (1, 3, 10, 30, 100, 300, 1000)
+#: the evidence features of a candidate slot, each a bucket token: the item's share of the
+#: context's pair successors, of its last cluster's, of its first cluster's, of all successors;
+#: its pair count; the context's pair support.
+RERANK_FEATURES: tuple[tuple[str, int], ...] = (
+    ("pair", len(RERANK_SHARE_EDGES) + 2),
+    ("last", len(RERANK_SHARE_EDGES) + 2),
+    ("first", len(RERANK_SHARE_EDGES) + 2),
+    ("pop", len(RERANK_SHARE_EDGES) + 2),
+    ("count", len(RERANK_COUNT_EDGES) + 1),
+    ("support", len(RERANK_SUPPORT_EDGES) + 1),
+)
+MAX_SLOTS = 16
+FIRST, SECOND = "<|first|>", "<|second|>"
+
+
+def slot_token(j: int) -> str:
+    return f"<|slot{j}|>"
+
+
+def feature_token(name: str, bucket: int) -> str:
+    return f"<|f:{name}:{bucket}|>"
+
+
+def rerank_tokens() -> list[str]:
+    """Template tokens of the re-ranking form (added to the tiny vocabulary when it is used)."""
+    tokens = [FIRST, SECOND] + [slot_token(j) for j in range(MAX_SLOTS)]
+    return tokens + [feature_token(name, b) for name, size in RERANK_FEATURES for b in range(size)]
+
+
+def _share_buckets(share: np.ndarray, present: np.ndarray) -> np.ndarray:
+    buckets = np.searchsorted(np.asarray(RERANK_SHARE_EDGES), share, side="right") + 1
+    return np.where(present, np.where(share > 0, buckets, 1), 0).astype(np.int64)
+
+
+class RerankCodec:
+    """The re-ranking form: the model re-ranks the evidence's candidates (retrieve-then-rerank).
+
+    A prompt has one *position* per context cluster, one per candidate slot and one answer cue;
+    each position carries ``channels`` tokens whose embeddings are summed (as BERT sums token,
+    segment and position embeddings), so the ids are ``(n, positions, channels)``::
+
+        [<|c{c1}|> + <|first|>] [<|c{c2}|> + <|second|>]
+        [<|c{e_j}|> + <|slot{j}|> + <|f:pair:b|> + <|f:last:b|> + <|f:first:b|> + <|f:pop:b|>
+         + <|f:count:b|> + <|f:support:b|>]  for j < evidence_items
+        [<|ans|>]
+
+    The evidence must carry ``shares`` and ``context_support`` (a knowledge store of granularity
+    ``backoff``, and the ``lora`` option ``evidence_ranking="backoff"`` for training prompts).
+    Without evidence the prompt is the two context positions and the cue.
+
+    The answer is ``<|slot{j}|>`` when the next cluster is the ``j``-th candidate, else its
+    cluster token, then ``<|eos|>``. A cluster's score is the probability of its cluster token
+    plus, when it is a candidate, of its slot token, so one forward pass ranks the candidates
+    and every other cluster.
+    """
+
+    kind = "rerank"
+
+    def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
+        if not 1 <= evidence_items <= MAX_SLOTS:
+            raise ValueError(f"the rerank template needs 1 to {MAX_SLOTS} evidence_items, got {evidence_items}")
+        vocab: dict[str, int] = tokenizer.get_vocab()
+        needed = [cluster_token(c.id) for c in catalog.clusters] + [EOS, ANS, NOEV, PAD]
+        needed += rerank_tokens()
+        missing = [t for t in needed if t not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer lacks rerank-template tokens, e.g. {missing[:3]}")
+        self.catalog = catalog
+        self.evidence_items = evidence_items
+        self.channels = 2 + len(RERANK_FEATURES)
+        self.cluster_ids = np.array([vocab[cluster_token(c.id)] for c in catalog.clusters], dtype=np.int64)
+        self.eos_id, self.ans_id, self.noev_id, self.pad_id = (vocab[EOS], vocab[ANS], vocab[NOEV], vocab[PAD])
+        self.first_id, self.second_id = vocab[FIRST], vocab[SECOND]
+        self.slot_ids = np.array([vocab[slot_token(j)] for j in range(evidence_items)], dtype=np.int64)
+        self.feature_ids = [
+            np.array([vocab[feature_token(name, b)] for b in range(size)], dtype=np.int64)
+            for name, size in RERANK_FEATURES
+        ]
+        self._id_to_text: dict[int, str] = {v: k for k, v in vocab.items()}
+        for c in catalog.clusters:
+            self._id_to_text[int(self.cluster_ids[c.id])] = c.description
+
+    @staticmethod
+    def supports(tokenizer: Any, catalog: ClusterCatalog) -> bool:
+        vocab = tokenizer.get_vocab()
+        return ClusterTokenCodec.supports(tokenizer, catalog) and all(t in vocab for t in rerank_tokens())
+
+    def candidates(self, evidence: EvidenceBatch | None, n: int) -> np.ndarray:
+        """``(n, evidence_items)`` candidate cluster per slot (``-1``: empty slot)."""
+        out = np.full((n, self.evidence_items), -1, dtype=np.int64)
+        if evidence is not None:
+            width = min(self.evidence_items, evidence.width)
+            out[:, :width] = evidence.cluster[:, :width]
+        return out
+
+    def encode_prompts(
+        self, contexts: np.ndarray, evidence: EvidenceBatch | None, as_of: np.ndarray | None
+    ) -> EncodedPrompts:
+        n, k = contexts.shape
+        m = self.evidence_items if evidence is not None else 0
+        ids = np.full((n, k + m + 1, self.channels), self.pad_id, dtype=np.int64)
+        ids[:, :k, 0] = self.cluster_ids[contexts]
+        ids[:, :k, 1] = self.first_id
+        ids[:, k - 1, 1] = self.second_id
+        ids[:, -1, 0] = self.ans_id
+        if evidence is not None:
+            if evidence.shares is None or evidence.context_support is None:
+                raise ValueError(
+                    "the rerank template needs evidence with shares and context_support: use a "
+                    "knowledge store of granularity 'backoff' (and the lora option "
+                    "evidence_ranking='backoff' for training prompts)"
+                )
+            width = min(m, evidence.width)
+            cand = self.candidates(evidence, n)
+            present = cand >= 0
+            support = np.zeros((n, m))
+            support[:, :width] = evidence.support[:, :width]
+            shares = np.zeros((n, m, 3))
+            shares[:, :width] = evidence.shares[:, :width]
+            total = np.asarray(evidence.context_support, dtype=np.float64)[:, None]
+            pair_share = np.where(total > 0, support / np.where(total > 0, total, 1.0), 0.0)
+            buckets = [
+                _share_buckets(pair_share, present),
+                _share_buckets(shares[..., 0], present),
+                _share_buckets(shares[..., 1], present),
+                _share_buckets(shares[..., 2], present),
+                np.searchsorted(np.asarray(RERANK_COUNT_EDGES), support, side="right"),
+                np.repeat(np.searchsorted(np.asarray(RERANK_SUPPORT_EDGES), total, side="right"), m, axis=1),
+            ]
+            body = ids[:, k : k + m]
+            body[..., 0] = np.where(present, self.cluster_ids[np.maximum(cand, 0)], self.noev_id)
+            body[..., 1] = self.slot_ids[None, :]
+            for f, bucket in enumerate(buckets):
+                body[..., 2 + f] = self.feature_ids[f][bucket]
+        return EncodedPrompts(ids, np.full(n, ids.shape[1], dtype=np.int64))
+
+    def answer_ids(self, labels: np.ndarray, evidence: EvidenceBatch | None) -> np.ndarray:
+        """``(n, 2)`` answer of each row: its slot token if the label is a candidate, else its
+        cluster token; then end-of-sequence."""
+        labels = np.asarray(labels, dtype=np.int64)
+        first = self.cluster_ids[labels]
+        if evidence is not None:
+            cand = self.candidates(evidence, labels.shape[0])
+            hit = cand == labels[:, None]
+            found = hit.any(axis=1)
+            first = np.where(found, self.slot_ids[hit.argmax(axis=1)], first)
+        return np.stack([first, np.full_like(first, self.eos_id)], axis=1)
+
+    def target_ids(self) -> list[list[int]]:
+        return [[int(t), self.eos_id] for t in self.cluster_ids]
+
+    def single_token_ids(self) -> np.ndarray | None:
+        return self.cluster_ids
+
+    def resolve_slots(self, ids: np.ndarray, evidence: EvidenceBatch | None) -> np.ndarray:
+        """Generated ``(n, T)`` ids with every slot token replaced by its candidate's cluster
+        token (an empty slot stays a slot token, which decodes to no description)."""
+        out = np.asarray(ids).copy()
+        cand = self.candidates(evidence, out.shape[0])
+        for j, slot in enumerate(self.slot_ids):
+            rows, cols = np.nonzero(out == slot)
+            ok = cand[rows, j] >= 0
+            out[rows[ok], cols[ok]] = self.cluster_ids[cand[rows[ok], j]]
+        return out
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self._id_to_text.get(int(i), "") for i in ids).strip()

@@ -6,6 +6,8 @@ Everything is vectorised over examples (no Python loop per row).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from hybridrec.types import PROVENANCE_CODES, EvidenceBatch, TransitionSet
@@ -31,7 +33,8 @@ def daily_backoff_successors(
     Day granularity is what serving sees: a knowledge snapshot is built at a day boundary. Only
     data strictly before each row's ``as_of`` is read. ``support`` is the exact pair count
     (``exact`` provenance) or 0 for an item that comes from the backoff alone (``borrowed``);
-    ``last_seen`` is unknown (``-1``), as in the store.
+    ``last_seen`` is unknown (``-1``), as in the store. ``shares`` and ``context_support``
+    are filled exactly as the stores' ``backoff`` granularity fills them.
     """
     # The one implementation of the estimator is the counting baselines'; imported here, on use,
     # so that loading the fine-tuner does not load the backtest package.
@@ -39,7 +42,11 @@ def daily_backoff_successors(
 
     contexts = np.asarray(contexts, dtype=np.int64)
     as_of = np.asarray(as_of, dtype=np.int64)
-    out = EvidenceBatch.empty(contexts, width=m)
+    shares = np.zeros((contexts.shape[0], m, 3))
+    context_support = np.zeros(contexts.shape[0])
+    out = dataclasses.replace(
+        EvidenceBatch.empty(contexts, width=m), shares=shares, context_support=context_support
+    )
     if contexts.shape[0] == 0 or len(history) == 0 or m == 0:
         return out
     config = CountingConfig(kind="backoff", alpha=alpha, w_last=weights[0], w_skip=weights[1],
@@ -55,6 +62,11 @@ def daily_backoff_successors(
         scores, position = counting_scores(config, components)
         top = top_k(scores, position, contexts[rows], width)
         support = np.take_along_axis(components[0], top, axis=1)
+        _, p_last, p_skip, p_pop, _ = components
+        shares[rows, :width, 0] = np.take_along_axis(p_last, top, axis=1)
+        shares[rows, :width, 1] = np.take_along_axis(p_skip, top, axis=1)
+        shares[rows, :width, 2] = p_pop[top]
+        context_support[rows] = components[0].sum(axis=1)
         out.cluster[rows, :width] = top
         out.support[rows, :width] = support
         out.score[rows, :width] = np.take_along_axis(scores, top, axis=1)

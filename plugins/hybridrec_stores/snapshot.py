@@ -13,6 +13,8 @@ A snapshot folder is self-contained (it can be copied or served from anywhere)::
     provenance.npy       int8 (I,)    0 exact, 1 borrowed, 2 global
     source.npy           int64 (I,)   context key lent from (-1: the context itself)
     similarity.npy       float32 (I,) similarity of the source context (1: itself)
+    shares.npy           float64 (I, 3) (backoff granularity only) share among the successors
+                         of the context's last cluster, first cluster, and of all contexts
     index_keys.npy       int64 (D,)   context keys in the neighbour index (the donors)
     cluster_embeddings.npy float32    the catalog's cluster embeddings
     index.ann            (annoy only) the Annoy index over the donors' context embeddings
@@ -41,6 +43,8 @@ TABLE_FILES = (
     "provenance", "source", "similarity",
 )
 ITEM_FILES = ("cluster", "support", "score", "last_seen", "provenance", "source", "similarity")
+#: optional item file (written by the ``backoff`` granularity)
+SHARES_FILE = "shares"
 
 
 def load_array(folder: Path, stem: str) -> np.ndarray:
@@ -103,6 +107,8 @@ class MmapSnapshot(KnowledgeSnapshot):
         self.granularity = str(manifest["options"]["granularity"])
         self.default_m = default_m
         self._arrays = {stem: load_array(self.path, stem) for stem in TABLE_FILES}
+        if (self.path / f"{SHARES_FILE}.npy").exists():
+            self._arrays[SHARES_FILE] = load_array(self.path, SHARES_FILE)
         self._index_loader = index_loader
         self._index: NeighbourIndex | None = None
         self._check_layout()
@@ -120,6 +126,8 @@ class MmapSnapshot(KnowledgeSnapshot):
         for stem in ITEM_FILES:
             if a[stem].shape != (n_items,):
                 problems.append(f"{stem} has {a[stem].shape[0]} items, cluster has {n_items}")
+        if SHARES_FILE in a and a[SHARES_FILE].shape != (n_items, 3):
+            problems.append(f"shares has shape {a[SHARES_FILE].shape}, expected ({n_items}, 3)")
         if problems:
             raise CorruptArtifactError(f"{self.path}: inconsistent snapshot: {'; '.join(problems)}")
 
@@ -186,6 +194,15 @@ class MmapSnapshot(KnowledgeSnapshot):
         similarity = None
         if self.granularity != "global":
             similarity = gather("similarity", 0.0, np.float64)
+        shares = context_support = None
+        if SHARES_FILE in a:
+            shares = np.zeros((n, width, 3))
+            table = np.asarray(a[SHARES_FILE])
+            if table.shape[0]:
+                shares[present] = table[item[present]]
+            support_of = np.asarray(a["context_support"])
+            context_support = np.where(found, support_of[pos] if support_of.size else 0, 0)
+            context_support = context_support.astype(np.float64)
         return EvidenceBatch(
             contexts=ctx,
             cluster=gather("cluster", -1, np.int64),
@@ -197,6 +214,8 @@ class MmapSnapshot(KnowledgeSnapshot):
             source=source,
             snapshot=self.id,
             window=self.window,
+            shares=shares,
+            context_support=context_support,
         )
 
     # -- neighbours --------------------------------------------------------------------------

@@ -32,7 +32,9 @@ class SuccessorTable:
     ``last_seen`` (Unix seconds), ``provenance`` (:data:`hybridrec.types.PROVENANCE_CODES`),
     ``source`` (context key it came from, ``-1`` for the context itself) and ``similarity``
     (``1`` for the context itself). ``context_support`` is the exact number of transitions of
-    each context in the window (``0`` for contexts that only hold borrowed items).
+    each context in the window (``0`` for contexts that only hold borrowed items). ``shares``
+    (optional, ``(I, 3)`` float64; the ``backoff`` granularity fills it) is each item's share
+    among the successors of its context's last cluster, first cluster and all contexts.
     """
 
     n_clusters: int
@@ -46,6 +48,7 @@ class SuccessorTable:
     provenance: np.ndarray
     source: np.ndarray
     similarity: np.ndarray
+    shares: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -67,6 +70,7 @@ class SuccessorTable:
             "provenance": self.provenance,
             "source": self.source,
             "similarity": self.similarity,
+            **({} if self.shares is None else {"shares": self.shares}),
         }
 
 
@@ -325,6 +329,7 @@ def backoff_table(
     out_cluster = np.empty((keys.size, depth), dtype=np.int32)
     out_support = np.empty((keys.size, depth))
     out_score = np.empty((keys.size, depth))
+    out_shares = np.empty((keys.size, depth, 3))
     for lo in range(0, keys.size, chunk):
         hi = min(lo + chunk, keys.size)
         a, b = keys[lo:hi] // n, keys[lo:hi] % n
@@ -340,6 +345,9 @@ def backoff_table(
         out_cluster[lo:hi] = top
         out_support[lo:hi] = np.take_along_axis(exact, top, axis=1)
         out_score[lo:hi] = np.take_along_axis(score, top, axis=1)
+        out_shares[lo:hi, :, 0] = np.take_along_axis(p_last[b], top, axis=1)
+        out_shares[lo:hi, :, 1] = np.take_along_axis(p_skip[a], top, axis=1)
+        out_shares[lo:hi, :, 2] = p_pop[top]
     support = out_support.reshape(-1)
     exact_item = support > 0
     return SuccessorTable(
@@ -354,4 +362,5 @@ def backoff_table(
         provenance=np.where(exact_item, 0, 1).astype(np.int8),
         source=np.full(support.size, -1, dtype=np.int64),
         similarity=np.where(exact_item, 1.0, 0.0).astype(np.float32),
+        shares=out_shares.reshape(-1, 3),
     )

@@ -61,6 +61,7 @@ def prompt_matrix(
     two rows are equal exactly when the prompts are."""
     enc = encoder.encode(contexts, evidence, None)
     ids = np.asarray(enc.ids, dtype=np.int64)
+    ids = ids.reshape(ids.shape[0], -1)  # prompts of several token channels (rerank form)
     lengths = np.asarray(enc.lengths, dtype=np.int64).reshape(-1, 1)
     return np.ascontiguousarray(np.concatenate([ids, lengths], axis=1))
 

@@ -207,6 +207,10 @@ class PrecomputedEvidence:
             arrays["similarity"] = self.batch.similarity
         if self.batch.source is not None:
             arrays["source"] = self.batch.source
+        if self.batch.shares is not None:
+            arrays["shares"] = self.batch.shares
+        if self.batch.context_support is not None:
+            arrays["context_support"] = self.batch.context_support
         with open(path, "wb") as fh:
             np.savez(fh, **arrays)
         os.chmod(path, 0o600)
@@ -218,6 +222,8 @@ class PrecomputedEvidence:
                 **{name: z[name] for name in _EVIDENCE_ARRAYS},
                 similarity=z["similarity"] if "similarity" in z.files else None,
                 source=z["source"] if "source" in z.files else None,
+                shares=z["shares"] if "shares" in z.files else None,
+                context_support=z["context_support"] if "context_support" in z.files else None,
             )
             return cls(batch, z["ts"])
 

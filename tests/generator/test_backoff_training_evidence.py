@@ -33,6 +33,12 @@ def test_training_evidence_equals_the_snapshot_served_at_that_day(tmp_path: Path
     np.testing.assert_array_equal(trained.support, served.support)
     np.testing.assert_array_equal(trained.provenance, served.provenance)
     np.testing.assert_array_equal(trained.last_seen, served.last_seen)
+    # the count evidence the rerank template renders: identical at training and serving
+    assert trained.shares is not None and served.shares is not None
+    np.testing.assert_allclose(trained.shares, served.shares)
+    assert trained.context_support is not None and served.context_support is not None
+    np.testing.assert_array_equal(trained.context_support, served.context_support)
+    assert np.allclose(served.shares[..., 2].sum(axis=1) <= 1.0 + 1e-9, True)
 
 
 def test_training_evidence_never_reads_the_examples_day_or_later() -> None:

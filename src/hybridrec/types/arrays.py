@@ -174,6 +174,13 @@ class EvidenceBatch:
     ``provenance`` (codes of :data:`PROVENANCE_CODES`) and ``source`` (the ``(n, m, k)`` source
     contexts, ``-1`` when exact) are all shaped ``(n, m)`` except ``source``. Items in a row are
     ordered best first.
+
+    Optional count evidence, filled by estimators that have it (the stores' ``backoff``
+    granularity and the ``lora`` fine-tuner's backoff training evidence), ``None`` otherwise:
+    ``shares`` ``(n, m, 3)`` is each item's share among the successors of the context's *last*
+    cluster, of its *first* cluster (skip-gram) and among all successors (popularity), over the
+    evidence's data; ``context_support`` ``(n,)`` is the number of transitions of the exact
+    context in that data.
     """
 
     contexts: np.ndarray
@@ -186,6 +193,8 @@ class EvidenceBatch:
     source: np.ndarray | None = None
     snapshot: str | None = None
     window: TimeWindow | None = None
+    shares: np.ndarray | None = None
+    context_support: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = self.cluster.shape
@@ -193,6 +202,12 @@ class EvidenceBatch:
             shape = getattr(self, name).shape
             if shape != (n, m):
                 raise ValueError(f"evidence {name} has shape {shape}, expected {(n, m)}")
+        if self.shares is not None and self.shares.shape != (n, m, 3):
+            raise ValueError(f"evidence shares has shape {self.shares.shape}, expected {(n, m, 3)}")
+        if self.context_support is not None and self.context_support.shape != (n,):
+            raise ValueError(
+                f"evidence context_support has shape {self.context_support.shape}, expected {(n,)}"
+            )
         if self.contexts.shape[0] != n:
             raise ValueError("evidence rows must match the number of contexts")
 
@@ -227,6 +242,8 @@ class EvidenceBatch:
             source=None if self.source is None else self.source[index],
             snapshot=self.snapshot,
             window=self.window,
+            shares=None if self.shares is None else self.shares[index],
+            context_support=None if self.context_support is None else self.context_support[index],
         )
 
     def row(self, i: int) -> Evidence:
