@@ -25,5 +25,12 @@ def test_demo_quick_end_to_end(tmp_path: Path) -> None:
     assert arms["markov-all"]["metrics"]["exact_match_rate"] is None
     assert arms["hybrid"]["cost"]["knowledge_refreshes"] >= 7
     assert arms["ft-weekly"]["cost"]["fine_tunes"] == 2
+    # the learned arms read their candidates' evidence: far above the model without it, and
+    # above plain pair counts (quick study on this machine: hybrid 0.3750, markov-all 0.3332,
+    # no-update 0.2690)
+    hr5 = {name: arm["metrics"]["hr@5"] for name, arm in arms.items()}
+    assert hr5["hybrid"] > hr5["markov-all"] + 0.01
+    assert hr5["hybrid"] > hr5["no-update"] + 0.05
+    assert report["setup"]["candidate_estimator"]["chosen"]["kind"] == "backoff"
     for name in ("report.md", "hr5_over_time.png", "pareto.png", "drift_decay.png"):
         assert (out / name).stat().st_size > 0

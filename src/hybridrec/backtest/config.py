@@ -156,6 +156,14 @@ class LLMSettings(BaseModel):
         "re-ranks every context. Served lists are identical either way.",
     )
     recall_days: int = Field(default=3, ge=1, description="Days each recall signal of the drift arms' state is measured over (recall_recent, recall_at_training, recall_at_table).")
+    candidate_estimator: Literal["validation", "configured"] = Field(
+        default="validation",
+        description="validation: when the knowledge store ranks by the backoff estimator "
+        "(granularity 'backoff'), its smoothing and weights, and the fine-tuner's matching "
+        "evidence options, are chosen like markov-best's, on the validation days before the test "
+        "start, among the all-history backoff configurations (the ones a knowledge snapshot "
+        "computes); configured: the options as written.",
+    )
     drift_arms: list[str] = Field(default_factory=lambda: ["adaptive"], description="Arms whose state carries measured drift (others see it unmeasured; only drift-driven policies read it).")
     measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")
 

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.backtest.baselines import CountingArm, MarkovArm, MarkovBestArm, PopularityArm
+from hybridrec.backtest.baselines import (
+    COUNTING_GRID,
+    CountingArm,
+    MarkovArm,
+    MarkovBestArm,
+    PopularityArm,
+    select_counting_config,
+)
 from hybridrec.backtest.config import LLM_ARMS, BacktestConfig
 from hybridrec.backtest.llm import INITIAL, LLMStack, PolicyArm, WorkCache, initial_adapter
 from hybridrec.backtest.metrics import pair_support_before_day
@@ -158,6 +165,42 @@ def with_training_seed(config: BacktestConfig, seed: int, offset: int = 0) -> Ba
     return config.model_copy(update={"seed": seed, "llm": llm})
 
 
+def with_validated_candidates(
+    config: BacktestConfig, history: TransitionSet
+) -> tuple[BacktestConfig, dict[str, Any] | None]:
+    """``config`` with the backoff estimator behind the LLM arms' candidates chosen on the
+    validation days (see ``llm.candidate_estimator``), and what was chosen; unchanged (and
+    ``None``) when the store does not rank by the backoff estimator or the option is off.
+
+    The grid is :data:`COUNTING_GRID`'s backoff configurations over all history without decay:
+    a knowledge snapshot counts its whole window, so windows and decay are the policy's
+    knowledge window, not the estimator's. Only rows of ``history`` before the start are read.
+    """
+    llm = config.llm
+    store = llm.knowledge_store.options
+    if llm.candidate_estimator != "validation" or store.get("granularity") != "backoff":
+        return config, None
+    grid = [c for c in COUNTING_GRID
+            if c.kind == "backoff" and c.window_days is None and c.half_life_days is None]
+    selection = select_counting_config(
+        history, config.start_dt, validation_days=config.markov_best.validation_days, grid=grid,
+        metric=config.markov_best.metric,
+    )
+    chosen = selection.chosen
+    alpha, weights = float(chosen.alpha), tuple(float(w) for w in chosen.weights)
+    store_ref = PluginRef(plugin=llm.knowledge_store.plugin,
+                          options={**store, "backoff_alpha": alpha, "backoff_weights": weights})
+    tuner_ref = llm.fine_tuner
+    if tuner_ref.options.get("evidence_ranking") == "backoff":
+        tuner_ref = PluginRef(plugin=tuner_ref.plugin, options={
+            **tuner_ref.options, "evidence_backoff_alpha": alpha, "evidence_backoff_weights": weights,
+        })
+    llm = llm.model_copy(update={"knowledge_store": store_ref, "fine_tuner": tuner_ref})
+    report = {**selection.as_dict(), "arm": "LLM arms' candidates (knowledge store and training evidence)"}
+    report["top"] = report["top"][:3]
+    return config.model_copy(update={"llm": llm}), report
+
+
 def _replay_once(
     config: BacktestConfig,
     catalog: ClusterCatalog,
@@ -177,6 +220,9 @@ def _replay_once(
         if llm_names:
             if workdir is None:
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-backtest-")))
+            config, chosen = with_validated_candidates(config, transitions.take(np.arange(warm)))
+            if chosen is not None:
+                setup["candidate_estimator"] = chosen
             llm_stack = build_stack(config, catalog, Path(workdir))
             cache = WorkCache(llm_stack, transitions)
             t0 = time.perf_counter()

@@ -1,0 +1,42 @@
+"""The LLM arms' candidate estimator is chosen on the validation days, never on test days."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hybridrec.backtest.config import BacktestConfig
+from hybridrec.backtest.study import load_data, with_validated_candidates
+
+
+def _config(**llm: object) -> BacktestConfig:
+    return BacktestConfig.model_validate({
+        "dataset": "synthetic",
+        "dataset_options": {"n_interactions": 8000, "n_clusters": 10, "days": 40, "seed": 1},
+        "start": "2000-01-31", "end": "2000-02-05", "arms": ["rag-once"],
+        "llm": {"knowledge_store": {"plugin": "exact", "options": {"granularity": "backoff", "m": 4}},
+                "fine_tuner": {"plugin": "lora", "options": {"evidence_ranking": "backoff"}}, **llm},
+    })
+
+
+def test_store_and_training_evidence_get_the_configuration_chosen_on_validation() -> None:
+    config = _config()
+    _, transitions = load_data(config)
+    before = transitions.take(np.flatnonzero(transitions.ts < int(config.start_dt.timestamp())))
+    tuned, chosen = with_validated_candidates(config, before)
+    assert chosen is not None and chosen["chosen"]["kind"] == "backoff"
+    assert chosen["chosen"]["window_days"] is None and chosen["chosen"]["half_life_days"] is None
+    assert chosen["window"][1] == "2000-01-31"  # the validation days end where the test starts
+    store, tuner = tuned.llm.knowledge_store.options, tuned.llm.fine_tuner.options
+    assert store["backoff_alpha"] == tuner["evidence_backoff_alpha"] == chosen["chosen"]["alpha"]
+    assert tuple(store["backoff_weights"]) == tuple(tuner["evidence_backoff_weights"])
+    # Test days are never read: planting anything after the start changes nothing.
+    again, same = with_validated_candidates(config, transitions)
+    assert same == chosen and again.llm == tuned.llm
+
+
+def test_configured_options_are_kept_when_asked_or_when_the_store_is_not_backoff() -> None:
+    config = _config(candidate_estimator="configured")
+    _, transitions = load_data(config)
+    assert with_validated_candidates(config, transitions) == (config, None)
+    plain = _config(knowledge_store={"plugin": "exact", "options": {"m": 4}})
+    assert with_validated_candidates(plain, transitions) == (plain, None)
