@@ -24,7 +24,11 @@ def test_store_and_training_evidence_get_the_configuration_chosen_on_validation(
     before = transitions.take(np.flatnonzero(transitions.ts < int(config.start_dt.timestamp())))
     tuned, chosen = with_validated_candidates(config, before)
     assert chosen is not None and chosen["chosen"]["kind"] == "backoff"
-    assert chosen["chosen"]["window_days"] is None and chosen["chosen"]["half_life_days"] is None
+    assert chosen["chosen"]["half_life_days"] is None
+    window = chosen["chosen"]["window_days"]
+    if window is not None:  # a windowed estimator: serving and training evidence count its days
+        assert tuned.llm.policies["rag-once"].options["knowledge_days"] == window
+        assert tuned.llm.fine_tuner.options["evidence_days"] == window
     assert chosen["window"][1] == "2000-01-31"  # the validation days end where the test starts
     store, tuner = tuned.llm.knowledge_store.options, tuned.llm.fine_tuner.options
     assert store["backoff_alpha"] == tuner["evidence_backoff_alpha"] == chosen["chosen"]["alpha"]
@@ -32,6 +36,25 @@ def test_store_and_training_evidence_get_the_configuration_chosen_on_validation(
     # Test days are never read: planting anything after the start changes nothing.
     again, same = with_validated_candidates(config, transitions)
     assert same == chosen and again.llm == tuned.llm
+
+
+def test_a_windowed_choice_sets_the_knowledge_and_evidence_windows(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import hybridrec.backtest.study as study
+    from hybridrec.backtest.baselines import CountingConfig, Selection
+
+    def pick_window(history, start, *, validation_days, grid, metric):  # type: ignore[no-untyped-def]
+        chosen = next(c for c in grid if c.window_days == 30)
+        assert all(isinstance(c, CountingConfig) and c.half_life_days is None for c in grid)
+        return Selection(chosen=chosen, window=("a", "b"), days=validation_days, transitions=1, metric=metric)
+
+    monkeypatch.setattr(study, "select_counting_config", pick_window)
+    config = _config()
+    tuned, chosen = with_validated_candidates(config, load_data(config)[1])
+    assert chosen is not None and chosen["chosen"]["window_days"] == 30
+    assert {a: p.options.get("knowledge_days") for a, p in tuned.llm.policies.items()} == {
+        a: 30.0 for a in tuned.llm.policies if a not in ("no-update", "ft-monthly", "ft-weekly")
+    } | {a: None for a in ("no-update", "ft-monthly", "ft-weekly")}
+    assert tuned.llm.fine_tuner.options["evidence_days"] == 30.0
 
 
 def test_configured_options_are_kept_when_asked_or_when_the_store_is_not_backoff() -> None:

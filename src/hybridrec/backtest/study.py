@@ -135,6 +135,17 @@ def load_data(config: BacktestConfig) -> tuple[ClusterCatalog, TransitionSet]:
     return prepared.catalog, prepared.transitions
 
 
+def _option_fields(role: str, plugin: str) -> dict[str, Any]:
+    """The option fields of a registered plugin ({} when it is unknown or has no options)."""
+    from hybridrec.plugins import registry
+
+    try:
+        cls = registry().get(role, plugin)
+    except Exception:  # an unknown plugin is reported where it is instantiated
+        return {}
+    return dict(getattr(getattr(cls, "Options", None), "model_fields", {}))
+
+
 def _seeded(ref: PluginRef, role: str, seed: int, offset: int) -> PluginRef:
     """``ref`` with its ``seed`` option set to the training seed, if its plugin has one: ``seed``,
     or an explicitly configured option seed plus ``offset``."""
@@ -172,16 +183,17 @@ def with_validated_candidates(
     validation days (see ``llm.candidate_estimator``), and what was chosen; unchanged (and
     ``None``) when the store does not rank by the backoff estimator or the option is off.
 
-    The grid is :data:`COUNTING_GRID`'s backoff configurations over all history without decay:
-    a knowledge snapshot counts its whole window, so windows and decay are the policy's
-    knowledge window, not the estimator's. Only rows of ``history`` before the start are read.
+    The grid is :data:`COUNTING_GRID`'s backoff configurations without decay (a knowledge
+    snapshot counts its whole window evenly). When the chosen one counts a trailing window, that
+    window becomes the LLM policies' ``knowledge_days`` (where their options have it) and the
+    fine-tuner's ``evidence_days``, so serving and training evidence count the same days. Only
+    rows of ``history`` before the start are read.
     """
     llm = config.llm
     store = llm.knowledge_store.options
     if llm.candidate_estimator != "validation" or store.get("granularity") != "backoff":
         return config, None
-    grid = [c for c in COUNTING_GRID
-            if c.kind == "backoff" and c.window_days is None and c.half_life_days is None]
+    grid = [c for c in COUNTING_GRID if c.kind == "backoff" and c.half_life_days is None]
     selection = select_counting_config(
         history, config.start_dt, validation_days=config.markov_best.validation_days, grid=grid,
         metric=config.markov_best.metric,
@@ -191,11 +203,20 @@ def with_validated_candidates(
     store_ref = PluginRef(plugin=llm.knowledge_store.plugin,
                           options={**store, "backoff_alpha": alpha, "backoff_weights": weights})
     tuner_ref = llm.fine_tuner
+    window = chosen.window_days
     if tuner_ref.options.get("evidence_ranking") == "backoff":
-        tuner_ref = PluginRef(plugin=tuner_ref.plugin, options={
-            **tuner_ref.options, "evidence_backoff_alpha": alpha, "evidence_backoff_weights": weights,
-        })
-    llm = llm.model_copy(update={"knowledge_store": store_ref, "fine_tuner": tuner_ref})
+        evidence = {"evidence_backoff_alpha": alpha, "evidence_backoff_weights": weights}
+        if window is not None:
+            evidence["evidence_days"] = float(window)
+        tuner_ref = PluginRef(plugin=tuner_ref.plugin, options={**tuner_ref.options, **evidence})
+    policies = dict(llm.policies)
+    if window is not None:
+        for arm, ref in policies.items():
+            if "knowledge_days" in _option_fields("update_policy", ref.plugin):
+                policies[arm] = PluginRef(plugin=ref.plugin,
+                                          options={**ref.options, "knowledge_days": float(window)})
+    llm = llm.model_copy(update={"knowledge_store": store_ref, "fine_tuner": tuner_ref,
+                                 "policies": policies})
     report = {**selection.as_dict(), "arm": "LLM arms' candidates (knowledge store and training evidence)"}
     report["top"] = report["top"][:3]
     return config.model_copy(update={"llm": llm}), report
