@@ -57,11 +57,17 @@ class Plugin(ABC):
 
     @classmethod
     def validate_options(
-        cls, raw: BaseModel | Mapping[str, Any] | None, *, source: str | None = None
+        cls,
+        raw: BaseModel | Mapping[str, Any] | None,
+        *,
+        source: str | None = None,
+        table: str | None = None,
     ) -> BaseModel:
         """``raw`` as this plugin's ``Options``: None gives the defaults, an ``Options`` instance
         is kept, a mapping (or another model's fields) is validated. A problem is a
-        :class:`~hybridrec.errors.ConfigError` naming the role, the plugin and the field."""
+        :class:`~hybridrec.errors.ConfigError` naming the role, the plugin and the field, the
+        field under ``[table]`` (the config table the options came from; default
+        ``<role>.options``)."""
         if raw is None:
             return cls.Options()
         if isinstance(raw, cls.Options):
@@ -81,7 +87,7 @@ class Plugin(ABC):
         except ValidationError as exc:
             raise ConfigError(
                 f"{where}invalid options for {role} plugin {name!r}:\n"
-                + format_validation_error(exc, f"[{role}.options] ")
+                + format_validation_error(exc, f"[{table or role + '.options'}] ")
             ) from None
 
 

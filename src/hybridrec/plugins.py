@@ -444,8 +444,11 @@ def as_ref(ref: Reference) -> PluginRef:
     raise ConfigError(f"a plugin reference is a name, a mapping or a PluginRef, got {type(ref).__name__}")
 
 
-def resolve_plugin(role: str, ref: Reference, source: str = "config") -> ResolvedPlugin:
-    """Look ``ref`` up in the registry and validate its options with the plugin's model."""
+def resolve_plugin(
+    role: str, ref: Reference, source: str = "config", *, table: str | None = None
+) -> ResolvedPlugin:
+    """Look ``ref`` up in the registry and validate its options with the plugin's model
+    (``table``: the config table the options came from, named in errors)."""
     ref = as_ref(ref)
     try:
         cls = registry().get(role, ref.plugin)
@@ -453,7 +456,7 @@ def resolve_plugin(role: str, ref: Reference, source: str = "config") -> Resolve
         raise ConfigError(f"{source}: [{role}] {exc}") from None
     except PluginError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    options = cls.validate_options(ref.options, source=source)
+    options = cls.validate_options(ref.options, source=source, table=table)
     return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
 
 

@@ -35,3 +35,45 @@ def test_backtest_command_reports_bad_input_without_a_traceback(tmp_path: Path, 
         main(["backtest", "--config", str(tmp_path / "missing.toml")])
     assert exit_info.value.code == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_every_plugin_option_is_checked_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hybridrec.backtest.study as study
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was read before the study was validated")
+
+    monkeypatch.setattr(study, "load_data", no_data)
+    config = tmp_path / "study.toml"
+    config.write_text(
+        'dataset = "synthetic"\narms = ["hybrid", "markov-all"]\n'
+        "dataset_options = { n_clusters = 1 }\n"
+        '[llm]\ngenerator = { plugin = "hf", options = { template = "nope" } }\n'
+        '[llm.policies.hybrid]\nplugin = "hybrid"\noptions = { rag_every_days = -1 }\n'
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backtest", "--config", str(config), "--quiet", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{config}: invalid options for dataset plugin 'synthetic'" in err
+    assert "[dataset_options] n_clusters" in err
+    assert "[llm.generator.options] template" in err
+    assert "[llm.policies.hybrid.options] rag_every_days" in err
+
+
+def test_relative_dataset_paths_resolve_against_the_study_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybridrec.backtest.config import load_backtest_config
+
+    folder = tmp_path / "studies"
+    folder.mkdir()
+    study_file = folder / "study.toml"
+    study_file.write_text(
+        'dataset = "file"\narms = ["markov-all"]\n'
+        '[dataset_options]\ninteractions = "data/events.csv"\nitems = "/abs/items.csv"\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_backtest_config(study_file)
+    assert config.dataset_options["interactions"] == str(folder / "data" / "events.csv")
+    assert config.dataset_options["items"] == "/abs/items.csv"

@@ -297,9 +297,66 @@ def quick_config(base: BacktestConfig | None = None) -> BacktestConfig:
     )
 
 
+def _resolve_dataset_paths(data: dict[str, Any], folder: Path) -> None:
+    """Relative path options of the study's dataset plugin, resolved against the study file's
+    folder (so a study runs from any working directory)."""
+    options = data.get("dataset_options")
+    if not isinstance(options, dict) or not isinstance(data.get("dataset", "ml-1m"), str):
+        return
+    from hybridrec.plugins import registry
+
+    try:
+        cls = registry().get("dataset", str(data.get("dataset", "ml-1m")))
+    except Exception:  # an unknown dataset is reported by check_plugins
+        return
+    fields = getattr(getattr(cls, "Options", None), "model_fields", {})
+    resolved = dict(options)
+    for name, value in options.items():
+        field = fields.get(name)
+        if field is None or not isinstance(value, str) or "Path" not in str(field.annotation):
+            continue
+        if not Path(value).expanduser().is_absolute():
+            resolved[name] = str(folder / value)
+    data["dataset_options"] = resolved
+
+
+def check_plugins(config: BacktestConfig, where: str) -> None:
+    """Validate every plugin the study names, and its options, before any data is read: one
+    :class:`ConfigError` listing each problem with ``where`` (the study file), the table and the
+    field."""
+    from hybridrec.plugins import resolve_plugin
+
+    refs: list[tuple[str, PluginRef, str]] = [
+        ("dataset", PluginRef(plugin=config.dataset, options=config.dataset_options), "dataset_options"),
+    ]
+    if config.llm_arms():
+        llm = config.llm
+        refs += [
+            ("generator", llm.generator, "llm.generator.options"),
+            ("fine_tuner", llm.fine_tuner, "llm.fine_tuner.options"),
+            ("fine_tuner", PluginRef(plugin=llm.fine_tuner.plugin,
+                                     options={**llm.fine_tuner.options, **llm.initial_fine_tune_options}),
+             "llm.initial_fine_tune_options"),
+            ("knowledge_store", llm.knowledge_store, "llm.knowledge_store.options"),
+            ("cost_model", llm.cost_model, "llm.cost_model.options"),
+        ]
+        refs += [("update_policy", llm.policies[arm], f"llm.policies.{arm}.options")
+                 for arm in config.llm_arms()]
+    problems = []
+    for role, ref, table in refs:
+        try:
+            resolve_plugin(role, ref, where, table=table)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
     """Read a TOML file (fields at top level or under ``[backtest]``) and apply ``overrides``
-    (keys with a None value are ignored)."""
+    (keys with a None value are ignored). Relative dataset paths resolve against the file's
+    folder, and every plugin and option is validated before any data is read (errors name the
+    file, the table and the field)."""
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -310,15 +367,18 @@ def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         data = dict(data.get("backtest", data))
+        _resolve_dataset_paths(data, Path(path).resolve().parent)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return BacktestConfig.model_validate(data)
+        config = BacktestConfig.model_validate(data)
     except ValidationError as exc:
         where = str(path) if path is not None else "options"
         lines = [
             f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
         ]
         raise ConfigError(f"{where}: invalid backtest config:\n" + "\n".join(lines)) from None
+    check_plugins(config, str(path) if path is not None else "options")
+    return config
 
 
 __all__ = [
@@ -337,6 +397,7 @@ __all__ = [
     "BacktestConfig",
     "LLMSettings",
     "MarkovBestOptions",
+    "check_plugins",
     "load_backtest_config",
     "quick_config",
 ]
