@@ -31,16 +31,33 @@ k = 5
 """
 
 
+RERANK = Path(__file__).resolve().parents[2] / "examples" / "pipelines" / "rerank.toml"
+FAST = '\n[serving]\nk = 5\n'
+
+
+def _config(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / "pipeline.toml"
+    if kind == "default":
+        path.write_text(CONFIG)
+    else:  # the demo's learned stack, with a fine-tune small enough for a test
+        text = RERANK.read_text().replace(
+            "max_examples = 5000,", "max_examples = 2000, base_epochs = 1, guardrail_samples = 16, holdout_max = 64,"
+        )
+        assert "base_epochs = 1" in text
+        path.write_text(text + FAST)
+    return path
+
+
 @pytest.mark.integration
-def test_workspace_update_with_the_reference_plugins(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["default", "rerank"])
+def test_workspace_update_with_the_reference_plugins(tmp_path: Path, kind: str) -> None:
     registry = plugins.registry()
     for role, name in (("generator", "hf"), ("fine_tuner", "lora"), ("knowledge_store", "annoy")):
         if name not in registry.names(role):
             pytest.skip(f"the reference {role} plugin {name!r} is not installed yet")
     from hybridrec.testing import fakes
 
-    (tmp_path / "pipeline.toml").write_text(CONFIG)
-    ws = Workspace.init(tmp_path / "ws", load_config(tmp_path / "pipeline.toml"))
+    ws = Workspace.init(tmp_path / "ws", load_config(_config(kind, tmp_path)))
     log = fakes.write_log(tmp_path / "jan.csv", datetime(2000, 1, 1, tzinfo=UTC), 31, users=20, per_user=15)
     report = run_update(ws, log, now=datetime(2000, 2, 1, tzinfo=UTC))
     kinds = [(a.kind, a.status) for a in report.actions]
