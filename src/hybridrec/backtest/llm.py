@@ -86,6 +86,20 @@ from hybridrec.versions import Candidate
 from hybridrec.versions import Served as ServedVersions
 
 INITIAL = "initial"
+#: contexts rendered at once when digesting every prompt of a state
+PROMPT_CHUNK = 65_536
+
+
+def prompt_digest(prompts: np.ndarray) -> np.ndarray:
+    """``(m, 2)`` uint64: two seeded multiply-add hashes of each prompt row (equal rows, equal
+    digests; different rows collide with probability about 2**-64 per pair)."""
+    rows = np.ascontiguousarray(prompts, dtype=np.int64).view(np.uint64)
+    out = np.empty((rows.shape[0], 2), dtype=np.uint64)
+    for j, seed in enumerate((0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)):
+        weights = np.random.default_rng(seed).integers(1, 2**63, rows.shape[1], dtype=np.uint64) | np.uint64(1)
+        with np.errstate(over="ignore"):
+            out[:, j] = (rows * weights[None, :]).sum(axis=1, dtype=np.uint64)
+    return out
 #: Minimum observations of a pair in both windows for the backtest's drift statistic.
 BACKTEST_DRIFT_MIN_COUNT = 5
 #: The recall signals count a hit when the next cluster is in the served top RECALL_K.
@@ -308,13 +322,29 @@ class WorkCache:
         return prompt_matrix(generator, contexts, evidence)
 
     def all_prompts(self, snapshot: str | None) -> np.ndarray | None:
-        """:meth:`prompts` of every catalog context key ``c1 * n + c2`` (``(n*n, L)``; rows with
-        ``c1 == c2`` are never used), cached per snapshot while a table may use it."""
+        """A digest of :meth:`prompts` for every catalog context key ``c1 * n + c2`` (``(n*n,
+        2)`` uint64; rows with ``c1 == c2`` are never used), cached per snapshot while a table
+        may use it, or None without :class:`~hybridrec.capabilities.PromptEncoder`.
+
+        Only the *pricing* of a delta regeneration compares these (which contexts' prompts
+        changed); served rows are keyed by the full prompt bytes (:meth:`rows_for`), so a digest
+        collision (two different prompts, probability about 2**-64 per pair) could at worst
+        undercharge one context, never change a served list. Digests keep the cache at 16 bytes
+        per context whatever the prompt length, and prompts are rendered in chunks."""
         if snapshot not in self._all_prompts:
             keys = np.arange(self.n * self.n)
-            ctx = np.stack([keys // self.n, keys % self.n], axis=1)
-            ctx[ctx[:, 0] == ctx[:, 1], 1] = (ctx[ctx[:, 0] == ctx[:, 1], 0] + 1) % self.n
-            self._all_prompts[snapshot] = self.prompts(snapshot, ctx)
+            digests: list[np.ndarray] = []
+            for lo in range(0, keys.size, PROMPT_CHUNK):
+                part = keys[lo : lo + PROMPT_CHUNK]
+                ctx = np.stack([part // self.n, part % self.n], axis=1)
+                loop = ctx[:, 0] == ctx[:, 1]
+                ctx[loop, 1] = (ctx[loop, 0] + 1) % self.n
+                prompts = self.prompts(snapshot, ctx)
+                if prompts is None:
+                    self._all_prompts[snapshot] = None
+                    return None
+                digests.append(prompt_digest(prompts))
+            self._all_prompts[snapshot] = np.concatenate(digests)
         return self._all_prompts[snapshot]
 
     def changed_contexts(
