@@ -96,7 +96,8 @@ def prompt_digest(prompts: np.ndarray) -> np.ndarray:
     rows = np.ascontiguousarray(prompts, dtype=np.int64).view(np.uint64)
     out = np.empty((rows.shape[0], 2), dtype=np.uint64)
     for j, seed in enumerate((0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)):
-        weights = np.random.default_rng(seed).integers(1, 2**63, rows.shape[1], dtype=np.uint64) | np.uint64(1)
+        drawn = np.random.default_rng(seed).integers(1, 2**63, size=(rows.shape[1],))
+        weights = np.asarray(drawn, dtype=np.uint64) | np.uint64(1)
         with np.errstate(over="ignore"):
             out[:, j] = (rows * weights[None, :]).sum(axis=1, dtype=np.uint64)
     return out
