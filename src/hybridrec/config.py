@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from hybridrec.errors import ConfigError, format_validation_error
 from hybridrec.types import Budget
@@ -132,6 +132,13 @@ class PipelineConfig(BaseModel):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     budget: Budget = Field(default_factory=Budget)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def origins(self) -> dict[tuple[str, ...], str]:
+        """Where values that did not come from the file were set: config path -> an environment
+        variable or ``--set`` (filled by :func:`load_config`; errors name them)."""
+        return self._origins
 
 
 PLUGIN_ROLES: tuple[str, ...] = (
@@ -235,7 +242,7 @@ def load_config(
             if isinstance(default, PluginRef):
                 layer[role] = {"plugin": default.plugin, **value}
     try:
-        return PipelineConfig.model_validate(layer)
+        config = PipelineConfig.model_validate(layer)
     except ValidationError as exc:
         # Name where each bad value came from: --set, the environment, or the file.
         origins = []
@@ -249,6 +256,21 @@ def load_config(
                 origins.append(source)
         where = ", ".join(dict.fromkeys(origins))
         raise ConfigError(f"{where}: invalid pipeline config:\n{format_validation_error(exc, '')}") from None
+    set_by: dict[tuple[str, ...], str] = {
+        path: f"environment {ENV_PREFIX}{'__'.join(p.upper() for p in path)}"
+        for path in _leaf_paths(env_layer)
+    }
+    set_by.update({path: f"--set {'.'.join(path)}" for path in _leaf_paths(cli_layer)})
+    config._origins = set_by
+    return config
+
+
+def _leaf_paths(layer: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in layer.items():
+        path = (*prefix, str(key))
+        out += _leaf_paths(value, path) if isinstance(value, Mapping) and value else [path]
+    return out
 
 
 def _has_path(layer: Mapping[str, Any], loc: list[str]) -> bool:

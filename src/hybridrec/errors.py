@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -41,14 +42,23 @@ class GuardrailError(HybridrecError):
     """A fine-tuned adapter failed its guardrails and was held for review."""
 
 
-def format_validation_error(exc: Any, where: str = "") -> str:
-    """One indented line per error of a pydantic ``ValidationError``: location, message, input."""
+def format_validation_error(
+    exc: Any, where: str = "", origins: Mapping[tuple[str, ...], str] | None = None
+) -> str:
+    """One indented line per error of a pydantic ``ValidationError``: location, message, input,
+    and, when ``origins`` maps the location (or a prefix of it) to where the value was set (an
+    environment variable, ``--set``), that origin."""
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts = tuple(str(p) for p in err["loc"])
+        loc = ".".join(parts) or "(root)"
         got = err.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"  {where}{loc}: {err['msg']}{shown}")
+        origin = next(
+            (origins[parts[:i]] for i in range(len(parts), 0, -1) if origins and parts[:i] in origins),
+            None,
+        )
+        lines.append(f"  {where}{loc}: {err['msg']}{shown}" + (f" [set by {origin}]" if origin else ""))
     return "\n".join(lines)
 
 

@@ -62,12 +62,14 @@ class Plugin(ABC):
         *,
         source: str | None = None,
         table: str | None = None,
+        origins: Mapping[tuple[str, ...], str] | None = None,
     ) -> BaseModel:
         """``raw`` as this plugin's ``Options``: None gives the defaults, an ``Options`` instance
         is kept, a mapping (or another model's fields) is validated. A problem is a
         :class:`~hybridrec.errors.ConfigError` naming the role, the plugin and the field, the
         field under ``[table]`` (the config table the options came from; default
-        ``<role>.options``)."""
+        ``<role>.options``), and, per field, where the value was set when ``origins`` says
+        (option path -> "environment HYBRIDREC__...", "--set ...")."""
         if raw is None:
             return cls.Options()
         if isinstance(raw, cls.Options):
@@ -87,7 +89,7 @@ class Plugin(ABC):
         except ValidationError as exc:
             raise ConfigError(
                 f"{where}invalid options for {role} plugin {name!r}:\n"
-                + format_validation_error(exc, f"[{table or role + '.options'}] ")
+                + format_validation_error(exc, f"[{table or role + '.options'}] ", origins)
             ) from None
 
 

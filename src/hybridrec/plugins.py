@@ -445,7 +445,12 @@ def as_ref(ref: Reference) -> PluginRef:
 
 
 def resolve_plugin(
-    role: str, ref: Reference, source: str = "config", *, table: str | None = None
+    role: str,
+    ref: Reference,
+    source: str = "config",
+    *,
+    table: str | None = None,
+    origins: Mapping[tuple[str, ...], str] | None = None,
 ) -> ResolvedPlugin:
     """Look ``ref`` up in the registry and validate its options with the plugin's model
     (``table``: the config table the options came from, named in errors)."""
@@ -456,7 +461,7 @@ def resolve_plugin(
         raise ConfigError(f"{source}: [{role}] {exc}") from None
     except PluginError as exc:
         raise ConfigError(f"{source}: {exc}") from None
-    options = cls.validate_options(ref.options, source=source, table=table)
+    options = cls.validate_options(ref.options, source=source, table=table, origins=origins)
     return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
 
 
@@ -468,8 +473,10 @@ def resolve(
     resolved: dict[str, ResolvedPlugin] = {}
     problems: list[str] = []
     for role in roles:
+        prefix = (role, "options")
+        origins = {k[2:]: v for k, v in config.origins.items() if k[:2] == prefix and len(k) > 2}
         try:
-            resolved[role] = resolve_plugin(role, getattr(config, role), source)
+            resolved[role] = resolve_plugin(role, getattr(config, role), source, origins=origins)
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:

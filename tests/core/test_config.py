@@ -131,3 +131,22 @@ def test_errors_name_their_source_and_overrides_of_unnamed_roles_use_the_default
         load_config(path, overrides=["serving.k='many'"], environ={})
     cfg = load_config(path, environ={"HYBRIDREC__GENERATOR__OPTIONS__PRESET": "tiny"})
     assert cfg.generator.plugin == "hf" and cfg.generator.options == {"preset": "tiny"}
+
+
+def test_a_bad_option_names_the_environment_variable_or_set_that_gave_it(tmp_path):  # type: ignore[no-untyped-def]
+    from hybridrec.plugins import resolve
+
+    path = tmp_path / "pipeline.toml"
+    path.write_text('[generator]\nplugin = "hf"\n')
+    config = load_config(path, environ={"HYBRIDREC__GENERATOR__OPTIONS__EVIDENCE_ITEMS": "99"},
+                         overrides=["knowledge_store.options.m=0"])
+    with pytest.raises(ConfigError) as info:
+        resolve(config, source=str(path))
+    message = str(info.value)
+    assert "evidence_items" in message and "[set by environment HYBRIDREC__GENERATOR__OPTIONS__EVIDENCE_ITEMS]" in message
+    assert "[knowledge_store.options] m" in message and "[set by --set knowledge_store.options.m]" in message
+    # a value from the file names no other origin
+    path.write_text('[generator]\nplugin = "hf"\noptions = { evidence_items = 99 }\n')
+    with pytest.raises(ConfigError) as info:
+        resolve(load_config(path, environ={}), source=str(path))
+    assert "evidence_items" in str(info.value) and "set by" not in str(info.value)
