@@ -43,7 +43,10 @@ class LastSeenSnapshot(KnowledgeSnapshot):
         keys, offsets = self.arrays["keys"], self.arrays["offsets"]
         query = contexts[:, 0] * self.n + contexts[:, 1]
         pos = np.searchsorted(keys, query)
-        found = (pos < keys.shape[0]) & (keys[np.minimum(pos, keys.shape[0] - 1)] == query)
+        if keys.shape[0] == 0:  # an empty window: no context has evidence
+            found = np.zeros(query.shape[0], dtype=bool)
+        else:
+            found = (pos < keys.shape[0]) & (keys[np.minimum(pos, keys.shape[0] - 1)] == query)
         for row in np.flatnonzero(found):  # at most m items per row: cheap
             lo, hi = int(offsets[pos[row]]), int(offsets[pos[row] + 1])
             take = min(m, hi - lo)
