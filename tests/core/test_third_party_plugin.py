@@ -1,19 +1,12 @@
 """A separately distributed package plugs in with no change to hybridrec (examples/third_party_plugin).
 
 Nothing is pip-installed: the example is made visible to subprocesses as a distribution on their
-PYTHONPATH (see the ``installed`` fixture).
+PYTHONPATH (see the ``installed`` fixture in ``tests/core/conftest.py``).
 """
 
 import json
-import os
 import subprocess
 import sys
-import tomllib
-from pathlib import Path
-
-import pytest
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "third_party_plugin"
 
 USE_IT = """
 import sys
@@ -34,24 +27,6 @@ again = store.open(sys.argv[2])
 ev = again.evidence(np.array([[0, 1], [1, 2], [2, 3]]))
 print(ev.cluster.tolist())
 """
-
-
-@pytest.fixture
-def installed(tmp_path, monkeypatch):
-    """The example package as a distribution on a path of its own, without installing it into
-    the project's environment: its source folder plus a ``.dist-info`` with the metadata and the
-    entry points of its ``pyproject.toml``, which ``importlib.metadata`` discovers on sys.path."""
-    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
-    site = tmp_path / "site"
-    info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
-    )
-    points = ["[hybridrec]", *(f"{k} = {v}" for k, v in project["entry-points"]["hybridrec"].items())]
-    (info / "entry_points.txt").write_text("\n".join(points) + "\n")
-    paths = [str(site), str(EXAMPLE / "src"), os.environ.get("PYTHONPATH", "")]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
 
 
 def test_installed_plugin_is_listed_and_usable_by_name(installed, tmp_path):
