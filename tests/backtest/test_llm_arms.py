@@ -180,3 +180,41 @@ def test_a_figure_that_fails_does_not_lose_the_report(fake_stack, catalog, trans
         write_report(report, tmp_path)
     assert json.loads((tmp_path / "report.json").read_text())["schema"] == SCHEMA
     assert (tmp_path / "report.md").exists()
+
+
+def test_the_backtest_engine_skips_what_does_not_fit_the_budget(fake_stack, catalog, transitions, hybridrec_plugin) -> None:  # type: ignore[no-untyped-def]
+    # A policy that ignores its budget: the engine, not the policy, keeps the arm within it.
+    from typing import ClassVar
+
+    from pydantic import BaseModel
+
+    from hybridrec import hookimpl
+    from hybridrec.config import PluginRef
+    from hybridrec.interfaces import UpdatePolicy
+    from hybridrec.types import Budget, FineTune, RegenerateTable, TimeWindow
+
+    class NoOptions(BaseModel):
+        pass
+
+    class Greedy(UpdatePolicy):
+        name: ClassVar[str] = "test-greedy"
+        Options: ClassVar[type[BaseModel]] = NoOptions
+
+        def decide(self, state):  # type: ignore[no-untyped-def]
+            return [FineTune(window=TimeWindow.ending_at(state.data_until, 7), reason="always"),
+                    RegenerateTable(reason="always")]
+
+    class Plugin:
+        @hookimpl
+        def register_update_policies(self, register):  # type: ignore[no-untyped-def]
+            register(Greedy)
+
+    hybridrec_plugin(Plugin(), name="greedy")
+    config = fake_config(arms=["hybrid"], end=datetime(2000, 1, 25).date())
+    llm = config.llm.model_copy(update={"budget": Budget(flops=1.0),
+                                        "policies": {**config.llm.policies, "hybrid": PluginRef(plugin="test-greedy")}})
+    report, _, _ = run_backtest(config.model_copy(update={"llm": llm}), data=(catalog, transitions), drift=False)
+    arm = report["arms"][0]
+    assert arm["cost"]["fine_tunes"] == 0 and arm["cost"]["table_regenerations"] == 0
+    assert arm["cost"]["flops"] == 0
+    assert all(label.startswith("skipped(over budget):") for label in arm["initial_actions"])

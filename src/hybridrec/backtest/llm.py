@@ -86,6 +86,8 @@ from hybridrec.versions import Candidate
 from hybridrec.versions import Served as ServedVersions
 
 INITIAL = "initial"
+#: label prefix of an action the engine skipped because it did not fit the budget
+OVER_BUDGET = "skipped(over budget):"
 #: contexts rendered at once when digesting every prompt of a state
 PROMPT_CHUNK = 65_536
 
@@ -671,7 +673,10 @@ class PolicyArm(Arm):
                                            "trained_at": now.isoformat(), "reason": action.reason})
 
             outcome = execute(self.versions, stack.cost_model, "fine_tune", estimate=estimate, run=train,
-                              now=now, reason=action.reason, guardrails=stack.guardrails)
+                              now=now, reason=action.reason, guardrails=stack.guardrails,
+                              budget=stack.budget)
+            if outcome.status == "skipped":
+                return OVER_BUDGET + "fine_tune"
             self.cost.fine_tunes += 1
             return "fine_tune" if outcome.status == "ok" else "fine_tune(held)"
         if isinstance(action, RefreshKnowledge):
@@ -688,7 +693,10 @@ class PolicyArm(Arm):
                                            "built_at": now.isoformat(), "reason": action.reason})
 
             outcome = execute(self.versions, stack.cost_model, "refresh_knowledge", estimate=estimate, run=build,
-                              now=now, reason=action.reason, guardrails=stack.guardrails)
+                              now=now, reason=action.reason, guardrails=stack.guardrails,
+                              budget=stack.budget)
+            if outcome.status == "skipped":
+                return OVER_BUDGET + "refresh_knowledge"
             self.cost.knowledge_refreshes += 1
             return "refresh_knowledge"
         if isinstance(action, RegenerateTable):
@@ -712,6 +720,7 @@ class PolicyArm(Arm):
         else:
             n_contexts = self.cache.n * (self.cache.n - 1)
         full = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
+        n_full = n_contexts
         self.full_regeneration_flops += full.flops
         self.full_regenerated_contexts += n_contexts
         if self.cache.stack.regenerate == "delta" and self.table is not None:
@@ -735,9 +744,15 @@ class PolicyArm(Arm):
                              manifest={"built_at": now.isoformat(), "knowledge": snapshot,
                                        "adapter": self.adapter, "reason": action.reason})
 
+        outcome = execute(self.versions, self.cache.stack.cost_model, "regenerate_table",
+                          estimate=estimate, run=regenerate, now=now, reason=action.reason,
+                          guardrails=self.cache.stack.guardrails, budget=self.cache.stack.budget)
+        if outcome.status == "skipped":
+            self.versions.pending_table = None
+            self.full_regeneration_flops -= full.flops
+            self.full_regenerated_contexts -= n_full
+            return OVER_BUDGET + "regenerate_table"
         self.cost.regenerated_contexts += n_contexts
-        execute(self.versions, self.cache.stack.cost_model, "regenerate_table", estimate=estimate,
-                run=regenerate, now=now, reason=action.reason, guardrails=self.cache.stack.guardrails)
         self.cost.table_regenerations += 1
         return "regenerate_table" + ("+rag" if snapshot is not None else "")
 
@@ -764,8 +779,14 @@ class PolicyArm(Arm):
         return self._act(history, day.end)
 
     def _act(self, history: TransitionSet, now: datetime) -> list[str]:
-        actions = self.policy.decide(self.state(history, now))
-        return [self.execute(action, history, now) for action in actions]
+        labels: list[str] = []
+        for action in self.policy.decide(self.state(history, now)):
+            if labels and labels[-1].startswith(OVER_BUDGET):
+                # the rest of the decision was planned on the skipped action (engine docs)
+                labels.append(OVER_BUDGET + action.kind)
+                continue
+            labels.append(self.execute(action, history, now))
+        return labels
 
     def live_states(self) -> set[tuple[str, str | None]]:
         if self.table is None:

@@ -7,7 +7,11 @@ workspace (versions on disk, one atomic pointer) and the backtest (one in-memory
 implement it; neither is imported here.
 
 :func:`execute` takes the action's estimate (priced before the run) and a ``run`` callable that
-builds the candidate (staged, not yet a version). Then, in order:
+builds the candidate (staged, not yet a version). First, with a ``budget`` that sets limits, an
+action whose estimate does not fit what is left of the budget period (limit minus the ledger's
+spending since ``now - period_days``) is **skipped**: not run, not recorded, status ``skipped``
+with the reason; the callers then skip the rest of that decision, since its later actions were
+planned on top of this one. Then, in order:
 
 1. **guardrails** (fine-tunes): :func:`guardrail_reasons` on the candidate's held-out metrics;
 2. **veto**: the ``veto_promotion`` hook may stop any candidate (it sees the candidate's manifest
@@ -22,7 +26,7 @@ builds the candidate (staged, not yet a version). Then, in order:
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -30,7 +34,7 @@ from pydantic import BaseModel, ConfigDict
 from hybridrec.config import GuardrailConfig
 from hybridrec.errors import HybridrecError
 from hybridrec.interfaces import CostModel
-from hybridrec.types import ActionKind, CostEstimate, TimeWindow
+from hybridrec.types import ActionKind, Budget, CostEstimate, TimeWindow
 from hybridrec.versions import Candidate, VersionStore
 
 #: The kind of version each action produces.
@@ -88,6 +92,27 @@ def served_versions(store: VersionStore) -> dict[str, str | None]:
     return {kind: store.served(kind) for kind in ("adapter", "knowledge", "table")}
 
 
+def over_budget(
+    store: VersionStore, budget: Budget | None, estimate: CostEstimate, now: datetime
+) -> str | None:
+    """Why ``estimate`` does not fit what is left of ``budget`` at ``now`` (None if it fits or
+    nothing is limited)."""
+    if budget is None:
+        return None
+    limited = [u for u in ("flops", "seconds", "money") if getattr(budget, u) is not None]
+    if not limited:
+        return None
+    records = store.ledger(now - timedelta(days=budget.period_days))
+    for unit in limited:
+        limit = float(getattr(budget, unit))
+        left = limit - sum(float(getattr(r, unit)) for r in records)
+        cost = float(getattr(estimate, unit))
+        if cost > left:
+            return (f"over budget: needs {cost:.3g} {unit}, {max(0.0, left):.3g} of {limit:.3g} "
+                    f"left in the {budget.period_days:g}-day budget period")
+    return None
+
+
 def execute(
     store: VersionStore,
     cost_model: CostModel,
@@ -99,8 +124,12 @@ def execute(
     reason: str,
     guardrails: GuardrailConfig,
     versions_in: dict[str, str | None] | None = None,
+    budget: Budget | None = None,
 ) -> ActionOutcome:
     """Run one action and settle it (see the module docstring)."""
+    too_dear = over_budget(store, budget, estimate, now)
+    if too_dear is not None:
+        return ActionOutcome(kind=kind, status="skipped", reason=reason, note=too_dear)
     candidate = run()
     produced = PRODUCES[kind]
     reasons: list[str] = []
@@ -150,6 +179,7 @@ __all__ = [
     "execute",
     "guardrail_reasons",
     "hooks",
+    "over_budget",
     "served_versions",
     "veto",
 ]

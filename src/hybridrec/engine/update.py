@@ -203,7 +203,8 @@ class _Update:
                              metrics=dict(result.metrics))
 
         outcome = execute(served, p.cost_model, "fine_tune", estimate=estimate, run=run, now=self.now,
-                          reason=action.reason, guardrails=self.config.guardrails)
+                          reason=action.reason, guardrails=self.config.guardrails,
+                          budget=self.config.budget)
         self.loaded_adapter = "unset"  # the fine-tuner left its adapter active: restore the served one
         return outcome
 
@@ -231,7 +232,8 @@ class _Update:
             return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started)
 
         return execute(self.versions, p.cost_model, "refresh_knowledge", estimate=estimate, run=run,
-                       now=self.now, reason=action.reason, guardrails=self.config.guardrails)
+                       now=self.now, reason=action.reason, guardrails=self.config.guardrails,
+                       budget=self.config.budget)
 
     def regenerate(self, action: RegenerateTable, transitions: TransitionSet, data_until: datetime) -> ActionOutcome:
         from hybridrec.serving import Backoff, get_backend
@@ -307,7 +309,8 @@ class _Update:
             return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started)
 
         outcome = execute(served, p.cost_model, "regenerate_table", estimate=estimate, run=run,
-                          now=self.now, reason=action.reason, guardrails=self.config.guardrails)
+                          now=self.now, reason=action.reason, guardrails=self.config.guardrails,
+                          budget=self.config.budget)
         if outcome.status == "ok":
             n = int(contexts.shape[0])
             outcome.note = (
@@ -332,7 +335,13 @@ class _Update:
         report.data_until = data_until
         state = self.state(transitions, self.pipeline)
         actions: list[Action] = self.pipeline.policy.decide(state)
+        over: ActionOutcome | None = None
         for action in actions:
+            if over is not None:  # the rest of the decision was planned on the skipped action
+                report.actions.append(ActionOutcome(
+                    kind=action.kind, status="skipped", reason=action.reason,
+                    note=f"not run: an earlier action of this decision was {over.note}"))
+                continue
             if isinstance(action, FineTune):
                 outcome = self.fine_tune(action, transitions, data_until)
             elif isinstance(action, RefreshKnowledge):
@@ -342,6 +351,8 @@ class _Update:
             else:
                 outcome = ActionOutcome(kind="noop", status="ok", reason=action.reason)
             report.actions.append(outcome)
+            if outcome.status == "skipped" and outcome.note.startswith("over budget"):
+                over = outcome
         self.entry.update({
             "data_until": data_until.isoformat(),
             "data_start": state.data_start.isoformat() if state.data_start else None,
