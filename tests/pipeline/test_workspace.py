@@ -300,3 +300,41 @@ def test_the_ledger_survives_a_torn_last_line(tmp_path: Path) -> None:
     ledger.append(record.model_copy(update={"flops": 2.0}))
     assert [r.flops for r in ledger.records()] == [1.0, 2.0] and ledger.skipped == 1
     assert ledger.records(since=datetime(2000, 3, 1, tzinfo=UTC)) == []
+
+
+def test_the_served_tables_recall_signals_reach_the_policy(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    # The workspace fills recall_recent / recall_at_table like the backtest: the served table's
+    # HR@5 on transitions it served after it was built (out of sample), None until seen.
+    ws = make_workspace(tmp_path, config_file)
+    first_update(ws, fake_plugins, tmp_path)
+    assert ws.current()["drift"]["recall_recent"] is None  # type: ignore[index]  # nothing served yet
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 6, seed=1)
+    run_update(ws, feb, now=datetime(2000, 2, 8, tzinfo=UTC))
+    drift = ws.current()["drift"]  # type: ignore[index]
+    assert drift["recall_recent"] is not None and 0.0 <= drift["recall_recent"] <= 1.0
+    assert drift["recall_at_table"] is not None and 0.0 <= drift["recall_at_table"] <= 1.0
+
+
+def test_table_recall_reads_only_days_the_table_served() -> None:
+    from datetime import timedelta
+
+    from hybridrec.engine.state import table_recall
+    from hybridrec.types import TransitionSet, datetime_to_ts
+
+    day = 86400
+    ts = np.arange(datetime_to_ts(JAN), datetime_to_ts(JAN) + 20 * day, 3600)
+    c1, c2 = np.zeros(ts.size, dtype=np.int64), np.ones(ts.size, dtype=np.int64)
+    built = JAN + timedelta(days=10)
+    c3 = np.where(ts < datetime_to_ts(built) + 3 * day, 2, 3)  # after day 13 the truth moves to 3
+    rows = TransitionSet(c1, c2, c3, ts, np.zeros(ts.size, dtype=np.int64), 6)
+
+    def lookup(ctx: np.ndarray, k: int) -> np.ndarray:  # a table that always serves 2 first
+        return np.tile(np.array([2, 4, 5, 0, 1]), (ctx.shape[0], 1))[:, :k]
+
+    until = JAN + timedelta(days=20)
+    got = table_recall(rows, lookup, data_until=until, table_data_until=built, table_adapter="a",
+                       adapter="a", adapter_trained_until=built)
+    assert got == {"recall_recent": 0.0, "recall_at_table": 1.0, "recall_at_training": 1.0}
+    early = table_recall(rows, lookup, data_until=built + timedelta(days=2), table_data_until=built,
+                         table_adapter="a", adapter="b", adapter_trained_until=built)
+    assert early == {"recall_recent": None, "recall_at_table": None, "recall_at_training": None}

@@ -3,8 +3,10 @@ serves, plus drift and the ledger; and the constants both drivers share."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
 
 from hybridrec.types import (
     Budget,
@@ -31,6 +33,55 @@ def backoff_width(k: int) -> int:
 DRIFT_DAYS = 14.0
 #: Minimum observations of a pair in both windows for it to count in the drift statistic.
 DRIFT_MIN_COUNT = 2
+#: Days each recall signal is measured over, and the list length a hit must fall in.
+RECALL_DAYS = 3.0
+RECALL_K = 5
+
+
+def table_recall(
+    transitions: TransitionSet,
+    lookup: Callable[[np.ndarray, int], np.ndarray],
+    *,
+    data_until: datetime,
+    table_data_until: datetime | None,
+    table_adapter: str | None,
+    adapter: str | None,
+    adapter_trained_until: datetime | None,
+    days: float = RECALL_DAYS,
+) -> dict[str, float | None]:
+    """The recall signals of :class:`~hybridrec.types.DriftStats` for a served table that was
+    built from the data before ``table_data_until``, measured only on later transitions (out of
+    sample) with ``lookup(contexts, k) -> ids`` (the served table):
+
+    * ``recall_recent``: the last ``days`` before ``data_until``, if the table served all of them;
+    * ``recall_at_table``: the first ``days`` after the table was built, once all were seen;
+    * ``recall_at_training``: the first ``days`` after the current adapter's training window, if
+      this table, built from that adapter no later than then, served them.
+
+    A signal is None when its days are not all seen yet, the table did not serve them, or they
+    hold no transition."""
+    out: dict[str, float | None] = {"recall_recent": None, "recall_at_table": None,
+                                    "recall_at_training": None}
+    if table_data_until is None:
+        return out
+    span = timedelta(days=days)
+
+    def rate(start: datetime) -> float | None:
+        rows = transitions.window(TimeWindow(start=start, end=start + span))
+        if not len(rows):
+            return None
+        ids = lookup(rows.contexts(), RECALL_K)
+        return float((ids[:, :RECALL_K] == rows.c3[:, None]).any(axis=1).mean())
+
+    if data_until - span >= table_data_until:
+        out["recall_recent"] = rate(data_until - span)
+    if data_until >= table_data_until + span:
+        out["recall_at_table"] = rate(table_data_until)
+    trained = adapter_trained_until
+    if (trained is not None and adapter is not None and table_adapter == adapter
+            and table_data_until <= trained and data_until >= trained + span):
+        out["recall_at_training"] = rate(trained)
+    return out
 
 
 def drift_stats(
@@ -86,4 +137,7 @@ def system_state(
     )
 
 
-__all__ = ["BACKOFF_DAYS", "BACKOFF_WIDTH", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "Served", "backoff_width", "drift_stats", "system_state"]
+__all__ = [
+    "BACKOFF_DAYS", "BACKOFF_WIDTH", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "RECALL_DAYS", "RECALL_K", "Served",
+    "backoff_width", "drift_stats", "system_state", "table_recall",
+]

@@ -39,7 +39,13 @@ from hybridrec import distributed
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
 from hybridrec.engine.components import Pipeline
-from hybridrec.engine.state import BACKOFF_DAYS, backoff_width, drift_stats, system_state
+from hybridrec.engine.state import (
+    BACKOFF_DAYS,
+    backoff_width,
+    drift_stats,
+    system_state,
+    table_recall,
+)
 from hybridrec.engine.tables import TableRows, plan_table, prompt_digests, run_plan, write_rows
 from hybridrec.errors import DataError, HybridrecError
 from hybridrec.generation import TableJob
@@ -50,6 +56,7 @@ from hybridrec.types import (
     Action,
     ClusterCatalog,
     CostEstimate,
+    DriftStats,
     FineTune,
     RefreshKnowledge,
     RegenerateTable,
@@ -60,7 +67,7 @@ from hybridrec.types import (
     to_utc,
     ts_to_datetime,
 )
-from hybridrec.versions import Candidate
+from hybridrec.versions import Candidate, Served
 from hybridrec.workspace import KIND_DIRS, Workspace, WorkspaceVersions
 
 
@@ -148,11 +155,29 @@ class _Update:
             now=self.now,
             data_start=ts_to_datetime(int(transitions.ts[0])) if len(transitions) else None,
             data_until=data_until,
-            drift=drift_stats(transitions, served.adapter_window, data_until, self.now),
+            drift=self.drift(transitions, served, data_until),
             budget=budget,
             ledger=self.versions.ledger(self.now - timedelta(days=budget.period_days)),
             estimates=estimates,
         )
+
+    def drift(self, transitions: TransitionSet, served: Served, data_until: datetime) -> DriftStats:
+        """Drift of the data against the adapter's training window, and the served table's
+        recall signals on the data it served since it was built (:func:`table_recall`)."""
+        stats = drift_stats(transitions, served.adapter_window, data_until, self.now)
+        table = self.versions.manifest("table", served.table) if served.table else None
+        if not table or not table.get("data_until"):
+            return stats
+        try:
+            recall = table_recall(
+                transitions, lambda ctx, k: self.ws.lookup_batch(ctx, k).ids,
+                data_until=data_until, table_data_until=_time(str(table["data_until"])),
+                table_adapter=table.get("adapter"), adapter=served.adapter,
+                adapter_trained_until=served.adapter_window.end if served.adapter_window else None,
+            )
+        except HybridrecError:  # a served table that cannot be read: no signal (status says why)
+            return stats
+        return stats.model_copy(update=recall)
 
     def data_until(self, transitions: TransitionSet) -> datetime:
         batch_until = self.entry.get("data_until")
