@@ -232,11 +232,25 @@ def get_plugin_manager() -> pluggy.PluginManager:
 def register_plugin(plugin: object, name: str | None = None) -> str:
     """Register a plugin object (module or instance with hook implementations) in code.
 
-    Returns the name it was registered under; invalidates the cached registry.
+    Returns the name it was registered under; invalidates the cached registry. Registering an
+    object that is already registered (for example an installed plugin package, which its entry
+    point registered when the plugins loaded), or a name already in use, raises
+    :class:`~hybridrec.errors.PluginError`.
     """
     pm = get_plugin_manager()
     with _lock:
-        registered = pm.register(plugin, name=name)
+        try:
+            registered = pm.register(plugin, name=name)
+        except ValueError:  # pluggy: the object or the name is already registered
+            already = pm.get_name(plugin)
+            if already is not None:
+                why = (f"it is already registered as {already!r} (an installed package is "
+                       "registered by its entry point: look its plugins up by name, or set "
+                       "HYBRIDREC_DISABLE_PLUGIN_AUTOLOAD=1 and call hybridrec.plugins.reset() "
+                       "before registering it yourself)")
+            else:
+                why = f"the name {name!r} is already in use"
+            raise PluginError(f"cannot register plugin {name or plugin!r}: {why}") from None
         if registered is None:
             raise PluginError(f"plugin {name or plugin!r} is already registered or blocked")
         _check_pending(pm)

@@ -144,3 +144,14 @@ def test_tracing_prints_every_hook_call():
     )
     assert "[hybridrec hook] register_executors(" in result.stderr
     assert "returned" in result.stderr
+
+
+def test_registering_an_already_registered_module_is_a_plugin_error() -> None:
+    import hybridrec_hf
+
+    from hybridrec import plugins
+    from hybridrec.errors import PluginError
+
+    plugins.registry()  # loads the entry points: hybridrec_hf is registered as "hf"
+    with pytest.raises(PluginError, match="already registered as 'hf'.*look its plugins up by name"):
+        plugins.register_plugin(hybridrec_hf, name="hf-again")
