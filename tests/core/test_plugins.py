@@ -153,5 +153,5 @@ def test_registering_an_already_registered_module_is_a_plugin_error() -> None:
     from hybridrec.errors import PluginError
 
     plugins.registry()  # loads the entry points: hybridrec_hf is registered as "hf"
-    with pytest.raises(PluginError, match="already registered as 'hf'.*look its plugins up by name"):
+    with pytest.raises(PluginError, match=r"already registered as 'hf'.*look its plugins up by name"):
         plugins.register_plugin(hybridrec_hf, name="hf-again")
