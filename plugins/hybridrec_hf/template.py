@@ -139,30 +139,51 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> EncodedPrompts:
     return EncodedPrompts(ids, lengths)
 
 
-class ClusterTokenCodec:
-    """The cluster-token form of the template (see the module docstring); fully vectorised."""
+class _ClusterVocabulary:
+    """What the cluster-token forms share: one token per cluster, the special tokens, and the
+    answer ``<|c{c3}|> <|eos|>``; a form adds its own template tokens (``extra``)."""
 
-    kind = "cluster_tokens"
+    form = "cluster"
 
-    def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
+    def __init__(
+        self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int, extra: list[str]
+    ) -> None:
         vocab: dict[str, int] = tokenizer.get_vocab()
-        needed = [cluster_token(c.id) for c in catalog.clusters] + [EOS, ANS, NOEV, PAD]
-        needed += all_meta_tokens()
+        needed = [cluster_token(c.id) for c in catalog.clusters] + [EOS, ANS, NOEV, PAD] + extra
         missing = [t for t in needed if t not in vocab]
         if missing:
-            raise ValueError(f"tokenizer lacks cluster-template tokens, e.g. {missing[:3]}")
+            raise ValueError(f"tokenizer lacks {self.form}-template tokens, e.g. {missing[:3]}")
+        self.vocab = vocab
         self.catalog = catalog
         self.evidence_items = evidence_items
         self.cluster_ids = np.array([vocab[cluster_token(c.id)] for c in catalog.clusters], dtype=np.int64)
         self.eos_id, self.ans_id, self.noev_id, self.pad_id = (
             vocab[EOS], vocab[ANS], vocab[NOEV], vocab[PAD],
         )
-        self.meta_ids = np.array(
-            [vocab[t] for t in all_meta_tokens()], dtype=np.int64
-        ).reshape(len(PROVENANCES), N_RECENCY, N_SUPPORT)
         self._id_to_text: dict[int, str] = {v: k for k, v in vocab.items()}
         for c in catalog.clusters:
             self._id_to_text[int(self.cluster_ids[c.id])] = c.description
+
+    def target_ids(self) -> list[list[int]]:
+        return [[int(t), self.eos_id] for t in self.cluster_ids]
+
+    def single_token_ids(self) -> np.ndarray | None:
+        return self.cluster_ids
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self._id_to_text.get(int(i), "") for i in ids).strip()
+
+
+class ClusterTokenCodec(_ClusterVocabulary):
+    """The cluster-token form of the template (see the module docstring); fully vectorised."""
+
+    kind = "cluster_tokens"
+
+    def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
+        super().__init__(tokenizer, catalog, evidence_items, all_meta_tokens())
+        self.meta_ids = np.array(
+            [self.vocab[t] for t in all_meta_tokens()], dtype=np.int64
+        ).reshape(len(PROVENANCES), N_RECENCY, N_SUPPORT)
 
     @staticmethod
     def supports(tokenizer: Any, catalog: ClusterCatalog) -> bool:
@@ -196,14 +217,6 @@ class ClusterTokenCodec:
         ids = np.concatenate(parts, axis=1)
         return EncodedPrompts(ids, np.full(n, ids.shape[1], dtype=np.int64))
 
-    def target_ids(self) -> list[list[int]]:
-        return [[int(t), self.eos_id] for t in self.cluster_ids]
-
-    def single_token_ids(self) -> np.ndarray | None:
-        return self.cluster_ids
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(self._id_to_text.get(int(i), "") for i in ids).strip()
 
 
 def _age_phrase(days: float | None) -> str:
@@ -331,7 +344,7 @@ def _share_buckets(share: np.ndarray, present: np.ndarray) -> np.ndarray:
     return np.where(present, np.where(share > 0, buckets, 1), 0).astype(np.int64)
 
 
-class RerankCodec:
+class RerankCodec(_ClusterVocabulary):
     """The re-ranking form: the model re-ranks the evidence's candidates (retrieve-then-rerank).
 
     A prompt has one *position* per context cluster, one per candidate slot and one answer cue;
@@ -354,30 +367,20 @@ class RerankCodec:
     """
 
     kind = "rerank"
+    form = "rerank"
 
     def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
         if not 1 <= evidence_items <= MAX_SLOTS:
             raise ValueError(f"the rerank template needs 1 to {MAX_SLOTS} evidence_items, got {evidence_items}")
-        vocab: dict[str, int] = tokenizer.get_vocab()
-        needed = [cluster_token(c.id) for c in catalog.clusters] + [EOS, ANS, NOEV, PAD]
-        needed += rerank_tokens()
-        missing = [t for t in needed if t not in vocab]
-        if missing:
-            raise ValueError(f"tokenizer lacks rerank-template tokens, e.g. {missing[:3]}")
-        self.catalog = catalog
-        self.evidence_items = evidence_items
+        super().__init__(tokenizer, catalog, evidence_items, rerank_tokens())
+        vocab = self.vocab
         self.channels = 2 + len(RERANK_FEATURES)
-        self.cluster_ids = np.array([vocab[cluster_token(c.id)] for c in catalog.clusters], dtype=np.int64)
-        self.eos_id, self.ans_id, self.noev_id, self.pad_id = (vocab[EOS], vocab[ANS], vocab[NOEV], vocab[PAD])
         self.first_id, self.second_id = vocab[FIRST], vocab[SECOND]
         self.slot_ids = np.array([vocab[slot_token(j)] for j in range(evidence_items)], dtype=np.int64)
         self.feature_ids = [
             np.array([vocab[feature_token(name, b)] for b in range(size)], dtype=np.int64)
             for name, size in RERANK_FEATURES
         ]
-        self._id_to_text: dict[int, str] = {v: k for k, v in vocab.items()}
-        for c in catalog.clusters:
-            self._id_to_text[int(self.cluster_ids[c.id])] = c.description
 
     @staticmethod
     def supports(tokenizer: Any, catalog: ClusterCatalog) -> bool:
@@ -445,12 +448,6 @@ class RerankCodec:
             first = np.where(found, self.slot_ids[hit.argmax(axis=1)], first)
         return np.stack([first, np.full_like(first, self.eos_id)], axis=1)
 
-    def target_ids(self) -> list[list[int]]:
-        return [[int(t), self.eos_id] for t in self.cluster_ids]
-
-    def single_token_ids(self) -> np.ndarray | None:
-        return self.cluster_ids
-
     def resolve_slots(self, ids: np.ndarray, evidence: EvidenceBatch | None) -> np.ndarray:
         """Generated ``(n, T)`` ids with every slot token replaced by its candidate's cluster
         token (an empty slot stays a slot token, which decodes to no description)."""
@@ -461,6 +458,3 @@ class RerankCodec:
             ok = cand[rows, j] >= 0
             out[rows[ok], cols[ok]] = self.cluster_ids[cand[rows[ok], j]]
         return out
-
-    def decode(self, ids: list[int]) -> str:
-        return " ".join(self._id_to_text.get(int(i), "") for i in ids).strip()
