@@ -11,7 +11,7 @@ just before a fence:
 ``<!-- file: NAME -->``
     the block's text is written as ``NAME`` into the folder the page's Python blocks run in.
 
-Every ```toml block must parse; a ``pyproject.toml`` must carry what ``pip install -e`` needs and
+Every ```toml block must parse; a ``pyproject.toml`` must carry what an editable install of the package needs and
 match the example package, and a pipeline config must pass ``hybridrec config validate`` (every
 plugin name resolves, every option validates).
 """

@@ -53,7 +53,7 @@ from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig
 from hybridrec.engine import pricing
-from hybridrec.engine.actions import check_window, execute, guardrail_reasons
+from hybridrec.engine.actions import ActionOutcome, check_window, execute, guardrail_reasons
 from hybridrec.engine.state import backoff_width, drift_stats, system_state
 from hybridrec.engine.tables import PromptRows, changed_count
 from hybridrec.generation import observed_contexts
@@ -69,6 +69,7 @@ from hybridrec.interfaces import (
 from hybridrec.serving.base import LEVEL_PAIR, Backoff, fill_rows
 from hybridrec.types import (
     Action,
+    ActionKind,
     Budget,
     CostEstimate,
     CostRecord,
@@ -657,7 +658,6 @@ class PolicyArm(Arm):
         """Run one action for this arm through the engine (the work through the cache);
         returns its label."""
         self.versions.now = now
-        stack = self.cache.stack
         if isinstance(action, FineTune):
             self._check_window(action.window, now)
             parent = self.adapter
@@ -672,9 +672,7 @@ class PolicyArm(Arm):
                                  manifest={"window": action.window.model_dump(mode="json"),
                                            "trained_at": now.isoformat(), "reason": action.reason})
 
-            outcome = execute(self.versions, stack.cost_model, "fine_tune", estimate=estimate, run=train,
-                              now=now, reason=action.reason, guardrails=stack.guardrails,
-                              budget=stack.budget)
+            outcome = self._settle("fine_tune", estimate, train, now, action.reason)
             if outcome.status == "skipped":
                 return OVER_BUDGET + "fine_tune"
             self.cost.fine_tunes += 1
@@ -692,9 +690,7 @@ class PolicyArm(Arm):
                                  manifest={"window": action.window.model_dump(mode="json"),
                                            "built_at": now.isoformat(), "reason": action.reason})
 
-            outcome = execute(self.versions, stack.cost_model, "refresh_knowledge", estimate=estimate, run=build,
-                              now=now, reason=action.reason, guardrails=stack.guardrails,
-                              budget=stack.budget)
+            outcome = self._settle("refresh_knowledge", estimate, build, now, action.reason)
             if outcome.status == "skipped":
                 return OVER_BUDGET + "refresh_knowledge"
             self.cost.knowledge_refreshes += 1
@@ -702,6 +698,14 @@ class PolicyArm(Arm):
         if isinstance(action, RegenerateTable):
             return self._regenerate(action, history, now)
         return "noop"
+
+    def _settle(self, kind: ActionKind, estimate: CostEstimate, run: Callable[[], Candidate],
+                now: datetime, reason: str) -> ActionOutcome:
+        """The engine's :func:`~hybridrec.engine.actions.execute` with this arm's cost model,
+        guardrails and budget."""
+        stack = self.cache.stack
+        return execute(self.versions, stack.cost_model, kind, estimate=estimate, run=run, now=now,
+                       reason=reason, guardrails=stack.guardrails, budget=stack.budget)
 
     def _check_window(self, window: TimeWindow, now: datetime) -> None:
         check_window(window, now, "an action", who=f"policy {self.policy.name!r} of arm {self.name!r}")
@@ -744,9 +748,7 @@ class PolicyArm(Arm):
                              manifest={"built_at": now.isoformat(), "knowledge": snapshot,
                                        "adapter": self.adapter, "reason": action.reason})
 
-        outcome = execute(self.versions, self.cache.stack.cost_model, "regenerate_table",
-                          estimate=estimate, run=regenerate, now=now, reason=action.reason,
-                          guardrails=self.cache.stack.guardrails, budget=self.cache.stack.budget)
+        outcome = self._settle("regenerate_table", estimate, regenerate, now, action.reason)
         if outcome.status == "skipped":
             self.versions.pending_table = None
             self.full_regeneration_flops -= full.flops
