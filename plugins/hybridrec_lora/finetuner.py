@@ -14,9 +14,15 @@ What one :meth:`LoraFineTuner.fine_tune` does, in order:
    without leakage, from the same kind of evidence a snapshot of all earlier data serves;
 4. starts from ``previous_adapter`` (``warm_start``) or from the base model; an untrained base
    (the ``tiny`` preset) is trained whole first when ``train_base_if_untrained`` (recorded in the
-   manifest as ``kind: "full"``), since a LoRA on random weights learns nothing useful;
+   manifest as ``kind: "full"``), since a LoRA on random weights learns nothing useful.
+   ``mode="full"`` trains every weight of the warm-started model on later fine-tunes too (a
+   small model from scratch has no pretrained knowledge for a low-rank update to protect);
 5. trains with AdamW (warm-up then cosine decay), checkpointing every ``checkpoint_every`` steps
-   into ``out_dir/checkpoints`` and resuming from the latest checkpoint of the same job;
+   into ``out_dir/checkpoints`` and resuming from the latest checkpoint of the same job. With
+   ``select_epoch``, the held-out tail's answer NLL is measured before training (for a
+   warm start) and after each epoch, and the weights of the best point are kept: the number of
+   epochs is chosen on data the job did not train on, and a fine-tune never ends worse on its
+   held-out tail than the model it started from;
 6. measures held-out ``hr@1``, ``hr@5``, ``recall`` (HR@``recall_k``), their evidence-prompt
    variants ``*_rag``, and ``exact_match_rate`` (free generation that maps exactly to a catalog
    description), writes ``lora/`` (and ``base/`` when the base is not the preset's) plus
@@ -82,14 +88,24 @@ class LoraOptions(BaseModel):
     r: int = Field(default=8, ge=1)
     alpha: int = Field(default=16, ge=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    mode: Literal["lora", "full"] = Field(
+        default="lora",
+        description="lora: low-rank matrices on a frozen base; full: every weight of the "
+        "warm-started model (for small models trained from scratch, like the tiny preset).",
+    )
+    select_epoch: bool = Field(
+        default=False,
+        description="Measure the held-out answer NLL before training (warm start) and after each "
+        "epoch; keep the best weights (early stopping chosen on held-out data).",
+    )
     target_modules: Literal["attention", "all-linear"] | list[str] = Field(
         default="attention", description="attention projections, all linear layers, or names."
     )
-    lr: float = Field(default=2e-3, gt=0, description="Learning rate of LoRA training.")
+    lr: float = Field(default=2e-3, gt=0, description="Learning rate of a fine-tune (LoRA, or full warm-started).")
     base_lr: float = Field(default=2e-3, gt=0, description="Learning rate when training the base.")
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
-    epochs: float = Field(default=1.0, gt=0, description="Passes over the examples (LoRA).")
+    epochs: float = Field(default=1.0, gt=0, description="Passes over the examples (a fine-tune; the maximum with select_epoch).")
     base_epochs: float = Field(default=3.0, gt=0, description="Passes when training the base.")
     max_steps: int | None = Field(default=None, ge=1, description="Hard cap on optimiser steps.")
     max_examples: int | None = Field(
@@ -301,9 +317,15 @@ class LoraFineTuner(FineTuner):
         has_base = start is not None and gen.adapter_has_base(Path(start))
         source = f"previous_adapter:{start}" if has_base else "preset"
         if isinstance(model, PeftModel):
-            if opts.warm_start:
+            if opts.warm_start and opts.mode == "lora":
                 return model, "lora", source
-            model = model.unload()  # keep a trained base, drop the previous LoRA weights
+            # full: fold the previous LoRA into the weights it trains; no warm start: keep a
+            # trained base, drop the previous LoRA weights
+            model = model.merge_and_unload() if opts.warm_start else model.unload()
+        if base_trained and opts.mode == "full":
+            for p in model.parameters():
+                p.requires_grad_(True)
+            return model, "full", source
         if not base_trained:
             if not opts.train_base_if_untrained:
                 raise PluginError(
@@ -360,15 +382,24 @@ class LoraFineTuner(FineTuner):
         m = max(1, gen.evidence_items)
         train, holdout = self.build_examples(rows, evidence_fn, m, history=transitions)
         model, kind, base_source = self._prepare_model(gen, previous_adapter)
-        epochs = opts.base_epochs if kind == "full" else opts.epochs
+        scratch = base_source == "trained_here"
+        epochs = opts.base_epochs if scratch else opts.epochs
         schedule = self._schedule(train, epochs)
         fingerprint = self._fingerprint(gen, rows, window, previous_adapter, kind)
-        trained = self._train(gen, model, train, schedule, kind, fingerprint, out_dir, progress)
+        trained = self._train(
+            gen, model, train, schedule, fingerprint, out_dir, progress,
+            lr=opts.base_lr if scratch else opts.lr,
+            holdout=holdout if opts.select_epoch else None,
+            start_is_candidate=not scratch,
+        )
         train_seconds = time.perf_counter() - started
         model.eval()
         eval_started = time.perf_counter()
         metrics = self.evaluate(gen, model, holdout, progress=progress)
         metrics["train_loss"] = trained["final_loss"]
+        if trained["selection"] is not None:
+            metrics["selected_epoch"] = float(trained["selection"]["epoch"])
+            metrics["holdout_nll"] = float(trained["selection"]["nll"])
         eval_seconds = time.perf_counter() - eval_started
         ctx = distributed.current()
         if ctx.is_main:
@@ -405,6 +436,7 @@ class LoraFineTuner(FineTuner):
                 "train_tokens": trained["train_tokens"],
                 "steps": len(schedule),
                 "resumed_from_step": trained["resumed_from"],
+                "epoch_selection": trained["selection"],
                 "trainable_parameters": trainable,
                 "model_parameters": int(sum(p.numel() for p in model.parameters())),
                 "train_seconds": round(train_seconds, 3),
@@ -449,21 +481,46 @@ class LoraFineTuner(FineTuner):
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def holdout_nll(self, gen: TrainableGenerator, model: Any, holdout: Examples) -> float:
+        """Mean answer NLL of the held-out rows, mixing prompts with and without evidence in
+        the training proportion (``rag_fraction``), so the choice serves both kinds of arm."""
+        opts: LoraOptions = self.options
+        was_training = model.training
+        model.eval()
+        parts: dict[bool, float] = {}
+        size = max(opts.batch_size, 256)
+        with torch.no_grad():
+            for rag in (True, False):
+                total = 0.0
+                for lo in range(0, len(holdout), size):
+                    sl = slice(lo, lo + size)
+                    ev = holdout.evidence.take(np.arange(len(holdout))[sl]) if rag and holdout.evidence is not None else None
+                    batch = gen.training_batch(holdout.contexts[sl], ev, holdout.ts[sl], holdout.labels[sl])
+                    total += float(gen.training_loss(model, batch).sum())
+                parts[rag] = total / max(1, len(holdout))
+        if was_training:
+            model.train()
+        return opts.rag_fraction * parts[True] + (1.0 - opts.rag_fraction) * parts[False]
+
     def _train(
         self,
         gen: TrainableGenerator,
         model: Any,
         train: Examples,
         schedule: list[np.ndarray],
-        kind: str,
         fingerprint: str,
         out_dir: Path,
         progress: bool,
+        *,
+        lr: float,
+        holdout: Examples | None = None,
+        start_is_candidate: bool = True,
     ) -> dict[str, Any]:
+        """Run ``schedule``; with ``holdout``, keep the weights of the epoch boundary (or, if
+        ``start_is_candidate``, the starting point) with the lowest held-out NLL."""
         opts: LoraOptions = self.options
         params = [p for p in model.parameters() if p.requires_grad]
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-        lr = opts.base_lr if kind == "full" else opts.lr
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
         total = len(schedule)
         warmup = int(opts.warmup_fraction * total)
@@ -479,6 +536,21 @@ class LoraFineTuner(FineTuner):
         resumed_from = start_step if start_step > 0 else None
         if start_step == 0:
             torch.manual_seed(opts.seed)  # dropout; a resumed job restores the saved RNG state
+        per_epoch = max(1, math.ceil(len(train) / opts.batch_size))
+        best: dict[str, Any] | None = None
+        history: list[dict[str, float]] = []
+
+        def consider(epoch: float) -> None:
+            nonlocal best
+            nll = self.holdout_nll(gen, model, holdout)  # type: ignore[arg-type]
+            history.append({"epoch": epoch, "nll": round(nll, 6)})
+            if best is None or nll < best["nll"]:
+                state = dict(model.named_parameters())
+                best = {"epoch": epoch, "nll": nll,
+                        "weights": {n: state[n].detach().clone() for n in names}}
+
+        if holdout is not None and start_is_candidate and start_step == 0:
+            consider(0.0)
         model.train()
         ctx = distributed.current()
         world = ctx.world_size
@@ -515,14 +587,24 @@ class LoraFineTuner(FineTuner):
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.3f}")
                 done = step + 1
+                if holdout is not None and (done % per_epoch == 0 or done == total):
+                    consider(round(done / per_epoch, 3))
                 if done % opts.checkpoint_every == 0 and done < total:
                     if ctx.is_main:
                         self._checkpoint(ckpt_dir, fingerprint, done, tokens, loss_value, model, names, optimizer)
                     ctx.barrier()
+        selection: dict[str, Any] | None = None
+        if best is not None:
+            with torch.no_grad():  # keep the best point's weights
+                state = dict(model.named_parameters())
+                for n, w in best["weights"].items():
+                    state[n].copy_(w)
+            selection = {"epoch": best["epoch"], "nll": round(best["nll"], 6), "history": history}
         return {
             "train_tokens": tokens,
             "final_loss": loss_value,
             "resumed_from": resumed_from,
+            "selection": selection,
             "trainable_parameters": int(sum(p.numel() for p in params)),
         }
 
@@ -652,7 +734,12 @@ class LoraFineTuner(FineTuner):
             evaluation = evaluation or holdout * (plain + rag)
             generated = getattr(generator, "generation_tokens", None)
             guardrail = samples * (plain + (float(generated()) if callable(generated) else answer + 2))
-            if not (untrained and opts.train_base_if_untrained):
+            if opts.select_epoch:
+                # one held-out NLL pass (with and without evidence) per epoch boundary, plus the
+                # starting point of a warm start
+                checks = math.ceil(epochs) + (0 if untrained else 1)
+                evaluation += checks * holdout * (plain + rag + 2 * answer)
+            if not (untrained and opts.train_base_if_untrained) and opts.mode == "lora":
                 hidden = int(getattr(generator.model.config, "hidden_size", 0) or 0)
                 layers = int(getattr(generator.model.config, "num_hidden_layers", 0) or 0)
                 trainable = 4 * layers * 2 * opts.r * hidden  # q, k, v, o: A and B

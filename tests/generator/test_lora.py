@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from generator_support import START, novel, stream, tiny, tuner, window_of
+from generator_support import START, novel, rule_a, rule_b, stream, tiny, tuner, window_of
 from hybridrec_hf import HFGenerator
 from hybridrec_lora import LoraFineTuner, balance_labels, trailing_top_successors
 from hypothesis import given, settings
@@ -172,6 +172,64 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
     torch.testing.assert_close(gen.score_clusters(ctx), check.score_clusters(ctx), atol=1e-5, rtol=0)
 
 
+def test_full_mode_warm_starts_every_weight_and_learns_a_new_rule(
+    catalog: ClusterCatalog, pretrained_planted: Pretrained, tmp_path: Path
+) -> None:
+    _, first = pretrained_planted
+    shifted = stream(1500, 30, lambda c1, c2, ts: rule_b(c1, c2), seed=5)
+    gen = tiny(catalog)
+    gen.load_adapter(first.adapter_path)
+    tail = shifted.take(np.arange(len(shifted) - 150, len(shifted)))
+    before = hr1(gen, tail)
+    result = tuner(mode="full", epochs=3, rag_fraction=0.0).fine_tune(
+        gen, shifted, window_of(shifted), tmp_path / "full", previous_adapter=first.adapter_path
+    )
+    manifest = result.manifest
+    assert manifest["kind"] == "full" and manifest["base_source"].startswith("previous_adapter:")
+    assert manifest["cost"]["trainable_parameters"] == manifest["cost"]["model_parameters"]
+    assert (result.adapter_path / "base").is_dir() and not (result.adapter_path / "lora").exists()
+    assert before < 0.1 and result.metrics["hr@1"] >= 0.5  # chance is 1 in 10: it learned rule b
+    again = tiny(catalog)
+    again.load_adapter(result.adapter_path)
+    ctx = shifted.contexts()[:64]
+    torch.testing.assert_close(again.score_clusters(ctx), gen.score_clusters(ctx), atol=1e-5, rtol=0)
+
+
+def test_select_epoch_keeps_the_starting_model_when_training_hurts(
+    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained, tmp_path: Path
+) -> None:
+    _, first = pretrained_planted
+    # the training rows' labels are random, the held-out tail (the last 150 of 1,500) follows
+    # rule a again: training can only raise the tail's NLL, so the starting model must be kept
+    rng = np.random.default_rng(11)
+
+    def noise_then_a(c1: np.ndarray, c2: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        noise = novel(c1, c2, rng.integers(0, 12, c1.shape[0]), 12)
+        return np.where(np.arange(c1.shape[0]) < 1350, noise, rule_a(c1, c2))
+
+    rows = stream(1500, 30, noise_then_a, seed=3)
+    reference = tiny(catalog)
+    reference.load_adapter(first.adapter_path)
+    ctx = planted.contexts()[:64]
+    gen = tiny(catalog)
+    result = tuner(mode="full", select_epoch=True, epochs=2, lr=1e-2, rag_fraction=0.0).fine_tune(
+        gen, rows, window_of(rows), tmp_path / "kept", previous_adapter=first.adapter_path
+    )
+    selection = result.manifest["cost"]["epoch_selection"]
+    assert [h["epoch"] for h in selection["history"]] == [0.0, 1.0, 2.0]
+    assert selection["nll"] == min(h["nll"] for h in selection["history"])
+    assert result.metrics["selected_epoch"] == selection["epoch"]
+    assert selection["epoch"] == 0.0
+    assert selection["history"][1]["nll"] > selection["history"][0]["nll"]
+    torch.testing.assert_close(gen.score_clusters(ctx), reference.score_clusters(ctx), atol=1e-5, rtol=0)
+    # without selection the same job ends with the damaged weights
+    damaged = tiny(catalog)
+    tuner(mode="full", epochs=2, lr=1e-2, rag_fraction=0.0).fine_tune(
+        damaged, rows, window_of(rows), tmp_path / "damaged", previous_adapter=first.adapter_path
+    )
+    assert not torch.allclose(damaged.score_clusters(ctx), reference.score_clusters(ctx), atol=1e-3)
+
+
 def test_workload_prices_tokens(catalog: ClusterCatalog) -> None:
     gen = tiny(catalog)
     work = tuner(max_examples=1000, rag_fraction=0.5).workload(5000, gen)
@@ -198,6 +256,16 @@ def test_a_fine_tune_is_priced_with_its_evaluation_and_guardrail_generations(cat
     assert estimate.flops == sum(v for k, v in estimate.details.items() if k != "price_per_hour")
     more = tuner(**{**opts, "guardrail_samples": 128}).workload(5000, gen)
     assert FlopsCostModel().estimate("fine_tune", more).flops > estimate.flops
+
+
+def test_epoch_selection_is_priced(catalog: ClusterCatalog) -> None:
+    gen = tiny(catalog)
+    opts = {"max_examples": 1000, "holdout_max": 200, "rag_fraction": 0.5}
+    plain = tuner(**opts).workload(5000, gen)
+    selected = tuner(**opts, select_epoch=True).workload(5000, gen)
+    # untrained base: one held-out NLL pass (with and without evidence) after each of 5 epochs
+    answer = gen.answer_tokens()
+    assert selected.evaluation_tokens - plain.evaluation_tokens == pytest.approx(5 * 200 * (3 + 5 + 2 * answer), abs=1)
 
 
 # -- data preparation ------------------------------------------------------------------------------
