@@ -143,6 +143,7 @@ class StaticPolicy(UpdatePolicy):
 
     name: ClassVar[str] = "static"
     Options: ClassVar[type[BaseModel]] = StaticOptions
+    needs: ClassVar[frozenset[str]] = frozenset()  # decides on ages and the budget only
 
     def decide(self, state: SystemState) -> list[Action]:
         o: StaticOptions = self.options
@@ -170,6 +171,7 @@ class PeriodicFineTunePolicy(UpdatePolicy):
 
     name: ClassVar[str] = "periodic-finetune"
     Options: ClassVar[type[BaseModel]] = PeriodicFineTuneOptions
+    needs: ClassVar[frozenset[str]] = frozenset()  # decides on ages and the budget only
 
     def decide(self, state: SystemState) -> list[Action]:
         o: PeriodicFineTuneOptions = self.options
@@ -204,6 +206,7 @@ class PeriodicRagPolicy(UpdatePolicy):
 
     name: ClassVar[str] = "periodic-rag"
     Options: ClassVar[type[BaseModel]] = PeriodicRagOptions
+    needs: ClassVar[frozenset[str]] = frozenset()  # decides on ages and the budget only
 
     def decide(self, state: SystemState) -> list[Action]:
         o: PeriodicRagOptions = self.options
@@ -232,6 +235,7 @@ class RagOncePolicy(UpdatePolicy):
 
     name: ClassVar[str] = "rag-once"
     Options: ClassVar[type[BaseModel]] = RagOnceOptions
+    needs: ClassVar[frozenset[str]] = frozenset()  # decides on ages and the budget only
 
     def decide(self, state: SystemState) -> list[Action]:
         o: RagOnceOptions = self.options
@@ -264,6 +268,7 @@ class HybridPolicy(UpdatePolicy):
 
     name: ClassVar[str] = "hybrid"
     Options: ClassVar[type[BaseModel]] = HybridOptions
+    needs: ClassVar[frozenset[str]] = frozenset()  # decides on ages and the budget only
 
     def decide(self, state: SystemState) -> list[Action]:
         o: HybridOptions = self.options
@@ -389,6 +394,7 @@ class AdaptivePolicy(UpdatePolicy):
 
     name: ClassVar[str] = "adaptive"
     Options: ClassVar[type[BaseModel]] = AdaptiveOptions
+    needs: ClassVar[frozenset[str]] = frozenset({"drift", "recall"})
 
     # -- the benefit rule (default) ----------------------------------------------------------
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hybridrec.errors import ConfigError, format_validation_error
 from hybridrec.types import (
+    SIGNALS,
     Action,
     ActionKind,
     ClusterCatalog,
@@ -293,9 +294,19 @@ class UpdatePolicy(Plugin):
     * every action's data window ends at or before ``state.data_until`` (nothing from the future);
     * no ``fine_tune`` while ``state.pending_fine_tune``;
     * actions are executed in the order returned; an empty list means "nothing to do".
+
+    ``needs`` names the measured signals :meth:`decide` reads (keys of
+    :data:`hybridrec.types.SIGNALS`): ``"drift"`` fills ``state.drift.top5_jaccard`` and
+    ``pairs``, ``"recall"`` the served lists' ``recall_recent``, ``recall_at_training`` and
+    ``recall_at_table``. The engine (workspace and backtest) measures every signal a policy
+    needs and warns (:class:`hybridrec.engine.state.SignalWarning`) when it cannot; a signal
+    not needed may be left unmeasured (``None``), so a policy must not read what it did not
+    declare. The default, every signal, suits a policy that does not say; ``frozenset()``
+    (reads none) saves the backtest the work.
     """
 
     role: ClassVar[str] = "update_policy"
+    needs: ClassVar[frozenset[str]] = frozenset(SIGNALS)
 
     @abstractmethod
     def decide(self, state: SystemState) -> list[Action]:

@@ -338,3 +338,40 @@ def test_table_recall_reads_only_days_the_table_served() -> None:
     early = table_recall(rows, lookup, data_until=built + timedelta(days=2), table_data_until=built,
                          table_adapter="a", adapter="b", adapter_trained_until=built)
     assert early == {"recall_recent": None, "recall_at_table": None, "recall_at_training": None}
+
+
+class NeedsCtrPlugin:
+    """``hybrid-ctr``: the hybrid policy, declaring a signal no engine measures besides recall."""
+
+    @hookimpl
+    def register_update_policies(self, register: Any) -> None:
+        from typing import ClassVar
+
+        from hybridrec_policies.policies import HybridPolicy
+
+        class HybridCtr(HybridPolicy):
+            name: ClassVar[str] = "hybrid-ctr"
+            needs: ClassVar[frozenset[str]] = frozenset({"recall", "ctr"})
+
+        register(HybridCtr)
+
+
+@pytest.mark.filterwarnings("ignore:.*needs 'ctr'")
+def test_a_needed_signal_the_workspace_cannot_measure_is_warned_about(
+        fake_plugins: Any, hybridrec_plugin: Any, tmp_path: Path, config_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hybridrec.engine.state import SignalWarning
+
+    hybridrec_plugin(NeedsCtrPlugin(), "needs-ctr")
+    ws = make_workspace(tmp_path, config_file, "update_policy.plugin=hybrid-ctr")
+    with pytest.warns(SignalWarning, match=r"policy 'hybrid-ctr' needs 'ctr'.*signals: drift, recall"):
+        first_update(ws, fake_plugins, tmp_path)
+
+    def unreadable(*args: Any, **kwargs: Any) -> Any:
+        raise HybridrecError("the table file is truncated")
+
+    monkeypatch.setattr(Workspace, "lookup_batch", unreadable)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 6, seed=1)
+    with pytest.warns(SignalWarning, match=r"recall signals the policy needs are unmeasured.*truncated"):
+        run_update(ws, feb, now=datetime(2000, 2, 8, tzinfo=UTC))
+    assert ws.current()["drift"]["recall_recent"] is None  # type: ignore[index]

@@ -55,7 +55,18 @@ class Lazy(HybridPolicy):
         return []
 
 
-@pytest.mark.parametrize("policy_cls", [Reckless, Clairvoyant, Moody, Lazy])
+class Sneaky(HybridPolicy):
+    """Declares no signal (as hybrid does) but refreshes on measured drift."""
+
+    name: ClassVar[str] = "sneaky"
+
+    def decide(self, state: SystemState) -> list[Action]:
+        if state.drift.top5_jaccard is not None and state.drift.top5_jaccard < 0.5:
+            return [RefreshKnowledge(window=TimeWindow.ending_at(state.data_until, 14)), RegenerateTable()]
+        return super().decide(state)
+
+
+@pytest.mark.parametrize("policy_cls", [Reckless, Clairvoyant, Moody, Lazy, Sneaky])
 def test_machine_rejects_a_broken_policy(policy_cls: type[HybridPolicy]) -> None:
     case = make_policy_machine(policy_cls, max_examples=60, steps=20, phases=[Phase.generate],
                                derandomize=True)

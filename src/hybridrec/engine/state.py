@@ -3,12 +3,15 @@ serves, plus drift and the ledger; and the constants both drivers share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
 from hybridrec.types import (
+    SIGNALS,
     Budget,
     CostEstimate,
     CostRecord,
@@ -36,6 +39,34 @@ DRIFT_MIN_COUNT = 2
 #: Days each recall signal is measured over, and the list length a hit must fall in.
 RECALL_DAYS = 3.0
 RECALL_K = 5
+
+
+class SignalWarning(UserWarning):
+    """A signal a policy needs (``UpdatePolicy.needs``) that the engine cannot measure: the
+    policy's state carries it as ``None``."""
+
+
+def warn_signal(message: str) -> None:
+    """Issue a :class:`SignalWarning` (shown once per message by Python's default filter)."""
+    warnings.warn(message, SignalWarning, stacklevel=3)
+
+
+def needed_signals(policy: Any, who: str, also: Iterable[str] = ()) -> frozenset[str]:
+    """The signals of :data:`~hybridrec.types.SIGNALS` the engine measures for ``policy``: its
+    ``needs`` (every signal when it has no such attribute) plus ``also``. A needed name this
+    engine does not know is dropped with a :class:`SignalWarning` naming ``who`` (the arm or
+    workspace) and the known signals."""
+    declared = getattr(policy, "needs", None)
+    needs = frozenset(SIGNALS) if declared is None else frozenset(declared)
+    needs |= frozenset(also)
+    unknown = sorted(needs - set(SIGNALS))
+    if unknown:
+        warn_signal(
+            f"{who}: policy {getattr(policy, 'name', type(policy).__name__)!r} needs "
+            f"{', '.join(map(repr, unknown))}, which this engine cannot measure (signals: "
+            f"{', '.join(SIGNALS)}); its state carries no such signal"
+        )
+    return needs & frozenset(SIGNALS)
 
 
 def table_recall(
@@ -139,5 +170,6 @@ def system_state(
 
 __all__ = [
     "BACKOFF_DAYS", "BACKOFF_WIDTH", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "RECALL_DAYS", "RECALL_K", "Served",
-    "backoff_width", "drift_stats", "system_state", "table_recall",
+    "SignalWarning", "backoff_width", "drift_stats", "needed_signals", "system_state", "table_recall",
+    "warn_signal",
 ]

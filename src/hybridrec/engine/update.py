@@ -43,8 +43,10 @@ from hybridrec.engine.state import (
     BACKOFF_DAYS,
     backoff_width,
     drift_stats,
+    needed_signals,
     system_state,
     table_recall,
+    warn_signal,
 )
 from hybridrec.engine.tables import TableRows, plan_table, prompt_digests, run_plan, write_rows
 from hybridrec.errors import DataError, HybridrecError
@@ -155,18 +157,29 @@ class _Update:
             now=self.now,
             data_start=ts_to_datetime(int(transitions.ts[0])) if len(transitions) else None,
             data_until=data_until,
-            drift=self.drift(transitions, served, data_until),
+            drift=self.drift(transitions, served, data_until,
+                             needed_signals(pipeline.policy, f"workspace {self.ws.root}")),
             budget=budget,
             ledger=self.versions.ledger(self.now - timedelta(days=budget.period_days)),
             estimates=estimates,
         )
 
-    def drift(self, transitions: TransitionSet, served: Served, data_until: datetime) -> DriftStats:
+    def drift(self, transitions: TransitionSet, served: Served, data_until: datetime,
+              needs: frozenset[str] = frozenset()) -> DriftStats:
         """Drift of the data against the adapter's training window, and the served table's
-        recall signals on the data it served since it was built (:func:`table_recall`)."""
+        recall signals on the data it served since it was built (:func:`table_recall`).
+
+        Every signal is measured whatever the policy ``needs`` (one policy; ``hybridrec status``
+        shows them); a needed ``recall`` that cannot be measured because the served table
+        cannot be read, or its manifest lacks ``data_until``, issues a
+        :class:`~hybridrec.engine.state.SignalWarning`.
+        No adapter or table yet, or too few days seen, leaves a signal ``None`` silently."""
         stats = drift_stats(transitions, served.adapter_window, data_until, self.now)
         table = self.versions.manifest("table", served.table) if served.table else None
         if not table or not table.get("data_until"):
+            if table and "recall" in needs:
+                warn_signal(f"workspace {self.ws.root}: the served table {served.table} records "
+                            "no data_until, so the recall signals the policy needs are unmeasured")
             return stats
         try:
             recall = table_recall(
@@ -175,7 +188,10 @@ class _Update:
                 table_adapter=table.get("adapter"), adapter=served.adapter,
                 adapter_trained_until=served.adapter_window.end if served.adapter_window else None,
             )
-        except HybridrecError:  # a served table that cannot be read: no signal (status says why)
+        except HybridrecError as exc:  # a served table that cannot be read: no signal
+            if "recall" in needs:
+                warn_signal(f"workspace {self.ws.root}: the recall signals the policy needs are "
+                            f"unmeasured: the served table {served.table} cannot be read ({exc})")
             return stats
         return stats.model_copy(update=recall)
 

@@ -23,7 +23,9 @@ clock). Checked invariants:
 * **determinism** — the same state (and a copy rebuilt from its JSON, with a fresh policy from the
   factory) gives the same decision;
 * **no future** — every action's window ends at or before ``state.data_until`` (which is never
-  after the clock).
+  after the clock);
+* **needs** — the decision is the same when the signals the policy does not declare in
+  ``needs`` are unmeasured (an engine measures only the declared ones).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from hybridrec.interfaces import UpdatePolicy
 from hybridrec.types import (
+    SIGNALS,
     UTC,
     Action,
     Budget,
@@ -210,6 +213,15 @@ class PolicyMachine(RuleBasedStateMachine):
         copy = SystemState.model_validate_json(state.model_dump_json())
         fresh = type(self).policy_factory().decide(copy)
         assert fresh == actions, f"{name}: an equal state (rebuilt from JSON) decided differently"
+        needs = frozenset(getattr(self.policy, "needs", SIGNALS))
+        unmeasured = {f: 0 if f == "pairs" else None
+                      for signal, fields in SIGNALS.items() if signal not in needs for f in fields}
+        if unmeasured:
+            blank = state.model_copy(update={"drift": state.drift.model_copy(update=unmeasured)})
+            assert self.policy.decide(blank) == actions, (
+                f"{name}: decided differently when {', '.join(sorted(unmeasured))} were unmeasured; "
+                f"it reads a signal it does not declare (needs = {sorted(needs)})"
+            )
         if state.pending_fine_tune:
             assert not any(isinstance(a, FineTune) for a in actions), (
                 f"{name}: started a fine-tune while one is pending"

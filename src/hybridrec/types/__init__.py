@@ -63,6 +63,7 @@ from hybridrec.types.data import (
     QuarantineRecord,
 )
 from hybridrec.types.state import (
+    SIGNALS,
     DriftStats,
     SystemState,
 )
@@ -70,6 +71,7 @@ from hybridrec.types.state import (
 __all__ = [
     "ACTION_KINDS",
     "PROVENANCE_CODES",
+    "SIGNALS",
     "UTC",
     "Action",
     "ActionKind",

@@ -21,6 +21,13 @@ from hybridrec.types.costs import (
     CostRecord,
 )
 
+#: The signals an engine measures for a policy's state, by name, with the :class:`DriftStats`
+#: fields each fills. A policy declares the ones it reads in ``UpdatePolicy.needs``.
+SIGNALS: dict[str, tuple[str, ...]] = {
+    "drift": ("top5_jaccard", "pairs"),
+    "recall": ("recall_recent", "recall_at_training", "recall_at_table"),
+}
+
 
 class DriftStats(Model):
     """Drift between the adapter's training data and recent data (None when not measured).
@@ -29,7 +36,9 @@ class DriftStats(Model):
     cluster was in the served top 5), always on days *after* the table that served them was
     built (out of sample): ``recall_recent`` over the last days seen, ``recall_at_training``
     over the first days served after the current adapter was trained, ``recall_at_table`` over
-    the first days the current table served. None until enough days were seen.
+    the first days the current table served. None until enough days were seen, or when the
+    engine did not measure the signal (``drift`` and ``recall`` in :data:`SIGNALS`: the engine
+    measures those the policy declares in ``UpdatePolicy.needs``).
     """
 
     top5_jaccard: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -95,6 +104,7 @@ class SystemState(Model):
 
 
 __all__ = [
+    "SIGNALS",
     "DriftStats",
     "SystemState",
 ]
