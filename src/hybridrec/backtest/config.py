@@ -5,7 +5,7 @@ A ``--config`` TOML file holds these fields at top level (or under ``[backtest]`
     dataset = "ml-1m"
     start = 2000-06-01
     end = 2001-01-01          # exclusive
-    arms = ["hybrid", "markov-all"]
+    arms = ["hybrid", "markov-all"]   # built-in arms by name, or [arms.<name>] tables (below)
     seeds = 3                 # training seeds of the LLM arms (counting arms run once)
     tie_break = "popularity"  # markov-all / markov-recent: ties by successor popularity or "id"
 
@@ -30,11 +30,27 @@ A ``--config`` TOML file holds these fields at top level (or under ``[backtest]`
     [llm.policies.hybrid]
     plugin = "hybrid"
     options = { fine_tune_every_days = 30, rag_every_days = 2 }
+
+Arms may instead be declared as tables, each a free name (the report's name for it)::
+
+    [arms.drift-gated]                    # an LLM arm: a policy plugin and its options
+    policy = { plugin = "adaptive", options = { rule = "drift" } }
+    cost_model = { plugin = "flops" }     # optional per-arm generator, fine_tuner,
+                                          # knowledge_store, cost_model (see ArmSpec)
+    [arms.hybrid]                         # a built-in arm: its preset, as in the list form
+    [arms.backoff-60d]                    # a counting preset with its own options
+    preset = "markov-backoff"
+    options = { half_life_days = 60.0 }
+
+The built-in arm names (:data:`ALL_ARMS`) are presets of the same mechanism: ``arms = ["hybrid"]``
+is ``[arms.hybrid]``, whose policy is ``llm.policies["hybrid"]`` (:data:`DEFAULT_POLICIES`).
 """
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -170,7 +186,7 @@ class LLMSettings(BaseModel):
         "copying the other rows (exact: a row is a function of adapter and prompt); 'full' "
         "re-ranks every context. Served lists are identical either way.",
     )
-    recall_days: int = Field(default=3, ge=1, description="Days each recall signal of the drift arms' state is measured over (recall_recent, recall_at_training, recall_at_table).")
+    recall_days: int = Field(default=3, ge=1, description="Days each recall signal is measured over (recall_recent, recall_at_training, recall_at_table), for the arms whose policy needs 'recall'.")
     candidate_estimator: Literal["validation", "configured"] = Field(
         default="validation",
         description="validation: when the knowledge store ranks by the backoff estimator "
@@ -179,7 +195,7 @@ class LLMSettings(BaseModel):
         "start, among the all-history backoff configurations (the ones a knowledge snapshot "
         "computes); configured: the options as written.",
     )
-    drift_arms: list[str] = Field(default_factory=lambda: ["adaptive"], description="Arms whose state carries measured drift (others see it unmeasured; only drift-driven policies read it).")
+    drift_arms: list[str] = Field(default_factory=list, description="Arms whose state carries every signal (drift and recall) whatever their policy's `needs`; every other arm gets the signals its policy declares (UpdatePolicy.needs).")
     measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")
 
     @field_validator("policies")
@@ -234,6 +250,148 @@ class MarkovBestOptions(BaseModel):
     metric: Literal["hr@5", "hr@1", "ndcg@5"] = "hr@5"
 
 
+class MarkovOptions(BaseModel):
+    """``markov-all`` / ``markov-recent`` options of a counting arm (defaults: the study's
+    ``tie_break`` and, for ``markov-recent``, ``markov_recent_days``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_days: int | None = Field(default=None, ge=1, description="Trailing count window in days (None: all history).")
+    tie_break: Literal["popularity", "id"] = "popularity"
+
+
+class PopularityOptions(BaseModel):
+    """``popularity`` has no options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+#: The options model of each counting preset (``[arms.<name>] options``).
+COUNTING_OPTIONS: dict[str, type[BaseModel]] = {
+    "markov-all": MarkovOptions, "markov-recent": MarkovOptions, "markov-backoff": BackoffOptions,
+    "markov-best": MarkovBestOptions, "popularity": PopularityOptions,
+}
+#: The per-arm overrides of the shared LLM stack an ``[arms.<name>]`` table may set.
+STACK_ROLES: tuple[str, ...] = ("generator", "fine_tuner", "knowledge_store", "cost_model")
+
+
+def _suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class ArmSpec(BaseModel):
+    """One arm of a study, ``[arms.<name>]``; its name is the table's (free, shown in reports).
+
+    * **LLM arm**: ``policy`` (an ``update_policy`` plugin and its options), or a ``preset`` among
+      :data:`LLM_ARMS` (its policy is ``llm.policies[preset]``). ``generator``, ``fine_tuner``,
+      ``knowledge_store`` and ``cost_model`` override the shared ``[llm]`` stack for this arm
+      only. A per-arm ``cost_model`` prices and records the arm's actions while the work stays
+      shared with the other arms. A per-arm generator, fine-tuner or store gives the arm a stack
+      of its own (with its own work cache and shared initial adapter, trained like the shared
+      one from ``llm.initial_fine_tune_options``, as setup charged to no arm); arms with the
+      same overrides share that stack. A role set to exactly the shared plugin and options is
+      no override.
+    * **Counting arm**: a ``preset`` among :data:`BASELINE_ARMS` and, optionally, ``options``
+      for it (:data:`COUNTING_OPTIONS`) over the study-wide ones (``tie_break``,
+      ``markov_recent_days``, ``[markov_backoff]``, ``[markov_best]``).
+
+    ``preset`` defaults to the arm's name when that is a built-in arm, so ``[arms.hybrid]`` (an
+    empty table) is the ``hybrid`` arm and ``arms = ["hybrid"]`` means the same.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = Field(default=None, description="A built-in arm this arm is (LLM: its policy; counting: its model).")
+    policy: PluginRef | None = Field(default=None, description="The update policy (LLM arms); replaces the preset's.")
+    generator: PluginRef | None = None
+    fine_tuner: PluginRef | None = None
+    knowledge_store: PluginRef | None = None
+    cost_model: PluginRef | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="Counting presets only: their options.")
+
+    def preset_of(self, name: str) -> str | None:
+        """The preset: ``preset``, else ``name`` if it is a built-in arm, else None."""
+        return self.preset if self.preset is not None else (name if name in ALL_ARMS else None)
+
+    def problems(self, name: str) -> list[str]:
+        """What is wrong with this table as arm ``name`` (empty when it is valid)."""
+        table = f"[arms.{name}]"
+        preset = self.preset_of(name)
+        if self.preset is not None and self.preset not in ALL_ARMS:
+            return [f"{table} preset {self.preset!r} is not a built-in arm{_suggest(self.preset, ALL_ARMS)}; "
+                    f"presets are {', '.join(ALL_ARMS)}"]
+        if self.policy is None and preset is None:
+            return [f"{table} needs a policy, e.g. policy = {{ plugin = \"hybrid\" }} (an update_policy "
+                    f"plugin: `hybridrec plugins`), or a preset{_suggest(name, ALL_ARMS)}: "
+                    f"{', '.join(ALL_ARMS)}"]
+        if preset in BASELINE_ARMS:
+            if self.policy is not None:
+                return [f"{table} preset {preset!r} is a counting arm: it takes no policy"]
+            stack = [r for r in STACK_ROLES if getattr(self, r) is not None]
+            if stack:
+                return [f"{table} preset {preset!r} is a counting arm: it takes no {', '.join(stack)}"]
+            try:
+                COUNTING_OPTIONS[preset].model_validate(self.options)
+            except ValidationError as exc:
+                return [f"{table} options of {preset!r}: " + "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())]
+            return []
+        if self.options:
+            return [f"{table} options apply to counting presets only; a policy's options go in "
+                    "policy = { plugin = ..., options = { ... } }"]
+        return []
+
+
+@dataclass(frozen=True)
+class ArmPlan:
+    """An arm of a study resolved against the study's settings: what :func:`build_arms` builds.
+
+    LLM arms have ``policy`` and the effective ``generator``, ``fine_tuner``,
+    ``knowledge_store`` and ``cost_model`` (the arm's overrides, else the shared ``[llm]``
+    ones); ``policy_table`` is the study table the policy came from (for error messages).
+    Counting arms have ``counting``, their validated options."""
+
+    name: str
+    preset: str | None
+    policy: PluginRef | None = None
+    policy_table: str = ""
+    generator: PluginRef | None = None
+    fine_tuner: PluginRef | None = None
+    knowledge_store: PluginRef | None = None
+    cost_model: PluginRef | None = None
+    counting: BaseModel | None = None
+    #: the stack roles this arm overrides (the rest are the shared stack's)
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def llm(self) -> bool:
+        return self.policy is not None
+
+    @property
+    def own_stack(self) -> bool:
+        """Whether the arm needs a stack of its own (a per-arm generator, fine-tuner or store)."""
+        return any(r in self.overrides for r in ("generator", "fine_tuner", "knowledge_store"))
+
+    def stack_key(self) -> str:
+        """Arms with equal keys share a stack."""
+        import json
+
+        refs = [getattr(self, r).model_dump(mode="json") if getattr(self, r) is not None else None
+                for r in ("generator", "fine_tuner", "knowledge_store")]
+        return json.dumps(refs, sort_keys=True, default=str)
+
+    def describe(self) -> dict[str, Any]:
+        """The report's ``arms[].config`` of an LLM arm: its preset, policy and stack plugins
+        with their options (``shared`` lists the roles taken from the shared ``[llm]`` stack)."""
+        out: dict[str, Any] = {"preset": self.preset}
+        for role in ("policy", *STACK_ROLES):
+            ref = getattr(self, role)
+            out[role] = None if ref is None else ref.model_dump(mode="json")
+        out["shared"] = [r for r in STACK_ROLES if r not in self.overrides]
+        return out
+
+
 class BacktestConfig(BaseModel):
     """A whole backtest (defaults: the default study of docs/protocol.md on ML-1M)."""
 
@@ -246,7 +404,11 @@ class BacktestConfig(BaseModel):
     n_clusters: int | None = None
     start: date = date(2000, 6, 1)
     end: date = Field(default=date(2001, 1, 1), description="Exclusive end of the test days.")
-    arms: list[str] = Field(default_factory=lambda: list(ALL_ARMS))
+    arms: dict[str, ArmSpec] = Field(
+        default_factory=lambda: {name: ArmSpec() for name in ALL_ARMS},
+        description="The arms, in report order: a list of built-in arm names, or [arms.<name>] "
+        "tables (ArmSpec); either form is stored as tables.",
+    )
     reference: str = Field(default="hybrid", description="The arm every other arm is paired with.")
     seed: int = 0
     seeds: int = Field(default=1, ge=1, description="Training seeds of the LLM arms: seed, seed+1, ... (counting arms run once).")
@@ -260,22 +422,37 @@ class BacktestConfig(BaseModel):
     workdir: Path | None = Field(default=None, description="Where adapters and snapshots go (a temporary folder if unset).")
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _arm_list(cls, value: Any) -> Any:
+        """A list of names is the table form with an empty table per built-in arm."""
+        if isinstance(value, (list, tuple)):
+            unknown = [a for a in value if a not in ALL_ARMS]
+            if unknown:
+                hints = "".join(_suggest(str(a), ALL_ARMS) for a in unknown)
+                raise ValueError(
+                    f"unknown arms {unknown}{hints}; arms are {', '.join(ALL_ARMS)}, or declare "
+                    "your own as [arms.<name>] tables with a policy")
+            if len(set(value)) != len(value):
+                raise ValueError(f"arms repeat: {list(value)}")
+            return {name: {} for name in value}
+        return value
+
     @field_validator("arms")
     @classmethod
-    def _arms(cls, value: list[str]) -> list[str]:
-        unknown = [a for a in value if a not in ALL_ARMS]
-        if unknown:
-            raise ValueError(f"unknown arms {unknown}; arms are {', '.join(ALL_ARMS)}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"arms repeat: {value}")
+    def _arms(cls, value: dict[str, ArmSpec]) -> dict[str, ArmSpec]:
         if not value:
             raise ValueError("at least one arm is needed")
+        problems = [p for name, spec in value.items() for p in spec.problems(name)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @model_validator(mode="after")
     def _window(self) -> BacktestConfig:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
+        self.arm_plans()  # counting options merged over the study's must still validate
         return self
 
     @property
@@ -286,8 +463,45 @@ class BacktestConfig(BaseModel):
     def end_dt(self) -> datetime:
         return datetime(self.end.year, self.end.month, self.end.day, tzinfo=UTC)
 
+    def arm_plan(self, name: str) -> ArmPlan:
+        """Arm ``name`` resolved against the study's settings (see :class:`ArmPlan`)."""
+        spec = self.arms[name]
+        preset = spec.preset_of(name)
+        if spec.policy is None and preset in BASELINE_ARMS:
+            bases: dict[str, dict[str, Any]] = {
+                "markov-all": {"tie_break": self.tie_break},
+                "markov-recent": {"tie_break": self.tie_break, "window_days": self.markov_recent_days},
+                "markov-backoff": self.markov_backoff.model_dump(),
+                "markov-best": self.markov_best.model_dump(),
+                "popularity": {},
+            }
+            base = bases[preset]
+            options = COUNTING_OPTIONS[preset].model_validate({**base, **spec.options})
+            return ArmPlan(name=name, preset=preset, counting=options)
+        llm = self.llm
+        if spec.policy is not None:
+            policy, table = spec.policy, f"arms.{name}.policy.options"
+        else:
+            assert preset is not None  # ArmSpec.problems
+            policy, table = llm.policies[preset], f"llm.policies.{preset}.options"
+        # a role set to the shared stack's very plugin and options is no override
+        overrides = tuple(r for r in STACK_ROLES
+                          if getattr(spec, r) is not None and getattr(spec, r) != getattr(llm, r))
+        refs = {r: getattr(spec, r) or getattr(llm, r) for r in STACK_ROLES}
+        return ArmPlan(name=name, preset=preset, policy=policy, policy_table=table,
+                       overrides=overrides, **refs)
+
+    def arm_plans(self) -> list[ArmPlan]:
+        """Every arm resolved, in order."""
+        return [self.arm_plan(name) for name in self.arms]
+
     def llm_arms(self) -> list[str]:
-        return [a for a in self.arms if a in LLM_ARMS]
+        """The names of the arms driven by a policy, in order."""
+        return [name for name in self.arms if self.arm_plan(name).llm]
+
+    def with_arms(self, names: list[str]) -> BacktestConfig:
+        """This study with only the arms ``names`` (their tables kept), in that order."""
+        return self.model_copy(update={"arms": {name: self.arms[name] for name in names}})
 
     def seed_list(self) -> list[int]:
         """The training seeds: ``seed, seed + 1, ..., seed + seeds - 1``."""
@@ -295,7 +509,7 @@ class BacktestConfig(BaseModel):
 
     def reference_arm(self) -> str:
         """``reference`` if it is run, else the first arm."""
-        return self.reference if self.reference in self.arms else self.arms[0]
+        return self.reference if self.reference in self.arms else next(iter(self.arms))
 
 
 def quick_config(base: BacktestConfig | None = None) -> BacktestConfig:
@@ -344,19 +558,29 @@ def check_plugins(config: BacktestConfig, where: str) -> None:
     refs: list[tuple[str, PluginRef, str]] = [
         ("dataset", PluginRef(plugin=config.dataset, options=config.dataset_options), "dataset_options"),
     ]
-    if config.llm_arms():
+    plans = [p for p in config.arm_plans() if p.llm]
+    if plans:
         llm = config.llm
-        refs += [
-            ("generator", llm.generator, "llm.generator.options"),
-            ("fine_tuner", llm.fine_tuner, "llm.fine_tuner.options"),
-            ("fine_tuner", PluginRef(plugin=llm.fine_tuner.plugin,
-                                     options={**llm.fine_tuner.options, **llm.initial_fine_tune_options}),
-             "llm.initial_fine_tune_options"),
-            ("knowledge_store", llm.knowledge_store, "llm.knowledge_store.options"),
-            ("cost_model", llm.cost_model, "llm.cost_model.options"),
-        ]
-        refs += [("update_policy", llm.policies[arm], f"llm.policies.{arm}.options")
-                 for arm in config.llm_arms()]
+        if any(len(p.overrides) < len(STACK_ROLES) for p in plans):  # the shared stack is used
+            refs += [
+                ("generator", llm.generator, "llm.generator.options"),
+                ("fine_tuner", llm.fine_tuner, "llm.fine_tuner.options"),
+                ("fine_tuner", PluginRef(plugin=llm.fine_tuner.plugin,
+                                         options={**llm.fine_tuner.options, **llm.initial_fine_tune_options}),
+                 "llm.initial_fine_tune_options"),
+                ("knowledge_store", llm.knowledge_store, "llm.knowledge_store.options"),
+                ("cost_model", llm.cost_model, "llm.cost_model.options"),
+            ]
+        for plan in plans:
+            assert plan.policy is not None
+            refs.append(("update_policy", plan.policy, plan.policy_table))
+            for role in plan.overrides:
+                ref = getattr(plan, role)
+                refs.append((role, ref, f"arms.{plan.name}.{role}.options"))
+                if role == "fine_tuner":
+                    refs.append(("fine_tuner", PluginRef(
+                        plugin=ref.plugin, options={**ref.options, **llm.initial_fine_tune_options}),
+                        f"arms.{plan.name}.fine_tuner.options with llm.initial_fine_tune_options"))
     problems = []
     for role, ref, table in refs:
         try:
@@ -383,6 +607,16 @@ def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         data = dict(data.get("backtest", data))
         _resolve_dataset_paths(data, Path(path).resolve().parent)
+    chosen = overrides.get("arms")
+    if isinstance(chosen, list) and isinstance(data.get("arms"), dict):
+        # --arms picks among the study's [arms.<name>] tables (and the built-in arms)
+        declared = data["arms"]
+        overrides = {**overrides, "arms": {n: declared.get(n, {}) for n in chosen}}
+        unknown = [n for n in chosen if n not in declared and n not in ALL_ARMS]
+        if unknown:
+            raise ConfigError(
+                f"{path}: --arms names {unknown}, which the study does not declare; its arms are "
+                f"{', '.join(declared)} (built-in arms: {', '.join(ALL_ARMS)})")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         config = BacktestConfig.model_validate(data)
@@ -400,6 +634,7 @@ __all__ = [
     "ALL_ARMS",
     "ALL_HISTORY_DAYS",
     "BASELINE_ARMS",
+    "COUNTING_OPTIONS",
     "DEFAULT_POLICIES",
     "DEMO_EVIDENCE_ITEMS",
     "DEMO_FINE_TUNE",
@@ -408,10 +643,15 @@ __all__ = [
     "DEMO_STORE",
     "LLM_ARMS",
     "QUICK_INITIAL_FINE_TUNE",
+    "STACK_ROLES",
+    "ArmPlan",
+    "ArmSpec",
     "BackoffOptions",
     "BacktestConfig",
     "LLMSettings",
     "MarkovBestOptions",
+    "MarkovOptions",
+    "PopularityOptions",
     "check_plugins",
     "load_backtest_config",
     "quick_config",

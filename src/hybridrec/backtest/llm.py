@@ -41,7 +41,7 @@ import dataclasses
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,7 +54,7 @@ from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, guardrail_reasons
-from hybridrec.engine.state import backoff_width, drift_stats, system_state
+from hybridrec.engine.state import backoff_width, drift_stats, needed_signals, system_state
 from hybridrec.engine.tables import PromptRows, changed_count
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
@@ -68,6 +68,7 @@ from hybridrec.interfaces import (
 )
 from hybridrec.serving.base import LEVEL_PAIR, Backoff, fill_rows
 from hybridrec.types import (
+    SIGNALS,
     Action,
     ActionKind,
     Budget,
@@ -202,9 +203,11 @@ class WorkCache:
 
     # -- adapters ---------------------------------------------------------------------------
 
-    def fine_tune_estimate(self, n_transitions: int) -> CostEstimate:
-        return pricing.estimate(self.stack.cost_model, "fine_tune", generator=self.stack.generator,
-                                fine_tuner=self.stack.fine_tuner, n_window=n_transitions)
+    def fine_tune_estimate(self, n_transitions: int, cost_model: CostModel | None = None) -> CostEstimate:
+        """The price of a fine-tune on ``n_transitions`` (by ``cost_model``, default the stack's)."""
+        return pricing.estimate(cost_model or self.stack.cost_model, "fine_tune",
+                                generator=self.stack.generator, fine_tuner=self.stack.fine_tuner,
+                                n_window=n_transitions)
 
     def fine_tune_key(self, parent: str | None, window: TimeWindow, *, warm_start: bool) -> str:
         """The cache key of a fine-tune from ``parent`` (if warm-starting) on ``window``."""
@@ -281,10 +284,11 @@ class WorkCache:
 
     # -- knowledge --------------------------------------------------------------------------
 
-    def refresh_estimate(self, n_transitions: int) -> CostEstimate:
-        return pricing.estimate(self.stack.cost_model, "refresh_knowledge", generator=self.stack.generator,
-                                store=self.stack.store, n_window=n_transitions,
-                                n_contexts=self.n * (self.n - 1))
+    def refresh_estimate(self, n_transitions: int, cost_model: CostModel | None = None) -> CostEstimate:
+        """The price of a knowledge refresh (by ``cost_model``, default the stack's)."""
+        return pricing.estimate(cost_model or self.stack.cost_model, "refresh_knowledge",
+                                generator=self.stack.generator, store=self.stack.store,
+                                n_window=n_transitions, n_contexts=self.n * (self.n - 1))
 
     def snapshot_key(self, window: TimeWindow) -> str:
         return _key("kn", window.start_ts, window.end_ts)
@@ -305,9 +309,12 @@ class WorkCache:
 
     # -- tables -----------------------------------------------------------------------------
 
-    def regenerate_estimate(self, n_contexts: int, *, with_evidence: bool) -> CostEstimate:
-        return pricing.estimate(self.stack.cost_model, "regenerate_table", generator=self.stack.generator,
-                                n_contexts=n_contexts, with_evidence=with_evidence)
+    def regenerate_estimate(self, n_contexts: int, *, with_evidence: bool,
+                            cost_model: CostModel | None = None) -> CostEstimate:
+        """The price of ranking ``n_contexts`` (by ``cost_model``, default the stack's)."""
+        return pricing.estimate(cost_model or self.stack.cost_model, "regenerate_table",
+                                generator=self.stack.generator, n_contexts=n_contexts,
+                                with_evidence=with_evidence)
 
     def seconds_per_context(self) -> float:
         """Measured seconds per ranked context so far (0 before any ranking)."""
@@ -558,7 +565,14 @@ class ArmVersions:
 
 
 class PolicyArm(Arm):
-    """An LLM arm: a policy deciding actions on a shared :class:`WorkCache`."""
+    """An LLM arm: a policy deciding actions on a shared :class:`WorkCache`.
+
+    ``signals`` are the state signals measured for the policy (keys of
+    :data:`~hybridrec.types.SIGNALS`; default: what ``policy.needs``, see
+    :func:`~hybridrec.engine.state.needed_signals`); the others stay ``None`` in its state.
+    ``cost_model`` prices and records this arm's actions (default: the stack's); the work is
+    still shared through ``cache``. ``config`` is what the report shows as the arm's
+    configuration (its plugins and options)."""
 
     llm = True
 
@@ -569,11 +583,18 @@ class PolicyArm(Arm):
         cache: WorkCache,
         *,
         measure_rag_agreement: bool = True,
-        measure_drift: bool = True,
+        signals: Iterable[str] | None = None,
+        cost_model: CostModel | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(name)
         self.policy = policy
-        self.measure_drift = measure_drift
+        self.signals = (needed_signals(policy, f"arm {name!r}") if signals is None
+                        else frozenset(signals) & frozenset(SIGNALS))
+        self.cost_model = cost_model or cache.stack.cost_model
+        self.config = config
+        #: the actions decided at the last :meth:`begin` / :meth:`end_of_day`, with reasons
+        self.decisions: list[dict[str, Any]] = []
         self.cache = cache
         self.measure_rag_agreement = measure_rag_agreement
         self.adapter = INITIAL
@@ -607,15 +628,16 @@ class PolicyArm(Arm):
         budget = self.cache.stack.budget
         stack = self.cache.stack
         estimates = pricing.state_estimates(
-            stack.cost_model, generator=stack.generator, fine_tuner=stack.fine_tuner,
+            self.cost_model, generator=stack.generator, fine_tuner=stack.fine_tuner,
             store=stack.store,
             n_recent=len(history.window(TimeWindow.ending_at(now, pricing.PRICE_DAYS))),
             n_contexts=self.cache.n * (self.cache.n - 1), with_evidence=self.knowledge is not None,
         )
-        drift = DriftStats()
-        if self.measure_drift:
-            drift = self.cache.drift(history, adapter.window, now).model_copy(
-                update=self.recall_signals(now, self.cache.stack.recall_days))
+        drift = DriftStats(measured_at=now) if self.signals else DriftStats()
+        if "drift" in self.signals:
+            drift = self.cache.drift(history, adapter.window, now)
+        if "recall" in self.signals:
+            drift = drift.model_copy(update=self.recall_signals(now, self.cache.stack.recall_days))
         return system_state(
             self.versions.describe(),
             now=now,
@@ -663,8 +685,8 @@ class PolicyArm(Arm):
             parent = self.adapter
             key = self.cache.fine_tune_key(parent, action.window, warm_start=action.warm_start)
             cached = self.cache.adapters.get(key)
-            estimate = cached.estimate if cached is not None else self.cache.fine_tune_estimate(
-                len(history.window(action.window)))
+            estimate = cached.estimate if cached is not None and self._shared_prices() else \
+                self.cache.fine_tune_estimate(len(history.window(action.window)), self.cost_model)
 
             def train() -> Candidate:
                 entry = self.cache.fine_tune(history, parent, action.window, warm_start=action.warm_start)
@@ -681,8 +703,8 @@ class PolicyArm(Arm):
             self._check_window(action.window, now)
             key = self.cache.snapshot_key(action.window)
             cached_snap = self.cache.snapshots.get(key)
-            estimate = cached_snap.estimate if cached_snap is not None else self.cache.refresh_estimate(
-                len(history.window(action.window)))
+            estimate = cached_snap.estimate if cached_snap is not None and self._shared_prices() else \
+                self.cache.refresh_estimate(len(history.window(action.window)), self.cost_model)
 
             def build() -> Candidate:
                 snap = self.cache.snapshot(history, action.window)
@@ -704,8 +726,12 @@ class PolicyArm(Arm):
         """The engine's :func:`~hybridrec.engine.actions.execute` with this arm's cost model,
         guardrails and budget."""
         stack = self.cache.stack
-        return execute(self.versions, stack.cost_model, kind, estimate=estimate, run=run, now=now,
+        return execute(self.versions, self.cost_model, kind, estimate=estimate, run=run, now=now,
                        reason=reason, guardrails=stack.guardrails, budget=stack.budget)
+
+    def _shared_prices(self) -> bool:
+        """Whether this arm prices with its stack's cost model (so cached estimates apply)."""
+        return self.cost_model is self.cache.stack.cost_model
 
     def _check_window(self, window: TimeWindow, now: datetime) -> None:
         check_window(window, now, "an action", who=f"policy {self.policy.name!r} of arm {self.name!r}")
@@ -723,7 +749,8 @@ class PolicyArm(Arm):
             n_contexts = int(ctx.shape[0])
         else:
             n_contexts = self.cache.n * (self.cache.n - 1)
-        full = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
+        full = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
+                                              cost_model=self.cost_model)
         n_full = n_contexts
         self.full_regeneration_flops += full.flops
         self.full_regenerated_contexts += n_contexts
@@ -733,7 +760,8 @@ class PolicyArm(Arm):
                 previous.adapter, previous.snapshot, previous.observed,
                 self.adapter, snapshot, observed,
             )
-        estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None)
+        estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
+                                                  cost_model=self.cost_model)
         rate = self.cache.seconds_per_context()
         seconds = rate * n_contexts if rate > 0 else estimate.seconds
         self.versions.pending_table = TableVersion(
@@ -768,9 +796,10 @@ class PolicyArm(Arm):
         )
         self.adapter_trained_at = start
         self.initial_actions = self._act(history, start)
+        self.initial_decisions = list(self.decisions)
 
     def end_of_day(self, history: TransitionSet, day: Day) -> list[str]:
-        if self.measure_drift and self._served_ids is not None and self.table is not None:
+        if "recall" in self.signals and self._served_ids is not None and self.table is not None:
             # The day's outcome of the lists this arm served (data it has now seen).
             truth = history.c3[day.lo : day.hi]
             ids = self._served_ids
@@ -781,14 +810,25 @@ class PolicyArm(Arm):
         return self._act(history, day.end)
 
     def _act(self, history: TransitionSet, now: datetime) -> list[str]:
+        """Ask the policy, run its decision; the labels of what ran (and :attr:`decisions`)."""
         labels: list[str] = []
+        self.decisions = []
         for action in self.policy.decide(self.state(history, now)):
             if labels and labels[-1].startswith(OVER_BUDGET):
                 # the rest of the decision was planned on the skipped action (engine docs)
                 labels.append(OVER_BUDGET + action.kind)
-                continue
-            labels.append(self.execute(action, history, now))
+            else:
+                labels.append(self.execute(action, history, now))
+            self.decisions.append({"action": action.kind, "reason": action.reason,
+                                   "outcome": labels[-1]})
         return labels
+
+    def last_decisions(self) -> list[dict[str, Any]]:
+        return list(self.decisions)
+
+    def describe(self) -> dict[str, Any] | None:
+        return {**(self.config or {"policy": {"plugin": self.policy.name}}),
+                "signals": sorted(self.signals)}
 
     def live_states(self) -> set[tuple[str, str | None]]:
         if self.table is None:
@@ -816,7 +856,7 @@ class PolicyArm(Arm):
             self._rag_same += int((plain[:, 0] == ids[:, 0]).sum())
             self._no_rag_top1_same_list += int((plain[:, :k] == ids[:, :k]).all(axis=1).sum())
             self._rag_n += int(contexts.shape[0])
-        if self.measure_drift:
+        if "recall" in self.signals:
             self._served_ids = rankings.ids
         return Served(ids=rankings.ids, covered=levels == LEVEL_PAIR)
 

@@ -162,6 +162,10 @@ class Arm(ABC):
         self.cost = CostTotals()
         #: actions taken in :meth:`begin`, before the first test day (reported separately).
         self.initial_actions: list[str] = []
+        #: the built-in arm this one was built from (``[arms.<name>] preset``), if any.
+        self.preset: str | None = None
+        #: the decisions behind :attr:`initial_actions` (see :meth:`last_decisions`).
+        self.initial_decisions: list[dict[str, Any]] = []
 
     def begin(self, history: TransitionSet, start: datetime) -> None:  # noqa: B027 - optional hook
         """Prepare from the warm-up data (everything strictly before ``start``)."""
@@ -185,6 +189,12 @@ class Arm(ABC):
     def describe(self) -> dict[str, Any] | None:
         """The arm's configuration for the report (``arm["config"]``), or None."""
         return None
+
+    def last_decisions(self) -> list[dict[str, Any]]:
+        """The actions decided at the last :meth:`end_of_day`, each ``{"action": kind,
+        "reason": why, "outcome": the label returned for it}`` (the report's
+        ``per_day[].decisions``); ``[]`` for an arm without a policy."""
+        return []
 
 
 __all__ = [

@@ -95,6 +95,7 @@ def build_report(
                 "coverage": _r(d["coverage"]),
                 "cum_flops": float(d["cum_flops"]),
                 "actions": list(d["actions"]),
+                **({"decisions": list(d.get("decisions") or [])} if run.arm.llm else {}),
             }
             for d in run.per_day
         ]
@@ -105,13 +106,14 @@ def build_report(
             "ci95": ci,
             "cost": {**run.arm.cost.as_dict(), "flops_by_action": dict(run.arm.cost.by_action)},
             "initial_actions": list(run.arm.initial_actions),
+            **({"initial_decisions": list(run.arm.initial_decisions)} if run.arm.llm else {}),
             "runtime_seconds": {"serving": _r(run.seconds_serving, 3),
                                 "updating": _r(run.seconds_updating, 3)},
             "per_day": per_day,
         }
         described = run.arm.describe()
         if described is not None:
-            entry["config"] = described
+            entry["config"] = {"preset": run.arm.preset, **described}
         runs = _runs_by_seed(run.arm.name, result, seed, extra_seeds)
         if pair_support is not None:
             entry["slices"] = support_slices(run.all_ranks(), pair_support)
@@ -520,6 +522,57 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _options(options: dict[str, Any] | None) -> str:
+    """Options as compact inline JSON for a Markdown cell (``–`` when there are none)."""
+    if not options:
+        return "–"
+    return "`" + json.dumps(options, sort_keys=True, default=str).replace("|", "\\|") + "`"
+
+
+def _ref(ref: dict[str, Any] | None) -> str:
+    return "–" if not ref else f"`{ref['plugin']}` {_options(ref.get('options'))}".rstrip(" –")
+
+
+def arms_section(report: dict[str, Any]) -> list[str]:
+    """``report.md``'s table of each arm's plugins and options (from ``arms[].config``): the
+    policy and its options, the stack roles the arm overrides, the signals its state carries;
+    counting arms: their configuration. Then the shared LLM stack (``setup.llm``)."""
+    rows = []
+    for arm in report["arms"]:
+        config = arm.get("config") or {}
+        preset = config.get("preset") or "–"
+        if arm["llm"]:
+            shared = set(config.get("shared") or [])
+            own = [f"{role} {_ref(config.get(role))}" for role in
+                   ("generator", "fine_tuner", "knowledge_store", "cost_model")
+                   if role not in shared and config.get(role)]
+            policy = config.get("policy") or {}
+            rows.append(
+                f"| {arm['name']} | {preset} | `{policy.get('plugin', '?')}` | "
+                f"{_options(policy.get('options'))} | {'; '.join(own) or 'shared'} | "
+                f"{', '.join(config.get('signals') or []) or '–'} |")
+        else:
+            label = config.get("label") or "–"
+            rows.append(f"| {arm['name']} | {preset} | (counting) | {label} | – | – |")
+    out = ["", "## Arms", "",
+           "Each arm's update policy and its options, the stack plugins it sets for itself "
+           "(`shared`: the study's `[llm]` stack below) and the signals measured for its "
+           "policy; counting arms, their configuration. `report.json` has every day's decided "
+           "actions with the policy's reasons (`arms[].per_day[].decisions`).", "",
+           "| arm | preset | policy | options | own stack | signals |",
+           "|---|---|---|---|---|---|", *rows]
+    llm = (report.get("setup") or {}).get("llm") or {}
+    if llm:
+        out += ["", "Shared LLM stack: " + "; ".join(
+            f"{role} {_ref(llm.get(role))}" for role in
+            ("generator", "fine_tuner", "knowledge_store", "cost_model") if llm.get(role)) + "."]
+    for stack in (report.get("setup") or {}).get("stacks") or []:
+        out += ["", f"Own stack of {', '.join(stack['arms'])}: " + "; ".join(
+            f"{role} {_ref(stack.get(role))}" for role in
+            ("generator", "fine_tuner", "knowledge_store")) + " (its own initial adapter)."]
+    return out
+
+
 def _seed_section(report: dict[str, Any]) -> list[str]:
     multi = [a for a in report["arms"] if len((a.get("seeds") or {}).get("per_seed", [])) > 1]
     if not multi:
@@ -735,6 +788,7 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
            "exact-match are means over seeds (min–max below), the HR@5 CI, cost and seconds are "
            "the first seed's; Δ is the mean over seeds with the CI spanning every seed's."
            if len(seeds) > 1 else ""),
+        *arms_section(report),
         "",
         "## Verdict",
         "",

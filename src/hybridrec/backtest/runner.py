@@ -187,6 +187,7 @@ def _replay_day(
         actions = run.arm.end_of_day(seen, day)
         run.seconds_updating += time.perf_counter() - t0
         run.per_day[-1]["actions"] = actions
+        run.per_day[-1]["decisions"] = run.arm.last_decisions()
         run.per_day[-1]["cum_flops"] = float(run.arm.cost.flops)
 
 

@@ -24,7 +24,7 @@ from hybridrec.backtest.baselines import (
     PopularityArm,
     select_counting_config,
 )
-from hybridrec.backtest.config import LLM_ARMS, BacktestConfig
+from hybridrec.backtest.config import LLM_ARMS, ArmPlan, ArmSpec, BacktestConfig, MarkovOptions
 from hybridrec.backtest.llm import INITIAL, LLMStack, PolicyArm, WorkCache, initial_adapter
 from hybridrec.backtest.metrics import pair_support_before_day
 from hybridrec.backtest.protocol import Arm, Day
@@ -69,14 +69,21 @@ class StudyInterrupted(HybridrecError):
         )
 
 
-def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) -> LLMStack:
-    """Instantiate the generator, fine-tuner, store and cost model named by ``config.llm``."""
+def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path,
+                plan: ArmPlan | None = None) -> LLMStack:
+    """Instantiate the generator, fine-tuner, store and cost model named by ``config.llm`` (or,
+    with ``plan``, those of that arm: its overrides, else the shared ones)."""
     llm = config.llm
+
+    def ref(role: str) -> PluginRef:
+        own = getattr(plan, role) if plan is not None else None
+        return own if own is not None else getattr(llm, role)  # type: ignore[no-any-return]
+
     return LLMStack(
-        generator=build("generator", llm.generator, catalog, source=SOURCE),
-        fine_tuner=build("fine_tuner", llm.fine_tuner, source=SOURCE),
-        store=build("knowledge_store", llm.knowledge_store, catalog, source=SOURCE),
-        cost_model=build("cost_model", llm.cost_model, source=SOURCE),
+        generator=build("generator", ref("generator"), catalog, source=SOURCE),
+        fine_tuner=build("fine_tuner", ref("fine_tuner"), source=SOURCE),
+        store=build("knowledge_store", ref("knowledge_store"), catalog, source=SOURCE),
+        cost_model=build("cost_model", ref("cost_model"), source=SOURCE),
         guardrails=llm.guardrails,
         workdir=workdir,
         table_k=llm.table_k,
@@ -91,33 +98,50 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path) 
 
 
 def build_arms(
-    config: BacktestConfig, transitions: TransitionSet, cache: WorkCache | None
+    config: BacktestConfig,
+    transitions: TransitionSet,
+    cache: WorkCache | None,
+    stacks: dict[str, WorkCache] | None = None,
 ) -> list[Arm]:
-    """One :class:`Arm` per name in ``config.arms``, in that order."""
+    """One :class:`Arm` per arm of ``config.arms``, in that order (see
+    :meth:`BacktestConfig.arm_plan`). LLM arms work through ``cache``, or, for an arm with a
+    stack of its own, through ``stacks[plan.stack_key()]``. Each LLM arm's state carries the
+    signals its policy needs (every signal for the arms in ``llm.drift_arms``); a per-arm
+    ``cost_model`` prices and records that arm's actions."""
+    from hybridrec.engine.state import needed_signals
+    from hybridrec.types import SIGNALS
+
     arms: list[Arm] = []
-    for name in config.arms:
-        if name == "markov-all":
-            arms.append(MarkovArm(name, transitions, tie_break=config.tie_break))
-        elif name == "markov-recent":
-            arms.append(MarkovArm(name, transitions, window_days=config.markov_recent_days,
-                                  tie_break=config.tie_break))
-        elif name == "markov-backoff":
-            arms.append(CountingArm(name, transitions, config.markov_backoff.counting_config()))
-        elif name == "markov-best":
+    for plan in config.arm_plans():
+        name, options = plan.name, plan.counting
+        if plan.preset in ("markov-all", "markov-recent") and isinstance(options, MarkovOptions):
+            arms.append(MarkovArm(name, transitions, window_days=options.window_days,
+                                  tie_break=options.tie_break))
+        elif plan.preset == "markov-backoff" and options is not None:
+            arms.append(CountingArm(name, transitions, options.counting_config()))  # type: ignore[attr-defined]
+        elif plan.preset == "markov-best" and options is not None:
             arms.append(MarkovBestArm(name, transitions,
-                                      validation_days=config.markov_best.validation_days,
-                                      metric=config.markov_best.metric))
-        elif name == "popularity":
+                                      validation_days=options.validation_days,  # type: ignore[attr-defined]
+                                      metric=options.metric))  # type: ignore[attr-defined]
+        elif plan.preset == "popularity" and options is not None:
             arms.append(PopularityArm(name, transitions))
         else:
-            if cache is None:
-                raise ValueError("LLM arms need a work cache")
-            policy = build("update_policy", config.llm.policies[name], source=SOURCE)
+            assert plan.policy is not None
+            arm_cache = (stacks or {}).get(plan.stack_key()) if plan.own_stack else cache
+            if arm_cache is None:
+                raise ValueError(f"LLM arm {name!r} needs a work cache")
+            policy = build("update_policy", plan.policy, source=SOURCE)
+            cost_model = (build("cost_model", plan.cost_model, source=SOURCE)
+                          if "cost_model" in plan.overrides and plan.cost_model is not None else None)
+            also = SIGNALS if name in config.llm.drift_arms else ()
             arms.append(PolicyArm(
-                name, policy, cache,
+                name, policy, arm_cache,
                 measure_rag_agreement=config.llm.measure_rag_agreement,
-                measure_drift=name in config.llm.drift_arms,
+                signals=needed_signals(policy, f"arm {name!r}", also),
+                cost_model=cost_model,
+                config=plan.describe(),
             ))
+        arms[-1].preset = plan.preset
     return arms
 
 
@@ -165,7 +189,8 @@ def _seeded(ref: PluginRef, role: str, seed: int, offset: int) -> PluginRef:
 
 def with_training_seed(config: BacktestConfig, seed: int, offset: int = 0) -> BacktestConfig:
     """``config`` for one training seed: ``seed`` (torch, numpy via :func:`seed_everything`) and
-    the generator's and fine-tuner's ``seed`` options where they have one."""
+    the generator's and fine-tuner's ``seed`` options where they have one (the shared ones and
+    every arm's own)."""
     llm = config.llm
     if not config.llm_arms():
         return config.model_copy(update={"seed": seed})
@@ -173,7 +198,15 @@ def with_training_seed(config: BacktestConfig, seed: int, offset: int = 0) -> Ba
         "generator": _seeded(llm.generator, "generator", seed, offset),
         "fine_tuner": _seeded(llm.fine_tuner, "fine_tuner", seed, offset),
     })
-    return config.model_copy(update={"seed": seed, "llm": llm})
+    arms = {name: _spec_update(spec, {
+        role: _seeded(ref, role, seed, offset)
+        for role in ("generator", "fine_tuner") if (ref := getattr(spec, role)) is not None
+    }) for name, spec in config.arms.items()}
+    return config.model_copy(update={"seed": seed, "llm": llm, "arms": arms})
+
+
+def _spec_update(spec: ArmSpec, update: dict[str, Any]) -> ArmSpec:
+    return spec.model_copy(update=update) if update else spec
 
 
 def with_validated_candidates(
@@ -190,8 +223,14 @@ def with_validated_candidates(
     rows of ``history`` before the start are read.
     """
     llm = config.llm
-    store = llm.knowledge_store.options
-    if llm.candidate_estimator != "validation" or store.get("granularity") != "backoff":
+
+    def backoff(ref: PluginRef | None) -> bool:
+        return ref is not None and ref.options.get("granularity") == "backoff"
+
+    shared = backoff(llm.knowledge_store)
+    plans = [p for p in config.arm_plans() if p.llm]
+    if llm.candidate_estimator != "validation" or not (
+            shared or any(p.own_stack and backoff(p.knowledge_store) for p in plans)):
         return config, None
     grid = [c for c in COUNTING_GRID if c.kind == "backoff" and c.half_life_days is None]
     selection = select_counting_config(
@@ -200,26 +239,49 @@ def with_validated_candidates(
     )
     chosen = selection.chosen
     alpha, weights = float(chosen.alpha), tuple(float(w) for w in chosen.weights)
-    store_ref = PluginRef(plugin=llm.knowledge_store.plugin,
-                          options={**store, "backoff_alpha": alpha, "backoff_weights": weights})
-    tuner_ref = llm.fine_tuner
     window = chosen.window_days
-    if tuner_ref.options.get("evidence_ranking") == "backoff":
-        evidence = {"evidence_backoff_alpha": alpha, "evidence_backoff_weights": weights}
+
+    def store_of(ref: PluginRef) -> PluginRef:
+        return PluginRef(plugin=ref.plugin, options={**ref.options, "backoff_alpha": alpha,
+                                                     "backoff_weights": weights})
+
+    def tuner_of(ref: PluginRef) -> PluginRef:
+        if ref.options.get("evidence_ranking") != "backoff":
+            return ref
+        evidence: dict[str, Any] = {"evidence_backoff_alpha": alpha, "evidence_backoff_weights": weights}
         if window is not None:
             evidence["evidence_days"] = float(window)
-        tuner_ref = PluginRef(plugin=tuner_ref.plugin, options={**tuner_ref.options, **evidence})
-    policies = dict(llm.policies)
-    if window is not None:
-        for arm, ref in policies.items():
-            if "knowledge_days" in _option_fields("update_policy", ref.plugin):
-                policies[arm] = PluginRef(plugin=ref.plugin,
-                                          options={**ref.options, "knowledge_days": float(window)})
-    llm = llm.model_copy(update={"knowledge_store": store_ref, "fine_tuner": tuner_ref,
-                                 "policies": policies})
+        return PluginRef(plugin=ref.plugin, options={**ref.options, **evidence})
+
+    def policy_of(ref: PluginRef) -> PluginRef:
+        if window is None or "knowledge_days" not in _option_fields("update_policy", ref.plugin):
+            return ref
+        return PluginRef(plugin=ref.plugin, options={**ref.options, "knowledge_days": float(window)})
+
+    if shared:
+        llm = llm.model_copy(update={
+            "knowledge_store": store_of(llm.knowledge_store), "fine_tuner": tuner_of(llm.fine_tuner),
+            "policies": {arm: policy_of(ref) for arm, ref in llm.policies.items()}})
+    arms = dict(config.arms)
+    for plan in plans:
+        assert plan.policy is not None and plan.knowledge_store is not None
+        assert plan.fine_tuner is not None
+        spec = arms[plan.name]
+        if plan.own_stack and backoff(plan.knowledge_store):
+            # an arm with a stack of its own gets the choice in its own tables
+            arms[plan.name] = _spec_update(spec, {
+                "knowledge_store": store_of(plan.knowledge_store),
+                "fine_tuner": tuner_of(plan.fine_tuner), "policy": policy_of(plan.policy)})
+        elif shared and not plan.own_stack:
+            # on the shared stack: its tables name the shared plugins or nothing (no override)
+            update: dict[str, Any] = {r: None for r in ("generator", "fine_tuner", "knowledge_store")
+                                      if getattr(spec, r) is not None}
+            if spec.policy is not None:
+                update["policy"] = policy_of(spec.policy)
+            arms[plan.name] = _spec_update(spec, update)
     report = {**selection.as_dict(), "arm": "LLM arms' candidates (knowledge store and training evidence)"}
     report["top"] = report["top"][:3]
-    return config.model_copy(update={"llm": llm}), report
+    return config.model_copy(update={"llm": llm, "arms": arms}), report
 
 
 def _replay_once(
@@ -237,61 +299,67 @@ def _replay_once(
     setup: dict[str, Any] = {"arms": list(config.arms), "seed": config.seed}
     with ExitStack() as stack:
         cache: WorkCache | None = None
+        stacks: dict[str, WorkCache] = {}
         llm_names = config.llm_arms()
         if llm_names:
             if workdir is None:
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-backtest-")))
-            config, chosen = with_validated_candidates(config, transitions.take(np.arange(warm)))
+            history = transitions.take(np.arange(warm))
+            config, chosen = with_validated_candidates(config, history)
             if chosen is not None:
                 setup["candidate_estimator"] = chosen
-            llm_stack = build_stack(config, catalog, Path(workdir))
-            cache = WorkCache(llm_stack, transitions)
-            t0 = time.perf_counter()
-            history = transitions.take(np.arange(warm))
-            initial_tuner = build("fine_tuner", PluginRef(
-                plugin=config.llm.fine_tuner.plugin,
-                options={**config.llm.fine_tuner.options, **config.llm.initial_fine_tune_options},
-            ), source=SOURCE)
-            if progress:
-                print(f"hybridrec: fine-tuning the shared initial adapter on the "
-                      f"{config.llm.warmup_days} days before {config.start} (seed {config.seed})",
-                      file=sys.stderr)
-            entry = initial_adapter(cache, history, start, config.llm.warmup_days, initial_tuner,
-                                    progress=progress)
-            setup["initial_adapter"] = {
-                "window": [entry.window.start.isoformat(), entry.window.end.isoformat()] if entry.window else None,
-                "metrics": entry.metrics,
-                "held_by_guardrails": entry.held_reasons,
-                "seconds": round(time.perf_counter() - t0, 2),
-                "flops": entry.estimate.flops,
-                "note": "shared by every LLM arm; its cost is setup, charged to no arm",
-            }
-        arms = build_arms(config, transitions, cache)
+            plans = [config.arm_plan(name) for name in llm_names]
+            if any(not p.own_stack for p in plans):
+                cache, setup["initial_adapter"] = _prepared_cache(
+                    config, catalog, transitions, history, Path(workdir), None, progress)
+            own: dict[str, list[ArmPlan]] = {}
+            for plan in plans:
+                if plan.own_stack:
+                    own.setdefault(plan.stack_key(), []).append(plan)
+            if own:
+                setup["stacks"] = []
+            for i, (key, members) in enumerate(own.items()):
+                stacks[key], initial = _prepared_cache(
+                    config, catalog, transitions, history, Path(workdir) / "stacks" / str(i),
+                    members[0], progress)
+                setup["stacks"].append({"arms": [p.name for p in members],
+                                        **{r: getattr(members[0], r).model_dump(mode="json")
+                                           for r in ("generator", "fine_tuner", "knowledge_store")},
+                                        "initial_adapter": initial})
+            if cache is None:  # every LLM arm has a stack of its own: the first stands in
+                cache = next(iter(stacks.values()))
+                setup["initial_adapter"] = setup["stacks"][0]["initial_adapter"]
+        arms = build_arms(config, transitions, cache, stacks)
 
         def on_day(day: Day) -> None:
-            if cache is not None:
-                live: set[tuple[str, str | None]] = set()
-                for arm in arms:
-                    if isinstance(arm, PolicyArm):
-                        live |= arm.live_states()
-                cache.retain(live)
+            live: dict[int, set[tuple[str, str | None]]] = {}
+            for arm in arms:
+                if isinstance(arm, PolicyArm):
+                    live.setdefault(id(arm.cache), set()).update(arm.live_states())
+            for each in {id(c): c for c in [cache, *stacks.values()] if c is not None}.values():
+                each.retain(live.get(id(each), set()))
 
         result = replay(transitions, arms, start, end, k=config.k, progress=progress, on_day=on_day,
                         keep_partial=True)
         for arm in arms:
             if isinstance(arm, MarkovBestArm) and arm.selection is not None:
                 setup["validation"] = arm.selection.as_dict()
+        for item, each in zip(setup.get("stacks", []), stacks.values(), strict=True):
+            item.update({"executed_fine_tunes": each.executed["fine_tune"],
+                         "executed_refreshes": each.executed["refresh_knowledge"],
+                         "ranked_contexts": each.ranked_contexts})
         if cache is not None:
             for arm in arms:
                 if isinstance(arm, PolicyArm):
-                    arm.finalize_seconds(cache.seconds_per_context())
+                    arm.finalize_seconds(arm.cache.seconds_per_context())
             setup["llm"] = {
                 "generator": config.llm.generator.model_dump(),
                 "fine_tuner": config.llm.fine_tuner.model_dump(),
                 "initial_fine_tune_options": config.llm.initial_fine_tune_options,
                 "knowledge_store": config.llm.knowledge_store.model_dump(),
                 "cost_model": config.llm.cost_model.model_dump(),
-                "policies": {a: config.llm.policies[a].model_dump() for a in llm_names},
+                "policies": {a: config.arm_plan(a).policy.model_dump()  # type: ignore[union-attr]
+                             for a in llm_names},
                 "guardrails": config.llm.guardrails.model_dump(),
                 "table_k": config.llm.table_k,
                 "executed_fine_tunes": cache.executed["fine_tune"],
@@ -314,6 +382,39 @@ def _replay_once(
                 "initial_adapter": INITIAL,
             }
     return result, setup
+
+
+def _prepared_cache(
+    config: BacktestConfig, catalog: ClusterCatalog, transitions: TransitionSet,
+    history: TransitionSet, workdir: Path, plan: ArmPlan | None, progress: bool,
+) -> tuple[WorkCache, dict[str, Any]]:
+    """A work cache over the shared stack (``plan`` None) or an arm's own stack, with its
+    initial adapter trained on the warm-up days (setup, charged to no arm); and the report's
+    description of that adapter."""
+    llm = config.llm
+    stack_ = build_stack(config, catalog, workdir, plan)
+    cache = WorkCache(stack_, transitions)
+    tuner = plan.fine_tuner if plan is not None and plan.fine_tuner is not None else llm.fine_tuner
+    t0 = time.perf_counter()
+    initial_tuner = build("fine_tuner", PluginRef(
+        plugin=tuner.plugin, options={**tuner.options, **llm.initial_fine_tune_options},
+    ), source=SOURCE)
+    if progress:
+        whose = "shared" if plan is None else f"arm {plan.name!r}'s own"
+        print(f"hybridrec: fine-tuning the {whose} initial adapter on the {llm.warmup_days} days "
+              f"before {config.start} (seed {config.seed})", file=sys.stderr)
+    entry = initial_adapter(cache, history, config.start_dt, llm.warmup_days, initial_tuner,
+                            progress=progress)
+    described = {
+        "window": [entry.window.start.isoformat(), entry.window.end.isoformat()] if entry.window else None,
+        "metrics": entry.metrics,
+        "held_by_guardrails": entry.held_reasons,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "flops": entry.estimate.flops,
+        "note": ("shared by every LLM arm on the shared stack" if plan is None else
+                 "shared by the arms on this stack") + "; its cost is setup, charged to no arm",
+    }
+    return cache, described
 
 
 def _mean_fine_tune_flops(arms: list[Arm], cache: WorkCache, transitions: TransitionSet,
@@ -386,7 +487,7 @@ def run_backtest(
             if progress:
                 print(f"hybridrec: training seed {seed} ({offset + 1} of {len(seeds)}): "
                       f"replaying the LLM arms {', '.join(llm_names)}", file=sys.stderr)
-            seeded = with_training_seed(config, seed, offset).model_copy(update={"arms": llm_names})
+            seeded = with_training_seed(config, seed, offset).with_arms(llm_names)
             res, seed_setup = _replay_once(seeded, catalog, transitions, warm, progress=progress,
                                            workdir=workdir_of(seed))
             if res.failure is not None:  # the report keeps the seeds that finished

@@ -74,7 +74,8 @@ def register(cli: click.Group) -> None:
     @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                   help="TOML file with backtest settings (see hybridrec.backtest.config).")
     @click.option("--dataset", help="Dataset plugin name (default ml-1m).")
-    @click.option("--arms", help="Comma-separated arms (default: every arm; see hybridrec.backtest.config.ALL_ARMS).")
+    @click.option("--arms", help="Comma-separated arms: built-in arm names (hybridrec.backtest.config.ALL_ARMS) "
+                  "and the [arms.<name>] tables of --config (default: the study's arms, else every built-in arm).")
     @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_OUT,
                   show_default=True, help="Report folder.")
     @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First test day (UTC).")
