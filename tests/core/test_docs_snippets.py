@@ -14,6 +14,10 @@ just before a fence:
 Every ```toml block must parse; a ``pyproject.toml`` must carry what an editable install of the package needs and
 match the example package, and a pipeline config must pass ``hybridrec config validate`` (every
 plugin name resolves, every option validates).
+
+Every ```toml block of docs/backtest.md is a study file: it must load with
+``load_backtest_config`` (what ``hybridrec backtest --config`` reads), which validates every arm,
+plugin and option before any data is read.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = (ROOT / "docs" / "writing-plugins.md", ROOT / "docs" / "roles.md")
+STUDY_PAGE = ROOT / "docs" / "backtest.md"
 EXAMPLE = ROOT / "examples" / "third_party_plugin"
 MARKER = re.compile(r"<!--\s*(fragment|file:\s*[\w.-]+)\s*-->")
 DEFINES_TESTS = re.compile(r"^(def test_\w+|class Test\w+|Test\w+\s*=)", re.M)
@@ -135,3 +140,23 @@ def test_toml_snippet_parses_and_validates(block: Block, installed: None, tmp_pa
     for role, table in data.items():
         shown = next(line for line in done.stdout.splitlines() if line.split()[:1] == [role])
         assert table["plugin"] in shown.split(), f"{block.id}: [{role}] resolved to {shown!r}"
+
+
+STUDIES = [b for b in blocks(STUDY_PAGE) if b.lang == "toml"]
+
+
+def test_the_study_page_documents_a_free_named_arm() -> None:
+    assert any(isinstance(tomllib.loads(b.text).get("arms"), dict) for b in STUDIES)
+
+
+@pytest.mark.parametrize("block", STUDIES, ids=[b.id for b in STUDIES])
+def test_study_snippet_loads_and_validates(block: Block, tmp_path: Path) -> None:
+    from hybridrec.backtest.config import load_backtest_config
+
+    path = tmp_path / (block.file_name or "study.toml")
+    path.write_text(block.text, encoding="utf-8")
+    config = load_backtest_config(path)
+    declared = tomllib.loads(block.text).get("arms")
+    if isinstance(declared, dict):
+        assert list(config.arms) == list(declared), block.id
+        assert [p.name for p in config.arm_plans()] == list(declared)

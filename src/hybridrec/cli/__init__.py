@@ -22,6 +22,7 @@ CORE_COMMAND_MODULES: tuple[str, ...] = (
     "hybridrec.cli.workspace_cmd",
     "hybridrec.cli.data_cmd",
     "hybridrec.cli.backtest_cmd",
+    "hybridrec.cli.new_plugin_cmd",
 )
 
 
