@@ -77,3 +77,22 @@ def test_relative_dataset_paths_resolve_against_the_study_file(tmp_path: Path, m
     config = load_backtest_config(study_file)
     assert config.dataset_options["interactions"] == str(folder / "data" / "events.csv")
     assert config.dataset_options["items"] == "/abs/items.csv"
+
+
+@pytest.mark.parametrize("study", sorted((Path(__file__).parents[2] / "examples" / "studies").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_example_study_validates(study: Path) -> None:
+    from hybridrec.backtest.config import check_plugins, load_backtest_config
+
+    check_plugins(load_backtest_config(study), str(study))
+
+
+def test_the_full_fine_tune_study_is_the_demo_with_full_fine_tune() -> None:
+    from hybridrec.backtest.config import FULL_FINE_TUNE, BacktestConfig, load_backtest_config
+
+    study = Path(__file__).parents[2] / "examples" / "studies" / "demo-full-fine-tune.toml"
+    config = load_backtest_config(study)
+    assert config.llm.fine_tuner.options == FULL_FINE_TUNE
+    demo = BacktestConfig()
+    assert config.model_dump(exclude={"llm"}) == demo.model_dump(exclude={"llm"})
+    assert config.llm.model_dump(exclude={"fine_tuner"}) == demo.llm.model_dump(exclude={"fine_tuner"})
