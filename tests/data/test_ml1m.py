@@ -38,3 +38,21 @@ def test_ml1m_prepared_matches_the_protocol_numbers() -> None:
     assert [m.month for m in report.months] == ["2000-06", "2000-07", "2000-08"]
     assert report.mean is not None and 0.05 < report.mean < 0.5
     assert all(m.pairs > 100 for m in report.months)
+
+
+def test_ml100k_is_the_second_movielens_file_set() -> None:
+    from hybridrec.data import load_prepared
+
+    prepared = load_prepared("ml-100k")
+    assert len(prepared.data.interactions) == 100_000
+    # 18 titles appear twice in ml-100k.item (the item id is the title): the later row of each
+    # is quarantined with its reason, no rating is lost
+    assert prepared.quarantine_count == 18
+    assert all(q.reason.startswith("duplicate item id") for q in prepared.data.quarantine)
+    assert len(prepared.data.items) == 1_664
+    assert len(prepared.catalog) == 216
+    t = prepared.transitions
+    assert len(t) == 47_280
+    assert (np.diff(t.ts) >= 0).all() and ((t.c3 != t.c1) & (t.c3 != t.c2)).all()
+    # genres come from the class column: no item is left without one
+    assert all(len(c) > 0 for c in prepared.data.items.categories)
