@@ -26,7 +26,16 @@ Shared rules (every policy here):
   regenerate) and returns the first that fits. An action kind without an estimate counts as
   free.
 * **Regeneration.** Every change of adapter or knowledge is followed by ``RegenerateTable``
-  (with knowledge for the RAG policies, without for the pure fine-tuning ones).
+  (with knowledge for the RAG policies, without for the pure fine-tuning ones), in the same
+  decision.
+* **Regenerating recent contexts only** (opt-in; ``periodic-finetune``, ``periodic-rag``,
+  ``hybrid``, ``adaptive``). With ``regenerate_recent_days = D`` a regeneration ranks only the
+  contexts with traffic in the last ``D`` days before ``data_until``
+  (``RegenerateTable(contexts="observed")``) and is charged for those only; every other context
+  is served by ``regenerate_fallback``: ``"previous"`` (default) keeps the served table's row as
+  it is (possibly from an older adapter or snapshot), ``"backoff"`` drops it for the serving
+  backoff. While there is no table yet the regeneration ranks every context. Unset (the default),
+  every regeneration ranks every catalog context.
 """
 
 from __future__ import annotations
@@ -55,6 +64,38 @@ _EPS = timedelta(seconds=1)
 
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RegenerateOptions(_Options):
+    """The regeneration lever shared by the policies that regenerate repeatedly."""
+
+    regenerate_recent_days: float | None = Field(
+        default=None, gt=0,
+        description="Regenerate only the contexts with traffic in the last this many days "
+                    "(RegenerateTable contexts='observed'; charged for those only); the others "
+                    "are served by regenerate_fallback. None: every catalog context.",
+    )
+    regenerate_fallback: Literal["previous", "backoff"] = Field(
+        default="previous",
+        description="With regenerate_recent_days, what serves a context the regeneration does not "
+                    "rank: 'previous' keeps the served table's row, 'backoff' the serving backoff.",
+    )
+
+
+def regeneration(state: SystemState, options: BaseModel, *, use_knowledge: bool,
+                 reason: str) -> RegenerateTable:
+    """The ``RegenerateTable`` a policy with ``options`` asks for: every catalog context, or
+    (``options.regenerate_recent_days`` set and a table served) the contexts with traffic in that
+    many days before ``state.data_until``, the others served by ``options.regenerate_fallback``."""
+    days = getattr(options, "regenerate_recent_days", None)
+    if days is None or state.table_version is None:
+        return RegenerateTable(use_knowledge=use_knowledge, reason=reason)
+    return RegenerateTable(
+        use_knowledge=use_knowledge, contexts="observed",
+        observed_window=TimeWindow.ending_at(state.data_until, float(days)),
+        fallback=getattr(options, "regenerate_fallback", "previous"),
+        reason=f"{reason} (contexts seen in the last {float(days):g} days)",
+    )
 
 
 def _days(value: float) -> timedelta:
@@ -157,7 +198,7 @@ class StaticPolicy(UpdatePolicy):
         return first_affordable(state, alternatives)
 
 
-class PeriodicFineTuneOptions(_Options):
+class PeriodicFineTuneOptions(_RegenerateOptions):
     period_days: float = Field(default=30.0, gt=0, description="Fine-tune every this many days.")
     train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
     warm_start: bool = Field(default=True, description="Continue from the current adapter.")
@@ -175,7 +216,7 @@ class PeriodicFineTunePolicy(UpdatePolicy):
 
     def decide(self, state: SystemState) -> list[Action]:
         o: PeriodicFineTuneOptions = self.options
-        regenerate = RegenerateTable(use_knowledge=False, reason="new adapter")
+        regenerate = regeneration(state, o, use_knowledge=False, reason="new adapter")
         if _due(state, state.adapter_trained_until, o.period_days) and not fine_tune_blocked(
             state, o.period_days
         ):
@@ -192,7 +233,7 @@ class PeriodicFineTunePolicy(UpdatePolicy):
         return first_affordable(state, alternatives)
 
 
-class PeriodicRagOptions(_Options):
+class PeriodicRagOptions(_RegenerateOptions):
     period_days: float = Field(default=2.0, gt=0, description="Refresh knowledge every this many days.")
     knowledge_days: float = Field(default=14.0, gt=0, description="Knowledge window length.")
     train_days: float = Field(default=30.0, gt=0, description="Window of the one initial fine-tune.")
@@ -212,7 +253,7 @@ class PeriodicRagPolicy(UpdatePolicy):
         o: PeriodicRagOptions = self.options
         alternatives: list[list[Action]] = []
         initial = _initial_fine_tune(state, o.train_days)
-        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {o.period_days:g} days")
+        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {o.period_days:g} days", o)
         if initial is not None:
             alternatives.append([initial, *rag])
         if initial is not None or _due(state, state.knowledge_until, o.period_days):
@@ -251,7 +292,7 @@ class RagOncePolicy(UpdatePolicy):
         return first_affordable(state, alternatives)
 
 
-class HybridOptions(_Options):
+class HybridOptions(_RegenerateOptions):
     fine_tune_every_days: float = Field(default=30.0, gt=0)
     rag_every_days: float = Field(default=2.0, gt=0)
     train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
@@ -276,7 +317,7 @@ class HybridPolicy(UpdatePolicy):
             fine_tune_blocked(state, o.fine_tune_every_days)
         )
         rag_due = _due(state, state.knowledge_until, o.rag_every_days)
-        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {o.rag_every_days:g} days")
+        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {o.rag_every_days:g} days", o)
         ft = FineTune(
             window=fine_tune_window(state, o.train_days),
             warm_start=o.warm_start and state.adapter_version is not None,
@@ -295,7 +336,7 @@ class HybridPolicy(UpdatePolicy):
         return _days(self.options.rag_every_days)
 
 
-class AdaptiveOptions(_Options):
+class AdaptiveOptions(_RegenerateOptions):
     train_days: float = Field(default=30.0, gt=0, description="Fine-tune window length.")
     knowledge_days: float = Field(default=14.0, gt=0, description="Knowledge window length.")
     jaccard_threshold: float = Field(
@@ -327,12 +368,6 @@ class AdaptiveOptions(_Options):
         default=0.01, ge=0,
         description="benefit rule: the least HR@5 gain per full-regeneration-equivalent of cost "
                     "an action group must promise.",
-    )
-    regenerate_recent_days: float | None = Field(
-        default=None, gt=0,
-        description="benefit rule: regenerate only the contexts with traffic in the last this "
-                    "many days (RegenerateTable contexts='observed'); the others are served by "
-                    "the serving backoff. None: every catalog context.",
     )
     max_knowledge_days: float | None = Field(
         default=None, gt=0,
@@ -369,10 +404,11 @@ class AdaptivePolicy(UpdatePolicy):
       ``min_fine_tune_days`` old and none is pending or recently held); the best candidate that
       fits the budget is taken (a fine-tune keeps ``reserve_refreshes`` refresh+regenerate costs
       to spare). A missing signal (fewer days seen than the arm measures over) promises nothing.
-    * With ``regenerate_recent_days`` set, a regeneration ranks only the contexts with traffic
-      in that many recent days (``RegenerateTable(contexts="observed")``, priced on those
-      contexts); every other context is served by the serving backoff (successors of ``c2``,
-      then popularity).
+    * With ``regenerate_recent_days`` set (either rule), a regeneration ranks only the contexts
+      with traffic in that many recent days (``RegenerateTable(contexts="observed")``, priced on
+      those contexts); every other context keeps its served row (``regenerate_fallback =
+      "previous"``) or is served by the serving backoff (``"backoff"``). The gain per cost is
+      still reckoned on a full regeneration's price (the state's estimate), a conservative cost.
     * Always, budget permitting: a fine-tune when there is no adapter or it is
       ``max_fine_tune_days`` old; one initial refresh when there never was knowledge; a refresh
       when the knowledge is ``max_knowledge_days`` old (if set; it is then the knowledge bound);
@@ -428,18 +464,12 @@ class AdaptivePolicy(UpdatePolicy):
 
     def _decide_benefit(self, state: SystemState) -> list[Action]:
         o: AdaptiveOptions = self.options
-        rag = _rag_group(state, o.knowledge_days, "")
+        rag = _rag_group(state, o.knowledge_days, "", o)
         age = _age(state, state.adapter_trained_until)
         blocked = fine_tune_blocked(state, o.min_fine_tune_days)
         ft = FineTune(window=fine_tune_window(state, o.train_days),
                       warm_start=o.warm_start and state.adapter_version is not None, reason="")
-
         regenerate = rag[1]
-        if o.regenerate_recent_days is not None:
-            regenerate = RegenerateTable(
-                use_knowledge=True, contexts="observed", reason="new knowledge (recent contexts)",
-                observed_window=TimeWindow.ending_at(state.data_until, o.regenerate_recent_days),
-            )
 
         def group(reason: str, with_ft: bool) -> list[Action]:
             head: list[Action] = [ft.model_copy(update={"reason": reason})] if with_ft else []
@@ -509,7 +539,7 @@ class AdaptivePolicy(UpdatePolicy):
         if o.rule == "benefit":
             return self._decide_benefit(state)
         rag_days = self.rag_days(state)
-        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {rag_days:.3g} days (drift)")
+        rag = _rag_group(state, o.knowledge_days, f"knowledge older than {rag_days:.3g} days (drift)", o)
         rag_due = _due(state, state.knowledge_until, rag_days)
         age = _age(state, state.adapter_trained_until)
         if age is None:
@@ -544,10 +574,14 @@ class AdaptivePolicy(UpdatePolicy):
 # ---------------------------------------------------------------------------------------------
 
 
-def _rag_group(state: SystemState, knowledge_days: float, reason: str) -> list[Action]:
+def _rag_group(state: SystemState, knowledge_days: float, reason: str,
+               options: BaseModel | None = None) -> list[Action]:
+    """A refresh on the last ``knowledge_days`` and the regeneration that serves it (see
+    :func:`regeneration` for ``options``)."""
     return [
         RefreshKnowledge(window=knowledge_window(state, knowledge_days), reason=reason),
-        RegenerateTable(use_knowledge=True, reason="new knowledge"),
+        regeneration(state, options if options is not None else _Options(), use_knowledge=True,
+                     reason="new knowledge"),
     ]
 
 

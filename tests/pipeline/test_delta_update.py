@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from hybridrec.config import load_config
 from hybridrec.engine import run_update
@@ -93,3 +94,107 @@ def test_a_changed_row_width_is_regenerated_in_full(fake_plugins: Any, tmp_path:
     assert report.actions[-1].kind == "regenerate_table" and report.actions[-1].note.startswith("full:")
     manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
     assert manifest["regenerate"]["mode"] == "full" and manifest["k"] == 7
+
+
+def _observed(ws: Workspace, data_until: datetime, days: float) -> np.ndarray:
+    """The contexts seen in the last ``days`` before ``data_until`` (mask over all contexts)."""
+    from hybridrec.generation import observed_contexts
+    from hybridrec.ingest import transitions_of
+    from hybridrec.types import TimeWindow
+
+    n = len(ws.catalog())
+    transitions = transitions_of(ws.load_batches(list(ws.current()["data"])), n,  # type: ignore[index]
+                                 ws.config.data.min_rating)
+    seen = observed_contexts(transitions, TimeWindow.ending_at(data_until, days))
+    everything = all_contexts(n)
+    return np.isin(everything[:, 0] * n + everything[:, 1], seen[:, 0] * n + seen[:, 1])
+
+
+def test_regenerating_recent_contexts_keeps_the_other_served_rows(
+    fake_plugins: Any, tmp_path: Path, config_file: Path
+) -> None:
+    jan = fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    ws = _workspace(tmp_path, config_file, "recent", "update_policy.options.regenerate_recent_days=1")
+    ref = _workspace(tmp_path, config_file, "reference")
+    for space in (ws, ref):
+        run_update(space, jan, now=FEB)
+    first_manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
+    assert "fallback" not in first_manifest["regenerate"]  # no table yet: every context ranked
+    first_ids, first_scores = _table(ws)
+    run_update(ref, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    fake_plugins.reset_calls()
+    report = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    assert [a.kind for a in report.actions] == ["refresh_knowledge", "regenerate_table"]
+    assert report.data_until is not None
+    recent = _observed(ws, report.data_until, 1)
+    n = len(ws.catalog())
+    assert 0 < recent.sum() < n * (n - 1)
+
+    manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
+    regen = manifest["regenerate"]
+    assert regen["fallback"] == "previous" and regen["kept"] == int((~recent).sum())
+    assert manifest["rows"] == n * (n - 1) and manifest["contexts"] == int(recent.sum())
+    # Only recent contexts whose prompt changed were ranked, and only they were charged.
+    assert fake_plugins.CALLS["rank_contexts"] == regen["ranked"] <= regen["changed"] <= recent.sum()
+    ref_regen = ref.store.get("tables", ref.current()["table"]).manifest["regenerate"]  # type: ignore[index]
+    per_context = ref.ledger.records()[-1].flops / ref_regen["changed"]
+    assert ws.ledger.records()[-1].flops == pytest.approx(regen["changed"] * per_context)
+    ids, scores = _table(ws)
+    ref_ids, ref_scores = _table(ref)
+    np.testing.assert_array_equal(ids[recent], ref_ids[recent])  # as a full regeneration ranks them
+    np.testing.assert_array_equal(scores[recent], ref_scores[recent])
+    np.testing.assert_array_equal(ids[~recent], first_ids[~recent])  # kept as served
+    np.testing.assert_array_equal(scores[~recent], first_scores[~recent])
+
+
+def test_regenerating_recent_contexts_with_the_backoff_fallback_drops_the_others(
+    fake_plugins: Any, tmp_path: Path, config_file: Path
+) -> None:
+    ws = _workspace(tmp_path, config_file, "recent", "update_policy.options.regenerate_recent_days=1",
+                    "update_policy.options.regenerate_fallback=backoff")
+    run_update(ws, fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31), now=FEB)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    report = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
+    assert report.data_until is not None
+    recent = _observed(ws, report.data_until, 1)
+    manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
+    assert manifest["regenerate"]["fallback"] == "backoff" and manifest["regenerate"]["kept"] == 0
+    assert manifest["rows"] == int(recent.sum())
+    _, levels = ws.reader().lookup_batch_with_levels(all_contexts(len(ws.catalog())), 5)
+    from hybridrec.serving.base import LEVEL_PAIR
+
+    assert (levels[recent] == LEVEL_PAIR).all() and not (levels[~recent] == LEVEL_PAIR).any()
+
+
+def test_a_restricted_regeneration_without_traffic_keeps_every_served_row() -> None:
+    from types import SimpleNamespace
+
+    from hybridrec.engine.tables import STALE_DIGEST, TableRows, keep_previous, plan_table, run_plan
+
+    n, k = 4, 3
+    everything = all_contexts(n)
+    rng = np.random.default_rng(0)
+    previous = TableRows(adapter="a1", keys=everything[:, 0] * n + everything[:, 1],
+                         ids=rng.integers(0, n, (len(everything), k)), scores=rng.random((len(everything), k)),
+                         digests=rng.integers(1, 255, (len(everything), 16)).astype(np.uint8))
+    contexts, kept = keep_previous(np.zeros((0, 2), dtype=np.int64), n, previous, k=k)
+    np.testing.assert_array_equal(contexts, everything)
+    assert kept.all()
+    plan = plan_table(contexts, n, np.zeros((len(contexts), 16), dtype=np.uint8), "a1", previous, k=k, kept=kept)
+    assert plan.changed == 0 and plan.rank.size == 0 and plan.n_kept == plan.copied == len(everything)
+    ids, scores = run_plan(plan, executor=None, job=SimpleNamespace(k=k))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(ids, previous.ids)
+    np.testing.assert_array_equal(scores, previous.scores)
+    # A kept row keeps its digest under the same adapter; under another it is stale.
+    np.testing.assert_array_equal(plan.row_digests("a1"), previous.digests)  # type: ignore[arg-type]
+    assert (plan.row_digests("a2") == STALE_DIGEST).all()  # type: ignore[operator]
+    # Part of the contexts ranked, the rest kept: the ranked ones are never taken from `previous`.
+    some = everything[:3]
+    contexts, kept = keep_previous(some, n, previous, k=k)
+    assert len(contexts) == len(everything) and int((~kept).sum()) == 3
+    plan = plan_table(contexts, n, None, "a1", previous, k=k, kept=kept)
+    assert plan.changed == 3 and plan.n_kept == len(everything) - 3
+    # No previous table (or rows of another width): nothing to keep.
+    assert not keep_previous(some, n, None, k=k)[1].any()
+    assert not keep_previous(some, n, previous, k=k + 1)[1].any()

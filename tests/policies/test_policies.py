@@ -274,3 +274,32 @@ def test_benefit_rule_can_regenerate_only_recently_observed_contexts() -> None:
     assert isinstance(regenerate, RegenerateTable) and regenerate.contexts == "observed"
     assert regenerate.observed_window is not None
     assert regenerate.observed_window.end == NOW and regenerate.observed_window.start == NOW - 7 * DAY
+
+
+@pytest.mark.parametrize("policy", [
+    PeriodicFineTunePolicy(PeriodicFineTunePolicy.Options(period_days=7, regenerate_recent_days=3)),
+    PeriodicRagPolicy(PeriodicRagPolicy.Options(regenerate_recent_days=3)),
+    HybridPolicy(HybridPolicy.Options(regenerate_recent_days=3)),
+    AdaptivePolicy(AdaptivePolicy.Options(regenerate_recent_days=3, max_knowledge_days=2)),
+    AdaptivePolicy(AdaptivePolicy.Options(rule="drift", regenerate_recent_days=3)),
+])
+def test_regenerate_recent_days_restricts_every_regeneration_once_a_table_is_served(policy) -> None:  # type: ignore[no-untyped-def]
+    actions = policy.decide(served(adapter_age=40, knowledge_age=10))
+    assert actions and isinstance(actions[-1], RegenerateTable)
+    regenerate = actions[-1]
+    assert regenerate.contexts == "observed" and regenerate.fallback == "previous"
+    assert regenerate.observed_window is not None
+    assert (regenerate.observed_window.start, regenerate.observed_window.end) == (NOW - 3 * DAY, NOW)
+    # With no table served yet, the first table ranks every context.
+    first = policy.decide(served(adapter_age=40, knowledge_age=10, table_version=None, table_built_at=None))
+    assert isinstance(first[-1], RegenerateTable) and first[-1].contexts == "all"
+    # The fallback can be the serving backoff instead.
+    backoff = type(policy)(policy.options.model_copy(update={"regenerate_fallback": "backoff"}))
+    assert backoff.decide(served(adapter_age=40, knowledge_age=10))[-1].fallback == "backoff"
+
+
+@pytest.mark.parametrize("policy", [PeriodicFineTunePolicy(), PeriodicRagPolicy(), HybridPolicy(),
+                                    AdaptivePolicy(AdaptivePolicy.Options(max_knowledge_days=2))])
+def test_by_default_every_regeneration_ranks_every_context(policy) -> None:  # type: ignore[no-untyped-def]
+    actions = policy.decide(served(adapter_age=40, knowledge_age=10))
+    assert [a.contexts for a in actions if isinstance(a, RegenerateTable)] == ["all"]

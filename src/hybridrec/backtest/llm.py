@@ -33,6 +33,13 @@ the adapter is charged only for the contexts whose prompt changed since the arm'
 (or that the previous table did not hold); the served lists are identical to a full regeneration
 by construction. A generator without that capability gets no reuse across states (every state's rows
 are ranked afresh and every regeneration is charged in full), which is always exact.
+
+**Restricted regenerations.** ``RegenerateTable(contexts="observed")`` ranks (and is charged for)
+only the contexts seen in its window. The table serves the other contexts by its ``fallback``:
+``"backoff"``, the serving backoff; ``"previous"``, the row the arm served before (the previous
+table's, found along the chain of tables it kept; the backoff where none holds one), exactly as
+the workspace copies the served table's rows. A delta charges a wanted context unless the table
+that served it has the same adapter and the same prompt for it (:meth:`PolicyArm.changed_for`).
 """
 
 from __future__ import annotations
@@ -358,6 +365,27 @@ class WorkCache:
             self._all_prompts[snapshot] = np.concatenate(digests)
         return self._all_prompts[snapshot]
 
+    def valid_keys(self) -> np.ndarray:
+        """The ``(n*n,)`` mask of catalog context keys (``c1 != c2``)."""
+        valid = np.ones(self.n * self.n, dtype=bool)
+        valid[np.arange(self.n) * (self.n + 1)] = False
+        return valid
+
+    def same_prompts(
+        self, adapter_before: str, snapshot_before: str | None, adapter: str, snapshot: str | None,
+    ) -> np.ndarray | None:
+        """The ``(n*n,)`` mask of contexts whose row in ``(adapter_before, snapshot_before)`` is
+        the row of ``(adapter, snapshot)``: same adapter and same rendered prompt. None when the
+        adapter changed or prompts cannot be compared."""
+        if adapter_before != adapter:
+            return None
+        if snapshot_before == snapshot:
+            return np.ones(self.n * self.n, dtype=bool)
+        before, after = self.all_prompts(snapshot_before), self.all_prompts(snapshot)
+        if before is not None and after is not None and before.shape == after.shape:
+            return np.asarray((before == after).all(axis=1))
+        return None
+
     def changed_contexts(
         self,
         adapter_before: str,
@@ -372,18 +400,10 @@ class WorkCache:
         ``(adapter_before, snapshot_before)`` over ``held_before``: those whose prompt changed
         or that the previous table did not hold. Everything, if the adapter changed or prompts
         cannot be compared."""
-        valid = np.ones(self.n * self.n, dtype=bool)
-        valid[np.arange(self.n) * (self.n + 1)] = False
+        valid = self.valid_keys()
         want = valid if wanted is None else (wanted & valid)
         held = valid if held_before is None else (held_before & valid)
-        same: np.ndarray | None = None
-        if adapter_before == adapter:
-            if snapshot_before == snapshot:
-                same = np.ones(self.n * self.n, dtype=bool)
-            else:
-                before, after = self.all_prompts(snapshot_before), self.all_prompts(snapshot)
-                if before is not None and after is not None and before.shape == after.shape:
-                    same = (before == after).all(axis=1)
+        same = self.same_prompts(adapter_before, snapshot_before, adapter, snapshot)
         return changed_count(want, held, same, adapter_before == adapter)
 
     def rows_for(
@@ -473,7 +493,9 @@ class WorkCache:
 
 @dataclass
 class TableVersion:
-    """What an arm serves: rows of one state, restricted to ``observed`` keys (None = all),
+    """What an arm serves: rows of one state, restricted to ``observed`` keys (None = all); a
+    context outside them is served by ``fallback`` (the table served before, kept by a restricted
+    regeneration with ``fallback="previous"``), else left to the serving backoff; rows are
     filled up by the serving backoff computed at build time."""
 
     adapter: str
@@ -481,6 +503,47 @@ class TableVersion:
     built_at: datetime
     backoff: Backoff
     observed: np.ndarray | None = None
+    fallback: TableVersion | None = None
+
+    def chain(self) -> list[TableVersion]:
+        """This table and the tables it falls back on, nearest first."""
+        out: list[TableVersion] = []
+        table: TableVersion | None = self
+        while table is not None:
+            out.append(table)
+            table = table.fallback
+        return out
+
+
+def keep_previous(
+    adapter: str, snapshot: str | None, observed: np.ndarray, previous: TableVersion | None,
+) -> tuple[np.ndarray | None, TableVersion | None]:
+    """``(observed, fallback)`` of a table of ``(adapter, snapshot)`` ranking ``observed`` that
+    keeps ``previous``'s rows for the other contexts. Exact simplifications: a previous table of
+    the same state lends its own rows to the new one (its mask joins ``observed``), and a table
+    of the chain whose contexts are all served by a nearer one is dropped."""
+    if previous is None:
+        return observed, None
+    mine = observed.copy()
+    covered = observed.copy()
+    links: list[TableVersion] = []
+    for table in previous.chain():
+        own = table.observed
+        if (table.adapter, table.snapshot) == (adapter, snapshot) and not links:
+            if own is None:
+                return None, None  # the same state holds every context
+            mine |= own
+            covered |= own
+            continue
+        if own is None or (own & ~covered).any():
+            links.append(table)
+        if own is None:
+            break
+        covered |= own
+    fallback: TableVersion | None = None
+    for table in reversed(links):
+        fallback = dataclasses.replace(table, fallback=fallback)
+    return mine, fallback
 
 
 class ArmVersions:
@@ -755,18 +818,17 @@ class PolicyArm(Arm):
         self.full_regeneration_flops += full.flops
         self.full_regenerated_contexts += n_contexts
         if self.cache.stack.regenerate == "delta" and self.table is not None:
-            previous = self.table
-            n_contexts = self.cache.changed_contexts(
-                previous.adapter, previous.snapshot, previous.observed,
-                self.adapter, snapshot, observed,
-            )
+            n_contexts = self.changed_for(self.table, self.adapter, snapshot, observed)
         estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
                                                   cost_model=self.cost_model)
         rate = self.cache.seconds_per_context()
         seconds = rate * n_contexts if rate > 0 else estimate.seconds
+        fallback: TableVersion | None = None
+        if observed is not None and action.fallback == "previous":
+            observed, fallback = keep_previous(self.adapter, snapshot, observed, self.table)
         self.versions.pending_table = TableVersion(
             adapter=self.adapter, snapshot=snapshot, built_at=now,
-            backoff=self.cache.backoff(history), observed=observed,
+            backoff=self.cache.backoff(history), observed=observed, fallback=fallback,
         )
 
         def regenerate() -> Candidate:
@@ -785,6 +847,45 @@ class PolicyArm(Arm):
         self.cost.regenerated_contexts += n_contexts
         self.cost.table_regenerations += 1
         return "regenerate_table" + ("+rag" if snapshot is not None else "")
+
+    def changed_for(
+        self, previous: TableVersion, adapter: str, snapshot: str | None, wanted: np.ndarray | None,
+    ) -> int:
+        """How many of the ``wanted`` contexts (a ``(n*n,)`` mask; None = every catalog context) a
+        delta regeneration of ``(adapter, snapshot)`` ranks after ``previous``: each unless the
+        table of ``previous``'s chain that serves it has ``adapter`` and the same prompt for it.
+        For a table without fallback this is :meth:`WorkCache.changed_contexts`."""
+        cache = self.cache
+        valid = cache.valid_keys()
+        remaining = valid if wanted is None else (wanted & valid)
+        count = 0
+        for table in previous.chain():
+            if not remaining.any():
+                break
+            own = valid if table.observed is None else (table.observed & valid)
+            here = remaining & own
+            same = cache.same_prompts(table.adapter, table.snapshot, adapter, snapshot)
+            count += changed_count(here, own, same, table.adapter == adapter)
+            remaining = remaining & ~own
+        return count + int(remaining.sum())
+
+    def table_rows(self, table: TableVersion, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``(ids, scores)`` ``table`` serves for ``contexts``: its own state's for the
+        contexts it ranked, its fallback chain's for the others, ``-1`` where none holds one."""
+        own: np.ndarray | None = None
+        if table.observed is not None:
+            own = table.observed[contexts[:, 0] * self.cache.n + contexts[:, 1]]
+        if own is None or own.all():
+            return self.cache.rows_for(table.adapter, table.snapshot, contexts)
+        width = self.cache.stack.table_k
+        ids = np.full((contexts.shape[0], width), -1, dtype=np.int64)
+        scores = np.full((contexts.shape[0], width), -np.inf, dtype=np.float64)
+        if own.any():
+            ids[own], scores[own] = self.cache.rows_for(table.adapter, table.snapshot, contexts[own])
+        if table.fallback is not None:
+            rest = ~own
+            ids[rest], scores[rest] = self.table_rows(table.fallback, contexts[rest])
+        return ids, scores
 
     # -- the Arm contract -------------------------------------------------------------------
 
@@ -833,7 +934,7 @@ class PolicyArm(Arm):
     def live_states(self) -> set[tuple[str, str | None]]:
         if self.table is None:
             return set()
-        states: set[tuple[str, str | None]] = {(self.table.adapter, self.table.snapshot)}
+        states: set[tuple[str, str | None]] = {(t.adapter, t.snapshot) for t in self.table.chain()}
         if self.measure_rag_agreement and self.table.snapshot is not None:
             states.add((self.table.adapter, None))
         return states
@@ -842,10 +943,7 @@ class PolicyArm(Arm):
         if self.table is None:
             raise RuntimeError(f"arm {self.name!r} has no table; begin() was not called")
         table = self.table
-        ids, scores = self.cache.rows_for(table.adapter, table.snapshot, contexts)
-        if table.observed is not None:
-            missing = ~table.observed[contexts[:, 0] * self.cache.n + contexts[:, 1]]
-            ids = np.where(missing[:, None], -1, ids)
+        ids, scores = self.table_rows(table, contexts)
         rankings, levels = fill_rows(contexts, ids, scores, table.backoff, k)
         em = self.cache.adapters[table.adapter].metrics.get("exact_match_rate")
         if em is not None:

@@ -11,6 +11,13 @@ workspace update and by the backtest alike:
 Both are exact: the rows are those a full regeneration would write. A generator without the
 capability is always ranked in full.
 
+A regeneration restricted to some contexts (``RegenerateTable(contexts="observed")``) may also
+**keep the served rows** of the contexts it does not rank (``fallback="previous"``,
+:func:`keep_previous`): those rows are copied as they are, whatever adapter or evidence they were
+ranked with, and are charged nothing. A kept row keeps its prompt digest when it was ranked by
+the new table's adapter (so a later delta compares it exactly) and gets :data:`STALE_DIGEST`
+otherwise (a later regeneration that wants it ranks it).
+
 :func:`plan_table` decides what to rank (cheap: prompts are rendered, nothing is ranked), so the
 cost model can price the plan before it runs; :func:`run_plan` ranks what the plan says through
 the executor and assembles the rows in context order. :class:`TableRows` are the rows of a built
@@ -36,6 +43,9 @@ from hybridrec.types import Rankings
 
 ROWS_FILE = "rows.npz"
 DIGEST_BYTES = 16
+#: The digest of a kept row ranked by another adapter: it never equals a rendered prompt's
+#: (a 16-byte BLAKE2b digest of all zeros has probability 2**-128).
+STALE_DIGEST = np.zeros(DIGEST_BYTES, dtype=np.uint8)
 
 
 def prompt_digests(
@@ -94,7 +104,9 @@ class TableRows:
 class TablePlan:
     """What a regeneration ranks: ``rank`` indexes the contexts to rank (one per distinct new
     prompt); ``source[i]`` is the row of context ``i`` in ``previous`` (copied) or ``-1``;
-    ``same_as[i]`` the context whose ranking context ``i`` shares (itself when ranked)."""
+    ``same_as[i]`` the context whose ranking context ``i`` shares (itself when ranked);
+    ``kept`` marks the contexts whose served row is kept without being compared (the fallback of
+    a restricted regeneration); ``delta`` whether unchanged prompts were copied."""
 
     contexts: np.ndarray
     digests: np.ndarray | None
@@ -102,6 +114,8 @@ class TablePlan:
     source: np.ndarray
     rank: np.ndarray
     same_as: np.ndarray
+    kept: np.ndarray | None = None
+    delta: bool = False
 
     @property
     def changed(self) -> int:
@@ -110,18 +124,75 @@ class TablePlan:
 
     @property
     def copied(self) -> int:
+        """Rows copied from the previous table (unchanged prompts and kept rows)."""
         return int((self.source >= 0).sum())
+
+    @property
+    def n_kept(self) -> int:
+        """Rows kept as the fallback of a restricted regeneration (a part of :attr:`copied`)."""
+        return 0 if self.kept is None else int(self.kept.sum())
+
+    def row_digests(self, adapter: str | None) -> np.ndarray | None:
+        """The digest to store with each row of the new table of ``adapter``: the rendered
+        prompt's for a ranked or delta-copied row; for a kept row, its digest in the previous
+        table if that table's adapter is ``adapter``, else :data:`STALE_DIGEST`."""
+        if self.digests is None:
+            return None
+        if self.kept is None or not self.kept.any():
+            return self.digests
+        out = self.digests.copy()
+        kept = np.flatnonzero(self.kept)
+        prev = self.previous
+        if prev is not None and prev.adapter == adapter and prev.digests is not None:
+            out[kept] = prev.digests[self.source[kept]]
+        else:
+            out[kept] = STALE_DIGEST
+        return out
+
+
+def _rows_of(previous: TableRows, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(found, row)``: whether ``previous`` holds each key, and its row there."""
+    if previous.keys.shape[0] == 0:
+        return np.zeros(keys.shape[0], dtype=bool), np.zeros(keys.shape[0], dtype=np.int64)
+    order = np.argsort(previous.keys, kind="stable")
+    sorted_keys = previous.keys[order]
+    at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)
+    return sorted_keys[at] == keys, order[at]
+
+
+def keep_previous(
+    contexts: np.ndarray, n_clusters: int, previous: TableRows | None, *, k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The contexts of a restricted regeneration whose fallback is the served table: ``contexts``
+    plus every context ``previous`` holds that is not among them, in key order, and the mask of
+    the added (kept) ones. Nothing is added when there is no previous table or its rows are not
+    ``k`` wide."""
+    none = np.zeros(contexts.shape[0], dtype=bool)
+    if previous is None or previous.keys.shape[0] == 0 or previous.ids.shape[1] != k:
+        return contexts, none
+    keys = contexts[:, 0].astype(np.int64) * n_clusters + contexts[:, 1]
+    extra = np.setdiff1d(previous.keys.astype(np.int64), keys)
+    if extra.size == 0:
+        return contexts, none
+    all_keys = np.concatenate([keys, extra])
+    order = np.argsort(all_keys, kind="stable")
+    merged = np.stack([all_keys // n_clusters, all_keys % n_clusters], axis=1)[order]
+    kept = np.concatenate([none, np.ones(extra.size, dtype=bool)])[order]
+    return merged.astype(contexts.dtype, copy=False), kept
 
 
 def plan_table(
     contexts: np.ndarray, n_clusters: int, digests: np.ndarray | None, adapter: str | None,
-    previous: TableRows | None, *, k: int, delta: bool = True,
+    previous: TableRows | None, *, k: int, delta: bool = True, kept: np.ndarray | None = None,
 ) -> TablePlan:
     """Which contexts to rank and which rows to copy (see the module docstring). Rows are copied
-    only from a previous table of the same adapter and row width ``k`` whose prompts are known."""
+    only from a previous table of the same adapter and row width ``k`` whose prompts are known,
+    except the ``kept`` contexts (a mask; :func:`keep_previous`), whose previous row is copied
+    whatever it was ranked from (each must be held by ``previous``)."""
     n = int(contexts.shape[0])
     source = np.full(n, -1, dtype=np.int64)
     keys = contexts[:, 0].astype(np.int64) * n_clusters + contexts[:, 1]
+    keeping = kept is not None and bool(kept.any())
     usable = (
         delta and digests is not None and previous is not None and previous.digests is not None
         and previous.adapter == adapter and previous.keys.shape[0] > 0
@@ -129,13 +200,20 @@ def plan_table(
     )
     if usable:
         assert previous is not None and previous.digests is not None and digests is not None
-        order = np.argsort(previous.keys, kind="stable")
-        sorted_keys = previous.keys[order]
-        at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)
-        found = sorted_keys[at] == keys
-        rows = order[at]
+        found, rows = _rows_of(previous, keys)
         same = found & (previous.digests[rows] == digests).all(axis=1)
+        if keeping:
+            assert kept is not None
+            same &= ~kept
         source[same] = rows[same]
+    if keeping:
+        assert kept is not None
+        if previous is None or previous.ids.shape[1] != k:
+            raise ValueError("kept rows need a previous table with rows of the table's width")
+        found, rows = _rows_of(previous, keys[kept])
+        if not found.all():
+            raise ValueError("every kept context must be held by the previous table")
+        source[kept] = rows
     todo = np.flatnonzero(source < 0)
     same_as = np.arange(n, dtype=np.int64)
     if digests is not None and todo.size:
@@ -145,8 +223,9 @@ def plan_table(
         rank = np.array(sorted(set(first.values())), dtype=np.int64)
     else:
         rank = todo.astype(np.int64)
-    return TablePlan(contexts=contexts, digests=digests, previous=previous if usable else None,
-                     source=source, rank=rank, same_as=same_as)
+    return TablePlan(contexts=contexts, digests=digests,
+                     previous=previous if usable or keeping else None, source=source, rank=rank,
+                     same_as=same_as, kept=kept if keeping else None, delta=usable)
 
 
 def run_plan(
@@ -240,10 +319,12 @@ def changed_count(
 __all__ = [
     "DIGEST_BYTES",
     "ROWS_FILE",
+    "STALE_DIGEST",
     "PromptRows",
     "TablePlan",
     "TableRows",
     "changed_count",
+    "keep_previous",
     "plan_table",
     "prompt_digests",
     "run_plan",

@@ -17,7 +17,9 @@
    committed as a new version. A regeneration goes through :mod:`hybridrec.engine.tables`: with
    ``[serving] regenerate = "delta"`` (the default) it re-ranks only the contexts whose prompt
    changed since the served table (same adapter) and copies the other rows — the served rows are
-   those of a full regeneration;
+   those of a full regeneration. A regeneration restricted to observed contexts with
+   ``fallback = "previous"`` also keeps the served table's rows of the contexts it does not rank
+   (charged nothing); with ``"backoff"`` those contexts are served by the backoff;
 5. **promote**: one atomic replacement of the workspace's ``state`` pointer names the new
    catalog, data, adapter, knowledge and table versions together; ``on_version_promoted`` is
    called for each kind that changed. A crash before this step leaves the previous versions
@@ -33,6 +35,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import distributed
@@ -48,7 +51,15 @@ from hybridrec.engine.state import (
     table_recall,
     warn_signal,
 )
-from hybridrec.engine.tables import TableRows, plan_table, prompt_digests, run_plan, write_rows
+from hybridrec.engine.tables import (
+    DIGEST_BYTES,
+    TableRows,
+    keep_previous,
+    plan_table,
+    prompt_digests,
+    run_plan,
+    write_rows,
+)
 from hybridrec.errors import DataError, HybridrecError
 from hybridrec.generation import TableJob
 from hybridrec.ingest import Batch, file_digest, read_batch, transitions_of
@@ -298,10 +309,21 @@ class _Update:
         snapshot = p.knowledge_store.open(snapshot_path) if snapshot_path is not None else None
         table_path = served.path("table", served.served("table"), "")
         delta = self.config.serving.regenerate == "delta"
-        previous = TableRows.load(table_path) if delta and table_path is not None else None
-        digests = prompt_digests(gen, contexts, snapshot) if delta else None
+        restricted = action.contexts == "observed" or self.config.serving.contexts == "observed"
+        keeping = restricted and action.fallback == "previous"
+        previous = (TableRows.load(table_path) if (delta or keeping) and table_path is not None
+                    else None)
+        kept = np.zeros(contexts.shape[0], dtype=bool)
+        if keeping:  # the contexts it does not rank keep the served table's row
+            contexts, kept = keep_previous(contexts, len(p.catalog), previous, k=self.config.serving.k)
+        digests = None
+        if delta:
+            ranked_digests = prompt_digests(gen, contexts[~kept], snapshot)
+            if ranked_digests is not None:
+                digests = np.zeros((contexts.shape[0], DIGEST_BYTES), dtype=np.uint8)
+                digests[~kept] = ranked_digests
         plan = plan_table(contexts, len(p.catalog), digests, adapter, previous,
-                          k=self.config.serving.k, delta=delta)
+                          k=self.config.serving.k, delta=delta, kept=kept)
         # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
         work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
                           use_knowledge=knowledge is not None)
@@ -330,13 +352,16 @@ class _Update:
                     **inputs, "built_at": self.now.isoformat(), "rows": rows, "k": k,
                     "backend": backend.name, "n_clusters": len(p.catalog),
                     "catalog_hash": p.catalog.hash, "reason": action.reason,
-                    "regenerate": {"mode": "delta" if plan.previous is not None else "full",
+                    "regenerate": {"mode": "delta" if plan.delta else "full",
                                    "ranked": int(plan.rank.size), "changed": plan.changed,
-                                   "copied": plan.copied},
+                                   "copied": plan.copied,
+                                   **({"fallback": action.fallback, "kept": plan.n_kept}
+                                      if restricted else {})},
                 }
                 writer.commit(manifest)
                 TableRows(adapter=adapter, keys=contexts[:, 0] * len(p.catalog) + contexts[:, 1],
-                          ids=ids, scores=scores, digests=digests).save(staging.path)
+                          ids=ids, scores=scores,
+                          digests=plan.row_digests(adapter)).save(staging.path)
             except BaseException:
                 writer.abort()
                 ws.store.abort(staging)
@@ -353,11 +378,13 @@ class _Update:
                           now=self.now, reason=action.reason, guardrails=self.config.guardrails,
                           budget=self.config.budget)
         if outcome.status == "ok":
-            n = int(contexts.shape[0])
+            n = int(contexts.shape[0]) - plan.n_kept
             outcome.note = (
                 f"delta: re-ranked {plan.changed:,} of {n:,} contexts whose prompt changed, "
-                f"copied {plan.copied:,}" if plan.previous is not None else f"full: ranked {n:,} contexts"
+                f"copied {plan.copied - plan.n_kept:,}" if plan.delta else f"full: ranked {n:,} contexts"
             )
+            if plan.n_kept:
+                outcome.note += f"; kept the served row of {plan.n_kept:,} contexts not ranked"
         return outcome
 
     def run(self, data: Path | None, items: Path | None) -> UpdateReport:

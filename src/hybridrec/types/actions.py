@@ -36,12 +36,17 @@ class RegenerateTable(Model):
 
     ``contexts``: ``"all"`` ordered pairs of the catalog, or ``"observed"`` in ``observed_window``.
     ``use_knowledge``: whether prompts carry evidence from the current snapshot.
+    ``fallback`` (with ``"observed"``): what serves a context the regeneration does not rank:
+    ``"backoff"``, the serving backoff (successors of ``c2``, then popularity); ``"previous"``, the
+    served table's row for it, as it is (the backoff where the served table has none). Only ranked
+    contexts are charged either way.
     """
 
     kind: Literal["regenerate_table"] = "regenerate_table"
     contexts: Literal["all", "observed"] = "all"
     observed_window: TimeWindow | None = None
     use_knowledge: bool = True
+    fallback: Literal["backoff", "previous"] = "backoff"
     reason: str = ""
 
 
