@@ -72,3 +72,23 @@ def test_machine_rejects_a_broken_policy(policy_cls: type[HybridPolicy]) -> None
                                derandomize=True)
     with pytest.raises(AssertionError):
         case("runTest").runTest()
+
+
+class Forgetful(HybridPolicy):
+    """The hybrid policy without its regenerations: new knowledge is never served."""
+
+    name: ClassVar[str] = "forgetful"
+
+    def decide(self, state: SystemState) -> list[Action]:
+        return [a for a in super().decide(state) if not isinstance(a, RegenerateTable)]
+
+
+def test_machine_rejects_a_change_without_a_regeneration_unless_told_otherwise() -> None:
+    strict = make_policy_machine(Forgetful, max_examples=60, steps=20, phases=[Phase.generate],
+                                 derandomize=True)
+    with pytest.raises(AssertionError, match="not followed by a regeneration"):
+        strict("runTest").runTest()
+    # Every other invariant holds: the check is what catches it.
+    lenient = make_policy_machine(Forgetful, max_examples=60, steps=20, phases=[Phase.generate],
+                                  derandomize=True, regenerate_in_decision=False)
+    lenient("runTest").runTest()

@@ -17,6 +17,10 @@ clock). Checked invariants:
   exceeds the limit (actions are charged their ``state.estimates``; kinds without an estimate
   are free);
 * **pending** — no ``FineTune`` while ``state.pending_fine_tune``;
+* **regeneration follows** — every ``FineTune`` and ``RefreshKnowledge`` of a decision is
+  followed, later in the same decision, by a ``RegenerateTable`` (a new adapter or snapshot is
+  served only through a new table; ``make_policy_machine(..., regenerate_in_decision=False)``
+  drops this check for a policy that regenerates in a later decision);
 * **knowledge bound** — if ``policy.knowledge_bound()`` is set, after each step the served
   knowledge lags ``data_until`` by at most the bound, unless a refresh plus a regeneration did
   not fit the budget left at that step;
@@ -95,6 +99,8 @@ class PolicyMachine(RuleBasedStateMachine):
     """The simulation; subclassed by :func:`make_policy_machine` with a policy factory."""
 
     policy_factory: Callable[[], UpdatePolicy]
+    #: check that every fine-tune and refresh is followed by a regeneration in its decision
+    regenerate_in_decision: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -226,6 +232,11 @@ class PolicyMachine(RuleBasedStateMachine):
             assert not any(isinstance(a, FineTune) for a in actions), (
                 f"{name}: started a fine-tune while one is pending"
             )
+        for i, action in enumerate(actions):
+            if self.regenerate_in_decision and isinstance(action, FineTune | RefreshKnowledge):
+                assert any(isinstance(a, RegenerateTable) for a in actions[i + 1 :]), (
+                    f"{name}: {action.kind} is not followed by a regeneration in {actions}"
+                )
         for action in actions:
             window = getattr(action, "window", None) or getattr(action, "observed_window", None)
             if window is not None:
@@ -302,15 +313,19 @@ def make_policy_machine(
     *,
     max_examples: int = 40,
     steps: int = 40,
+    regenerate_in_decision: bool = True,
     **settings_kwargs: Any,
 ) -> type[unittest.TestCase]:
     """A ``unittest.TestCase`` class that runs :class:`PolicyMachine` on ``policy_factory()``.
 
     Assign it to a module-level name starting with ``Test`` for pytest to collect it.
+    ``regenerate_in_decision=False`` drops the "regeneration follows" check (for a policy that
+    serves a new adapter or snapshot through a regeneration in a later decision).
     ``settings_kwargs`` go to :func:`hypothesis.settings` (e.g. ``derandomize=True``).
     """
     name = f"PolicyMachine_{policy_factory().name.replace('-', '_')}"
-    machine: Any = type(name, (PolicyMachine,), {"policy_factory": staticmethod(policy_factory)})
+    machine: Any = type(name, (PolicyMachine,), {"policy_factory": staticmethod(policy_factory),
+                                                 "regenerate_in_decision": regenerate_in_decision})
     machine.TestCase.settings = settings(
         max_examples=max_examples,
         stateful_step_count=steps,
