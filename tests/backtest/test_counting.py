@@ -241,3 +241,11 @@ def test_chunked_scoring_gives_the_same_lists_and_choice(transitions: Transition
     chunked = replay(transitions, [CountingArm("b", transitions, config)], T0, T1).runs[0].all_ranks()
     assert (whole == chunked).all()
     assert select_counting_config(transitions, T0, validation_days=5, grid=grid).scores == chosen.scores
+
+
+def test_top_k_with_fewer_clusters_than_the_list_pads_with_minus_one() -> None:
+    # 6 clusters leave 4 candidates for a top-5 list: the last slot is empty, never c1 or c2.
+    contexts = np.array([[3, 4], [0, 5]])
+    scores = np.tile(np.arange(6, dtype=np.float64)[::-1], (2, 1))
+    ids = top_k(scores, np.arange(6), contexts, 5)
+    assert ids.tolist() == [[0, 1, 2, 5, -1], [1, 2, 3, 4, -1]]

@@ -405,11 +405,13 @@ def _mask_context(scores: np.ndarray, contexts: np.ndarray) -> np.ndarray:
 
 def top_k(scores: np.ndarray, position: np.ndarray, contexts: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` best clusters per row (descending score, ties by ascending ``position``),
-    never ``c1`` or ``c2``."""
+    never ``c1`` or ``c2``: with fewer than ``k + 2`` clusters the last slots are ``-1``."""
     scores = _mask_context(scores, contexts)
     columns = np.argsort(position, kind="stable")
     order = np.argsort(-scores[:, columns], axis=1, kind="stable")[:, :k]
-    return columns[order].astype(np.int64)
+    ids = columns[order].astype(np.int64)
+    clash = (ids == contexts[:, :1]) | (ids == contexts[:, 1:2])
+    return np.where(clash, -1, ids)
 
 
 def truth_ranks(scores: np.ndarray, position: np.ndarray, contexts: np.ndarray,
