@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hybridrec.backtest import StudyInterrupted, run_backtest, write_report
 from hybridrec.backtest.baselines import PopularityArm
 from hybridrec.backtest.llm import PolicyArm
 from hybridrec.cli import main
+from hybridrec.types import UTC
 
 
 def _fail_on(monkeypatch: pytest.MonkeyPatch, cls: type, method: str, arm: str, day: str) -> None:
@@ -87,3 +89,71 @@ def test_the_cli_writes_the_partial_report_then_fails(tmp_path: Path, monkeypatc
     assert report["partial"]["completed_days"] == 5 and report["partial"]["arm"] == "popularity"
     assert all(len(a["per_day"]) == 5 for a in report["arms"])
     assert (out / "pareto.png").exists()
+
+
+def _without_day(transitions, day: str):  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from hybridrec.types import datetime_to_ts
+
+    lo = datetime_to_ts(datetime.fromisoformat(day).replace(tzinfo=UTC))
+    return transitions.take(np.flatnonzero(~((transitions.ts >= lo) & (transitions.ts < lo + 86400))))
+
+
+def test_the_reported_empty_day_crash_inside_an_arm_gives_a_partial_report_and_is_fixed(
+    fake_stack, catalog, transitions, monkeypatch, tmp_path  # type: ignore[no-untyped-def]
+) -> None:
+    # Issue 14: on a day without transitions, an arm serving an adapter that had ranked nothing
+    # yet crashed in AdapterRows.arrays (np.concatenate of no arrays). ft-weekly fine-tunes at
+    # the end of 2000-01-27; 2000-01-28 has no transitions.
+    import numpy as np
+
+    from hybridrec.backtest.llm import AdapterRows
+
+    data = (catalog, _without_day(transitions, "2000-01-28"))
+    config = fake_config(arms=["no-update", "ft-weekly", "markov-all"])
+
+    def arrays_before_the_fix(self):  # type: ignore[no-untyped-def]
+        if self.stacked is None:
+            self.stacked = (np.concatenate(self.ids), np.concatenate(self.scores))
+        return self.stacked
+
+    monkeypatch.setattr(AdapterRows, "arrays", arrays_before_the_fix)
+    with pytest.raises(StudyInterrupted, match="need at least one array to concatenate") as info:
+        run_backtest(config, data=data, drift=False)
+    partial = info.value.report["partial"]
+    assert (partial["arm"], partial["phase"], partial["day"]) == ("ft-weekly", "serve", "2000-01-28")
+    assert partial["type"] == "ValueError" and partial["completed_days"] == 7
+    assert all(len(arm["per_day"]) == 7 for arm in info.value.report["arms"])
+    assert "PARTIAL REPORT" in write_report(info.value.report, tmp_path)["markdown"].read_text()
+
+    monkeypatch.undo()  # the code as it is: the same data runs through
+    report, _, _ = run_backtest(config, data=data, drift=False)
+    assert "partial" not in report
+    weekly = next(a for a in report["arms"] if a["name"] == "ft-weekly")
+    assert next(d for d in weekly["per_day"] if d["day"] == "2000-01-28")["n"] == 0
+
+
+@pytest.mark.parametrize(("method", "error", "phase"), [
+    ("begin", OSError("no space left on device"), "begin"),
+    ("end_of_day", KeyboardInterrupt(), "update"),
+])
+def test_an_error_in_any_phase_of_an_arm_gives_a_partial_report(
+    fake_stack, catalog, transitions, method, error, phase  # type: ignore[no-untyped-def]
+) -> None:
+    original = getattr(PolicyArm, method)
+
+    def failing(self, history, when):  # type: ignore[no-untyped-def]
+        if self.name == "hybrid" and (method == "begin" or when.label == "2000-01-23"):
+            raise error
+        return original(self, history, when)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PolicyArm, method, failing)
+        with pytest.raises(StudyInterrupted) as info:
+            run_backtest(fake_config(arms=["hybrid", "markov-all"]), data=(catalog, transitions), drift=False)
+    partial = info.value.report["partial"]
+    assert partial["arm"] == "hybrid" and partial["phase"] == phase
+    assert partial["type"] == type(error).__name__
+    assert partial["completed_days"] == (0 if phase == "begin" else 2)
+    assert all(len(arm["per_day"]) == partial["completed_days"] for arm in info.value.report["arms"])
