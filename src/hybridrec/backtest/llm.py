@@ -872,19 +872,22 @@ class PolicyArm(Arm):
     def table_rows(self, table: TableVersion, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``(ids, scores)`` ``table`` serves for ``contexts``: its own state's for the
         contexts it ranked, its fallback chain's for the others, ``-1`` where none holds one."""
-        own: np.ndarray | None = None
-        if table.observed is not None:
-            own = table.observed[contexts[:, 0] * self.cache.n + contexts[:, 1]]
-        if own is None or own.all():
+        keys = contexts[:, 0] * self.cache.n + contexts[:, 1]
+        if table.observed is None or table.observed[keys].all():
             return self.cache.rows_for(table.adapter, table.snapshot, contexts)
         width = self.cache.stack.table_k
         ids = np.full((contexts.shape[0], width), -1, dtype=np.int64)
         scores = np.full((contexts.shape[0], width), -np.inf, dtype=np.float64)
-        if own.any():
-            ids[own], scores[own] = self.cache.rows_for(table.adapter, table.snapshot, contexts[own])
-        if table.fallback is not None:
-            rest = ~own
-            ids[rest], scores[rest] = self.table_rows(table.fallback, contexts[rest])
+        todo = np.arange(contexts.shape[0])
+        for link in table.chain():  # nearest first; each context from the first that holds it
+            if todo.size == 0:
+                break
+            own = (np.ones(todo.size, dtype=bool) if link.observed is None
+                   else link.observed[keys[todo]])
+            if own.any():
+                at = todo[own]
+                ids[at], scores[at] = self.cache.rows_for(link.adapter, link.snapshot, contexts[at])
+            todo = todo[~own]
         return ids, scores
 
     # -- the Arm contract -------------------------------------------------------------------
