@@ -704,9 +704,15 @@ class LoraFineTuner(FineTuner):
     # -- cost -----------------------------------------------------------------------------------
 
     def workload(self, n_transitions: int, generator: Generator) -> Workload:
-        """Tokens and parameters of a fine-tune on ``n_transitions`` window transitions."""
+        """Tokens and parameters of a fine-tune on ``n_transitions`` window transitions.
+
+        Exact for ``balance`` ``"none"`` and ``"reweight"``; with ``"cap"`` the training tokens
+        are an upper bound (capping drops rows by label counts, which a count alone cannot
+        tell)."""
         opts: LoraOptions = self.options
-        holdout = min(opts.holdout_max, max(1, round(n_transitions * opts.holdout_fraction)))
+        holdout = 1  # a window of fewer than 2 rows is refused by fine_tune; price one row
+        if n_transitions >= 2:  # the same split fine_tune makes
+            holdout = n_transitions - holdout_split(n_transitions, opts.holdout_fraction, opts.holdout_max)
         examples = max(0, n_transitions - holdout)
         if opts.max_examples is not None:
             examples = min(examples, opts.max_examples)
