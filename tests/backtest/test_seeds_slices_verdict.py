@@ -256,3 +256,15 @@ def test_cli_prints_every_goal_with_its_status(tmp_path: Path, capsys: pytest.Ca
     assert arms["markov-best"]["config"]["label"] == report["validation"]["chosen"]["label"]
     assert arms["markov-backoff"]["config"]["kind"] == "backoff"
     assert "## Counting configurations" in (out / "report.md").read_text()
+
+
+def test_counting_section_lists_counting_arms_only() -> None:
+    from hybridrec.backtest.report import _counting_section
+
+    report = {"arms": [
+        {"name": "hybrid", "llm": True, "config": {"policy": {"plugin": "hybrid", "options": {}}}},
+        {"name": "markov-backoff", "llm": False, "config": {"kind": "backoff", "label": "backoff (alpha 128)"}},
+    ]}
+    lines = _counting_section(report)
+    assert "- markov-backoff: backoff (alpha 128)" in lines
+    assert not any(line.startswith("- hybrid") for line in lines)

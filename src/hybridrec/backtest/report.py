@@ -623,7 +623,8 @@ def _slices_section(report: dict[str, Any]) -> list[str]:
 
 
 def _counting_section(report: dict[str, Any]) -> list[str]:
-    configured = [a for a in report["arms"] if a.get("config")]
+    # LLM arms carry their plugins in ``config`` too (the Arms section shows them)
+    configured = [a for a in report["arms"] if a.get("config") and not a.get("llm")]
     val = report.get("validation")
     if not configured and not val:
         return []
