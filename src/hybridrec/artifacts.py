@@ -12,6 +12,11 @@ A version folder appears only by an atomic ``rename`` of a fully written, fsynce
 folder, and a pointer changes only by an atomic ``os.replace`` of a fsynced file. So a crash at
 any point leaves either the old or the new version served, never a mix, and leaves at worst a
 stale ``.staging-*`` folder, which :func:`clean_staging` removes.
+
+Every manifest lists the sha256 and size of each file of its version and its own sha256
+(``manifest_sha256``, over its canonical JSON without that key), so a changed byte anywhere in a
+version -- data file or manifest -- fails :func:`verify`. Staging folders are created 0700 and
+files 0600, so user data is never readable by other users, not even while it is written.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +45,10 @@ MANIFEST = "manifest.json"
 VERSION_ID = re.compile(r"v\d+-[0-9a-f]+")
 #: Mode of every file holding data (user ids, tables, quarantined rows).
 FILE_MODE = 0o600
+#: Mode of staging folders (and so of the version folders they become).
+DIR_MODE = 0o700
+#: The manifest key holding the sha256 of the manifest's own canonical JSON.
+MANIFEST_SHA = "manifest_sha256"
 
 
 def check_version_id(version_id: Any, kind: str = "artifact") -> str:
@@ -53,9 +62,11 @@ def check_version_id(version_id: Any, kind: str = "artifact") -> str:
 
 
 def open_private(path: Path, mode: str = "a", encoding: str | None = "utf-8") -> Any:
-    """``open(path, mode)`` creating the file with mode 0600 (user data)."""
+    """``open(path, mode)`` (``"a"``, ``"w"``, ``"ab"``, ``"wb"``) with the file's mode 0600
+    (user data), whether it is created now or existed with a wider mode."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
     fd = os.open(path, flags, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
     binary = "b" in mode
     return os.fdopen(fd, ("a" if "a" in mode else "w") + ("b" if binary else ""),
                      encoding=None if binary else encoding)
@@ -105,6 +116,28 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of ``manifest``'s canonical JSON without its :data:`MANIFEST_SHA` key (the JSON
+    as written and read back, so the digest of a manifest read from disk is comparable)."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_SHA}
+    canonical = json.loads(json.dumps(body, sort_keys=True, default=str))
+    return hashlib.sha256(
+        json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _inside(folder: Path, rel: Any) -> Path:
+    """``folder / rel`` for a manifest's relative file name; a name that is absolute or climbs
+    out of ``folder`` is a :class:`CorruptArtifactError` (never opened)."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or any(
+        part in ("", ".", "..") for part in rel.split("/")
+    ):
+        raise CorruptArtifactError(
+            f"{folder / MANIFEST}: file name {rel!r} is not a plain path inside the version"
+        )
+    return folder / rel
+
+
 def checksums(folder: Path) -> dict[str, dict[str, Any]]:
     """sha256 and size of every file under ``folder`` except the manifest, by relative path."""
     out: dict[str, dict[str, Any]] = {}
@@ -120,7 +153,9 @@ def verify(folder: Path, *, deep: bool = True) -> dict[str, Any]:
     """Check ``folder`` against its manifest; return the manifest or raise.
 
     ``deep=False`` checks presence and sizes only (cheap, for hot paths); ``deep=True`` also
-    re-hashes every file.
+    re-hashes every file. Both check the manifest's own digest (:data:`MANIFEST_SHA`; manifests
+    written before it existed have none and are accepted) and refuse file names that leave the
+    folder.
     """
     folder = Path(folder)
     manifest_path = folder / MANIFEST
@@ -134,11 +169,17 @@ def verify(folder: Path, *, deep: bool = True) -> dict[str, Any]:
         raise CorruptArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict):
         raise CorruptArtifactError(f"{manifest_path}: the manifest is not a JSON object")
+    own = manifest.get(MANIFEST_SHA)
+    if own is not None and own != manifest_digest(manifest):
+        raise CorruptArtifactError(f"{manifest_path}: the manifest does not match its own checksum "
+                                   "(corrupt or edited)")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise CorruptArtifactError(f"{manifest_path}: manifest has no 'files' checksums")
     for rel, meta in files.items():
-        path = folder / rel
+        path = _inside(folder, rel)
+        if not isinstance(meta, dict):
+            raise CorruptArtifactError(f"{manifest_path}: the entry of {rel!r} is not an object")
         if not path.is_file():
             raise CorruptArtifactError(f"{folder}: file {rel} listed in the manifest is missing")
         size = path.stat().st_size
@@ -230,7 +271,7 @@ class ArtifactStore:
         found = [
             Version(kind, p.name, p)
             for p in folder.iterdir()
-            if p.is_dir() and p.name.startswith("v") and (p / MANIFEST).is_file()
+            if p.is_dir() and VERSION_ID.fullmatch(p.name) and (p / MANIFEST).is_file()
         ]
         return sorted(found, key=lambda v: v.id)
 
@@ -254,7 +295,7 @@ class ArtifactStore:
         folder = self.kind_dir(kind)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f".staging-{uuid.uuid4().hex[:12]}"
-        path.mkdir()
+        path.mkdir(mode=DIR_MODE)
         return Staging(kind, path)
 
     def commit(self, staging: Staging, manifest: dict[str, Any]) -> Version:
@@ -274,6 +315,7 @@ class ArtifactStore:
             {"kind": staging.kind, "version": version_id, "files": files,
              "created_at": datetime.now(UTC).isoformat()}
         )
+        full[MANIFEST_SHA] = manifest_digest(full)
         atomic_write_json(staging.path / MANIFEST, full)
         _fsync_dir(staging.path)
         target = self.kind_dir(staging.kind) / version_id
@@ -311,28 +353,35 @@ class ArtifactStore:
                     removed += 1
         return removed
 
-    def gc(self, kind: str, keep: int, protect: set[str] | frozenset[str] = frozenset()) -> list[str]:
-        """Delete all but the newest ``keep`` versions of ``kind`` (never those in ``protect``)."""
+    def gc(self, kind: str, keep: int, protect: set[str] | frozenset[str] = frozenset(),
+           doomed: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Delete all but the newest ``keep`` versions of ``kind``, and every version in
+        ``doomed``; never those in ``protect``. Returns the deleted ids, oldest first."""
         versions = self.versions(kind)
-        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v.id not in protect]
-        for v in doomed:
+        old = {v.id for v in versions[: max(0, len(versions) - keep)]}
+        victims = [v for v in versions if (v.id in old or v.id in doomed) and v.id not in protect]
+        for v in victims:
             # rename first so a crash mid-delete never leaves a half version that looks complete
             trash = v.path.with_name(f".staging-del-{v.id}")
             os.rename(v.path, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        return [v.id for v in doomed]
+        return [v.id for v in victims]
 
 
 class Pointer:
     """A small JSON file naming the served version(s), replaced atomically, with history.
 
     The file holds ``{"current": {...}, "history": [{...}, ...]}``; :meth:`rollback` makes the
-    previous entry current again.
+    previous entry current again. ``check`` (optional) returns why one entry is malformed, or
+    None; a file with a malformed entry, or with history but no current entry (which
+    :meth:`write` and :meth:`rollback` never produce), is damaged.
     """
 
-    def __init__(self, path: Path | str, history: int = 20) -> None:
+    def __init__(self, path: Path | str, history: int = 20,
+                 check: Callable[[dict[str, Any]], str | None] | None = None) -> None:
         self.path = Path(path)
         self.history = history
+        self.check = check
 
     def read(self) -> dict[str, Any] | None:
         """The current entry, or None if nothing was promoted yet."""
@@ -355,6 +404,15 @@ class Pointer:
             or not all(isinstance(h, dict) for h in data.get("history") or [])
         ):
             raise self.damaged("not a {current, history} object")
+        history = data.get("history") or []
+        if data.get("current") is None and history:
+            raise self.damaged(f"no current entry, but {len(history)} earlier one(s)")
+        if self.check is not None:
+            for where, entry in [("current", data.get("current")),
+                                 *((f"history[{i}]", h) for i, h in enumerate(history))]:
+                problem = None if entry is None else self.check(entry)
+                if problem is not None:
+                    raise self.damaged(f"{where}: {problem}")
         return dict(data)
 
     def damaged(self, why: str) -> CorruptArtifactError:
@@ -381,8 +439,10 @@ class Pointer:
 
 
 __all__ = [
+    "DIR_MODE",
     "FILE_MODE",
     "MANIFEST",
+    "MANIFEST_SHA",
     "VERSION_ID",
     "ArtifactStore",
     "Pointer",
@@ -392,6 +452,7 @@ __all__ = [
     "atomic_write_json",
     "check_version_id",
     "checksums",
+    "manifest_digest",
     "open_private",
     "read_json",
     "sha256_file",

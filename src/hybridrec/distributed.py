@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from hybridrec.artifacts import sha256_file
+from hybridrec.artifacts import open_private, sha256_file
 from hybridrec.config import DistributedConfig, PluginRef
 from hybridrec.errors import ConfigError, HybridrecError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
@@ -159,12 +159,11 @@ class FineTuneSpec(BaseModel):
 
 
 def save_transitions(path: Path, transitions: TransitionSet) -> None:
-    with open(path, "wb") as fh:
+    with open_private(path, "wb") as fh:
         np.savez(
             fh, c1=transitions.c1, c2=transitions.c2, c3=transitions.c3, ts=transitions.ts,
             user=transitions.user, n_clusters=np.int64(transitions.n_clusters),
         )
-    os.chmod(path, 0o600)
 
 
 def load_transitions(path: Path) -> TransitionSet:
@@ -211,9 +210,8 @@ class PrecomputedEvidence:
             arrays["shares"] = self.batch.shares
         if self.batch.context_support is not None:
             arrays["context_support"] = self.batch.context_support
-        with open(path, "wb") as fh:
+        with open_private(path, "wb") as fh:
             np.savez(fh, **arrays)
-        os.chmod(path, 0o600)
 
     @classmethod
     def load(cls, path: Path) -> PrecomputedEvidence:
@@ -268,8 +266,8 @@ def write_spec(
         checksums[EVIDENCE_FILE] = sha256_file(run_dir / EVIDENCE_FILE)
     spec = spec.model_copy(update={"has_evidence_fn": evidence_fn is not None, "checksums": checksums})
     path = run_dir / SPEC_FILE
-    path.write_text(spec.model_dump_json(indent=2))
-    os.chmod(path, 0o600)
+    with open_private(path, "w") as fh:
+        fh.write(spec.model_dump_json(indent=2))
     return path
 
 

@@ -40,7 +40,9 @@ from typing import Any
 import numpy as np
 
 from hybridrec.artifacts import (
+    DIR_MODE,
     MANIFEST,
+    VERSION_ID,
     ArtifactStore,
     Pointer,
     Staging,
@@ -83,6 +85,60 @@ KIND_DIRS: dict[str, str] = {
 }
 
 
+_TIMES = ("data_until", "data_start", "updated_at", "repaired_at")
+
+
+def _is_iso(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def entry_problem(entry: dict[str, Any]) -> str | None:
+    """Why ``entry`` of the ``state`` file is malformed (None: well formed).
+
+    Version ids must match :data:`~hybridrec.artifacts.VERSION_ID` (so no entry can name a path
+    outside the workspace), ``data`` and ``held_adapters`` must be lists of them, and the clock
+    fields ISO-8601 times. Every reader of the state goes through this check
+    (:class:`~hybridrec.artifacts.Pointer`), so a damaged entry is reported with the repair
+    command instead of failing later with a traceback.
+    """
+
+    def bad_id(value: Any) -> bool:
+        return not (isinstance(value, str) and VERSION_ID.fullmatch(value))
+
+    for key in ("catalog", "adapter", "knowledge", "table"):
+        value = entry.get(key)
+        if value is not None and bad_id(value):
+            return f"{key} {value!r} is not a version id (v<digits>-<hex>)"
+    for key in ("data", "held_adapters"):
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            return f"{key} is {type(value).__name__}, not a list of version ids"
+        wrong = next((v for v in value if bad_id(v)), None)
+        if wrong is not None:
+            return f"{key} names {wrong!r}, not a version id (v<digits>-<hex>)"
+    if entry.get("catalog") is None and (entry.get("data") or entry.get("table")):
+        return "names data or a table but no catalog"
+    for key in _TIMES:
+        value = entry.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not _is_iso(value):
+            return f"{key} {value!r} is not an ISO-8601 time"
+    for key in ("drift", "rolled_back_from"):
+        if entry.get(key) is not None and not isinstance(entry[key], dict):
+            return f"{key} is {type(entry[key]).__name__}, not an object"
+    for value in (entry.get("rolled_back_from") or {}).values():
+        if value is not None and bad_id(value):
+            return f"rolled_back_from names {value!r}, not a version id"
+    return None
+
+
 class Workspace:
     """Open an existing workspace folder (see the module docstring); :meth:`init` creates one."""
 
@@ -100,7 +156,7 @@ class Workspace:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{self.config_path}: unreadable workspace config ({exc})") from None
         self.store = ArtifactStore(self.root)
-        self.pointer = Pointer(self.root / "state", history=50)
+        self.pointer = Pointer(self.root / "state", history=50, check=entry_problem)
         self.ledger = Ledger(self.root / "ledger.jsonl")
         self.quarantine_path = self.root / "quarantine.jsonl"
         self._readers: dict[str, TableReader] = {}
@@ -232,30 +288,58 @@ class Workspace:
         return None
 
     def repair(self) -> dict[str, Any]:
-        """Rebuild a damaged or missing ``state`` from the versions on disk: the newest intact
-        catalog, every intact data version, and the newest intact adapter, knowledge snapshot and
-        table that were not held for review or vetoed. The damaged file is kept as ``state.damaged-*``. Returns
-        the new entry (history starts empty)."""
+        """Rebuild a damaged or missing ``state`` from the versions on disk; returns the new
+        current entry. The damaged file is kept as ``state.damaged-*``.
+
+        Only versions that pass :meth:`verified` are used. The current entry serves the newest
+        intact table whose manifest status is ``ok`` with the adapter and knowledge snapshot it
+        was built from (the newest intact ``ok`` ones when there is no such table), the newest
+        intact catalog (the one the table was built for, when there is one) and every intact
+        data version. Each earlier intact table becomes a history entry, oldest first, so
+        ``rollback`` works after a repair. Adapters held for review stay held.
+        """
         with self.locked():
-            entry: dict[str, Any] = dict(EMPTY_ENTRY)
-            entry["data"] = []
+            cache: dict[tuple[str, str], bool] = {}
 
-            def intact(kind: str) -> list[Version]:
-                good = []
-                for v in self.store.versions(kind):
-                    with contextlib.suppress(CorruptArtifactError):
-                        self.verified(kind, v.id)
-                        good.append(v)
-                return good
+            def intact(kind: str, version: Any) -> bool:
+                if not isinstance(version, str) or not VERSION_ID.fullmatch(version):
+                    return False
+                if (kind, version) not in cache:
+                    try:
+                        self.verified(kind, version)
+                        cache[kind, version] = True
+                    except CorruptArtifactError:
+                        cache[kind, version] = False
+                return cache[kind, version]
 
-            catalogs = intact("catalog")
-            entry["catalog"] = catalogs[-1].id if catalogs else None
-            data = intact("data")
-            entry["data"] = [v.id for v in data]
-            for kind in ("adapter", "knowledge", "table"):
-                # held for review or vetoed versions (status "needs_review") are never chosen
-                usable = [v for v in intact(KIND_DIRS[kind]) if v.manifest.get("status", "ok") == "ok"]
-                entry[kind] = usable[-1].id if usable else None
+            def usable(kind: str) -> list[Version]:
+                return [v for v in self.store.versions(kind)
+                        if intact(kind, v.id) and v.manifest.get("status", "ok") == "ok"]
+
+            catalogs = [v for v in self.store.versions("catalog") if intact("catalog", v.id)]
+            data = [v for v in self.store.versions("data") if intact("data", v.id)]
+            adapters, snapshots = usable("adapters"), usable("knowledge")
+            entries: list[dict[str, Any]] = []
+            for table in usable("tables"):
+                built = table.manifest
+                adapter, knowledge = built.get("adapter"), built.get("knowledge")
+                if (adapter and not intact("adapters", adapter)) or (
+                        knowledge and not intact("knowledge", knowledge)):
+                    continue
+                catalog = next((c.id for c in reversed(catalogs)
+                                if c.manifest.get("hash") == built.get("catalog_hash")), None)
+                entries.append({"adapter": adapter or None, "knowledge": knowledge or None,
+                                "table": table.id, "catalog": catalog})
+            if not entries:
+                entries.append({"adapter": adapters[-1].id if adapters else None,
+                                "knowledge": snapshots[-1].id if snapshots else None,
+                                "table": None, "catalog": None})
+            catalog = entries[-1]["catalog"] or (catalogs[-1].id if catalogs else None)
+            held = [v.id for v in self.store.versions("adapters")
+                    if intact("adapters", v.id) and v.manifest.get("status") == "needs_review"]
+            now = datetime.now(UTC).isoformat()
+            common: dict[str, Any] = {"catalog": catalog, "data": [v.id for v in data],
+                                      "held_adapters": held, "repaired_at": now}
             ends = []
             for v in data:
                 with contextlib.suppress(Exception):
@@ -263,12 +347,15 @@ class Workspace:
                     if len(batch):
                         ends.append(int(batch.ts.max()))
             if ends:
-                entry["data_until"] = datetime.fromtimestamp(max(ends) + 1, UTC).isoformat()
-            entry["repaired_at"] = datetime.now(UTC).isoformat()
+                common["data_until"] = datetime.fromtimestamp(max(ends) + 1, UTC).isoformat()
+            built_entries = [{**dict(EMPTY_ENTRY), **common, **e, "catalog": catalog}
+                             for e in entries][-(self.pointer.history + 1):]
+            current = built_entries[-1] if catalog else None
+            history = built_entries[:-1] if current is not None else []
             if self.pointer.path.exists():
-                os.replace(self.pointer.path, self.root / f"state.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S}")
-            atomic_write_json(self.pointer.path, {"current": entry if entry["catalog"] else None, "history": []})
-            return entry
+                os.replace(self.pointer.path, self.root / f"state.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
+            atomic_write_json(self.pointer.path, {"current": current, "history": history})
+            return dict(current or {**dict(EMPTY_ENTRY), **common})
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -316,7 +403,7 @@ class Workspace:
         for other in folder.glob(f"{_RESUMABLE}*"):
             if other != path:
                 shutil.rmtree(other, ignore_errors=True)
-        path.mkdir(exist_ok=True)
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
         return Staging(kind, path)
 
     def referenced(self, history: int | None = None) -> set[str]:
@@ -333,19 +420,31 @@ class Workspace:
                     ids.add(str(entry[key]))
             ids.update(str(v) for v in entry.get("data") or [])
             ids.update(str(v) for v in entry.get("held_adapters") or [])
+            ids.update(str(v) for v in (entry.get("rolled_back_from") or {}).values() if v)
         return ids
 
     def collect_garbage(self) -> dict[str, list[str]]:
-        """Delete adapter, knowledge and table versions that neither the current entry nor the
-        last ``[serving] keep_versions`` entries before it (the rollback targets) name, keeping
-        at least ``keep_versions`` per kind. Held adapters stay for review; data and catalog
-        versions are collected only when no entry of the state names them (left by a killed
-        update)."""
+        """Delete the versions nothing will serve again; returns the ids deleted per kind.
+
+        * Adapter, knowledge and table versions: all but the newest ``[serving] keep_versions``
+          of each kind, never one that the current entry, the last ``keep_versions`` entries
+          before it (the rollback targets) or a held adapter names.
+        * Versions left by a killed or failed update (committed, never promoted): a version that
+          no entry of the state names, newer than the oldest version of its kind that one does.
+        * Data and catalog versions that no entry of the state names.
+
+        Runs under the update lock, after the pointer is written, so it never removes what the
+        state names.
+        """
         keep = self.config.serving.keep_versions
         protect = self.referenced(history=keep)
-        collected = {kind: self.store.gc(kind, keep, protect) for kind in ("adapters", "knowledge", "tables")}
-        # Data and catalog versions no entry names were left by killed updates: collected.
         everything = self.referenced()
+        collected: dict[str, list[str]] = {}
+        for kind in ("adapters", "knowledge", "tables"):
+            named = [v for v in self.store.versions(kind) if v.id in everything]
+            orphans = {v.id for v in self.store.versions(kind)
+                       if named and v.id not in everything and v.id > named[0].id}
+            collected[kind] = self.store.gc(kind, keep, protect, doomed=orphans)
         for kind in ("data", "catalog"):
             collected[kind] = self.store.gc(kind, 0, everything)
         return collected
