@@ -41,8 +41,9 @@ class FileDatasetOptions(BaseModel):
     category_separator: str = Field(default="|", min_length=1)
     timestamp_unit: TimestampUnit = Field(
         default="auto",
-        description="How timestamps are written: 'auto' decides per column (numeric or date "
-        "types by type; text by whether more values read as Unix seconds or as ISO-8601).",
+        description="How timestamps are written: 'auto' reads each value for itself (date "
+        "types as such, numbers as Unix seconds -- milliseconds when most of the column is -- "
+        "other text as ISO-8601); 's', 'ms' and 'iso' accept that form only.",
     )
     encoding: str = Field(
         default="utf-8",

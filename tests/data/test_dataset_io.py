@@ -53,7 +53,7 @@ def test_clean_file_loads_with_sorted_codes(write: Write) -> None:
         ("u3,,946684803,5", "item", "missing value"),
         ("u3,Z,946684803,5", "item", "unknown item"),
         ("u3,A,,5", "timestamp", "missing value"),
-        ("u3,A,yesterday,5", "timestamp", "not a number"),
+        ("u3,A,yesterday,5", "timestamp", "neither a number"),
         ("u3,A,-5,5", "timestamp", "outside"),
         ("u3,A,99999999999999,5", "timestamp", "outside"),
         ("u3,A,946684803,great", "rating", "not a finite number"),

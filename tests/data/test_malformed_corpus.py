@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,6 +103,49 @@ def _parquet(header: list[str], rows: Rows) -> bytes:
     return sink.getvalue()
 
 
+def _parquet_with(change: Callable[[dict], None]) -> Build:
+    """The valid rows as Parquet after one more row (user ``bad``, first), with ``change``
+    applied to the Arrow columns by name (a defect goes into the first row)."""
+
+    def build(header: list[str], rows: Rows) -> bytes:
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = [["bad", *rows[0][1:]], *rows]
+        columns: dict = {name: pa.array([r[i] for r in rows]) for i, name in enumerate(header)}
+        columns["timestamp"] = pa.array([int(r[2]) for r in rows])
+        columns["rating"] = pa.array([float(r[3]) for r in rows])
+        change(columns)
+        sink = io.BytesIO()
+        pq.write_table(pa.table(columns), sink)
+        return sink.getvalue()
+
+    return build
+
+
+def _pa() -> Any:
+    import pyarrow as pa
+
+    return pa
+
+
+def _iso(ts: str) -> str:
+    return datetime.fromtimestamp(int(ts), UTC).isoformat()
+
+
+def _timestamps(change: Callable[[int, str], str], defects: tuple[str, ...] = ()) -> Build:
+    """The valid file with each row's timestamp written as ``change(index, epoch_seconds)``,
+    after one row (user ``bad<n>``) per timestamp in ``defects``."""
+
+    def build(h: list[str], rows: Rows) -> bytes:
+        first = [[f"bad{n}", *rows[0][1:2], ts, *rows[0][3:]] for n, ts in enumerate(defects)]
+        return csv_bytes(h, [*first, *([*r[:2], change(i, r[2]), *r[3:]] for i, r in enumerate(rows))])
+
+    return build
+
+
 def _with_header(change: Callable[[list[str]], list[str]]) -> Build:
     return lambda header, rows: csv_bytes(change(header), rows)
 
@@ -133,7 +177,7 @@ KINDS = [
     Kind("empty-timestamp", inserted(row_line(bad("bad", "A", ""))), "quarantine"),
     Kind("word-timestamp", inserted(row_line(bad("bad", "A", "yesterday"))), "quarantine"),
     Kind("word-timestamp-first-row", inserted(row_line(bad("bad", "A", "yesterday")), at=0), "quarantine"),
-    Kind("iso-timestamp-in-epoch-column", inserted(row_line(bad("bad", "A", "2000-01-02T00:00:00Z")), at=0), "quarantine"),
+    Kind("iso-timestamp-in-epoch-column", inserted(row_line(bad("bad", "A", "2000-01-02T00:00:00Z")), at=0), "clean"),
     Kind("negative-timestamp", inserted(row_line(bad("bad", "A", "-5"))), "quarantine"),
     Kind("huge-timestamp", inserted(row_line(bad("bad", "A", "99999999999999"))), "quarantine"),
     Kind("milliseconds-timestamp", inserted(row_line(bad("bad", "A", "946684800000"))), "quarantine"),
@@ -162,7 +206,47 @@ KINDS = [
     Kind("fractional-timestamp", inserted(row_line(bad("bad", "A", "946684800.5"))), "clean"),
     Kind("duplicate-row", lambda h, r: csv_bytes(h, [*r, r[0]]), "clean"),
     Kind("parquet", _parquet, "clean", suffix=".parquet"),
+    # -- timestamps: each value read for itself, never one row deciding for the column -------
+    Kind("iso-column", _timestamps(lambda i, t: _iso(t)), "clean"),
+    Kind("iso-column-one-epoch-first", _timestamps(lambda i, t: t if i == 0 else _iso(t)), "clean"),
+    Kind("half-iso-half-epoch", _timestamps(lambda i, t: _iso(t) if i % 2 else t), "clean"),
+    Kind("iso-dates-only", _timestamps(lambda i, t: _iso(t)[:10]), "clean"),
+    Kind("iso-without-zone", _timestamps(lambda i, t: _iso(t)[:19]), "clean"),
+    Kind("milliseconds-column", _timestamps(lambda i, t: t + "000"), "clean"),
+    Kind("milliseconds-column-one-word", _timestamps(lambda i, t: t + "000", ("soon",)), "quarantine"),
+    Kind("spaces-around-timestamps", _timestamps(lambda i, t: f" {t} "), "clean"),
+    Kind("scientific-timestamps", _timestamps(lambda i, t: f"{int(t):.9e}"), "clean"),
+    Kind("word-timestamps-first-rows", _timestamps(lambda i, t: t, ("n/a",) * 5), "quarantine"),
+    Kind("iso-timestamps-first-rows", _timestamps(lambda i, t: t, ("2000-01-02T00:00:00Z",) * 5), "clean"),
+    # -- more layouts -------------------------------------------------------------------------
+    Kind("quoted-header", lambda h, r: csv_bytes([f'"{c}"' for c in h], r), "clean"),
+    Kind("trailing-delimiter", lambda h, r: csv_bytes([*h, ""], [[*x, ""] for x in r]), "clean"),
+    Kind("unused-extra-column", lambda h, r: csv_bytes([*h, "note"], [[*x, "hello"] for x in r]), "clean"),
+    Kind("tsv-file", lambda h, r: "\n".join("\t".join(x) for x in [h, *r]).encode() + b"\n", "clean", suffix=".tsv"),
+    # -- Parquet: the same rules as CSV ------------------------------------------------------
+    Kind("parquet-timestamp-type", _parquet_with(lambda c: c.update(timestamp=_pa().array(
+        [x * 1000 for x in c["timestamp"].to_pylist()], _pa().timestamp("ms")))), "clean", suffix=".parquet"),
+    Kind("parquet-iso-text-timestamps", _parquet_with(lambda c: c.update(timestamp=_pa().array(
+        [_iso(str(x)) for x in c["timestamp"].to_pylist()]))), "clean", suffix=".parquet"),
+    Kind("parquet-dictionary-ids", _parquet_with(lambda c: c.update(item=c["item"].dictionary_encode())), "clean", suffix=".parquet"),
+    Kind("parquet-large-strings", _parquet_with(lambda c: c.update(user=c["user"].cast(_pa().large_string()))), "clean", suffix=".parquet"),
+    Kind("parquet-no-rating", _parquet_with(lambda c: c.pop("rating")), "clean", suffix=".parquet"),
+    Kind("parquet-text-rating", _parquet_with(lambda c: c.update(rating=c["rating"].cast(_pa().string()))), "clean", suffix=".parquet"),
+    Kind("parquet-null-values", _parquet_with(lambda c: c.update(user=_pa().array(
+        [None, *c["user"].to_pylist()[1:]]))), "quarantine", suffix=".parquet"),
+    Kind("parquet-binary-ids-one-invalid", _parquet_with(lambda c: c.update(user=_pa().array(
+        [b"\xff\xfe", *(u.encode() for u in c["user"].to_pylist()[1:])], _pa().binary()))), "quarantine", suffix=".parquet"),
+    Kind("parquet-uint64-overflow", _parquet_with(lambda c: c.update(timestamp=_pa().array(
+        [2**63 + 5, *c["timestamp"].to_pylist()[1:]], _pa().uint64()))), "quarantine", suffix=".parquet"),
+    Kind("parquet-long-id", _parquet_with(lambda c: c.update(user=_pa().array(
+        ["u" * 3000, *c["user"].to_pylist()[1:]]))), "quarantine", suffix=".parquet"),
+    Kind("parquet-spaced-names", _parquet_with(lambda c: c.update({" user ": c.pop("user")})), "clean", suffix=".parquet"),
     # -- whole-file problems: one clear error -----------------------------------------------
+    Kind("bare-carriage-returns", lambda h, r: csv_bytes(h, r, newline="\r"), "error"),
+    Kind("utf16-file", lambda h, r: csv_bytes(h, r).decode().encode("utf-16"), "error"),
+    Kind("gzip-compressed", lambda h, r: __import__("gzip").compress(csv_bytes(h, r)), "error"),
+    Kind("parquet-struct-column", _parquet_with(lambda c: c.update(user=_pa().array(
+        [{"id": u} for u in c["user"].to_pylist()]))), "error", suffix=".parquet"),
     Kind("empty-file", lambda h, r: b"", "error"),
     Kind("header-only", lambda h, r: csv_bytes(h, []), "error"),
     Kind("binary-garbage", lambda h, r: bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "error"),
@@ -173,7 +257,7 @@ KINDS = [
     Kind("truncated-parquet", lambda h, r: _parquet(h, r)[:200], "error", suffix=".parquet"),
 ]
 
-assert len({k.name for k in KINDS}) == len(KINDS) >= 50
+assert len({k.name for k in KINDS}) == len(KINDS) >= 80
 
 
 def _good_users() -> set[str]:
@@ -272,3 +356,24 @@ def test_item_file_defects_and_the_encoding_option(tmp_path: Path) -> None:
     items.write_text("item,item,categories\nA,A,x\n")
     with pytest.raises(DataError, match="repeats column name"):
         load_interaction_files(name="t", interactions=data, items=items)
+
+
+def test_parquet_category_lists_are_categories_not_their_repr(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    data = tmp_path / "new.parquet"
+    data.write_bytes(_parquet_with(lambda c: c.update(categories=pa.array(
+        [v.split("|") for v in c["categories"].to_pylist()])))(
+        ["user", "item", "timestamp", "rating", "categories"], good_rows(True)))
+    batch, catalog = read_batch(data, items=None, now=NOW, catalog=None, known_items={})
+    assert len(batch) == N_GOOD + 1 and not batch.quarantine
+    assert sorted(catalog.description(c) for c in range(len(catalog))) == ["x", "x y", "y", "z"]
+
+
+def test_a_header_and_blank_lines_quarantines_them_without_a_traceback(tmp_path: Path) -> None:
+    data = tmp_path / "log.csv"
+    data.write_bytes(b"user,item,timestamp,rating\n\n\n\n")
+    items = tmp_path / "items.csv"
+    items.write_text("item,title,categories\nA,A,x\n")
+    loaded = load_interaction_files(name="t", interactions=data, items=items)
+    assert len(loaded.interactions) == 0 and [q.row for q in loaded.quarantine] == [2, 3, 4]

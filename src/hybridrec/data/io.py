@@ -21,9 +21,10 @@
 * **Bounded fields.** A user or item id longer than :data:`MAX_ID_CHARS` characters, any field
   longer than :data:`MAX_FIELD_CHARS`, and a line longer than :data:`MAX_LINE_BYTES` bytes are
   quarantined with that reason.
-* **Timestamps** are read per column: ``timestamp_unit="auto"`` takes a numeric or date-typed
-  column as such, and a text column as Unix seconds or ISO-8601 by which reading more of its
-  values satisfy (never from one row).
+* **Timestamps**: ``timestamp_unit="auto"`` takes a date-typed column as such and reads every
+  other value for itself: a number is Unix seconds (milliseconds when most numbers of the column
+  are that large), other text an ISO-8601 date-time (UTC without a zone). One odd row is one
+  quarantine record; it never changes how the other rows are read.
 * ``row`` is the line number for CSV/TSV files (the header is line 1, blank lines count), and
   the 1-based row index for Parquet files.
 * **Codes are canonical.** User and item codes are positions in the *sorted* identifiers
@@ -162,6 +163,11 @@ def _read_header(path: Path, delimiter: str, quote_char: str | None, encoding: s
         first = first[len(_BOM):]
     if not first.strip():
         raise DataError(f"{path}: the file is empty (no header line); expected a header row")
+    if b"\r" in first.rstrip(b"\r\n"):
+        raise DataError(
+            f"{path}: lines end with a bare carriage return (\\r, old Mac style); convert the "
+            "line endings to \\n or \\r\\n"
+        )
     if len(first) > MAX_LINE_BYTES or b"\0" in first:
         raise DataError(
             f"{path}: the first line is not a header row (binary data or a line over "
@@ -210,8 +216,13 @@ def read_table(
     types: dict[str, pa.DataType] | None = None,
     what: str = "",
     encoding: str = "utf-8",
+    list_separator: str = "|",
 ) -> RawTable:
     """Read the ``required`` and present ``optional`` columns of ``path``.
+
+    Parquet columns arrive as text, numbers or date-times: dictionary and binary columns are
+    decoded (a value that is not UTF-8 is quarantined), a list column (categories) is joined
+    with ``list_separator``, and any other nested type is a :class:`DataError`.
 
     ``types`` requests Arrow types per column; if a value does not convert, the file is read again
     with every column as a string (callers then validate value by value). Rows that cannot be
@@ -228,7 +239,7 @@ def read_table(
         raise DataError(f"{path}: the file is empty; expected a header row and data rows")
     kind = detect_format(path, fmt)
     if kind == "parquet":
-        return _bounded(_read_parquet(path, list(required), list(optional), what))
+        return _bounded(_read_parquet(path, list(required), list(optional), what, list_separator))
 
     sep = delimiter if delimiter is not None else ("\t" if kind == "tsv" else ",")
     header = _read_header(path, sep, quote_char, encoding)
@@ -398,7 +409,9 @@ def _bounded(raw: RawTable) -> RawTable:
     )
 
 
-def _read_parquet(path: Path, required: list[str], optional: list[str], what: str) -> RawTable:
+def _read_parquet(
+    path: Path, required: list[str], optional: list[str], what: str, list_separator: str = "|"
+) -> RawTable:
     import pyarrow.parquet as pq
 
     try:
@@ -419,8 +432,70 @@ def _read_parquet(path: Path, required: list[str], optional: list[str], what: st
     table = table.rename_columns(columns)
     if table.num_rows == 0:
         raise DataError(f"{path}: the file has no rows")
-    return RawTable(
-        path=path, table=table, row_numbers=np.arange(1, table.num_rows + 1, dtype=np.int64)
+    bad = np.zeros(table.num_rows, dtype=bool)
+    quarantine: list[QuarantineRecord] = []
+    arrays = []
+    for name in columns:
+        column, undecodable = _plain_column(path, name, table.column(name), list_separator)
+        arrays.append(column)
+        for r in np.flatnonzero(undecodable & ~bad).tolist():
+            quarantine.append(QuarantineRecord(
+                file=str(path), row=r + 1, field=name, reason="not valid UTF-8 text",
+                value=None,
+            ))
+        bad |= undecodable
+    table = pa.table(dict(zip(columns, arrays, strict=True)))
+    rows = np.arange(1, table.num_rows + 1, dtype=np.int64)
+    if bad.any():
+        keep = np.flatnonzero(~bad)
+        table, rows = table.take(pa.array(keep)), rows[keep]
+    return RawTable(path=path, table=table, row_numbers=rows,
+                    quarantine=sorted(quarantine, key=lambda q: q.row))
+
+
+def _plain_column(
+    path: Path, name: str, column: pa.ChunkedArray, list_separator: str
+) -> tuple[pa.ChunkedArray, np.ndarray]:
+    """A Parquet column as the readers expect it -- text, numbers, booleans or date-times -- and
+    the rows whose bytes are not UTF-8 text. Dictionary columns are decoded, large strings
+    narrowed, binary decoded value by value, lists of values joined with ``list_separator``
+    (a categories list); any other nested type is a :class:`DataError`."""
+    kind = column.type
+    none = np.zeros(len(column), dtype=bool)
+    if pa.types.is_dictionary(kind):
+        return _plain_column(path, name, pc.cast(column, kind.value_type), list_separator)
+    if pa.types.is_large_string(kind):
+        return pc.cast(column, pa.string()), none
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        texts: list[str | None] = []
+        bad = np.zeros(len(column), dtype=bool)
+        for i, value in enumerate(column.to_pylist()):
+            try:
+                texts.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(None)
+                bad[i] = True
+        return pa.chunked_array([pa.array(texts, type=pa.string())]), bad
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        values = kind.value_type
+        if pa.types.is_dictionary(values):
+            values = values.value_type
+        if not (pa.types.is_string(values) or pa.types.is_large_string(values)
+                or pa.types.is_integer(values) or pa.types.is_floating(values)):
+            raise _type_error(path, name, kind)
+        as_text = pc.cast(column, pa.list_(pa.string()))
+        return pc.binary_join(as_text, list_separator), none
+    if (pa.types.is_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+            or pa.types.is_decimal(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)
+            or pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        return column, none
+    raise _type_error(path, name, kind)
+
+
+def _type_error(path: Path, name: str, kind: pa.DataType) -> DataError:
+    return DataError(
+        f"{path}: column {name!r} has the Parquet type {kind}; expected text, numbers, a "
+        "date-time, or a list of text (categories)"
     )
 
 
@@ -456,9 +531,12 @@ def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def _parse_number(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(values, missing, non_numeric)`` for a numeric or text column."""
-    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+    if (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+            or pa.types.is_decimal(column.type) or pa.types.is_boolean(column.type)):
         missing = np.asarray(pc.is_null(column), dtype=bool)
-        values = np.asarray(pc.fill_null(pc.cast(column, pa.float64()), np.nan), dtype=np.float64)
+        # safe=False: a 64-bit integer beyond 2**53 becomes the nearest float (then range-checked)
+        as_float = pc.cast(column, pa.float64(), safe=False)
+        values = np.asarray(pc.fill_null(as_float, np.nan), dtype=np.float64)
         return values, missing, ~missing & ~np.isfinite(values)
     missing = _text_missing(column)
     text = _strings(column).to_pandas()
@@ -467,8 +545,9 @@ def _parse_number(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def detect_timestamp_unit(column: pa.ChunkedArray) -> Literal["s", "iso"]:
-    """How a timestamp column is written, decided for the whole column: numeric and date types
-    by their type; text by whether more values read as numbers or as ISO-8601 date-times."""
+    """How most of a timestamp column is written: numeric and date types by their type; text by
+    whether more values read as numbers or as ISO-8601 date-times. (``timestamp_unit="auto"``
+    no longer depends on it: it reads every value as a number or a date-time.)"""
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return "s"
     text = _strings(column).to_pandas()
@@ -478,11 +557,26 @@ def detect_timestamp_unit(column: pa.ChunkedArray) -> Literal["s", "iso"]:
     return "iso" if dates > numbers else "s"
 
 
+#: Numbers this large are milliseconds when most of a column is (in seconds they are after 5138).
+_MS_FROM = 1e11
+
+
+def _iso_seconds(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """``(seconds, bad)`` of ISO-8601 date-times (no zone: UTC)."""
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna().to_numpy()
+    nanos = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    return np.where(bad, 0, np.floor_divide(nanos, 1_000_000_000)), bad
+
+
 def _parse_timestamp(column: pa.ChunkedArray, unit: TimestampUnit, bounds: ValidationOptions) -> _Parsed:
+    """Seconds since the epoch per row, with the problem of each row that has none.
+
+    ``auto`` reads each value for itself: a number is Unix seconds (milliseconds when most
+    numbers of the column are, by magnitude), any other text an ISO-8601 date-time, so one odd
+    row never changes how the others are read. ``s``, ``ms`` and ``iso`` accept that form only.
+    """
     reasons = ["missing value", "", f"outside [{bounds.min_timestamp}, {bounds.max_timestamp}) Unix seconds"]
-    detected = unit == "auto"
-    if unit == "auto" and not (pa.types.is_timestamp(column.type) or pa.types.is_date(column.type)):
-        unit = detect_timestamp_unit(column)
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         missing = np.asarray(pc.is_null(column), dtype=bool)
         cast = pc.cast(pc.cast(column, pa.timestamp("s", tz="UTC")), pa.int64())
@@ -490,24 +584,32 @@ def _parse_timestamp(column: pa.ChunkedArray, unit: TimestampUnit, bounds: Valid
         bad = np.zeros_like(missing)
     elif unit == "iso":
         missing = _text_missing(column)
-        parsed = pd.to_datetime(
-            _strings(column).to_pandas(), utc=True, errors="coerce", format="ISO8601"
-        )
-        bad = ~missing & parsed.isna().to_numpy()
-        nanos = parsed.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        seconds = np.where(missing | bad, 0, np.floor_divide(nanos, 1_000_000_000))
-        reasons[1] = "not an ISO-8601 date-time" + (
-            " (most of the column is ISO-8601 date-times)" if detected else "")
+        seconds, bad = _iso_seconds(_strings(column).to_pandas())
+        bad = bad & ~missing
+        seconds = np.where(missing | bad, 0, seconds)
+        reasons[1] = "not an ISO-8601 date-time"
     else:
         values, missing, bad = _parse_number(column)
-        scale = 1000.0 if unit == "ms" else 1.0
         ok = ~missing & ~bad
+        if unit == "auto":
+            large = np.abs(values[ok]) >= _MS_FROM
+            scale = 1000.0 if large.size and large.mean() > 0.5 else 1.0
+        else:
+            scale = 1000.0 if unit == "ms" else 1.0
         seconds = np.zeros(values.shape[0], dtype=np.int64)
         scaled = np.floor(values[ok] / scale)
         # Values far outside int64 would wrap; clip before casting so the range check sees them.
         seconds[ok] = np.clip(scaled, -(2.0**62), 2.0**62).astype(np.int64)
-        reasons[1] = f"not a number (expected Unix {'milliseconds' if unit == 'ms' else 'seconds'})" + (
-            " (most of the column is numbers)" if detected else "")
+        text_like = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        if unit == "auto" and text_like and bad.any():
+            rows = np.flatnonzero(bad)
+            iso, still_bad = _iso_seconds(_strings(column).take(pa.array(rows)).to_pandas())
+            seconds[rows[~still_bad]] = iso[~still_bad]
+            bad[rows[~still_bad]] = False
+        reasons[1] = (
+            "neither a number (Unix seconds) nor an ISO-8601 date-time" if unit == "auto"
+            else f"not a number (expected Unix {'milliseconds' if unit == 'ms' else 'seconds'})"
+        )
     problem = np.full(seconds.shape[0], -1, dtype=np.int8)
     out = (seconds < bounds.min_timestamp) | (seconds >= bounds.max_timestamp)
     problem[out & ~missing & ~bad] = 2
@@ -535,6 +637,8 @@ def _sorted_codes(values: pa.ChunkedArray, keep: np.ndarray) -> tuple[np.ndarray
     encoded = pc.dictionary_encode(_strings(values)).combine_chunks()
     dictionary = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
     indices = np.asarray(pc.fill_null(encoded.indices, -1), dtype=np.int64)
+    if dictionary.shape[0] == 0:  # every value missing
+        return np.full(indices.shape[0], -1, dtype=np.int64), dictionary
     used = np.zeros(dictionary.shape[0], dtype=bool)
     used[indices[keep & (indices >= 0)]] = True
     order = np.argsort(dictionary[used].astype(str), kind="stable")
@@ -578,7 +682,7 @@ def _load_items(
     optional = [c for c in (columns.title, columns.categories) if c is not None]
     raw = read_table(
         path, [columns.item], optional, fmt=fmt, delimiter=delimiter, quote_char=quote_char,
-        what="item metadata", encoding=encoding,
+        what="item metadata", encoding=encoding, list_separator=category_separator,
     )
     quarantine = list(raw.quarantine)
     ids_col = raw.table.column(columns.item)
