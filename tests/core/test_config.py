@@ -150,3 +150,33 @@ def test_a_bad_option_names_the_environment_variable_or_set_that_gave_it(tmp_pat
     with pytest.raises(ConfigError) as info:
         resolve(load_config(path, environ={}), source=str(path))
     assert "evidence_items" in str(info.value) and "set by" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, env, message", [
+    ('[serving]\nbackend = "redis"\n', {}, "unknown serving backend 'redis'"),
+    ('[generator]\nplugin = "no-such-generator"\n', {}, "unknown generator 'no-such-generator'"),
+    ('[update_policy]\noptions = { no_such_option = 1 }\n', {}, "no_such_option"),
+    ('[serving]\nk = 5\n', {"HYBRIDREC__SERVING__K": "zero"}, "HYBRIDREC__SERVING__K"),
+    ('[serving]\nk = 5\n', {"HYBRIDREC__COST_MODEL__OPTIONS__BOGUS": "1"}, "HYBRIDREC__COST_MODEL__OPTIONS__BOGUS"),
+    (b'# caf\xe9\n', {}, "not UTF-8"),
+])
+def test_config_validate_and_init_reject_the_same_configs_with_the_same_message(
+    text, env, message, tmp_path, monkeypatch, capsys
+):  # type: ignore[no-untyped-def]
+    """One code path (hybridrec.engine.check_config): what init refuses, validate refuses."""
+    from hybridrec.cli import main
+
+    config = tmp_path / "pipeline.toml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    errors = []
+    for command in (["config", "validate", str(config)], ["init", str(tmp_path / "ws"), "--config", str(config)]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+        errors.append(err)
+    assert errors[0] == errors[1]
+    assert not (tmp_path / "ws").exists()

@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from hybridrec.config import PLUGIN_ROLES, load_config
-from hybridrec.plugins import resolve
 
 
 def register(cli: click.Group) -> None:
@@ -22,12 +21,12 @@ def register(cli: click.Group) -> None:
                   help="Override a value (highest precedence), e.g. generator.options.preset=tiny.")
     @click.option("--json", "as_json", is_flag=True, help="Print the resolved config as JSON.")
     def validate(file: Path, overrides: tuple[str, ...], as_json: bool) -> None:
-        """Check FILE: every plugin exists and its options are valid."""
-        from hybridrec.serving import get_backend
+        """Check FILE as `hybridrec init` does: every plugin exists and its options are valid,
+        and the serving backend exists (the dataset plugin, for backtests, is checked too)."""
+        from hybridrec.engine import check_config
 
         cfg = load_config(file, overrides=overrides)
-        resolved = resolve(cfg, source=str(file))
-        get_backend(cfg.serving.backend)  # what `hybridrec init` checks besides the plugins
+        resolved = check_config(cfg, PLUGIN_ROLES, source=str(file))
         if as_json:
             out = cfg.model_dump(mode="json")
             for role in PLUGIN_ROLES:

@@ -54,11 +54,11 @@ def register(cli: click.Group) -> None:
     def init(workspace: Path, config_file: Path, overrides: tuple[str, ...]) -> None:
         """Create WORKSPACE for the pipeline in --config (every plugin is checked now)."""
         from hybridrec.config import load_config
-        from hybridrec.engine import resolve_roles
+        from hybridrec.engine import check_config
         from hybridrec.workspace import Workspace
 
         cfg = load_config(config_file, overrides=overrides)
-        resolve_roles(cfg, source=str(config_file))
+        check_config(cfg, source=str(config_file))  # what `hybridrec config validate` checks
         ws = Workspace.init(workspace, cfg)
         click.echo(f"initialised workspace {ws.root} (policy {cfg.update_policy.plugin}, "
                    f"serving backend {cfg.serving.backend})")
@@ -180,10 +180,9 @@ def register(cli: click.Group) -> None:
     @cli.command("repair")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
     def repair(workspace: Path) -> None:
-        """Rebuild a damaged or missing state file from the intact versions on disk."""
-        from hybridrec.workspace import Workspace
-
-        entry = Workspace(workspace).repair()
+        """Rebuild a damaged or missing state file from the intact versions on disk (earlier
+        intact tables become rollback targets again)."""
+        entry = _open(workspace).repair()
         click.echo(f"rebuilt the state of {workspace}: table {entry.get('table')}, adapter "
                    f"{entry.get('adapter')}, knowledge {entry.get('knowledge')}, "
                    f"{len(entry.get('data') or [])} data versions (the old file was kept as state.damaged-*)")

@@ -16,7 +16,7 @@ from hybridrec.engine.actions import (
     guardrail_reasons,
     veto,
 )
-from hybridrec.engine.components import PIPELINE_ROLES, Pipeline, resolve_roles
+from hybridrec.engine.components import PIPELINE_ROLES, Pipeline, check_config, resolve_roles
 from hybridrec.engine.state import BACKOFF_DAYS, DRIFT_DAYS, drift_stats, system_state
 from hybridrec.engine.update import UpdateReport, run_update
 
@@ -28,6 +28,7 @@ __all__ = [
     "FutureDataError",
     "Pipeline",
     "UpdateReport",
+    "check_config",
     "check_window",
     "drift_stats",
     "execute",

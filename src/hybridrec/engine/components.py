@@ -39,6 +39,19 @@ def resolve_roles(config: PipelineConfig, roles: tuple[str, ...] = PIPELINE_ROLE
     return resolve(config, source, roles)
 
 
+def check_config(config: PipelineConfig, roles: tuple[str, ...] = PIPELINE_ROLES,
+                 source: str = "config") -> dict[str, ResolvedPlugin]:
+    """Everything ``hybridrec init`` checks before it writes a workspace, and ``hybridrec config
+    validate`` checks too (the one code path): every plugin of ``roles`` exists and accepts its
+    options, and the serving backend exists. Returns the resolved plugins; raises one
+    :class:`~hybridrec.errors.HybridrecError` naming every problem's source."""
+    from hybridrec.serving import get_backend
+
+    resolved = resolve_roles(config, roles, source=source)
+    get_backend(config.serving.backend)
+    return resolved
+
+
 class Pipeline:
     """The configured plugins of a pipeline, instantiated on first use.
 
