@@ -528,8 +528,8 @@ class Workspace:
                 self._readers[version] = reader
                 self.serving_problem = None
                 return reader
-        if failure is None:
-            raise CorruptArtifactError(f"{self.root}: the served table {version} cannot be opened")
+        if failure is None:  # still missing after reading the pointer again: deleted
+            failure = CorruptArtifactError(f"{self.root}: the folder of the served table {version} is missing")
         return self._fallback_reader(str(version), failure)
 
     def _open_table(self, version: Any) -> TableReader:
@@ -552,7 +552,8 @@ class Workspace:
                 self._readers[version] = reader
             self.serving_problem = (
                 f"the served table {version} failed verification ({failure}); serving the "
-                f"earlier table {candidate}; run `hybridrec rollback {self.root}` or update again"
+                f"earlier table {candidate}; run `hybridrec rollback {self.root}` to make that "
+                "choice durable (an update does not build on a damaged table)"
             )
             self.served_table = candidate
             return reader

@@ -199,3 +199,69 @@ def test_staging_folders_are_private_while_written(tmp_path: Path) -> None:
     version = store.commit(staging, {})
     assert stat.S_IMODE(version.path.stat().st_mode) == 0o700
     assert stat.S_IMODE((version.path / "table.sqlite").stat().st_mode) == 0o600
+
+
+def test_a_deleted_served_table_falls_back_and_an_update_does_not_build_on_it(
+    fake_plugins: Any, tmp_path: Path, built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = three_updates(tmp_path, built)
+    entry, history = ws.current(), ws.pointer.read_all()["history"]
+    assert entry is not None
+    shutil.rmtree(ws.store.get("tables", entry["table"]).path)
+    fresh = Workspace(ws.root)
+    assert served(fresh).shape[0] > 0 and fresh.served_table == history[-1]["table"]
+    assert fresh.serving_problem and "missing" in fresh.serving_problem
+    with pytest.raises(SystemExit) as exit_info:
+        main(["status", str(ws.root)])
+    assert exit_info.value.code == 1
+    later = fake_plugins.write_log(tmp_path / "apr.csv", datetime(2000, 2, 7, tzinfo=UTC), 3, seed=5)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["update", str(ws.root), "--data", str(later), "--now", "2000-02-10"])
+    assert exit_info.value.code == 2 and "rollback" in capsys.readouterr().err
+    assert Workspace(ws.root).current() == entry  # nothing promoted
+    main(["rollback", str(ws.root)])
+    main(["update", str(ws.root), "--data", str(later), "--now", "2000-02-10"])
+    assert Workspace(ws.root).status()["ok"]
+
+
+FOLDERS = {"catalog": "catalog", "data": "data", "adapter": "adapters", "knowledge": "knowledge",
+           "table": "tables"}
+
+
+def _largest(folder: Path) -> Path:
+    return max((p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST),
+               key=lambda p: p.stat().st_size)
+
+
+DAMAGE = {
+    "truncate-file": lambda f: _largest(f).write_bytes(_largest(f).read_bytes()[:7]),
+    "delete-file": lambda f: _largest(f).unlink(),
+    "same-size-zeros": lambda f: _largest(f).write_bytes(bytes(_largest(f).stat().st_size)),
+    "garbage-manifest": lambda f: (f / MANIFEST).write_text("{garbage"),
+    "manifest-not-an-object": lambda f: (f / MANIFEST).write_text("[]"),
+    "delete-manifest": lambda f: (f / MANIFEST).unlink(),
+    "delete-folder": lambda f: shutil.rmtree(f),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+@pytest.mark.parametrize("kind", list(FOLDERS))
+def test_every_kind_of_damage_to_every_artifact_is_reported_and_never_served(
+    kind: str, damage: str, tmp_path: Path, built: Path
+) -> None:
+    ws = three_updates(tmp_path, built)
+    entry = ws.current()
+    assert entry is not None
+    expected_earlier = ws.pointer.read_all()["history"][-1]["table"]
+    version = entry["data"][-1] if kind == "data" else entry[kind]
+    forget_verified()
+    DAMAGE[damage](ws.store.kind_dir(FOLDERS[kind]) / version)
+    fresh = Workspace(ws.root)
+    problems = fresh.status()["problems"]
+    assert any(version in p for p in problems), problems
+    if kind == "table":  # the damaged table is never read: the earlier one serves, with a reason
+        assert served(fresh).shape[0] > 0
+        assert fresh.served_table == expected_earlier and fresh.serving_problem
+    if kind == "catalog":  # descriptions come from the catalog: lookups name the damage
+        with pytest.raises(CorruptArtifactError):
+            fresh.catalog()
