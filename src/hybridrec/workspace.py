@@ -429,9 +429,10 @@ class Workspace:
         * Adapter, knowledge and table versions: all but the newest ``[serving] keep_versions``
           of each kind, never one that the current entry, the last ``keep_versions`` entries
           before it (the rollback targets) or a held adapter names.
-        * Versions left by a killed or failed update (committed, never promoted): a version that
-          no entry of the state names, newer than the oldest version of its kind that one does.
-        * Data and catalog versions that no entry of the state names.
+        * Versions left by a killed or failed update (committed, never promoted): a version of
+          any kind that no entry of the state names, newer than the oldest version of its kind
+          that one does. Data and catalog versions older than that are kept (a state reset to
+          empty loses no data: ``hybridrec repair`` adopts them again).
 
         Runs under the update lock, after the pointer is written, so it never removes what the
         state names.
@@ -439,14 +440,20 @@ class Workspace:
         keep = self.config.serving.keep_versions
         protect = self.referenced(history=keep)
         everything = self.referenced()
+
+        def orphans(kind: str) -> set[str]:
+            versions = self.store.versions(kind)
+            named = [v for v in versions if v.id in everything]
+            return {v.id for v in versions
+                    if named and v.id not in everything and v.id > named[0].id}
+
         collected: dict[str, list[str]] = {}
         for kind in ("adapters", "knowledge", "tables"):
-            named = [v for v in self.store.versions(kind) if v.id in everything]
-            orphans = {v.id for v in self.store.versions(kind)
-                       if named and v.id not in everything and v.id > named[0].id}
-            collected[kind] = self.store.gc(kind, keep, protect, doomed=orphans)
+            collected[kind] = self.store.gc(kind, keep, protect, doomed=orphans(kind))
         for kind in ("data", "catalog"):
-            collected[kind] = self.store.gc(kind, 0, everything)
+            # older unnamed data is never collected: if a state was reset, `repair` recovers it
+            collected[kind] = self.store.gc(kind, len(self.store.versions(kind)), everything,
+                                            doomed=orphans(kind))
         return collected
 
     def catalog(self) -> ClusterCatalog:

@@ -265,3 +265,14 @@ def test_every_kind_of_damage_to_every_artifact_is_reported_and_never_served(
     if kind == "catalog":  # descriptions come from the catalog: lookups name the damage
         with pytest.raises(CorruptArtifactError):
             fresh.catalog()
+
+
+def test_a_state_reset_to_empty_loses_no_data(fake_plugins: Any, tmp_path: Path, built: Path) -> None:
+    """A valid but empty state (an edited or restored file) starts a new history, but garbage
+    collection never deletes the older data, so `repair` can adopt it again."""
+    ws = three_updates(tmp_path, built)
+    data = list(ws.current()["data"])  # type: ignore[index]
+    ws.pointer.path.write_text(json.dumps({"current": None, "history": []}))
+    later = fake_plugins.write_log(tmp_path / "apr.csv", datetime(2000, 2, 7, tzinfo=UTC), 3, seed=5)
+    run_update(Workspace(ws.root), later, now=datetime(2000, 2, 10, tzinfo=UTC))
+    assert set(data) <= {v.id for v in ws.store.versions("data")}
