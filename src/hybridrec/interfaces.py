@@ -88,10 +88,21 @@ class Plugin(ABC):
         try:
             return cls.Options.model_validate(dict(raw))
         except ValidationError as exc:
+            # When every bad value was set outside the file, the message leads with where.
+            set_by = [_origin_of(tuple(str(p) for p in err["loc"]), origins) for err in exc.errors()]
+            if set_by and all(set_by):
+                where = ", ".join(dict.fromkeys(str(o) for o in set_by)) + ": "
             raise ConfigError(
                 f"{where}invalid options for {role} plugin {name!r}:\n"
                 + format_validation_error(exc, f"[{table or role + '.options'}] ", origins)
             ) from None
+
+
+def _origin_of(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str] | None) -> str | None:
+    """Where the value at ``loc`` (or a table above it) was set, if outside the file."""
+    if not origins:
+        return None
+    return next((origins[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origins), None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -489,8 +489,10 @@ def resolve(
     for role in roles:
         prefix = (role, "options")
         origins = {k[2:]: v for k, v in config.origins.items() if k[:2] == prefix and len(k) > 2}
+        # a plugin name set by --set or the environment is reported against that, not the file
+        named_by = config.origins.get((role, "plugin")) or config.origins.get((role,), source)
         try:
-            resolved[role] = resolve_plugin(role, getattr(config, role), source, origins=origins)
+            resolved[role] = resolve_plugin(role, getattr(config, role), named_by, origins=origins)
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:

@@ -180,3 +180,18 @@ def test_config_validate_and_init_reject_the_same_configs_with_the_same_message(
         errors.append(err)
     assert errors[0] == errors[1]
     assert not (tmp_path / "ws").exists()
+
+
+def test_a_plugin_name_or_options_set_outside_the_file_are_reported_against_that(tmp_path):  # type: ignore[no-untyped-def]
+    from hybridrec.plugins import resolve
+
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[update_policy]\nplugin = "hybrid"\n')
+    cfg = load_config(config, environ={"HYBRIDREC__UPDATE_POLICY__PLUGIN": "nope"})
+    with pytest.raises(ConfigError) as info:
+        resolve(cfg, str(config), ("update_policy",))
+    assert str(info.value).startswith("environment HYBRIDREC__UPDATE_POLICY__PLUGIN: ")
+    cfg = load_config(config, overrides=["update_policy.options.no_such=1"])
+    with pytest.raises(ConfigError) as info:
+        resolve(cfg, str(config), ("update_policy",))
+    assert str(info.value).startswith("--set update_policy.options.no_such: ")
