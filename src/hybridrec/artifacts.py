@@ -384,13 +384,15 @@ class Pointer:
         self.check = check
 
     def read(self) -> dict[str, Any] | None:
-        """The current entry, or None if nothing was promoted yet."""
-        current = self.read_all().get("current")
+        """The current entry, or None if nothing was promoted yet (only the current entry is
+        checked: this is the per-lookup path; :meth:`read_all` checks the history too)."""
+        current = self.read_all(history=False).get("current")
         return dict(current) if isinstance(current, dict) else None
 
-    def read_all(self) -> dict[str, Any]:
+    def read_all(self, history: bool = True) -> dict[str, Any]:
         """``{"current": ..., "history": [...]}``; :class:`CorruptArtifactError` (naming the
-        repair command) when the file is not such an object."""
+        repair command) when the file is not such an object, or when ``check`` finds the current
+        entry (and, with ``history``, an earlier one) malformed."""
         if not self.path.is_file():
             return {"current": None, "history": []}
         try:
@@ -404,12 +406,13 @@ class Pointer:
             or not all(isinstance(h, dict) for h in data.get("history") or [])
         ):
             raise self.damaged("not a {current, history} object")
-        history = data.get("history") or []
-        if data.get("current") is None and history:
-            raise self.damaged(f"no current entry, but {len(history)} earlier one(s)")
+        earlier = data.get("history") or []
+        if data.get("current") is None and earlier:
+            raise self.damaged(f"no current entry, but {len(earlier)} earlier one(s)")
         if self.check is not None:
+            checked = earlier if history else []
             for where, entry in [("current", data.get("current")),
-                                 *((f"history[{i}]", h) for i, h in enumerate(history))]:
+                                 *((f"history[{i}]", h) for i, h in enumerate(checked))]:
                 problem = None if entry is None else self.check(entry)
                 if problem is not None:
                     raise self.damaged(f"{where}: {problem}")

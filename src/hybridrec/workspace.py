@@ -493,8 +493,12 @@ class Workspace:
             os.fsync(fh.fileno())
 
     def versions(self) -> WorkspaceVersions:
-        """The workspace as a version store for one update, starting from what is served."""
-        return WorkspaceVersions(self, {**EMPTY_ENTRY, **(self.current() or {})})
+        """The workspace as a version store for one update, starting from what is served
+        (the whole state is checked first: an update never works toward a pointer it cannot
+        write)."""
+        current = self.current()
+        self.pointer.read_all()
+        return WorkspaceVersions(self, {**EMPTY_ENTRY, **(current or {})})
 
     # -- serving -------------------------------------------------------------------------------
 

@@ -276,3 +276,21 @@ def test_a_state_reset_to_empty_loses_no_data(fake_plugins: Any, tmp_path: Path,
     later = fake_plugins.write_log(tmp_path / "apr.csv", datetime(2000, 2, 7, tzinfo=UTC), 3, seed=5)
     run_update(Workspace(ws.root), later, now=datetime(2000, 2, 10, tzinfo=UTC))
     assert set(data) <= {v.id for v in ws.store.versions("data")}
+
+
+def test_a_damaged_history_entry_stops_updates_and_status_but_not_lookups(
+    fake_plugins: Any, tmp_path: Path, built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = three_updates(tmp_path, built)
+    expected = served(ws)
+    state = json.loads(ws.pointer.path.read_text())
+    state["history"][0]["table"] = "../elsewhere"
+    ws.pointer.path.write_text(json.dumps(state))
+    np.testing.assert_array_equal(served(Workspace(ws.root)), expected)  # serving goes on
+    later = fake_plugins.write_log(tmp_path / "apr.csv", datetime(2000, 2, 7, tzinfo=UTC), 3, seed=5)
+    for command in (["status", str(ws.root)],
+                    ["update", str(ws.root), "--data", str(later), "--now", "2000-02-10"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert exit_info.value.code == 2 and "hybridrec repair" in capsys.readouterr().err
+    assert json.loads(ws.pointer.path.read_text()) == state  # nothing promoted
