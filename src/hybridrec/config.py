@@ -255,7 +255,7 @@ def load_config(
             else:
                 origins.append(source)
         where = ", ".join(dict.fromkeys(origins))
-        raise ConfigError(f"{where}: invalid pipeline config:\n{format_validation_error(exc, '')}") from None
+        raise ConfigError(f"{where}: invalid pipeline config:\n{format_validation_error(exc, '', model=PipelineConfig)}") from None
     set_by: dict[tuple[str, ...], str] = {
         path: f"environment {ENV_PREFIX}{'__'.join(p.upper() for p in path)}"
         for path in _leaf_paths(env_layer)

@@ -94,7 +94,9 @@ class Plugin(ABC):
                 where = ", ".join(dict.fromkeys(str(o) for o in set_by)) + ": "
             raise ConfigError(
                 f"{where}invalid options for {role} plugin {name!r}:\n"
-                + format_validation_error(exc, f"[{table or role + '.options'}] ", origins)
+                + format_validation_error(
+                    exc, f"[{table or role + '.options'}] ", origins, model=cls.Options
+                )
             ) from None
 
 

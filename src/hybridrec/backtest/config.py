@@ -48,7 +48,6 @@ is ``[arms.hybrid]``, whose policy is ``llm.policies["hybrid"]`` (:data:`DEFAULT
 
 from __future__ import annotations
 
-import difflib
 import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -58,7 +57,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hybridrec.config import GuardrailConfig, PluginRef
-from hybridrec.errors import ConfigError
+from hybridrec.errors import ConfigError, did_you_mean, field_names
 from hybridrec.types import UTC, Budget
 
 LLM_ARMS: tuple[str, ...] = (
@@ -281,8 +280,19 @@ STACK_ROLES: tuple[str, ...] = ("generator", "fine_tuner", "knowledge_store", "c
 
 
 def _suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(name, known, n=1)
+
+
+def _error_lines(exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """``loc: msg`` per error of ``exc`` (validating ``model``); an unknown field gets a "did you
+    mean" with the closest valid field at its location."""
+    lines = []
+    for e in exc.errors():
+        loc = tuple(e["loc"])
+        hint = (_suggest(str(loc[-1]), field_names(model, loc[:-1]))
+                if e["type"] == "extra_forbidden" and loc else "")
+        lines.append(f"{'.'.join(map(str, loc)) or '(root)'}: {e['msg']}{hint}")
+    return lines
 
 
 class ArmSpec(BaseModel):
@@ -339,8 +349,8 @@ class ArmSpec(BaseModel):
             try:
                 COUNTING_OPTIONS[preset].model_validate(self.options)
             except ValidationError as exc:
-                return [f"{table} options of {preset!r}: " + "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors())]
+                return [f"{table} options of {preset!r}: "
+                        + "; ".join(_error_lines(exc, COUNTING_OPTIONS[preset]))]
             return []
         if self.options:
             return [f"{table} options apply to counting presets only; a policy's options go in "
@@ -620,16 +630,15 @@ def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
         unknown = [n for n in chosen if n not in declared and n not in ALL_ARMS]
         if unknown:
             raise ConfigError(
-                f"{path}: --arms names {unknown}, which the study does not declare; its arms are "
+                f"{path}: --arms names {unknown}{''.join(_suggest(n, list(declared)) for n in unknown)}, "
+                f"which the study does not declare; its arms are "
                 f"{', '.join(declared)} (built-in arms: {', '.join(ALL_ARMS)})")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         config = BacktestConfig.model_validate(data)
     except ValidationError as exc:
         where = str(path) if path is not None else "options"
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-        ]
+        lines = [f"  {line}" for line in _error_lines(exc, BacktestConfig)]
         raise ConfigError(f"{where}: invalid backtest config:\n" + "\n".join(lines)) from None
     check_plugins(config, str(path) if path is not None else "options")
     return config
