@@ -124,7 +124,7 @@ class Registry:
         entries = self.by_role.get(role, {})
         canonical = self.aliases.get(role, {}).get(name, name)
         if canonical not in entries:
-            raise UnknownPluginError(role, name, list(entries))
+            raise UnknownPluginError(role, name, list(entries), self.aliases.get(role, {}))
         return entries[canonical]
 
     def get(self, role: str, name: str) -> type[Plugin]:
@@ -134,6 +134,25 @@ class Registry:
     def all(self) -> Iterator[PluginInfo]:
         for role in ROLES:
             yield from (self.by_role.get(role, {})[n] for n in self.names(role))
+
+    def find(self, name: str, role: str | None = None) -> PluginInfo:
+        """The implementation called ``name`` (or aliased so) in ``role``, or in any role when
+        ``role`` is None. Raises :class:`~hybridrec.errors.UnknownPluginError` (with "did you
+        mean" suggestions) when no role has it, and :class:`~hybridrec.errors.PluginError` when
+        ``role`` is None and several roles have it (the message lists them)."""
+        if role is not None:
+            return self.info(role, name)
+        matches = [r for r in ROLES if self.aliases.get(r, {}).get(name, name) in self.by_role.get(r, {})]
+        if not matches:
+            every = [n for r in ROLES for n in self.by_role.get(r, {})]
+            aliases = [a for r in ROLES for a in self.aliases.get(r, {})]
+            raise UnknownPluginError("plugin", name, every, aliases)
+        if len(matches) > 1:
+            raise PluginError(
+                f"{name!r} names a plugin in several roles ({', '.join(matches)}); "
+                "pick one with --role"
+            )
+        return self.info(matches[0], name)
 
 
 _lock = threading.RLock()
@@ -245,9 +264,8 @@ def register_plugin(plugin: object, name: str | None = None) -> str:
             already = pm.get_name(plugin)
             if already is not None:
                 why = (f"it is already registered as {already!r} (an installed package is "
-                       "registered by its entry point: look its plugins up by name, or set "
-                       "HYBRIDREC_DISABLE_PLUGIN_AUTOLOAD=1 and call hybridrec.plugins.reset() "
-                       "before registering it yourself)")
+                       "registered by its entry point: look its plugins up by name; in a test, "
+                       "the hybridrec_plugin fixture re-registers it for that test)")
             else:
                 why = f"the name {name!r} is already in use"
             raise PluginError(f"cannot register plugin {name or plugin!r}: {why}") from None

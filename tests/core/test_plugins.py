@@ -155,3 +155,93 @@ def test_registering_an_already_registered_module_is_a_plugin_error() -> None:
     plugins.registry()  # loads the entry points: hybridrec_hf is registered as "hf"
     with pytest.raises(PluginError, match=r"already registered as 'hf'.*look its plugins up by name"):
         plugins.register_plugin(hybridrec_hf, name="hf-again")
+
+
+def cli_in_process(capsys, *args):
+    from hybridrec.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_options_prints_each_option_with_type_default_and_description(capsys):
+    code, out, _ = cli_in_process(capsys, "plugins", "--options", "lora")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("fine_tuner lora (hybridrec ") and "built-in" in lines[0]
+    assert "  r: int = 8  [ge=1]" in lines
+    assert "  mode: Literal['lora', 'full'] = \"lora\"" in lines
+    at = lines.index("  lr: float = 0.002  [gt=0]")
+    assert lines[at + 1].strip().startswith("Learning rate of a fine-tune")
+    code, out, _ = cli_in_process(capsys, "plugins", "--options", "hf")
+    assert "  tiny.num_layers: int = 2  [ge=1]" in out.splitlines()  # nested model, flattened
+
+
+def test_options_json_is_machine_readable(capsys):
+    code, out, _ = cli_in_process(capsys, "plugins", "--options", "static", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert (doc["role"], doc["name"], doc["builtin"]) == ("update_policy", "static", True)
+    option = {o["name"]: o for o in doc["options"]}["train_days"]
+    assert option == {"name": "train_days", "type": "float", "default": 30.0, "required": False,
+                      "description": "Fine-tune window length.", "constraints": {"gt": 0}}
+    assert doc["json_schema"]["properties"]["train_days"]["default"] == 30.0
+
+
+def test_options_of_an_unknown_name_is_one_line_exit_2_with_suggestions(capsys):
+    code, out, err = cli_in_process(capsys, "plugins", "--options", "lroa")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("Error: unknown plugin 'lroa' (did you mean 'lora'")
+
+
+class LoraNamedPolicy:
+    @hookimpl
+    def register_update_policies(self, register):
+        class Clash(NeverPolicy):
+            name: ClassVar[str] = "lora"
+
+        register(Clash)
+
+
+def test_options_of_an_ambiguous_name_asks_for_a_role(capsys, hybridrec_plugin):
+    hybridrec_plugin(LoraNamedPolicy(), name="same-name")
+    code, _, err = cli_in_process(capsys, "plugins", "--options", "lora")
+    assert code == 2 and "several roles (fine_tuner, update_policy)" in err and "--role" in err
+    code, out, _ = cli_in_process(capsys, "plugins", "--options", "lora", "--role", "update_policy")
+    assert code == 0 and out.startswith("update_policy lora (registered in code, third-party)")
+    assert "  period_days: int = 2" in out.splitlines()
+
+
+def test_the_fixture_moves_an_installed_plugin_aside_and_restores_it(hybridrec_plugin):
+    import hybridrec_hf
+
+    plugins.registry()  # entry points loaded: hybridrec_hf is registered as "hf"
+    assert hybridrec_plugin(hybridrec_hf) == "hf"  # the installed module again: no error
+    assert hybridrec_plugin(hybridrec_hf, name="hf-under-test") == "hf-under-test"
+    assert plugins.registry().info("generator", "hf").plugin == "hf-under-test"
+    plugins.register_plugin(GoodPlugin(), name="registered-directly")
+    assert plugins.get("update_policy", "test-never") is NeverPolicy
+
+
+def test_the_fixture_restored_the_installed_plugin_and_undid_the_rest():
+    import hybridrec_hf
+
+    pm = plugins.get_plugin_manager()
+    assert pm.get_plugin("hf") is hybridrec_hf
+    assert pm.get_plugin("hf-under-test") is None and pm.get_plugin("registered-directly") is None
+    assert plugins.registry().info("generator", "hf").plugin == "hf"
+    with pytest.raises(UnknownPluginError):
+        plugins.get("update_policy", "test-never")
+
+
+def test_the_fixture_displaces_another_plugin_holding_the_name(hybridrec_plugin):
+    plugins.registry()
+    hybridrec_plugin(GoodPlugin(), name="hf")
+    assert plugins.get("update_policy", "test-never") is NeverPolicy
+    with pytest.raises(UnknownPluginError):
+        plugins.get("generator", "hf")

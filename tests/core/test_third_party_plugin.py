@@ -39,6 +39,14 @@ def test_installed_plugin_is_listed_and_usable_by_name(installed, tmp_path):
     assert row["builtin"] is False
     assert row["distribution"] == "hybridrec-lastseen" and row["version"] == "0.2.0"
 
+    options = subprocess.run(
+        [sys.executable, "-m", "hybridrec", "plugins", "--options", "lastseen"],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout.splitlines()
+    assert options[0] == ("knowledge_store lastseen (hybridrec-lastseen 0.2.0, third-party) - "
+                          "hybridrec_lastseen.store.LastSeenStore")
+    assert options[-2:] == ["  m: int = 1  [ge=1, le=50]", "      successors returned per context"]
+
     config = tmp_path / "pipeline.toml"
     config.write_text('[knowledge_store]\nplugin = "lastseen"\noptions = { m = 2 }\n')
     used = subprocess.run(
