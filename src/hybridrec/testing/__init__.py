@@ -2,7 +2,8 @@
 
 * :mod:`hybridrec.testing.pytest_plugin` (loaded automatically by pytest once hybridrec is
   installed) provides the ``hybridrec_plugin`` fixture: ``hybridrec_plugin(obj)`` registers a
-  plugin object with hook implementations for one test and unregisters it afterwards.
+  plugin object with hook implementations for one test (also when the plugin is installed) and
+  restores the registry afterwards.
 * :mod:`hybridrec.testing.fakes` has small, deterministic fake plugins for every role
   (``fake-gen``, ``fake-prompt-gen``, ``fake-ft``, ``fake-store``, ``fake-cost``) and a synthetic
   interaction-log writer, to test a plugin or a pipeline without a model.
@@ -10,11 +11,14 @@
 * :mod:`hybridrec.testing.policy_machine` has ``make_policy_machine(factory)``: a hypothesis
   stateful test of the update-policy invariants (budget, pending fine-tunes, knowledge freshness,
   determinism, no future data) to run against your own policy.
+* :mod:`hybridrec.testing.store_contract` has ``make_store_contract(factory)``: hypothesis tests
+  of the knowledge-store contract (manifest, padding, window, open, determinism, corruption).
 """
 
 
 __all__ = [
     "fakes",
     "policy_machine",
+    "store_contract",
     "strategies",
 ]
