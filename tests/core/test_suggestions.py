@@ -97,3 +97,10 @@ def test_a_study_file_suggests_plugin_option_and_field_names(
     path.write_text(study)
     with pytest.raises(ConfigError, match=expected):
         load_backtest_config(path)
+
+
+def test_serving_backends_get_suggestions_too() -> None:
+    from hybridrec.serving import get_backend
+
+    with pytest.raises(ConfigError, match=r"unknown serving backend 'sqlit' \(did you mean 'sqlite'\?\)"):
+        get_backend("sqlit")

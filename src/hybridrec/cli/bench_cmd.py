@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hybridrec.errors import HybridrecError
+from hybridrec.errors import HybridrecError, did_you_mean
 from hybridrec.plugins import registry
 
 
@@ -43,7 +43,8 @@ def register(cli: click.Group) -> None:
             return
         if suite not in suites:
             raise HybridrecError(
-                f"unknown bench suite {suite!r}; available: {', '.join(sorted(suites)) or 'none'}"
+                f"unknown bench suite {suite!r}{did_you_mean(suite, suites)}; "
+                f"available: {', '.join(sorted(suites)) or 'none'}"
             )
         started = time.perf_counter()
         results = suites[suite](quick=quick)

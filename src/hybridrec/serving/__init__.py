@@ -14,7 +14,7 @@ restricted.
 
 from __future__ import annotations
 
-from hybridrec.errors import ConfigError
+from hybridrec.errors import ConfigError, did_you_mean
 from hybridrec.serving.base import (
     LEVELS,
     Backoff,
@@ -44,7 +44,7 @@ def get_backend(name: str) -> TableBackend:
             return cls()
     names = sorted(set(registry().table_backends) | {c.name for c in BUILTIN_BACKENDS})
     raise ConfigError(
-        f"unknown serving backend {name!r}; available: {', '.join(names)}. "
+        f"unknown serving backend {name!r}{did_you_mean(name, names)}; available: {', '.join(names)}. "
         "Set [serving] backend in the pipeline config."
     )
 
