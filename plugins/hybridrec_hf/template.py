@@ -28,6 +28,21 @@ absent; with evidence but nothing retrieved it reads ``Evidence: none.``; a borr
 with the target ``<|c{c3}|> <|eos|>``. Evidence slots without an item hold ``<|noev|> <|noev|>``,
 so every prompt of a batch has the same length (no padding in the hot path). ``recency`` and
 ``support`` are the bucket indices of :data:`RECENCY_EDGES_DAYS` and :data:`SUPPORT_EDGES`.
+
+**Described cluster-token form** (a pretrained tokenizer extended with one token per cluster,
+see :func:`hybridrec_hf.models.add_template_tokens`): the text form's words with each cluster's
+token written right after its description, so the model reads what the cluster means and the
+token it answers with::
+
+    Recent interests: <description c1> <|c{c1}|>; <description c2> <|c{c2}|>.
+    Evidence: people then chose <description e> <|c{e}|> (seen 12 times, 3 days ago).
+    Next interest:
+
+followed by the target ``<|c{c3}|><eos>`` (the tokenizer's own end-of-sequence token). Several
+evidence items are separated by ``;``; with evidence but nothing retrieved it reads
+``Evidence: none.``; a borrowed item adds ``, from similar interests``. Prompts are assembled
+from pieces tokenised once (each description with a leading space), so the ids do not depend on
+how a tokenizer would merge across a cluster token.
 """
 
 from __future__ import annotations
@@ -299,6 +314,111 @@ class TextCodec:
 
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+
+class DescribedClusterCodec:
+    """The described cluster-token form (see the module docstring): natural-language prompts for
+    a pretrained tokenizer extended with one token per cluster; one token per answer, so a single
+    forward pass scores every cluster."""
+
+    kind = "described_cluster_tokens"
+
+    def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no end-of-sequence token")
+        vocab: dict[str, int] = tokenizer.get_vocab()
+        missing = [cluster_token(c.id) for c in catalog.clusters if cluster_token(c.id) not in vocab]
+        if missing:
+            raise ValueError(f"tokenizer lacks cluster tokens, e.g. {missing[:3]}")
+        self.tokenizer = tokenizer
+        self.catalog = catalog
+        self.evidence_items = evidence_items
+        self.eos_id = int(tokenizer.eos_token_id)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else self.eos_id
+        self.cluster_ids = np.array([vocab[cluster_token(c.id)] for c in catalog.clusters], dtype=np.int64)
+        # each cluster as it appears in a prompt: its description (leading space) then its token
+        self._described = [
+            [*self._ids(" " + c.description), int(self.cluster_ids[c.id])] for c in catalog.clusters
+        ]
+        self._head = self._ids("Recent interests:")
+        self._sep = self._ids(";")
+        self._stop = self._ids(".")
+        self._evidence_head = self._ids("\nEvidence: people then chose")
+        self._evidence_none = self._ids("\nEvidence: none.")
+        self._tail = self._ids("\nNext interest:")
+        self._phrases: dict[str, list[int]] = {}
+        self._id_to_cluster = {int(t): i for i, t in enumerate(self.cluster_ids)}
+
+    def _ids(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    def _phrase(self, text: str) -> list[int]:
+        ids = self._phrases.get(text)
+        if ids is None:
+            ids = self._phrases[text] = self._ids(text)
+        return ids
+
+    def _evidence_part(
+        self, evidence: EvidenceBatch, row: int, when: np.ndarray | None
+    ) -> list[int]:
+        names = {v: k for k, v in PROVENANCE_CODES.items()}
+        items: list[list[int]] = []
+        for j in range(min(self.evidence_items, evidence.width)):
+            cluster = int(evidence.cluster[row, j])
+            if cluster < 0:
+                continue
+            seen = int(evidence.last_seen[row, j])
+            age = None if when is None or seen < 0 else max(0.0, (int(when[row]) - seen) / 86400.0)
+            support = float(evidence.support[row, j])
+            times = "1 time" if support == 1 else f"{support:.3g} times"
+            origin = ", from similar interests" if names[int(evidence.provenance[row, j])] != "exact" else ""
+            items.append(self._described[cluster] + self._phrase(f" (seen {times}, {_age_phrase(age)}{origin})"))
+        if not items:
+            return list(self._evidence_none)
+        out = list(self._evidence_head)
+        for i, item in enumerate(items):
+            out += (self._sep if i else []) + item
+        return out + self._stop
+
+    def encode_prompts(
+        self, contexts: np.ndarray, evidence: EvidenceBatch | None, as_of: np.ndarray | None
+    ) -> EncodedPrompts:
+        when = evidence_as_of(evidence, as_of) if evidence is not None else None
+        use_evidence = evidence is not None and self.evidence_items > 0
+        rows: list[list[int]] = []
+        for i in range(contexts.shape[0]):
+            row = list(self._head)
+            for j, cluster in enumerate(contexts[i]):
+                row += (self._sep if j else []) + self._described[int(cluster)]
+            row += self._stop
+            if use_evidence:
+                assert evidence is not None
+                row += self._evidence_part(evidence, i, when)
+            rows.append(row + self._tail)
+        return _left_pad(rows, self.pad_id)
+
+    def target_ids(self) -> list[list[int]]:
+        return [[int(t), self.eos_id] for t in self.cluster_ids]
+
+    def single_token_ids(self) -> np.ndarray | None:
+        return self.cluster_ids
+
+    def decode(self, ids: list[int]) -> str:
+        parts: list[str] = []
+        pending: list[int] = []
+        for t in ids:
+            cluster = self._id_to_cluster.get(int(t))
+            if cluster is None:
+                pending.append(int(t))
+                continue
+            if pending:
+                parts.append(str(self.tokenizer.decode(pending, skip_special_tokens=True)))
+                pending = []
+            parts.append(self.catalog.description(cluster))
+        if pending:
+            parts.append(str(self.tokenizer.decode(pending, skip_special_tokens=True)))
+        return " ".join(p.strip() for p in parts if p.strip())
 
 
 # -- the re-ranking form -----------------------------------------------------------------------

@@ -53,7 +53,7 @@ from tqdm.auto import tqdm
 
 from hybridrec import distributed
 from hybridrec.artifacts import sha256_file
-from hybridrec.capabilities import TrainableGenerator
+from hybridrec.capabilities import AddedTokens, TrainableGenerator
 from hybridrec.errors import DataError, PluginError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
 from hybridrec.types import EvidenceBatch, TimeWindow, TransitionSet, Workload
@@ -202,6 +202,25 @@ def _resolve_targets(model: Any, spec: str | list[str]) -> list[str] | str:
     return sorted(names)
 
 
+def _fused(params: list[torch.Tensor]) -> dict[str, Any]:
+    """``fused=True`` for AdamW when every parameter is on CUDA: one kernel per step instead of
+    several per parameter tensor, so small-batch LoRA steps are not launch-bound."""
+    return {"fused": True} if params and all(p.is_cuda for p in params) else {}
+
+
+def _token_rows(model: Any, ids: list[int]) -> list[int] | dict[str, list[int]] | None:
+    """peft's ``trainable_token_indices`` for the embedding rows ``ids``: the input embedding's
+    rows (with tied embeddings the output rows follow them), and with untied embeddings the
+    output embedding's rows too, since an answer token's output row is what ranks it."""
+    if not ids:
+        return None
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if out is None or out.weight is inp.weight:
+        return list(ids)
+    names = {id(m): n for n, m in model.named_modules()}
+    return {names[id(inp)]: list(ids), names[id(out)]: list(ids)}
+
+
 def _hash_arrays(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for a in arrays:
@@ -335,6 +354,8 @@ class LoraFineTuner(FineTuner):
             for p in model.parameters():
                 p.requires_grad_(True)
             return model, "full", "trained_here"
+        # tokens the generator added to a pretrained vocabulary: train (and save) those rows only
+        added = gen.added_token_ids() if isinstance(gen, AddedTokens) else []
         config = LoraConfig(
             r=opts.r,
             lora_alpha=opts.alpha,
@@ -342,6 +363,7 @@ class LoraFineTuner(FineTuner):
             target_modules=_resolve_targets(model, opts.target_modules),
             bias="none",
             task_type="CAUSAL_LM",
+            trainable_token_indices=_token_rows(model, added),
         )
         with torch.random.fork_rng(devices=[]), _quiet_peft():
             torch.manual_seed(opts.seed)  # LoRA A matrices are initialised at random
@@ -521,7 +543,7 @@ class LoraFineTuner(FineTuner):
         opts: LoraOptions = self.options
         params = [p for p in model.parameters() if p.requires_grad]
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=opts.weight_decay, **_fused(params))
         total = len(schedule)
         warmup = int(opts.warmup_fraction * total)
 

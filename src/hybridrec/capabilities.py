@@ -14,6 +14,11 @@ any plugin, built in or third party, can offer one by implementing its members:
     model for an adapter, builds teacher-forcing batches and their loss, scores with a given
     model, and saves a trained model in its own adapter format. The ``lora`` fine-tuner works
     through this protocol only.
+:class:`AddedTokens`
+    A trainable generator that added tokens to a pretrained model's vocabulary (the ``hf``
+    generator's cluster tokens): a fine-tuner trains those embedding rows along with its adapter
+    (the ``lora`` fine-tuner through peft's ``trainable_token_indices``) instead of the whole
+    embedding matrix.
 
 ``runtime_checkable`` checks that the members exist, not their signatures; the docstrings are
 the contract.
@@ -164,4 +169,15 @@ class TrainableGenerator(Protocol):
         ...
 
 
-__all__ = ["EncodedPrompts", "PromptEncoder", "TrainableGenerator", "prompt_matrix"]
+@runtime_checkable
+class AddedTokens(Protocol):
+    """A generator whose model carries tokens it added to a pretrained vocabulary (see the module
+    docstring)."""
+
+    def added_token_ids(self) -> list[int]:
+        """Ids of the added tokens (empty when none were added): the embedding rows an adapter
+        trains and saves, on top of its low-rank matrices."""
+        ...
+
+
+__all__ = ["AddedTokens", "EncodedPrompts", "PromptEncoder", "TrainableGenerator", "prompt_matrix"]

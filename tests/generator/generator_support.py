@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
+import torch
 from hybridrec_hf import HFGenerator, HFOptions
 from hybridrec_lora import LoraFineTuner, LoraOptions
 
@@ -63,3 +65,29 @@ FAST_LORA = {"batch_size": 64, "base_epochs": 5, "holdout_max": 200}
 
 def tuner(**options: object) -> LoraFineTuner:
     return LoraFineTuner(LoraOptions.model_validate({**FAST_LORA, **options}))
+
+
+def pretrained_folder(folder: Path, *, tied: bool = True, hidden: int = 32) -> Path:
+    """A small randomly initialised Llama saved like a pretrained model (weights and a
+    character-level tokenizer, without cluster tokens): what ``model_path`` points at."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    chars = sorted(set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;()'-\n"
+    ))
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{ch: i + 3 for i, ch in enumerate(chars)}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, intermediate_size=2 * hidden, max_position_embeddings=512,
+        tie_word_embeddings=tied, bos_token_id=None, eos_token_id=1, pad_token_id=0,
+    ))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

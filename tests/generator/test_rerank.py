@@ -91,7 +91,7 @@ def _full_logprobs(gen, ctx: np.ndarray, ev: EvidenceBatch) -> np.ndarray:  # ty
         return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).numpy()
 
 
-def test_rerank_needs_the_tiny_preset_and_single_forward(catalog: ClusterCatalog) -> None:
+def test_rerank_needs_single_forward(catalog: ClusterCatalog) -> None:
     with pytest.raises(ConfigError, match="single_forward"):
         tiny(catalog, template="rerank", evidence_items=M, mode="constrained")
 
