@@ -9,9 +9,10 @@ Results:
   on the 30 days of ML-1M transitions before 2000-06-01, plus its held-out metrics;
 * ``tiny_finetune_lora_month_seconds`` — the next month (June 2000) as a warm-start LoRA fine-tune
   with the knobs recommended for the backtest (:data:`BACKTEST_LORA`);
-* ``gpu_rank_contexts_per_s``, ``gpu_generate_baseline_contexts_per_s``, ``gpu_lora_tokens_per_s``
-  — a randomly initialised model of SmolLM2-135M's shape on CUDA (null, with ``gpu_note``, where
-  there is no CUDA device).
+* ``gpu_rank_contexts_per_s`` (32-token prompts), ``gpu_rank_tflops``, ``gpu_lora_tokens_per_s``,
+  ``gpu_lora_tflops`` (and ``gpu_generate_baseline_contexts_per_s``, the batch sizes, ...) — a
+  randomly initialised model of SmolLM2-135M's shape on CUDA in bfloat16 (:func:`gpu_numbers`);
+  without a CUDA device each of the four keys is the string ``"not measured: <reason>"``.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ def _log(message: str) -> None:
     print(f"[bench generator] {message}", file=sys.stderr, flush=True)
 
 
-def _random_evidence(contexts: np.ndarray, n_clusters: int, seed: int = 0) -> EvidenceBatch:
+def _random_evidence(contexts: np.ndarray, n_clusters: int, seed: int = 0, width: int = 1) -> EvidenceBatch:
     rng = np.random.default_rng(seed)
-    evidence = EvidenceBatch.empty(contexts, width=1)
-    evidence.cluster[:, 0] = (contexts[:, 1] + rng.integers(1, n_clusters - 1, len(contexts))) % n_clusters
-    evidence.cluster[:, 0] = np.where(evidence.cluster[:, 0] == contexts[:, 0],
-                                      (evidence.cluster[:, 0] + 1) % n_clusters, evidence.cluster[:, 0])
-    evidence.support[:, 0] = rng.integers(1, 40, len(contexts))
-    evidence.last_seen[:, 0] = 0
+    evidence = EvidenceBatch.empty(contexts, width=width)
+    for j in range(width):
+        cluster = (contexts[:, 1] + rng.integers(1, n_clusters - 1, len(contexts))) % n_clusters
+        evidence.cluster[:, j] = np.where(cluster == contexts[:, 0], (cluster + 1) % n_clusters, cluster)
+        evidence.support[:, j] = rng.integers(1, 40, len(contexts))
+        evidence.last_seen[:, j] = 0
     return evidence
 
 
@@ -101,40 +102,82 @@ def _finetune_numbers(catalog: ClusterCatalog, transitions: Any, quick: bool) ->
     return out
 
 
-def gpu_numbers(catalog: ClusterCatalog, quick: bool, arch: TinyArch = SMOLLM2_SHAPE,
-                device: str = "cuda") -> dict[str, Any]:
-    """Ranking and LoRA-training throughput of a random model of ``arch`` on ``device``."""
+def _block_parameters(model: Any) -> int:
+    """Parameters outside the token embeddings and the output head (what every token pays)."""
+    skip = {id(model.get_input_embeddings().weight)}
+    head = model.get_output_embeddings()
+    if head is not None:
+        skip.add(id(head.weight))
+    return int(sum(p.numel() for p in model.parameters() if id(p) not in skip))
+
+
+def forward_flops(config: Any, blocks: int, tokens: int, kept: int) -> float:
+    """FLOPs of one forward pass over a ``tokens``-long prompt, ``kept`` positions through the
+    output head: ``2 * blocks * tokens`` (a multiply-add is 2 FLOPs), attention's two ``L x L``
+    products counted in full (``4 * layers * L^2 * hidden``, not halved for causality), and
+    ``2 * hidden * vocab`` per kept position."""
+    hidden = int(config.hidden_size)
+    return float(2 * blocks * tokens + 4 * int(config.num_hidden_layers) * tokens * tokens * hidden
+                 + 2 * kept * hidden * int(config.vocab_size))
+
+
+def gpu_numbers(
+    catalog: ClusterCatalog,
+    quick: bool,
+    arch: TinyArch = SMOLLM2_SHAPE,
+    device: str = "cuda",
+    *,
+    prompt_tokens: int = 32,
+    lora_batch: int = 512,
+    lora_steps: int | None = None,
+) -> dict[str, Any]:
+    """Ranking and LoRA-training throughput of a random model of ``arch`` on ``device``, as the
+    ``hf`` generator runs them there: bfloat16 on CUDA, ``prompt_tokens``-long prompts (the
+    cluster-token form with evidence items, left-padded to exactly that length), single-forward
+    ranking in batches sized from free memory (``batch_size = "auto"``); LoRA (attention, r 8)
+    on fixed-length batches of ``lora_batch`` examples with fused AdamW (on CUDA).
+
+    Achieved TFLOP/s count the model's FLOPs (:func:`forward_flops`; training: forward, the
+    activation gradients through the frozen blocks and the LoRA weight gradients), not the
+    ``flops`` cost model's ``2·N`` per token (which counts the embedding matrix as well)."""
     from peft import LoraConfig, get_peft_model
 
     out: dict[str, Any] = {}
-    gen = HFGenerator(HFOptions(tiny=arch, device=device, batch_size=8192), catalog)
+    items = max(1, (prompt_tokens - 3) // 2)  # 2 context tokens + 2 per evidence item + answer cue
+    gen = HFGenerator(HFOptions(tiny=arch, device=device, template="cluster_tokens",
+                                evidence_items=items, prompt_length=prompt_tokens), catalog)
     contexts = all_contexts(len(catalog))
     if quick:
         contexts = contexts[:16384]
+    evidence = _random_evidence(contexts, len(catalog), width=items)
+    config = gen.model.config
+    blocks = _block_parameters(gen.model)
     out["gpu_model_parameters"] = gen.num_parameters()
-    out["gpu_rank_contexts_per_s"] = round(rank_throughput(gen, contexts, None), 1)
-    out["gpu_rank_rag_contexts_per_s"] = round(
-        rank_throughput(gen, contexts, _random_evidence(contexts, len(catalog))), 1
-    )
+    out["gpu_dtype"] = str(gen.dtype).removeprefix("torch.")
+    out["gpu_rank_prompt_tokens"] = prompt_tokens
+    out["gpu_rank_batch_size"] = gen.rank_batch_size(with_evidence=True)
+    rate = rank_throughput(gen, contexts, evidence)
+    out["gpu_rank_contexts_per_s"] = round(rate, 1)
+    out["gpu_rank_tflops"] = round(rate * forward_flops(config, blocks, prompt_tokens, 1) / 1e12, 3)
+    out["gpu_rank_vs_target_17000"] = round(rate / 17000.0, 3)
     # the anchor: plain transformers generate() of the whole answer (cluster token + end), same prompts
     n = min(len(contexts), 8192)
-    ids = torch.from_numpy(gen.encode(contexts[:n], None, None).ids).to(gen.device)
+    enc = gen.encode(contexts[:n], evidence.take(slice(0, n)), None)
+    ids = torch.from_numpy(enc.ids).to(gen.device)
+    mask = torch.from_numpy((enc.ids != gen.codec.pad_id).astype(np.int64)).to(gen.device)
     with torch.inference_mode():
-        gen.model.generate(input_ids=ids[:256], max_new_tokens=2, do_sample=False,
-                           pad_token_id=gen.codec.pad_id)
-        if gen.device.type == "cuda":
-            torch.cuda.synchronize()
+        gen.model.generate(input_ids=ids[:256], attention_mask=mask[:256], max_new_tokens=2,
+                           do_sample=False, pad_token_id=gen.codec.pad_id)
+        _sync(gen.device)
         started = time.perf_counter()
         for part in range(0, n, 2048):
-            gen.model.generate(input_ids=ids[part : part + 2048], max_new_tokens=2,
-                               do_sample=False, pad_token_id=gen.codec.pad_id)
-        if gen.device.type == "cuda":
-            torch.cuda.synchronize()
+            gen.model.generate(input_ids=ids[part : part + 2048], attention_mask=mask[part : part + 2048],
+                               max_new_tokens=2, do_sample=False, pad_token_id=gen.codec.pad_id)
+        _sync(gen.device)
     baseline = n / (time.perf_counter() - started)
     out["gpu_generate_baseline_contexts_per_s"] = round(baseline, 1)
-    out["gpu_rank_vs_generate"] = round(out["gpu_rank_contexts_per_s"] / baseline, 2)
-    out["gpu_rank_vs_target_17000"] = round(out["gpu_rank_contexts_per_s"] / 17000.0, 2)
-    # LoRA training throughput (attention projections, r = 8), RAG prompts
+    out["gpu_rank_vs_generate"] = round(rate / baseline, 2)
+    # LoRA training throughput (attention projections, r = 8), fixed-length evidence prompts
     model, _ = gen.model_from_adapter(None, trainable=True)
     with quiet_transformers():
         model = get_peft_model(model, LoraConfig(
@@ -142,31 +185,55 @@ def gpu_numbers(catalog: ClusterCatalog, quick: bool, arch: TinyArch = SMOLLM2_S
             task_type="CAUSAL_LM",
         ))
     model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = all(p.is_cuda for p in params)  # as the lora fine-tuner does: one kernel per step
+    optimizer = torch.optim.AdamW(params, lr=1e-4, **({"fused": True} if fused else {}))
+    out["gpu_lora_fused_adamw"] = fused
+    trainable = int(sum(p.numel() for p in params))
     rng = np.random.default_rng(0)
-    batch_size, steps = 512, (3 if quick else 20)
-    tokens, elapsed = 0, 0.0
+    steps = lora_steps if lora_steps is not None else (3 if quick else 20)
+    tokens, elapsed, flops = 0, 0.0, 0.0
     for step in range(steps + 2):
-        rows = rng.integers(0, len(contexts), batch_size)
+        rows = rng.integers(0, len(contexts), lora_batch)
         ctx = contexts[rows]
         labels = (ctx[:, 1] + 1) % len(catalog)
         labels = np.where(labels == ctx[:, 0], (labels + 1) % len(catalog), labels)
-        batch = gen.training_batch(ctx, _random_evidence(ctx, len(catalog), step), None, labels)
-        if gen.device.type == "cuda":
-            torch.cuda.synchronize()
+        batch = gen.training_batch(ctx, _random_evidence(ctx, len(catalog), step, width=items), None, labels)
+        _sync(gen.device)
         started = time.perf_counter()
         loss = answer_nll(model, batch).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if gen.device.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(gen.device)
         if step >= 2:  # the first steps warm up kernels and the allocator
             elapsed += time.perf_counter() - started
-            tokens += int(batch["input_ids"].numel())
+            b, length = batch["input_ids"].shape[:2]
+            tokens += int(b * length)
+            kept = int(batch["targets"].shape[1]) + 1
+            # forward + activation gradients (2x forward) + LoRA weight gradients (2 per parameter)
+            flops += b * (3 * forward_flops(config, blocks, length, kept) + 2 * trainable * length)
+    out["gpu_lora_batch"] = f"{lora_batch} x {prompt_tokens + 2} tokens"
     out["gpu_lora_tokens_per_s"] = round(tokens / elapsed, 1)
+    out["gpu_lora_tflops"] = round(flops / elapsed / 1e12, 3)
     out["gpu_lora_vs_target_100000"] = round(out["gpu_lora_tokens_per_s"] / 100000.0, 3)
     return out
+
+
+#: the GPU keys every run reports (numbers on CUDA, the reason otherwise)
+GPU_KEYS: tuple[str, ...] = (
+    "gpu_rank_contexts_per_s", "gpu_rank_tflops", "gpu_lora_tokens_per_s", "gpu_lora_tflops",
+)
+
+
+def gpu_not_measured(reason: str) -> dict[str, Any]:
+    """The GPU keys, each saying why it was not measured."""
+    return {key: f"not measured: {reason}" for key in GPU_KEYS}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def generator_suite(quick: bool) -> dict[str, Any]:
@@ -195,7 +262,8 @@ def generator_suite(quick: bool) -> dict[str, Any]:
         results["gpu_device"] = torch.cuda.get_device_name(0)
         results.update(gpu_numbers(catalog, quick))
     else:
-        results["gpu_rank_contexts_per_s"] = None
-        results["gpu_lora_tokens_per_s"] = None
-        results["gpu_note"] = "no CUDA device: GPU numbers not measured"
+        results.update(gpu_not_measured(
+            "no CUDA device in this run (torch.cuda.is_available() is False); the code path is "
+            "tested on CPU at a small size (tests/generator/test_gpu_path.py)"
+        ))
     return results

@@ -1,0 +1,40 @@
+"""The GPU path of ``bench generator`` (single-forward ranking at fixed-length prompts, LoRA on
+fixed-length batches, achieved TFLOP/s), run on CPU at a small size; and what the suite says
+where there is no CUDA device."""
+
+from __future__ import annotations
+
+import torch
+from hybridrec_hf.bench import GPU_KEYS, forward_flops, gpu_not_measured, gpu_numbers
+from hybridrec_hf.models import TinyArch
+
+from hybridrec.types import ClusterCatalog
+
+SMALL = TinyArch(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64,
+                 max_positions=64, attn_implementation="sdpa")
+
+
+def test_gpu_numbers_code_path_on_cpu(catalog: ClusterCatalog) -> None:
+    torch.set_num_threads(1)
+    out = gpu_numbers(catalog, quick=True, arch=SMALL, device="cpu", prompt_tokens=32,
+                      lora_batch=16, lora_steps=1)
+    for key in GPU_KEYS:
+        assert isinstance(out[key], float) and out[key] > 0, key
+    assert out["gpu_rank_prompt_tokens"] == 32
+    assert out["gpu_rank_batch_size"] == 2048  # "auto" off CUDA
+    assert out["gpu_lora_batch"] == "16 x 34 tokens"
+    assert out["gpu_lora_fused_adamw"] is False  # fused AdamW only when the parameters are on CUDA
+    assert out["gpu_dtype"] == "float32"
+
+
+def test_without_cuda_the_keys_say_not_measured_and_why() -> None:
+    out = gpu_not_measured("no CUDA device")
+    assert set(out) == set(GPU_KEYS)
+    assert all(v == "not measured: no CUDA device" for v in out.values())
+
+
+def test_forward_flops_counts_blocks_attention_and_kept_head_positions() -> None:
+    class Config:
+        hidden_size, num_hidden_layers, vocab_size = 8, 2, 100
+
+    assert forward_flops(Config(), blocks=1000, tokens=4, kept=1) == 2 * 1000 * 4 + 4 * 2 * 16 * 8 + 2 * 8 * 100
