@@ -221,3 +221,11 @@ def test_auto_batch_size_follows_free_memory(catalog: ClusterCatalog, tied_path:
     # off CUDA the automatic size is the fixed CPU default
     assert _gen(tied_path, catalog).rank_batch_size(with_evidence=False) == 2048
     assert _gen(tied_path, catalog, batch_size=7).rank_batch_size(with_evidence=False) == 7
+
+
+def test_ranking_in_bfloat16_hands_fine_tuners_float32_on_cpu(catalog: ClusterCatalog, tied_path: Path) -> None:
+    gen = _gen(tied_path, catalog, dtype="bfloat16")
+    assert gen.model.dtype == torch.bfloat16
+    model, trained = gen.model_from_adapter(None, trainable=True)
+    assert model.dtype == torch.float32 and trained
+    assert _gen(tied_path, catalog, dtype="bfloat16", train_dtype="bfloat16").train_dtype == torch.bfloat16
