@@ -17,6 +17,8 @@ def register_executors(register: Any) -> None:
 
 @hookimpl
 def register_bench_suites(register: Any) -> None:
+    from hybridrec.testing.faultbench import fault_suite
     from hybridrec_executors.scale_bench import scale_suite
 
     register("scale", scale_suite)
+    register("fault", fault_suite)

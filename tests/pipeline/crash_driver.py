@@ -1,13 +1,11 @@
-"""Run the ``hybridrec`` CLI with the fake plugins registered (for subprocess crash tests)."""
+"""Run the ``hybridrec`` CLI with the fake plugins registered (for subprocess crash tests).
+
+The driver lives in :mod:`hybridrec.testing.crash_driver` (the ``fault`` bench suite uses it too).
+"""
 
 from __future__ import annotations
 
-import sys
-
-from hybridrec.cli import main
-from hybridrec.plugins import register_plugin
-from hybridrec.testing import fakes
+from hybridrec.testing.crash_driver import run
 
 if __name__ == "__main__":
-    register_plugin(fakes, "test-fakes")
-    main(sys.argv[1:])
+    run()
