@@ -7,6 +7,9 @@
 * :mod:`hybridrec.testing.fakes` has small, deterministic fake plugins for every role
   (``fake-gen``, ``fake-prompt-gen``, ``fake-ft``, ``fake-store``, ``fake-cost``) and a synthetic
   interaction-log writer, to test a plugin or a pipeline without a model.
+* :mod:`hybridrec.testing.crash_driver` runs the CLI with the fakes and SIGKILLs it at a named
+  point or durable step (``python -m hybridrec.testing.crash_driver ARGS``);
+  :mod:`hybridrec.testing.faultbench` is the ``fault`` bench suite built on it.
 * :mod:`hybridrec.testing.strategies` has hypothesis strategies for the core types.
 * :mod:`hybridrec.testing.policy_machine` has ``make_policy_machine(factory)``: a hypothesis
   stateful test of the update-policy invariants (budget, pending fine-tunes, knowledge freshness,
