@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,6 +57,31 @@ class MovieLens1MOptions(BaseModel):
     )
 
 
+def load_movielens(
+    name: str, folder: Path, categories: str, *, quarantine: Path | None,
+    metadata: dict[str, Any] | None = None,
+) -> InteractionData:
+    """``<folder>/<name>.inter`` and ``<name>.item`` in RecBole's atomic format (tab-separated,
+    typed headers), genres space-separated in the ``categories`` column."""
+    return load_interaction_files(
+        name=name,
+        interactions=folder / f"{name}.inter",
+        items=folder / f"{name}.item",
+        columns=InteractionColumns(
+            user="user_id:token", item="item_id:token", timestamp="timestamp:float",
+            rating="rating:float",
+        ),
+        item_columns=ItemColumns(item="item_id:token", title="movie_title:token", categories=categories),
+        fmt="tsv",
+        # Titles contain literal quotes ("Great Performances" Cats (1998)): no quoting.
+        quote_char=None,
+        category_separator=" ",
+        validation=ValidationOptions(min_rating=1.0, max_rating=5.0),
+        quarantine=quarantine,
+        metadata=metadata,
+    )
+
+
 class MovieLens1M(Dataset):
     """MovieLens-1M: 1,000,209 ratings (1-5) of 3,706 movies by 6,040 users, 2000-04 to 2003-02."""
 
@@ -64,23 +89,8 @@ class MovieLens1M(Dataset):
     Options: ClassVar[type[BaseModel]] = MovieLens1MOptions
 
     def load(self, *, quarantine: Path | None = None, progress: bool = False) -> InteractionData:
-        folder = self.options.path or ml1m_folder()
-        return load_interaction_files(
-            name="ml-1m",
-            interactions=folder / "ml-1m.inter",
-            items=folder / "ml-1m.item",
-            columns=InteractionColumns(
-                user="user_id:token", item="item_id:token", timestamp="timestamp:float",
-                rating="rating:float",
-            ),
-            item_columns=ItemColumns(
-                item="item_id:token", title="movie_title:token", categories="genre:token"
-            ),
-            fmt="tsv",
-            # Titles contain literal quotes ("Great Performances" Cats (1998)): no quoting.
-            quote_char=None,
-            category_separator=" ",
-            validation=ValidationOptions(min_rating=1.0, max_rating=5.0),
+        return load_movielens(
+            "ml-1m", self.options.path or ml1m_folder(), "genre:token",
             quarantine=quarantine if quarantine is not None else self.options.quarantine,
             metadata={"drift_year": 2000, "test_start": "2000-06-01", "test_end": "2001-01-01"},
         )
@@ -93,21 +103,7 @@ class MovieLens100K(Dataset):
     Options: ClassVar[type[BaseModel]] = MovieLens1MOptions
 
     def load(self, *, quarantine: Path | None = None, progress: bool = False) -> InteractionData:
-        folder = self.options.path or ml1m_folder("ml-100k")
-        return load_interaction_files(
-            name="ml-100k",
-            interactions=folder / "ml-100k.inter",
-            items=folder / "ml-100k.item",
-            columns=InteractionColumns(
-                user="user_id:token", item="item_id:token", timestamp="timestamp:float",
-                rating="rating:float",
-            ),
-            item_columns=ItemColumns(
-                item="item_id:token", title="movie_title:token", categories="class:token_seq"
-            ),
-            fmt="tsv",
-            quote_char=None,
-            category_separator=" ",
-            validation=ValidationOptions(min_rating=1.0, max_rating=5.0),
+        return load_movielens(
+            "ml-100k", self.options.path or ml1m_folder("ml-100k"), "class:token_seq",
             quarantine=quarantine if quarantine is not None else self.options.quarantine,
         )
