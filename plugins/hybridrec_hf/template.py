@@ -243,6 +243,26 @@ def _age_phrase(days: float | None) -> str:
     return "1 day ago" if whole == 1 else f"{whole} days ago"
 
 
+def evidence_notes(
+    evidence: EvidenceBatch, row: int, as_of: np.ndarray | None, evidence_items: int
+) -> list[tuple[int, str]]:
+    """``(cluster, " (seen N times, D days ago[, from similar interests])")`` for each filled
+    evidence item of ``row``, in order: the phrase every text-rendering template shows."""
+    names = {v: k for k, v in PROVENANCE_CODES.items()}
+    notes: list[tuple[int, str]] = []
+    for j in range(min(evidence_items, evidence.width)):
+        cluster = int(evidence.cluster[row, j])
+        if cluster < 0:
+            continue
+        seen = int(evidence.last_seen[row, j])
+        age = None if as_of is None or seen < 0 else max(0.0, (int(as_of[row]) - seen) / 86400.0)
+        support = float(evidence.support[row, j])
+        times = "1 time" if support == 1 else f"{support:.3g} times"
+        origin = ", from similar interests" if names[int(evidence.provenance[row, j])] != "exact" else ""
+        notes.append((cluster, f" (seen {times}, {_age_phrase(age)}{origin})"))
+    return notes
+
+
 def render_text_prompt(
     catalog: ClusterCatalog,
     context: np.ndarray,
@@ -255,19 +275,8 @@ def render_text_prompt(
     described = "; ".join(catalog.description(int(c)) for c in context)
     lines = [f"Recent interests: {described}."]
     if evidence is not None and evidence_items > 0:
-        items = []
-        names = {v: k for k, v in PROVENANCE_CODES.items()}
-        for j in range(min(evidence_items, evidence.width)):
-            cluster = int(evidence.cluster[row, j])
-            if cluster < 0:
-                continue
-            seen = int(evidence.last_seen[row, j])
-            age = None if as_of is None or seen < 0 else max(0.0, (int(as_of[row]) - seen) / 86400.0)
-            support = float(evidence.support[row, j])
-            times = "1 time" if support == 1 else f"{support:.3g} times"
-            borrowed = names[int(evidence.provenance[row, j])] != "exact"
-            origin = ", from similar interests" if borrowed else ""
-            items.append(f"{catalog.description(cluster)} (seen {times}, {_age_phrase(age)}{origin})")
+        items = [f"{catalog.description(cluster)}{note}"
+                 for cluster, note in evidence_notes(evidence, row, as_of, evidence_items)]
         body = "; ".join(items) if items else "none"
         lines.append(f"Evidence: after these interests people recently moved to {body}.")
     lines.append("Next interest:")
@@ -362,18 +371,8 @@ class DescribedClusterCodec:
     def _evidence_part(
         self, evidence: EvidenceBatch, row: int, when: np.ndarray | None
     ) -> list[int]:
-        names = {v: k for k, v in PROVENANCE_CODES.items()}
-        items: list[list[int]] = []
-        for j in range(min(self.evidence_items, evidence.width)):
-            cluster = int(evidence.cluster[row, j])
-            if cluster < 0:
-                continue
-            seen = int(evidence.last_seen[row, j])
-            age = None if when is None or seen < 0 else max(0.0, (int(when[row]) - seen) / 86400.0)
-            support = float(evidence.support[row, j])
-            times = "1 time" if support == 1 else f"{support:.3g} times"
-            origin = ", from similar interests" if names[int(evidence.provenance[row, j])] != "exact" else ""
-            items.append(self._described[cluster] + self._phrase(f" (seen {times}, {_age_phrase(age)}{origin})"))
+        items = [self._described[cluster] + self._phrase(note)
+                 for cluster, note in evidence_notes(evidence, row, when, self.evidence_items)]
         if not items:
             return list(self._evidence_none)
         out = list(self._evidence_head)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,21 +68,25 @@ def tuner(**options: object) -> LoraFineTuner:
     return LoraFineTuner(LoraOptions.model_validate({**FAST_LORA, **options}))
 
 
+def char_tokenizer(chars: str | set[str]) -> tuple[Any, dict[str, int]]:
+    """A character-level tokenizer (``<pad>`` 0, ``<eos>`` 1, ``<unk>`` 2, then ``chars``) and
+    its vocabulary: every description spans many tokens, like a real pretrained model's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{ch: i + 3 for i, ch in enumerate(sorted(set(chars)))}}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    return tok, vocab
+
+
 def pretrained_folder(folder: Path, *, tied: bool = True, hidden: int = 32) -> Path:
     """A small randomly initialised Llama saved like a pretrained model (weights and a
     character-level tokenizer, without cluster tokens): what ``model_path`` points at."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    chars = sorted(set(
-        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;()'-\n"
-    ))
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{ch: i + 3 for i, ch in enumerate(chars)}}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
+    tok, vocab = char_tokenizer("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;()'-\n")
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,

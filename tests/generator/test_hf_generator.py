@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from generator_support import N_CLUSTERS, START, tiny
+from generator_support import N_CLUSTERS, START, char_tokenizer, tiny
 from hybridrec_executors.local import LocalExecutor
 from hybridrec_hf import HFGenerator, HFOptions
 from hybridrec_hf.template import TEMPLATE_VERSION, render_text_prompt
@@ -140,18 +140,11 @@ def test_adapter_for_another_catalog_is_refused(gen: HFGenerator, tmp_path: Path
 
 
 def _char_model(folder: Path, catalog: ClusterCatalog) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    chars = sorted({ch for c in catalog.clusters for ch in c.description} | set(
+    tok, vocab = char_tokenizer({ch for c in catalog.clusters for ch in c.description} | set(
         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;()\n"
     ))
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{ch: i + 3 for i, ch in enumerate(chars)}}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(
         vocab_size=len(vocab), n_embd=32, n_layer=2, n_head=2, n_positions=512,
