@@ -76,6 +76,7 @@ from hybridrec_hf.models import (
     template_token_phrases,
 )
 from hybridrec_hf.template import (
+    RERANK_NUMERIC,
     TEMPLATE_VERSION,
     ClusterTokenCodec,
     DescribedClusterCodec,
@@ -112,6 +113,22 @@ class HFOptions(BaseModel):
     )
     evidence_items: int = Field(
         default=1, ge=0, le=16, description="Evidence items rendered per prompt (paper: top-1)."
+    )
+    rerank_readout: Literal["answer", "slots"] = Field(
+        default="slots",
+        description="rerank template only: where a candidate slot's logit is read. slots: at the "
+        "slot's own position (each candidate scored beside its evidence); answer: at the answer "
+        "cue, like any other answer token.",
+    )
+    rerank_numeric: bool = Field(
+        default=True,
+        description="rerank template only: add each candidate's count evidence as numbers (a "
+        "fixed projection into the slot's input embedding) beside its bucket tokens.",
+    )
+    numeric_scale: float = Field(
+        default=20.0, gt=0,
+        description="Norm of each numeric feature's fixed projection, as a multiple of the base "
+        "model's median input-embedding norm.",
     )
     device: str = Field(default="auto", description="auto (CUDA if present), cpu, cuda, cuda:N.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -212,6 +229,7 @@ class HFGenerator(Generator):
         self._targets = self.codec.target_ids()
         self._trie: CandidateTrie | None = None
         self._model: Any = self._fresh_base()
+        self._numeric_proj = self._numeric_projection(self._model)
         self._adapter: str | None = None
         self.base_trained = not self._untrained_preset
         if opts.mode == "single_forward" and self.codec.single_token_ids() is None:
@@ -248,7 +266,10 @@ class HFGenerator(Generator):
         )
         try:
             if opts.template == "rerank":
-                return RerankCodec(self.tokenizer, self.catalog, opts.evidence_items)
+                return RerankCodec(
+                    self.tokenizer, self.catalog, opts.evidence_items,
+                    readout=opts.rerank_readout, numeric=opts.rerank_numeric,
+                )
             if use_tokens and not ClusterTokenCodec.supports(self.tokenizer, self.catalog):
                 return DescribedClusterCodec(self.tokenizer, self.catalog, opts.evidence_items)
             if use_tokens:
@@ -276,6 +297,32 @@ class HFGenerator(Generator):
             # a private copy: adapters are merged into, and fine-tunes train, the returned model
             model = copy.deepcopy(self._base_cpu)
         return self._place(model, dtype)
+
+    def _numeric_projection(self, base: Any) -> torch.Tensor | None:
+        """``(F, hidden)`` fixed projection of the rerank form's numeric evidence into input
+        embeddings: Gaussian rows from a fixed seed, each scaled to ``numeric_scale`` times the
+        base model's median input-embedding norm. It depends only on the base model (never on a
+        trained adapter), so training and serving add the same vectors; the model learns to
+        read them, nothing learns the projection."""
+        if not (isinstance(self.codec, RerankCodec) and self.codec.numeric):
+            return None
+        opts: HFOptions = self.options
+        embed = base.get_input_embeddings().weight.detach().float()
+        norm = float(embed.norm(dim=1).median())
+        rows = torch.randn(len(RERANK_NUMERIC), embed.shape[1], generator=torch.Generator().manual_seed(20251))
+        rows = rows / rows.norm(dim=1, keepdim=True) * (opts.numeric_scale * norm)
+        return rows.to(self.device)
+
+    def _numeric_embeds(self, enc: EncodedPrompts, length: int | None = None) -> torch.Tensor | None:
+        """``(n, length, hidden)`` embeddings of ``enc``'s numeric evidence (zero-padded on the
+        right to ``length`` positions), or None when it has none."""
+        if enc.features is None or self._numeric_proj is None:
+            return None
+        features = torch.from_numpy(enc.features).to(self.device)
+        out = features @ self._numeric_proj
+        if length is not None and length > out.shape[1]:
+            out = torch.nn.functional.pad(out, (0, 0, 0, length - out.shape[1]))
+        return out
 
     def added_token_ids(self) -> list[int]:
         """Ids of the tokens this generator added to a pretrained tokenizer (one per cluster, and
@@ -483,7 +530,7 @@ class HFGenerator(Generator):
     def _inputs(self, enc: EncodedPrompts, net: Any) -> dict[str, torch.Tensor]:
         ids = torch.from_numpy(enc.ids).to(self.device)
         if ids.ndim == 3:  # summed channels (rerank form): never padded
-            return {"inputs_embeds": summed_embeddings(net, ids)}
+            return {"inputs_embeds": summed_embeddings(net, ids, self._numeric_embeds(enc))}
         if not enc.padded:
             return {"input_ids": ids}
         width = enc.ids.shape[1]
@@ -509,10 +556,15 @@ class HFGenerator(Generator):
             answer = self.codec.answer_ids(labels, evidence)
             filler = np.full((*answer.shape, enc.ids.shape[2]), self.codec.pad_id, dtype=np.int64)
             filler[..., 0] = answer
-            return {
+            batch = {
                 "input_ids": torch.from_numpy(np.concatenate([enc.ids, filler], axis=1)).to(self.device),
                 "targets": torch.from_numpy(answer).to(self.device),
             }
+            batch.update(self._readout(enc.ids))
+            numeric = self._numeric_embeds(enc, enc.ids.shape[1] + answer.shape[1])
+            if numeric is not None:
+                batch["numeric_embeds"] = numeric
+            return batch
         answers = [self._targets[int(c)] for c in labels]
         width = max(len(a) for a in answers)
         b, p = enc.ids.shape
@@ -557,8 +609,8 @@ class HFGenerator(Generator):
             if opts.mode == "single_forward":
                 token_ids = self.codec.single_token_ids()
                 assert token_ids is not None  # checked in __init__
-                out = net(**self._inputs(enc, net), logits_to_keep=1, use_cache=False)
-                logprobs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+                logits = answer_logits(net, self._inputs(enc, net), 1, self._readout(enc.ids))
+                logprobs = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
                 scores = logprobs[:, torch.from_numpy(token_ids).to(self.device)]
                 if isinstance(self.codec, RerankCodec) and evidence is not None:
                     scores = self._merge_slots(scores, logprobs, self.codec.candidates(evidence, len(enc.ids)))
@@ -574,6 +626,15 @@ class HFGenerator(Generator):
                     tree_scores(net, self._trie, ids[:, trim:], lengths, self.device, self.dtype)
                 )
             return torch.cat(parts, dim=0)
+
+    def _readout(self, ids: np.ndarray) -> dict[str, torch.Tensor]:
+        """The slot readout of a rerank prompt batch as tensors on the device (empty without)."""
+        if not isinstance(self.codec, RerankCodec):
+            return {}
+        readout = self.codec.slot_readout(ids)
+        if readout is None:
+            return {}
+        return {k: torch.from_numpy(v).to(self.device) for k, v in readout.items()}
 
     def rank_batch_size(self, *, with_evidence: bool) -> int:
         """Contexts per single-forward pass: the ``batch_size`` option, or with ``"auto"`` 2048
@@ -690,16 +751,20 @@ class HFGenerator(Generator):
         mask = None if enc.ids.ndim == 3 else self._inputs(enc, net).get("attention_mask")
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=self.device)
         new: list[torch.Tensor] = []
-        for _ in range(limit):
-            kwargs: dict[str, Any] = {"use_cache": False, "logits_to_keep": 1}
+        readout = self._readout(enc.ids)
+        numeric = self._numeric_embeds(enc, enc.ids.shape[1] + limit)
+        for step in range(limit):
+            kwargs: dict[str, Any] = {}
             if ids.ndim == 3:
-                kwargs["inputs_embeds"] = summed_embeddings(net, ids)
+                extra = None if numeric is None else numeric[:, : ids.shape[1]]
+                kwargs["inputs_embeds"] = summed_embeddings(net, ids, extra)
             else:
                 kwargs["input_ids"] = ids
             if mask is not None:
                 kwargs["attention_mask"] = mask
                 kwargs["position_ids"] = torch.clamp(mask.cumsum(1) - 1, min=0)
-            nxt = net(**kwargs).logits[:, -1, :].argmax(dim=-1)
+            # the first answer token is read like ranking reads it (slot readout included)
+            nxt = answer_logits(net, kwargs, 1, readout if step == 0 else {})[:, -1, :].argmax(dim=-1)
             nxt = torch.where(done, torch.full_like(nxt, self.codec.eos_id), nxt)
             new.append(nxt)
             done |= nxt == self.codec.eos_id
@@ -779,11 +844,43 @@ def auto_batch_size(
     return int(min(hi, max(lo, size)))
 
 
-def summed_embeddings(net: Any, ids: torch.Tensor) -> torch.Tensor:
+def summed_embeddings(net: Any, ids: torch.Tensor, numeric: torch.Tensor | None = None) -> torch.Tensor:
     """``(n, L, C)`` ids to ``(n, L, hidden)`` inputs: the sum of each position's channel
-    embeddings (the rerank form). ``net`` may be wrapped (peft, DistributedDataParallel)."""
+    embeddings (the rerank form), plus ``numeric`` ``(n, L, hidden)`` evidence embeddings when
+    given. ``net`` may be wrapped (peft, DistributedDataParallel)."""
     embed = getattr(net, "module", net).get_input_embeddings()
-    return embed(ids).sum(dim=2)
+    out = embed(ids).sum(dim=2)
+    return out if numeric is None else out + numeric.to(out.dtype)
+
+
+#: Batch keys of a rerank slot readout (:meth:`RerankCodec.slot_readout`).
+READOUT_KEYS = ("slot_positions", "slot_tokens", "slot_empty", "readout_token")
+
+
+def answer_logits(
+    model: Any, inputs: dict[str, torch.Tensor], keep: int, readout: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """``(n, keep, vocab)`` logits of the last ``keep`` positions of ``inputs``.
+
+    With a slot ``readout`` (rerank form, ``readout="slots"``) the model's logits are also taken
+    at the slot positions, and the first kept position's slot-token logits are replaced by each
+    slot's own readout (the readout token's logit at its position; ``-inf`` for an empty slot).
+    The first kept position must then be the answer cue.
+    """
+    if not readout:
+        return model(**inputs, logits_to_keep=keep, use_cache=False).logits
+    first = inputs.get("inputs_embeds", inputs.get("input_ids"))
+    assert first is not None
+    length = first.shape[1]
+    positions = readout["slot_positions"]
+    index = torch.cat([positions, torch.arange(length - keep, length, device=positions.device)])
+    logits = model(**inputs, logits_to_keep=index, use_cache=False).logits
+    m = positions.shape[0]
+    slots = logits[:, :m, :].index_select(2, readout["readout_token"]).squeeze(2)
+    slots = slots.masked_fill(readout["slot_empty"], float("-inf"))
+    out = logits[:, m:, :].clone()
+    out[:, 0, readout["slot_tokens"]] = slots
+    return out
 
 
 def answer_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -791,10 +888,14 @@ def answer_nll(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     :meth:`HFGenerator.training_batch`."""
     targets = batch["targets"]
     width = targets.shape[1]
-    kwargs = {k: v for k, v in batch.items() if k != "targets"}
+    readout = {k: v for k, v in batch.items() if k in READOUT_KEYS}
+    skip = ("targets", "numeric_embeds", *READOUT_KEYS)
+    kwargs = {k: v for k, v in batch.items() if k not in skip}
     if kwargs["input_ids"].ndim == 3:
-        kwargs["inputs_embeds"] = summed_embeddings(model, kwargs.pop("input_ids"))
-    logits = model(**kwargs, logits_to_keep=width + 1, use_cache=False).logits[:, :-1, :]
+        kwargs["inputs_embeds"] = summed_embeddings(
+            model, kwargs.pop("input_ids"), batch.get("numeric_embeds")
+        )
+    logits = answer_logits(model, kwargs, width + 1, readout)[:, :-1, :]
     loss = torch.nn.functional.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
         ignore_index=-100, reduction="none",

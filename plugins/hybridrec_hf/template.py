@@ -48,7 +48,7 @@ how a tokenizer would merge across a cluster token.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -110,10 +110,12 @@ def evidence_as_of(evidence: EvidenceBatch, as_of: np.ndarray | None) -> np.ndar
 
 @dataclass(frozen=True)
 class EncodedPrompts:
-    """Left-padded prompt ids ``(n, L)`` and each row's true length."""
+    """Left-padded prompt ids ``(n, L)`` and each row's true length; the rerank form adds
+    ``features`` ``(n, L, F)``, numeric evidence per position (zero where there is none)."""
 
     ids: np.ndarray
     lengths: np.ndarray
+    features: np.ndarray | None = None
 
     @property
     def padded(self) -> bool:
@@ -440,6 +442,19 @@ RERANK_FEATURES: tuple[tuple[str, int], ...] = (
     ("count", len(RERANK_COUNT_EDGES) + 1),
     ("support", len(RERANK_SUPPORT_EDGES) + 1),
 )
+#: The numeric evidence of a candidate slot (``RerankCodec(numeric=True)``): each value is mapped
+#: by a fixed affine map ``(x - center) / scale`` (the same evidence always gives the same input,
+#: in training and serving; the constants put ML-1M's values in a unit range, any dataset's
+#: values stay finite). Shares are floored at 1e-4 before the log.
+RERANK_NUMERIC: tuple[tuple[str, float, float], ...] = (
+    ("log1p pair count", 0.5, 1.0),
+    ("pair share", 0.05, 0.15),
+    ("log last-cluster share", -4.5, 2.5),
+    ("log first-cluster share", -4.5, 2.5),
+    ("log popularity share", -4.5, 1.5),
+    ("log1p context support", 2.0, 1.5),
+    ("log1p estimator score", 2.0, 1.0),
+)
 MAX_SLOTS = 16
 FIRST, SECOND = "<|first|>", "<|second|>"
 
@@ -483,15 +498,40 @@ class RerankCodec(_ClusterVocabulary):
     cluster token, then ``<|eos|>``. A cluster's score is the probability of its cluster token
     plus, when it is a candidate, of its slot token, so one forward pass ranks the candidates
     and every other cluster.
+
+    ``readout`` says where the slot tokens' logits come from. ``"answer"``: the answer cue's
+    position, like every other answer token, so one position must compare all candidates through
+    attention. ``"slots"``: slot ``j``'s logit is read at slot ``j``'s own position (the logit of
+    ``<|ans|>`` there) and replaces ``<|slot{j}|>``'s logit at the answer position; the answer
+    distribution is still one softmax over the slot and cluster tokens, but each candidate is
+    scored where its evidence is, which is how a per-candidate scorer learns to weigh evidence
+    (an empty slot's logit is ``-inf``).
+
+    ``numeric`` adds the slot's evidence as numbers (:data:`RERANK_NUMERIC`: its log pair count,
+    pair share, log shares of the last cluster's, first cluster's and all successors, the
+    context's log support and the estimator's log score), in :attr:`EncodedPrompts.features`;
+    the generator adds a fixed projection of them to the slot's input embedding. The buckets
+    only say which of a dozen ranges a value falls in; the numbers let the model weigh
+    candidates whose evidence falls in the same bucket.
+
+    The codec ``kind`` names the readout and the numeric evidence, so an adapter trained with one
+    form is refused by a generator with another.
     """
 
-    kind = "rerank"
     form = "rerank"
 
-    def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
+    def __init__(
+        self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int,
+        readout: Literal["answer", "slots"] = "answer", numeric: bool = False,
+    ) -> None:
         if not 1 <= evidence_items <= MAX_SLOTS:
             raise ValueError(f"the rerank template needs 1 to {MAX_SLOTS} evidence_items, got {evidence_items}")
+        if readout not in ("answer", "slots"):
+            raise ValueError(f"the rerank readout is 'answer' or 'slots', got {readout!r}")
         super().__init__(tokenizer, catalog, evidence_items, rerank_tokens())
+        self.readout = readout
+        self.numeric = numeric
+        self.kind = "rerank" + ("-slots" if readout == "slots" else "") + ("-numeric" if numeric else "")
         vocab = self.vocab
         self.channels = 2 + len(RERANK_FEATURES)
         self.first_id, self.second_id = vocab[FIRST], vocab[SECOND]
@@ -553,6 +593,22 @@ class RerankCodec(_ClusterVocabulary):
             body[..., 1] = self.slot_ids[None, :]
             for f, bucket in enumerate(buckets):
                 body[..., 2 + f] = self.feature_ids[f][bucket]
+            if self.numeric:
+                score = np.zeros((n, m))
+                score[:, :width] = evidence.score[:, :width]
+                values = [
+                    np.log1p(np.maximum(support, 0.0)),
+                    pair_share,
+                    np.log(np.maximum(shares[..., 0], 1e-4)),
+                    np.log(np.maximum(shares[..., 1], 1e-4)),
+                    np.log(np.maximum(shares[..., 2], 1e-4)),
+                    np.repeat(np.log1p(np.maximum(total, 0.0)), m, axis=1),
+                    np.log1p(np.maximum(score, 0.0)),
+                ]
+                features = np.zeros((n, ids.shape[1], len(RERANK_NUMERIC)), dtype=np.float32)
+                for f, ((_, center, scale), value) in enumerate(zip(RERANK_NUMERIC, values, strict=True)):
+                    features[:, k : k + m, f] = np.where(present, (value - center) / scale, 0.0)
+                return EncodedPrompts(ids, np.full(n, ids.shape[1], dtype=np.int64), features)
         return EncodedPrompts(ids, np.full(n, ids.shape[1], dtype=np.int64))
 
     def answer_ids(self, labels: np.ndarray, evidence: EvidenceBatch | None) -> np.ndarray:
@@ -566,6 +622,22 @@ class RerankCodec(_ClusterVocabulary):
             found = hit.any(axis=1)
             first = np.where(found, self.slot_ids[hit.argmax(axis=1)], first)
         return np.stack([first, np.full_like(first, self.eos_id)], axis=1)
+
+    def slot_readout(self, ids: np.ndarray) -> dict[str, np.ndarray] | None:
+        """With ``readout="slots"`` and a prompt with candidate slots: the slot positions
+        ``(m,)`` of these ``(n, L, channels)`` ids, each position's slot token ``(m,)``, which
+        slots are empty ``(n, m)`` and the token read at each slot (``<|ans|>``); else None."""
+        if self.readout != "slots" or ids.ndim != 3 or ids.shape[0] == 0:
+            return None
+        positions = np.flatnonzero(np.isin(ids[0, :, 1], self.slot_ids))
+        if positions.size == 0:
+            return None
+        return {
+            "slot_positions": positions.astype(np.int64),
+            "slot_tokens": ids[0, positions, 1].astype(np.int64),
+            "slot_empty": ids[:, positions, 0] == self.noev_id,
+            "readout_token": np.array([self.ans_id], dtype=np.int64),
+        }
 
     def resolve_slots(self, ids: np.ndarray, evidence: EvidenceBatch | None) -> np.ndarray:
         """Generated ``(n, T)`` ids with every slot token replaced by its candidate's cluster

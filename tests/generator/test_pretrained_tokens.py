@@ -180,7 +180,7 @@ def test_rerank_template_on_a_pretrained_model(
     from hybridrec_lora.evidence import daily_backoff_successors
 
     gen = _gen(tied_path, catalog, template="rerank", evidence_items=3)
-    assert gen.codec.kind == "rerank"
+    assert gen.codec.kind == "rerank-slots-numeric"
     pad = gen.tokenizer.get_vocab()["<|pad|>"]
     assert float(gen.model.get_input_embeddings().weight.detach()[pad].abs().sum()) == 0.0  # filler adds nothing
     ctx = planted.contexts()[:8]

@@ -67,12 +67,18 @@ def test_answer_is_the_slot_of_a_candidate_else_the_cluster(rerank) -> None:  # 
     assert (answers[:, 1] == codec.eos_id).all()
 
 
-def test_a_candidates_score_adds_its_slot_probability(rerank) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("readout", ["slots", "answer"])
+def test_a_candidates_score_adds_its_slot_probability(catalog: ClusterCatalog, readout: str) -> None:
+    rerank = tiny(
+        catalog, template="rerank", evidence_items=M, rerank_readout=readout,
+        tiny={"hidden_size": 32, "intermediate_size": 64},
+    )
+    assert rerank.codec.kind == ("rerank-slots" if readout == "slots" else "rerank") + "-numeric"
     ctx = np.array([[0, 1], [2, 3]])
     cand = np.array([[5, 6, 7, 8], [4, 5, -1, -1]])
-    ev = _evidence(ctx, cand, np.full((2, M), 3.0))
+    ev = _evidence(ctx, cand, np.array([[3.0, 9, 1, 0], [5, 2, 0, 0]]))
     merged = rerank.score_clusters(ctx, ev)
-    logprobs = _full_logprobs(rerank, ctx, ev)
+    logprobs = _full_logprobs(rerank, ctx, ev, slot_readout=readout == "slots")
     for i in range(2):
         for c in range(12):
             j = np.flatnonzero(cand[i] == c)
@@ -82,13 +88,22 @@ def test_a_candidates_score_adds_its_slot_probability(rerank) -> None:  # type: 
             assert merged[i, c].item() == pytest.approx(want, abs=1e-5)
 
 
-def _full_logprobs(gen, ctx: np.ndarray, ev: EvidenceBatch) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _full_logprobs(gen, ctx: np.ndarray, ev: EvidenceBatch, *, slot_readout: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The answer distribution computed from every position's logits: with the slot readout,
+    slot ``j``'s token takes the logit of ``<|ans|>`` at slot ``j``'s position (prompt position
+    ``2 + j``), ``-inf`` when the slot is empty."""
     import torch
 
     enc = gen.encode(ctx, ev, None)
     with torch.inference_mode():
-        out = gen.model(**gen._inputs(enc, gen.model), logits_to_keep=1, use_cache=False)
-        return torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).numpy()
+        logits = gen.model(**gen._inputs(enc, gen.model), use_cache=False).logits.float().numpy()
+    last = logits[:, -1, :].copy()
+    if slot_readout:
+        codec = gen.codec
+        for j, slot in enumerate(codec.slot_ids):
+            empty = ev.cluster[:, j] < 0
+            last[:, slot] = np.where(empty, -np.inf, logits[:, 2 + j, codec.ans_id])
+    return last - np.logaddexp.reduce(last, axis=1, keepdims=True)
 
 
 def test_rerank_needs_single_forward(catalog: ClusterCatalog) -> None:
@@ -127,3 +142,53 @@ def test_a_trained_reranker_follows_the_evidence(
     # free generation names the chosen candidate's description (slot tokens are resolved)
     text = gen.generate(ctx[:5], ev.take(slice(0, 5)))
     assert all(t in {c.description for c in catalog.clusters} for t in text)
+
+
+def test_numeric_evidence_sits_on_the_slots_and_separates_one_bucket(rerank) -> None:  # type: ignore[no-untyped-def]
+    from hybridrec_hf.template import RERANK_NUMERIC
+
+    ctx = np.array([[0, 1]])
+    # 20 and 23 of 400 fall in the same pair-count bucket (16-31) and pair-share bucket (5-7.5%)
+    ev = _evidence(ctx, np.array([[5, 6, 7, -1]]), np.array([[20.0, 23, 2, 0]]), total=400.0)
+    enc = rerank.encode(ctx, ev, None)
+    assert enc.features is not None and enc.features.shape == (1, 2 + M + 1, len(RERANK_NUMERIC))
+    assert (enc.features[:, :2] == 0).all() and (enc.features[:, -1] == 0).all()
+    assert (enc.features[0, 2 + 3] == 0).all()  # the empty slot carries no numbers
+    assert (enc.ids[0, 2, 2:] == enc.ids[0, 3, 2:]).all()  # the same buckets ...
+    assert enc.features[0, 3, 0] > enc.features[0, 2, 0]  # ... but the counts differ as numbers
+    # log1p(count), mapped by the fixed affine map
+    _, center, scale = RERANK_NUMERIC[0]
+    assert enc.features[0, 2, 0] == pytest.approx((np.log1p(20.0) - center) / scale, rel=1e-5)
+    plain = rerank.encode(ctx, None, None)
+    assert plain.features is None
+
+
+def test_the_numeric_projection_is_fixed_by_the_base_model(catalog: ClusterCatalog) -> None:
+    import torch
+
+    options = {"template": "rerank", "evidence_items": M, "tiny": {"hidden_size": 32, "intermediate_size": 64}}
+    a, b = tiny(catalog, **options), tiny(catalog, **options)
+    assert a._numeric_proj is not None and b._numeric_proj is not None
+    torch.testing.assert_close(a._numeric_proj, b._numeric_proj)
+    median = float(a.model.get_input_embeddings().weight.detach().norm(dim=1).median())
+    norms = a._numeric_proj.norm(dim=1)
+    torch.testing.assert_close(norms, torch.full_like(norms, 20.0 * median))
+    assert tiny(catalog, **options, rerank_numeric=False)._numeric_proj is None
+
+
+def test_an_adapter_of_another_rerank_form_is_refused(catalog: ClusterCatalog, tmp_path: Path) -> None:
+    import json
+
+    from hybridrec.errors import CorruptArtifactError
+
+    adapter = tmp_path / "adapter"
+    (adapter / "lora").mkdir(parents=True)
+    options = {"template": "rerank", "evidence_items": M, "tiny": {"hidden_size": 32, "intermediate_size": 64}}
+    gen = tiny(catalog, **options)
+    (adapter / "manifest.json").write_text(json.dumps({"codec": "rerank"}))
+    with pytest.raises(CorruptArtifactError, match="codec='rerank'"):
+        gen.check_adapter(adapter)
+    (adapter / "manifest.json").write_text(json.dumps({"codec": gen.codec.kind}))
+    gen.check_adapter(adapter)
+    with pytest.raises(CorruptArtifactError, match="rerank-slots-numeric"):
+        tiny(catalog, **options, rerank_readout="answer").check_adapter(adapter)
