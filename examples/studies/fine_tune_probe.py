@@ -7,12 +7,15 @@ fine-tune on ``--window``, warm-started from that model, with ``select_epoch`` o
 held-out NLL of the window's last ``holdout_max`` transitions (never trained on) is measured at
 the start and after each epoch. It prints one line per variant and, with ``--json``, writes them::
 
-    python examples/studies/fine_tune_probe.py \
-        --variants '{"lora": {"mode": "lora", "epochs": 3, "max_examples": null}, \
-                     "full-1ep": {}, "full-2ep": {"epochs": 2}, "full-15k": {"max_examples": 15000}}'
+    python examples/studies/fine_tune_probe.py --variants '{
+        "lora": {"epochs": 3, "max_examples": null, "holdout_max": 1000},
+        "full-1ep": {"mode": "full", "max_examples": 30000, "holdout_max": 1000},
+        "full-2ep": {"mode": "full", "max_examples": 30000, "holdout_max": 1000, "epochs": 2},
+        "full-15k": {"mode": "full", "max_examples": 15000, "holdout_max": 1000}}'
 
-Each variant's options are merged over the demo's; every variant measures on the same held-out
-rows when ``holdout_max`` is left alone. Nothing here is used by the library.
+Each variant's options are merged over the demo's (``{}`` is the demo's own LoRA); variants
+measure on the same held-out rows when they share ``holdout_max`` (the window's last rows).
+Nothing here is used by the library.
 """
 
 from __future__ import annotations
