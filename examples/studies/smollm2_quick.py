@@ -53,8 +53,8 @@ def tiny_variants(config: BacktestConfig) -> dict[str, BacktestConfig]:
     """The study's LLM arms with the tiny preset: same knobs, and as the demo runs it."""
     llm = config.llm
     same_gen = {**llm.generator.options, "preset": "tiny", "dtype": "float32"}
-    same = config.model_copy(update={
-        "arms": config.llm_arms(),
+    only_llm = config.with_arms(config.llm_arms())
+    same = only_llm.model_copy(update={
         "llm": llm.model_copy(update={"generator": PluginRef(plugin="hf", options=same_gen)}),
     })
     demo_llm = llm.model_copy(update={
@@ -63,7 +63,7 @@ def tiny_variants(config: BacktestConfig) -> dict[str, BacktestConfig]:
         "fine_tuner": PluginRef(plugin="lora", options=dict(DEMO_FINE_TUNE)),
         "initial_fine_tune_options": dict(DEMO_INITIAL_FINE_TUNE),
     })
-    demo = config.model_copy(update={"arms": config.llm_arms(), "llm": demo_llm})
+    demo = only_llm.model_copy(update={"llm": demo_llm})
     return {"tiny-same": same, "tiny-demo": demo}
 
 

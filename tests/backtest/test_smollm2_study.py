@@ -36,7 +36,8 @@ def test_study_file_validates_with_its_documented_reductions() -> None:
     assert variants["tiny-same"].llm.generator.options["preset"] == "tiny"
     assert variants["tiny-same"].llm.fine_tuner == config.llm.fine_tuner
     assert variants["tiny-demo"].llm.generator.options["template"] == "rerank"
-    assert all(v.arms == ["rag-once"] for v in variants.values())
+    # each variant is a study the backtest can run: its arms resolve (a plain list would not)
+    assert all(list(v.arms) == ["rag-once"] and v.llm_arms() == ["rag-once"] for v in variants.values())
 
 
 def test_comparison_slices_and_paired_deltas() -> None:
