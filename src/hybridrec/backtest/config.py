@@ -82,9 +82,9 @@ ALL_HISTORY_DAYS = 3650.0
 DEMO_EVIDENCE_ITEMS = 10
 
 #: The ``hf`` options of the demo: the tiny preset narrowed to width 64. Chosen on the validation
-#: study ``examples/studies/validation-rerank.toml`` (2000-05-18 to 05-31, before the test window):
-#: hybrid HR@5 0.3398 at width 64, 0.3390 at 128 and 0.3399 at 256 (CI half-width about 0.015, so
-#: a tie), at 1/16 of the width-256 model's training flops.
+#: study ``examples/studies/validation-rerank.toml`` (2000-05-18 to 05-31, before the test window),
+#: first with the answer-cue readout: hybrid HR@5 0.3398 at width 64, 0.3390 at 128 and 0.3399 at
+#: 256 (CI half-width about 0.015, so a tie), at 1/16 of the width-256 model's training flops.
 #:
 #: Each candidate is scored at its own slot (``rerank_readout="slots"``) and reads its evidence
 #: as numbers as well as buckets (``rerank_numeric``). On the same validation study (base
@@ -126,8 +126,9 @@ DEFAULT_POLICIES: dict[str, PluginRef] = {
 #: estimator over all earlier history, ranked the same way; no train/serve skew). 80% of the
 #: examples carry evidence and 20% do not, so the arms that serve without knowledge (no-update,
 #: ft-*) get a model of the context alone and the guardrails' free generations stay valid; on the
-#: validation study hybrid's HR@5 is 0.3386 at 0.8 against 0.3398 at 1.0 (a tie within the
-#: CI half-width of 0.015), while at 1.0 the no-knowledge arms score HR@5 0.0001.
+#: validation study (with the answer-cue readout, before the slot readout) hybrid's HR@5 is
+#: 0.3386 at 0.8 against 0.3398 at 1.0 (a tie within the CI half-width of 0.015), while at 1.0
+#: the no-knowledge arms score HR@5 0.0001.
 #:
 #: This LoRA (rank 8 on attention) moves the tiny model's held-out answer NLL from 4.164 to 4.148
 #: (over every example, best of 3 epochs) where one epoch of full training (``mode="full"``) on
