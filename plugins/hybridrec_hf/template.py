@@ -285,10 +285,15 @@ def render_text_prompt(
     return "\n".join(lines)
 
 
-class TextCodec:
-    """The text form of the template, for any tokenizer (candidates may span many tokens)."""
+class _TokenizerCodec:
+    """What every codec over a pretrained tokenizer holds: the tokenizer, catalog and evidence
+    width, and its end-of-sequence and padding ids (padding falls back to end-of-sequence)."""
 
-    kind = "text"
+    tokenizer: Any
+    catalog: ClusterCatalog
+    evidence_items: int
+    eos_id: int
+    pad_id: int
 
     def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
         if tokenizer.eos_token_id is None:
@@ -299,6 +304,15 @@ class TextCodec:
         self.eos_id = int(tokenizer.eos_token_id)
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad) if pad is not None else self.eos_id
+
+
+class TextCodec(_TokenizerCodec):
+    """The text form of the template, for any tokenizer (candidates may span many tokens)."""
+
+    kind = "text"
+
+    def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
+        super().__init__(tokenizer, catalog, evidence_items)
         self._targets = [
             [int(t) for t in tokenizer(" " + c.description, add_special_tokens=False)["input_ids"]]
             + [self.eos_id]
@@ -327,7 +341,7 @@ class TextCodec:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True)).strip()
 
 
-class DescribedClusterCodec:
+class DescribedClusterCodec(_TokenizerCodec):
     """The described cluster-token form (see the module docstring): natural-language prompts for
     a pretrained tokenizer extended with one token per cluster; one token per answer, so a single
     forward pass scores every cluster."""
@@ -335,18 +349,11 @@ class DescribedClusterCodec:
     kind = "described_cluster_tokens"
 
     def __init__(self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int) -> None:
-        if tokenizer.eos_token_id is None:
-            raise ValueError("the tokenizer has no end-of-sequence token")
+        super().__init__(tokenizer, catalog, evidence_items)
         vocab: dict[str, int] = tokenizer.get_vocab()
         missing = [cluster_token(c.id) for c in catalog.clusters if cluster_token(c.id) not in vocab]
         if missing:
             raise ValueError(f"tokenizer lacks cluster tokens, e.g. {missing[:3]}")
-        self.tokenizer = tokenizer
-        self.catalog = catalog
-        self.evidence_items = evidence_items
-        self.eos_id = int(tokenizer.eos_token_id)
-        pad = tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None else self.eos_id
         self.cluster_ids = np.array([vocab[cluster_token(c.id)] for c in catalog.clusters], dtype=np.int64)
         # each cluster as it appears in a prompt: its description (leading space) then its token
         self._described = [

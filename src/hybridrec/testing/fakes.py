@@ -278,6 +278,29 @@ def register_cost_models(register: Any) -> None:
 
 # -- synthetic interaction logs ------------------------------------------------------------------
 
+def workspace_config(*, backend: str = "sqlite", sleeps: dict[str, float] | None = None) -> str:
+    """A workspace config (TOML) running every role on these fakes with the ``hybrid`` policy,
+    the local executor and ``backend`` serving; ``sleeps`` (role -> seconds per call) slows the
+    ``generator``, ``fine_tuner`` and ``knowledge_store`` fakes down (fault benches need work
+    long enough to be killed in)."""
+    sleeps = sleeps or {}
+    unknown = set(sleeps) - {"generator", "fine_tuner", "knowledge_store"}
+    if unknown:
+        raise ValueError(f"sleeps for unknown roles: {sorted(unknown)}")
+
+    def role(name: str, plugin: str) -> str:
+        options = f"options = {{ sleep = {sleeps[name]} }}\n" if name in sleeps else ""
+        return f"[{name}]\nplugin = \"{plugin}\"\n{options}"
+
+    return (
+        role("generator", "fake-gen") + role("fine_tuner", "fake-ft")
+        + role("knowledge_store", "fake-store")
+        + "[update_policy]\nplugin = \"hybrid\"\n"
+        + "[executor]\nplugin = \"local\"\noptions = { batch_size = 16 }\n"
+        + f"[serving]\nbackend = \"{backend}\"\nk = 5\n"
+    )
+
+
 GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance")
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from hybridrec.testing.crash_driver import INIT_POINTS, UPDATE_POINTS
+from hybridrec.testing.fakes import workspace_config
 
 #: Runs of the full suite; ``--quick`` runs :data:`QUICK_RUNS`.
 FULL_RUNS = {"init": 40, "update": 80}
@@ -57,25 +58,6 @@ QUICK_RUNS = {"init": 4, "update": 8}
 #: The fakes' per-call sleeps (seconds): an update then does about half a second of work.
 SLEEPS = {"generator": 0.005, "fine_tuner": 0.1, "knowledge_store": 0.06}
 
-CONFIG = """
-[generator]
-plugin = "fake-gen"
-options = {{ sleep = {generator} }}
-[fine_tuner]
-plugin = "fake-ft"
-options = {{ sleep = {fine_tuner} }}
-[knowledge_store]
-plugin = "fake-store"
-options = {{ sleep = {knowledge_store} }}
-[update_policy]
-plugin = "hybrid"
-[executor]
-plugin = "local"
-options = {{ batch_size = 16 }}
-[serving]
-backend = "sqlite"
-k = 5
-"""
 JAN_NOW = "2000-02-01"
 FEB_NOW = "2000-03-03"
 KINDS = (("catalog", "catalog"), ("adapter", "adapters"), ("knowledge", "knowledge"), ("table", "tables"))
@@ -333,7 +315,7 @@ def run_fault_bench(n_init: int, n_update: int, *, seed: int = 0, sleeps: dict[s
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-bench-fault-")))
         stack.enter_context(_fakes_registered())
         config = workdir / "pipeline.toml"
-        config.write_text(CONFIG.format(**{**SLEEPS, **(sleeps or {})}))
+        config.write_text(workspace_config(sleeps={**SLEEPS, **(sleeps or {})}))
         jan = write_log(workdir / "jan.csv", datetime(2000, 1, 1, tzinfo=UTC), 31)
         feb = write_log(workdir / "feb.csv", datetime(2000, 2, 1, tzinfo=UTC), 31, seed=3)
 
