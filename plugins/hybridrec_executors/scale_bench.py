@@ -32,11 +32,12 @@ import time
 from typing import Any
 
 import numpy as np
+from hybridrec_hf.bench import described_catalog, matmul_peak
 
 from hybridrec.config import PluginRef
 from hybridrec.generation import TableJob, all_contexts
 from hybridrec.plugins import get
-from hybridrec.types import ClusterCatalog, Rankings
+from hybridrec.types import Rankings
 
 Result = dict[str, float | int | str]
 
@@ -51,13 +52,6 @@ SMOLLM2_SHAPE: dict[str, Any] = {
     "max_positions": 64,
     "attn_implementation": "sdpa",
 }
-
-
-def _catalog(n: int) -> ClusterCatalog:
-    genres = ["action", "drama", "comedy", "horror", "romance", "thriller", "crime", "sci-fi"]
-    return ClusterCatalog.from_descriptions(
-        [f"{genres[i % len(genres)]} {genres[(i // len(genres)) % len(genres)]} c{i}" for i in range(n)]
-    )
 
 
 class _Digest:
@@ -117,7 +111,7 @@ def ray_scaling(quick: bool) -> Result:
     n_clusters = 60 if quick else 200
     job = TableJob(
         generator=PluginRef(plugin="hf", options={"preset": "tiny", "device": "cpu", "num_threads": 1}),
-        catalog=_catalog(n_clusters),
+        catalog=described_catalog(n_clusters),
         contexts=all_contexts(n_clusters),
         k=10,
         batch_size=256 if quick else 1024,
@@ -193,7 +187,7 @@ def table_throughput(
     import torch
 
     options = {"preset": "tiny", "tiny": arch, "device": device, "dtype": dtype, "batch_size": 4096}
-    job = TableJob(generator=PluginRef(plugin="hf", options=options), catalog=_catalog(n_clusters),
+    job = TableJob(generator=PluginRef(plugin="hf", options=options), catalog=described_catalog(n_clusters),
                    contexts=contexts, k=10, batch_size=65536)
     generator = job.build_generator()
     local = get("executor", "local")()
@@ -226,7 +220,7 @@ def gpu_table(quick: bool) -> Result:
     if not torch.cuda.is_available():
         return {"gpu_skipped": "no CUDA device: torch.cuda.is_available() is False"}
     out: Result = {"gpu_device": torch.cuda.get_device_name(0)}
-    out["gpu_matmul_peak_tflops"] = round(_matmul_peak(torch.device("cuda")) / 1e12, 1)
+    out["gpu_matmul_peak_tflops"] = round(matmul_peak("cuda") / 1e12, 1)
     contexts = all_contexts(1000)  # 999,000 ordered pairs
     if quick:
         contexts = contexts[:50_000]
@@ -238,21 +232,6 @@ def gpu_table(quick: bool) -> Result:
         float(measured["tflops"]) / max(float(out["gpu_matmul_peak_tflops"]), 1e-9), 4
     )
     return out
-
-
-def _matmul_peak(device: Any, size: int = 8192, reps: int = 20) -> float:
-    import torch
-
-    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    began = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    return 2.0 * size**3 * reps / (time.perf_counter() - began)
 
 
 def scale_suite(quick: bool) -> Result:

@@ -18,6 +18,7 @@ def register_generators(register: Any) -> None:
 
 @hookimpl
 def register_bench_suites(register: Any) -> None:
-    from hybridrec_hf.bench import generator_suite
+    from hybridrec_hf.bench import generator_suite, gpu_suite
 
     register("generator", generator_suite)
+    register("gpu", gpu_suite)

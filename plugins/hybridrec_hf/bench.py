@@ -13,6 +13,12 @@ Results:
   ``gpu_lora_tflops`` (and ``gpu_generate_baseline_contexts_per_s``, the batch sizes, ...) — a
   randomly initialised model of SmolLM2-135M's shape on CUDA in bfloat16 (:func:`gpu_numbers`);
   without a CUDA device each of the four keys is the string ``"not measured: <reason>"``.
+
+The ``gpu`` suite (``hybridrec bench gpu --json``) runs the GPU part alone and needs no data set
+(so it runs on a machine that has only the package): :func:`gpu_numbers` on a catalog of ML-1M's
+size, LoRA throughput at a second batch size, the bf16 matmul peak the TFLOP/s compare with, and
+the shipped fine-tuner and ranking of the demo's ``rerank`` generator, at SmolLM2-135M's shape,
+end to end on the ``synthetic`` data set (:func:`gpu_suite`).
 """
 
 from __future__ import annotations
@@ -140,8 +146,6 @@ def gpu_numbers(
     Achieved TFLOP/s count the model's FLOPs (:func:`forward_flops`; training: forward, the
     activation gradients through the frozen blocks and the LoRA weight gradients), not the
     ``flops`` cost model's ``2·N`` per token (which counts the embedding matrix as well)."""
-    from peft import LoraConfig, get_peft_model
-
     out: dict[str, Any] = {}
     items = max(1, (prompt_tokens - 3) // 2)  # 2 context tokens + 2 per evidence item + answer cue
     gen = HFGenerator(HFOptions(tiny=arch, device=device, template="cluster_tokens",
@@ -176,8 +180,39 @@ def gpu_numbers(
         _sync(gen.device)
     baseline = n / (time.perf_counter() - started)
     out["gpu_generate_baseline_contexts_per_s"] = round(baseline, 1)
+    # the model's forward alone on the same encoded prompts (what ranking adds is encoding + top-k)
+    size = min(n, out["gpu_rank_batch_size"])
+    with torch.inference_mode():
+        gen.model(input_ids=ids[:size], attention_mask=mask[:size], logits_to_keep=1)
+        _sync(gen.device)
+        started = time.perf_counter()
+        for part in range(0, n, size):
+            gen.model(input_ids=ids[part : part + size], attention_mask=mask[part : part + size],
+                      logits_to_keep=1)
+        _sync(gen.device)
+    out["gpu_forward_only_contexts_per_s"] = round(n / (time.perf_counter() - started), 1)
     out["gpu_rank_vs_generate"] = round(rate / baseline, 2)
-    # LoRA training throughput (attention projections, r = 8), fixed-length evidence prompts
+    lora = lora_throughput(gen, contexts, items, lora_batch=lora_batch, steps=lora_steps, quick=quick)
+    out["gpu_lora_fused_adamw"] = lora["fused_adamw"]
+    out["gpu_lora_batch"] = f"{lora_batch} x {lora['length']} tokens"
+    out["gpu_lora_tokens_per_s"] = lora["tokens_per_s"]
+    out["gpu_lora_tflops"] = lora["tflops"]
+    out["gpu_lora_vs_target_100000"] = round(lora["tokens_per_s"] / 100000.0, 3)
+    return out
+
+
+def lora_throughput(
+    gen: HFGenerator, contexts: np.ndarray, items: int, *, lora_batch: int,
+    steps: int | None = None, quick: bool = False,
+) -> dict[str, Any]:
+    """Tokens per second and achieved TFLOP/s of LoRA training (attention projections, r 8) on
+    ``gen``'s model: fixed-length batches of ``lora_batch`` random evidence prompts, AdamW (fused
+    when the parameters are on CUDA, as the ``lora`` fine-tuner does), two warm-up steps untimed."""
+    from peft import LoraConfig, get_peft_model
+
+    catalog = gen.catalog
+    config = gen.model.config
+    blocks = _block_parameters(gen.model)
     model, _ = gen.model_from_adapter(None, trainable=True)
     with quiet_transformers():
         model = get_peft_model(model, LoraConfig(
@@ -186,13 +221,12 @@ def gpu_numbers(
         ))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = all(p.is_cuda for p in params)  # as the lora fine-tuner does: one kernel per step
-    optimizer = torch.optim.AdamW(params, lr=1e-4, **({"fused": True} if fused else {}))
-    out["gpu_lora_fused_adamw"] = fused
+    fused = all(p.is_cuda for p in params)  # one kernel per step
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True if fused else None)
     trainable = int(sum(p.numel() for p in params))
     rng = np.random.default_rng(0)
-    steps = lora_steps if lora_steps is not None else (3 if quick else 20)
-    tokens, elapsed, flops = 0, 0.0, 0.0
+    steps = steps if steps is not None else (3 if quick else 20)
+    tokens, elapsed, flops, length = 0, 0.0, 0.0, 0
     for step in range(steps + 2):
         rows = rng.integers(0, len(contexts), lora_batch)
         ctx = contexts[rows]
@@ -213,11 +247,9 @@ def gpu_numbers(
             kept = int(batch["targets"].shape[1]) + 1
             # forward + activation gradients (2x forward) + LoRA weight gradients (2 per parameter)
             flops += b * (3 * forward_flops(config, blocks, length, kept) + 2 * trainable * length)
-    out["gpu_lora_batch"] = f"{lora_batch} x {prompt_tokens + 2} tokens"
-    out["gpu_lora_tokens_per_s"] = round(tokens / elapsed, 1)
-    out["gpu_lora_tflops"] = round(flops / elapsed / 1e12, 3)
-    out["gpu_lora_vs_target_100000"] = round(out["gpu_lora_tokens_per_s"] / 100000.0, 3)
-    return out
+    del model, optimizer
+    return {"tokens_per_s": round(tokens / elapsed, 1), "tflops": round(flops / elapsed / 1e12, 3),
+            "fused_adamw": fused, "length": int(length)}
 
 
 #: the GPU keys every run reports (numbers on CUDA, the reason otherwise)
@@ -229,6 +261,115 @@ GPU_KEYS: tuple[str, ...] = (
 def gpu_not_measured(reason: str) -> dict[str, Any]:
     """The GPU keys, each saying why it was not measured."""
     return {key: f"not measured: {reason}" for key in GPU_KEYS}
+
+
+def matmul_peak(device: Any, size: int = 8192, reps: int = 20) -> float:
+    """FLOP/s of a ``size``-cubed bfloat16 matmul on ``device`` (the ceiling TFLOP/s compare with)."""
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    _sync(torch.device(device))
+    began = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(torch.device(device))
+    return 2.0 * size**3 * reps / (time.perf_counter() - began)
+
+
+def described_catalog(n: int) -> ClusterCatalog:
+    """``n`` clusters with two-genre descriptions (for benchmarks that need no data set)."""
+    genres = ["action", "drama", "comedy", "horror", "romance", "thriller", "crime", "sci-fi"]
+    return ClusterCatalog.from_descriptions(
+        [f"{genres[i % len(genres)]} {genres[(i // len(genres)) % len(genres)]} c{i}" for i in range(n)]
+    )
+
+
+#: clusters in the ML-1M catalog (``categories`` clustering): the GPU suite's catalog size
+ML1M_CLUSTERS = 301
+
+
+def gpu_finetune_numbers(arch: TinyArch = SMOLLM2_SHAPE, device: str = "cuda", *,
+                         max_examples: int = 20000, holdout_max: int = 500) -> dict[str, Any]:
+    """The shipped path on ``device``: the demo's generator (``rerank`` template, slot readout,
+    numeric evidence) at ``arch``'s shape, trained by the ``lora`` fine-tuner with the demo's
+    options on the ``synthetic`` data set — the first fine-tune (every weight, the base), then a
+    warm-started LoRA on the next window — and the table ranked with evidence. Train tokens per
+    second come from each adapter's manifest (training alone; building examples and the held-out
+    evaluation are in ``*_seconds``)."""
+    from hybridrec_lora import LoraFineTuner, LoraOptions
+    from hybridrec_lora.evidence import daily_backoff_successors
+
+    from hybridrec.backtest.config import DEMO_FINE_TUNE, DEMO_GENERATOR
+    from hybridrec.data import load_prepared
+
+    prepared = load_prepared("synthetic")
+    catalog, transitions = prepared.catalog, prepared.transitions
+    options = {**DEMO_GENERATOR, "tiny": arch.model_dump(), "device": device}
+    gen = HFGenerator(HFOptions(**options), catalog)
+    ts = transitions.ts
+    span = int(ts.max()) - int(ts.min())
+    cut1, cut2 = int(ts.min()) + span // 2, int(ts.min()) + 3 * span // 4
+    first = TimeWindow(start=_utc(int(ts.min())), end=_utc(cut1))
+    second = TimeWindow(start=_utc(cut1), end=_utc(cut2))
+    knobs = {**DEMO_FINE_TUNE, "max_examples": max_examples, "holdout_max": holdout_max}
+    out: dict[str, Any] = {"gpu_finetune_model_parameters": gen.num_parameters()}
+    with tempfile.TemporaryDirectory(prefix="hybridrec-gpu-") as tmp:
+        for name, window, options_, previous in (
+            ("base", first, {**knobs, "base_epochs": 1.0}, None),
+            ("lora", second, knobs, Path(tmp) / "base"),
+        ):
+            result = LoraFineTuner(LoraOptions(**options_)).fine_tune(
+                gen, transitions, window, Path(tmp) / name, previous_adapter=previous
+            )
+            cost = result.manifest["cost"]
+            out[f"gpu_finetune_{name}_examples"] = result.manifest["data"]["train_examples"]
+            out[f"gpu_finetune_{name}_train_tokens"] = result.train_tokens
+            out[f"gpu_finetune_{name}_train_seconds"] = cost["train_seconds"]
+            out[f"gpu_finetune_{name}_seconds"] = round(result.seconds, 2)
+            out[f"gpu_finetune_{name}_train_tokens_per_s"] = round(
+                result.train_tokens / max(float(cost["train_seconds"]), 1e-9), 1
+            )
+        gen.load_adapter(Path(tmp) / "lora")
+        contexts = all_contexts(len(catalog))
+        defaults = LoraOptions()
+        evidence = daily_backoff_successors(
+            transitions, contexts, np.full(len(contexts), cut2, dtype=np.int64), days=None,
+            m=int(DEMO_GENERATOR["evidence_items"]), alpha=defaults.evidence_backoff_alpha,
+            weights=defaults.evidence_backoff_weights,
+        )
+        out["gpu_rerank_contexts"] = len(contexts)
+        out["gpu_rerank_contexts_per_s"] = round(rank_throughput(gen, contexts, evidence), 1)
+    return out
+
+
+def _utc(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def gpu_suite(quick: bool) -> dict[str, Any]:
+    """SmolLM2-135M-shape ranking, LoRA and fine-tune throughput on CUDA (no data set needed)."""
+    if not torch.cuda.is_available():
+        return gpu_not_measured(
+            "no CUDA device in this run (torch.cuda.is_available() is False); the code path is "
+            "tested on CPU at a small size (tests/generator/test_gpu_path.py)"
+        )
+    out: dict[str, Any] = {"gpu_device": torch.cuda.get_device_name(0),
+                           "torch": torch.__version__, "clusters": ML1M_CLUSTERS}
+    out["gpu_matmul_peak_tflops"] = round(matmul_peak("cuda") / 1e12, 1)
+    _log("ranking and LoRA throughput (cluster-token prompts, 32 tokens)")
+    catalog = described_catalog(ML1M_CLUSTERS)
+    out.update(gpu_numbers(catalog, quick))
+    gen = HFGenerator(HFOptions(tiny=SMOLLM2_SHAPE, device="cuda", template="cluster_tokens",
+                                evidence_items=14, prompt_length=32), catalog)
+    big = lora_throughput(gen, all_contexts(len(catalog)), 14, lora_batch=2048, quick=quick)
+    out["gpu_lora_batch_2048_tokens_per_s"] = big["tokens_per_s"]
+    out["gpu_lora_batch_2048_tflops"] = big["tflops"]
+    del gen
+    torch.cuda.empty_cache()
+    _log("the shipped fine-tuner and rerank ranking end to end (synthetic data set)")
+    out.update(gpu_finetune_numbers(max_examples=5000 if quick else 20000))
+    return out
 
 
 def _sync(device: torch.device) -> None:

@@ -4,8 +4,16 @@ where there is no CUDA device."""
 
 from __future__ import annotations
 
+import pytest
 import torch
-from hybridrec_hf.bench import GPU_KEYS, forward_flops, gpu_not_measured, gpu_numbers
+from hybridrec_hf.bench import (
+    GPU_KEYS,
+    forward_flops,
+    gpu_finetune_numbers,
+    gpu_not_measured,
+    gpu_numbers,
+    gpu_suite,
+)
 from hybridrec_hf.models import TinyArch
 
 from hybridrec.types import ClusterCatalog
@@ -38,3 +46,24 @@ def test_forward_flops_counts_blocks_attention_and_kept_head_positions() -> None
         hidden_size, num_hidden_layers, vocab_size = 8, 2, 100
 
     assert forward_flops(Config(), blocks=1000, tokens=4, kept=1) == 2 * 1000 * 4 + 4 * 2 * 16 * 8 + 2 * 8 * 100
+
+
+def test_the_shipped_fine_tune_and_rerank_path_of_the_gpu_suite_runs_on_cpu() -> None:
+    """``gpu_finetune_numbers`` at a small size: both fine-tunes train on the window's examples
+    and the rerank table is ranked with evidence."""
+    torch.set_num_threads(1)
+    out = gpu_finetune_numbers(SMALL, "cpu", max_examples=300, holdout_max=50)
+    for name in ("base", "lora"):
+        assert out[f"gpu_finetune_{name}_examples"] == 300
+        assert out[f"gpu_finetune_{name}_train_tokens"] > 300
+        assert out[f"gpu_finetune_{name}_train_tokens_per_s"] > 0
+    assert out["gpu_rerank_contexts"] == 20 * 19  # every ordered pair of the synthetic catalog
+    assert out["gpu_rerank_contexts_per_s"] > 0
+
+
+def test_the_gpu_suite_without_cuda_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = gpu_suite(quick=True)
+    assert set(out) == set(GPU_KEYS)
+    assert all(str(v).startswith("not measured: no CUDA device") for v in out.values())
+
