@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from hybridrec.errors import ConfigError, CorruptArtifactError
 from hybridrec.generation import batches
 from hybridrec.interfaces import Generator
-from hybridrec.types import ClusterCatalog, EvidenceBatch, Rankings, Workload
+from hybridrec.types import RECENT_COLUMNS, ClusterCatalog, EvidenceBatch, Rankings, Workload
 from hybridrec_hf.models import (
     SMOLLM2_ID,
     TinyArch,
@@ -76,7 +76,6 @@ from hybridrec_hf.models import (
     template_token_phrases,
 )
 from hybridrec_hf.template import (
-    RERANK_NUMERIC,
     TEMPLATE_VERSION,
     ClusterTokenCodec,
     DescribedClusterCodec,
@@ -124,6 +123,12 @@ class HFOptions(BaseModel):
         default=True,
         description="rerank template only: add each candidate's count evidence as numbers (a "
         "fixed projection into the slot's input embedding) beside its bucket tokens.",
+    )
+    rerank_recent: bool = Field(
+        default=False,
+        description="rerank template with rerank_numeric only: also add each candidate's counts "
+        "and shares over the knowledge's recent window (needs evidence with them: the store's "
+        "recent_days and the lora option evidence_recent_days).",
     )
     numeric_scale: float = Field(
         default=20.0, gt=0,
@@ -269,6 +274,7 @@ class HFGenerator(Generator):
                 return RerankCodec(
                     self.tokenizer, self.catalog, opts.evidence_items,
                     readout=opts.rerank_readout, numeric=opts.rerank_numeric,
+                    recent=opts.rerank_recent,
                 )
             if use_tokens and not ClusterTokenCodec.supports(self.tokenizer, self.catalog):
                 return DescribedClusterCodec(self.tokenizer, self.catalog, opts.evidence_items)
@@ -309,7 +315,9 @@ class HFGenerator(Generator):
         opts: HFOptions = self.options
         embed = base.get_input_embeddings().weight.detach().float()
         norm = float(embed.norm(dim=1).median())
-        rows = torch.randn(len(RERANK_NUMERIC), embed.shape[1], generator=torch.Generator().manual_seed(20251))
+        # the first rows do not depend on how many features follow (one seeded stream)
+        features = len(self.codec.numeric_features)
+        rows = torch.randn(features, embed.shape[1], generator=torch.Generator().manual_seed(20251))
         rows = rows / rows.norm(dim=1, keepdim=True) * (opts.numeric_scale * norm)
         return rows.to(self.device)
 
@@ -798,6 +806,7 @@ class HFGenerator(Generator):
             evidence = dataclasses.replace(
                 EvidenceBatch.empty(ctx, width=width),
                 shares=np.zeros((sample, width, 3)), context_support=np.zeros(sample),
+                recent=np.zeros((sample, width, len(RECENT_COLUMNS))),
             )
             evidence.cluster[:] = (c2[:, None] + 1) % n
             evidence.support[:] = 3.0

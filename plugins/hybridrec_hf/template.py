@@ -462,6 +462,17 @@ RERANK_NUMERIC: tuple[tuple[str, float, float], ...] = (
     ("log1p context support", 2.0, 1.5),
     ("log1p estimator score", 2.0, 1.0),
 )
+#: The recent-window evidence of a candidate slot (``RerankCodec(recent=True)``), appended to
+#: :data:`RERANK_NUMERIC`: the same counts and shares over the knowledge's last days
+#: (:attr:`hybridrec.types.EvidenceBatch.recent`), by the same kind of fixed affine maps.
+RERANK_NUMERIC_RECENT: tuple[tuple[str, float, float], ...] = (
+    ("log1p recent pair count", 0.3, 1.0),
+    ("recent pair share", 0.05, 0.15),
+    ("log recent last-cluster share", -4.5, 2.5),
+    ("log recent first-cluster share", -4.5, 2.5),
+    ("log recent popularity share", -4.5, 1.5),
+    ("log1p recent context support", 1.0, 1.5),
+)
 MAX_SLOTS = 16
 FIRST, SECOND = "<|first|>", "<|second|>"
 
@@ -521,6 +532,11 @@ class RerankCodec(_ClusterVocabulary):
     only say which of a dozen ranges a value falls in; the numbers let the model weigh
     candidates whose evidence falls in the same bucket.
 
+    ``recent`` (with ``numeric``) appends the same evidence over the knowledge's recent window
+    (:data:`RERANK_NUMERIC_RECENT`, from ``EvidenceBatch.recent``), so the model can weigh what
+    changed lately against all of history; the evidence must carry it (the store's and the
+    fine-tuner's ``recent_days``).
+
     The codec ``kind`` names the readout and the numeric evidence, so an adapter trained with one
     form is refused by a generator with another.
     """
@@ -530,7 +546,10 @@ class RerankCodec(_ClusterVocabulary):
     def __init__(
         self, tokenizer: Any, catalog: ClusterCatalog, evidence_items: int,
         readout: Literal["answer", "slots"] = "answer", numeric: bool = False,
+        recent: bool = False,
     ) -> None:
+        if recent and not numeric:
+            raise ValueError("the rerank template renders recent evidence as numbers: set rerank_numeric")
         if not 1 <= evidence_items <= MAX_SLOTS:
             raise ValueError(f"the rerank template needs 1 to {MAX_SLOTS} evidence_items, got {evidence_items}")
         if readout not in ("answer", "slots"):
@@ -538,7 +557,14 @@ class RerankCodec(_ClusterVocabulary):
         super().__init__(tokenizer, catalog, evidence_items, rerank_tokens())
         self.readout = readout
         self.numeric = numeric
-        self.kind = "rerank" + ("-slots" if readout == "slots" else "") + ("-numeric" if numeric else "")
+        self.recent = recent
+        self.numeric_features = (RERANK_NUMERIC + RERANK_NUMERIC_RECENT) if recent else (
+            RERANK_NUMERIC if numeric else ()
+        )
+        self.kind = (
+            "rerank" + ("-slots" if readout == "slots" else "") + ("-numeric" if numeric else "")
+            + ("-recent" if recent else "")
+        )
         vocab = self.vocab
         self.channels = 2 + len(RERANK_FEATURES)
         self.first_id, self.second_id = vocab[FIRST], vocab[SECOND]
@@ -612,11 +638,35 @@ class RerankCodec(_ClusterVocabulary):
                     np.repeat(np.log1p(np.maximum(total, 0.0)), m, axis=1),
                     np.log1p(np.maximum(score, 0.0)),
                 ]
-                features = np.zeros((n, ids.shape[1], len(RERANK_NUMERIC)), dtype=np.float32)
-                for f, ((_, center, scale), value) in enumerate(zip(RERANK_NUMERIC, values, strict=True)):
+                if self.recent:
+                    values += self._recent_values(evidence, n, m, width)
+                features = np.zeros((n, ids.shape[1], len(self.numeric_features)), dtype=np.float32)
+                for f, ((_, center, scale), value) in enumerate(zip(self.numeric_features, values, strict=True)):
                     features[:, k : k + m, f] = np.where(present, (value - center) / scale, 0.0)
                 return EncodedPrompts(ids, np.full(n, ids.shape[1], dtype=np.int64), features)
         return EncodedPrompts(ids, np.full(n, ids.shape[1], dtype=np.int64))
+
+    @staticmethod
+    def _recent_values(evidence: EvidenceBatch, n: int, m: int, width: int) -> list[np.ndarray]:
+        """The values of :data:`RERANK_NUMERIC_RECENT` for each slot, ``(n, m)`` each."""
+        if evidence.recent is None:
+            raise ValueError(
+                "rerank_recent needs evidence with recent-window counts: set the knowledge "
+                "store's recent_days (granularity 'backoff') and the lora option "
+                "evidence_recent_days to the same number of days"
+            )
+        recent = np.zeros((n, m, evidence.recent.shape[2]))
+        recent[:, :width] = evidence.recent[:, :width]
+        count, total = np.maximum(recent[..., 0], 0.0), np.maximum(recent[..., 1], 0.0)
+        share = np.where(total > 0, count / np.where(total > 0, total, 1.0), 0.0)
+        return [
+            np.log1p(count),
+            share,
+            np.log(np.maximum(recent[..., 2], 1e-4)),
+            np.log(np.maximum(recent[..., 3], 1e-4)),
+            np.log(np.maximum(recent[..., 4], 1e-4)),
+            np.log1p(total),
+        ]
 
     def answer_ids(self, labels: np.ndarray, evidence: EvidenceBatch | None) -> np.ndarray:
         """``(n, 2)`` answer of each row: its slot token if the label is a candidate, else its

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from hybridrec.types import PROVENANCE_CODES, EvidenceBatch, TransitionSet
+from hybridrec.types import PROVENANCE_CODES, RECENT_COLUMNS, EvidenceBatch, TransitionSet
 
 DAY = 86400
 
@@ -24,6 +24,7 @@ def daily_backoff_successors(
     m: int,
     alpha: float,
     weights: tuple[float, float, float],
+    recent_days: int | None = None,
 ) -> EvidenceBatch:
     """For each row, the ``m`` best successors of its context by the ``markov-backoff``
     estimator (pair counts smoothed toward the last and first clusters' successor shares; the
@@ -34,7 +35,9 @@ def daily_backoff_successors(
     data strictly before each row's ``as_of`` is read. ``support`` is the exact pair count
     (``exact`` provenance) or 0 for an item that comes from the backoff alone (``borrowed``);
     ``last_seen`` is unknown (``-1``), as in the store. ``shares`` and ``context_support``
-    are filled exactly as the stores' ``backoff`` granularity fills them.
+    are filled exactly as the stores' ``backoff`` granularity fills them, and with
+    ``recent_days`` so is ``recent``: the same counts over the last ``recent_days`` before the
+    day (at most the ``days`` window), for the same items.
     """
     # The one implementation of the estimator is the counting baselines'; imported here, on use,
     # so that loading the fine-tuner does not load the backtest package.
@@ -44,8 +47,10 @@ def daily_backoff_successors(
     as_of = np.asarray(as_of, dtype=np.int64)
     shares = np.zeros((contexts.shape[0], m, 3))
     context_support = np.zeros(contexts.shape[0])
+    recent = None if recent_days is None else np.zeros((contexts.shape[0], m, len(RECENT_COLUMNS)))
     out = dataclasses.replace(
-        EvidenceBatch.empty(contexts, width=m), shares=shares, context_support=context_support
+        EvidenceBatch.empty(contexts, width=m), shares=shares, context_support=context_support,
+        recent=recent,
     )
     if contexts.shape[0] == 0 or len(history) == 0 or m == 0:
         return out
@@ -53,6 +58,10 @@ def daily_backoff_successors(
                             w_pop=weights[2])
     window = None if days is None or days >= 36500 else max(1, int(np.ceil(days)))
     tables = CountTables(history, window_days=window)
+    recent_tables = None
+    if recent is not None:
+        assert recent_days is not None
+        recent_tables = CountTables(history, window_days=min(recent_days, window or recent_days))
     day = as_of // DAY * DAY
     width = min(m, history.n_clusters - 2)
     for start in np.unique(day):
@@ -73,6 +82,15 @@ def daily_backoff_successors(
         out.provenance[rows, :width] = np.where(
             support > 0, PROVENANCE_CODES["exact"], PROVENANCE_CODES["borrowed"]
         )
+        if recent_tables is not None:
+            assert recent is not None
+            recent_tables.advance(int(start))
+            r_counts, r_last, r_skip, r_pop, _ = recent_tables.components(contexts[rows])
+            recent[rows, :width, 0] = np.take_along_axis(r_counts, top, axis=1)
+            recent[rows, :width, 1] = r_counts.sum(axis=1)[:, None]
+            recent[rows, :width, 2] = np.take_along_axis(r_last, top, axis=1)
+            recent[rows, :width, 3] = np.take_along_axis(r_skip, top, axis=1)
+            recent[rows, :width, 4] = r_pop[top]
     return out
 
 

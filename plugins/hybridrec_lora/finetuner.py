@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from hybridrec import distributed
@@ -129,6 +129,12 @@ class LoraOptions(BaseModel):
     )
     evidence_backoff_alpha: float = Field(default=128.0, ge=0.0)
     evidence_backoff_weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
+    evidence_recent_days: int | None = Field(
+        default=None, ge=1,
+        description="Backoff evidence only: also fill the recent-window counts (EvidenceBatch."
+        "recent) over this many days before the example's day; set it to the knowledge store's "
+        "recent_days, for a generator that renders them (hf rerank_recent).",
+    )
     warm_start: bool = Field(default=True, description="Continue previous_adapter when given.")
     train_base_if_untrained: bool = True
     holdout_fraction: float = Field(default=0.1, gt=0, lt=1)
@@ -138,6 +144,15 @@ class LoraOptions(BaseModel):
     checkpoint_every: int = Field(default=100, ge=1)
     keep_checkpoints: bool = False
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _recent_needs_backoff(self) -> LoraOptions:
+        if self.evidence_recent_days is not None and self.evidence_ranking != "backoff":
+            raise ValueError(
+                "evidence_recent_days needs evidence_ranking='backoff' (the recent-window counts "
+                "are the backoff estimator's)"
+            )
+        return self
 
 
 @dataclass
@@ -260,6 +275,7 @@ class LoraFineTuner(FineTuner):
             return daily_backoff_successors(
                 history, contexts, as_of, days=opts.evidence_days, m=m,
                 alpha=opts.evidence_backoff_alpha, weights=opts.evidence_backoff_weights,
+                recent_days=opts.evidence_recent_days,
             )
         return trailing_top_successors(history, contexts, as_of, days=opts.evidence_days, m=m)
 

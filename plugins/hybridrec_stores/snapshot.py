@@ -15,6 +15,8 @@ A snapshot folder is self-contained (it can be copied or served from anywhere)::
     similarity.npy       float32 (I,) similarity of the source context (1: itself)
     shares.npy           float64 (I, 3) (backoff granularity only) share among the successors
                          of the context's last cluster, first cluster, and of all contexts
+    recent.npy           float64 (I, 5) (backoff granularity with recent_days only) the same
+                         count evidence over the window's last days (hybridrec.types.RECENT_COLUMNS)
     index_keys.npy       int64 (D,)   context keys in the neighbour index (the donors)
     cluster_embeddings.npy float32    the catalog's cluster embeddings
     index.ann            (annoy only) the Annoy index over the donors' context embeddings
@@ -33,7 +35,7 @@ import numpy as np
 from hybridrec.artifacts import verify
 from hybridrec.errors import CorruptArtifactError, DataError
 from hybridrec.interfaces import KnowledgeSnapshot
-from hybridrec.types import EvidenceBatch, TimeWindow
+from hybridrec.types import RECENT_COLUMNS, EvidenceBatch, TimeWindow
 from hybridrec_stores.embeddings import context_embeddings
 from hybridrec_stores.neighbours import NeighbourIndex
 
@@ -45,6 +47,8 @@ TABLE_FILES = (
 ITEM_FILES = ("cluster", "support", "score", "last_seen", "provenance", "source", "similarity")
 #: optional item file (written by the ``backoff`` granularity)
 SHARES_FILE = "shares"
+#: optional item file (written by the ``backoff`` granularity with ``recent_days``)
+RECENT_FILE = "recent"
 
 
 def load_array(folder: Path, stem: str) -> np.ndarray:
@@ -107,8 +111,9 @@ class MmapSnapshot(KnowledgeSnapshot):
         self.granularity = str(manifest["options"]["granularity"])
         self.default_m = default_m
         self._arrays = {stem: load_array(self.path, stem) for stem in TABLE_FILES}
-        if (self.path / f"{SHARES_FILE}.npy").exists():
-            self._arrays[SHARES_FILE] = load_array(self.path, SHARES_FILE)
+        for optional in (SHARES_FILE, RECENT_FILE):
+            if (self.path / f"{optional}.npy").exists():
+                self._arrays[optional] = load_array(self.path, optional)
         self._index_loader = index_loader
         self._index: NeighbourIndex | None = None
         self._check_layout()
@@ -128,6 +133,10 @@ class MmapSnapshot(KnowledgeSnapshot):
                 problems.append(f"{stem} has {a[stem].shape[0]} items, cluster has {n_items}")
         if SHARES_FILE in a and a[SHARES_FILE].shape != (n_items, 3):
             problems.append(f"shares has shape {a[SHARES_FILE].shape}, expected ({n_items}, 3)")
+        if RECENT_FILE in a and a[RECENT_FILE].shape != (n_items, len(RECENT_COLUMNS)):
+            problems.append(
+                f"recent has shape {a[RECENT_FILE].shape}, expected ({n_items}, {len(RECENT_COLUMNS)})"
+            )
         if problems:
             raise CorruptArtifactError(f"{self.path}: inconsistent snapshot: {'; '.join(problems)}")
 
@@ -203,6 +212,12 @@ class MmapSnapshot(KnowledgeSnapshot):
             support_of = np.asarray(a["context_support"])
             context_support = np.where(found, support_of[pos] if support_of.size else 0, 0)
             context_support = context_support.astype(np.float64)
+        recent = None
+        if RECENT_FILE in a:
+            recent = np.zeros((n, width, len(RECENT_COLUMNS)))
+            table = np.asarray(a[RECENT_FILE])
+            if table.shape[0]:
+                recent[present] = table[item[present]]
         return EvidenceBatch(
             contexts=ctx,
             cluster=gather("cluster", -1, np.int64),
@@ -216,6 +231,7 @@ class MmapSnapshot(KnowledgeSnapshot):
             window=self.window,
             shares=shares,
             context_support=context_support,
+            recent=recent,
         )
 
     # -- neighbours --------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class SuccessorTable:
     each context in the window (``0`` for contexts that only hold borrowed items). ``shares``
     (optional, ``(I, 3)`` float64; the ``backoff`` granularity fills it) is each item's share
     among the successors of its context's last cluster, first cluster and all contexts.
+    ``recent`` (optional, ``(I, 5)`` float64; the ``backoff`` granularity with ``recent_days``)
+    is the same count evidence over the window's last days, in the columns of
+    :data:`hybridrec.types.RECENT_COLUMNS`.
     """
 
     n_clusters: int
@@ -49,6 +52,7 @@ class SuccessorTable:
     source: np.ndarray
     similarity: np.ndarray
     shares: np.ndarray | None = None
+    recent: np.ndarray | None = None
 
     @property
     def n_items(self) -> int:
@@ -71,6 +75,7 @@ class SuccessorTable:
             "source": self.source,
             "similarity": self.similarity,
             **({} if self.shares is None else {"shares": self.shares}),
+            **({} if self.recent is None else {"recent": self.recent}),
         }
 
 
@@ -286,6 +291,7 @@ def backoff_table(
     *,
     alpha: float,
     weights: tuple[float, float, float],
+    recent: TripleCounts | None = None,
     chunk: int = 4096,
 ) -> SuccessorTable:
     """The top-``depth`` successors of *every* ordered pair ``c1 != c2`` by smoothed counts.
@@ -299,7 +305,9 @@ def backoff_table(
     ``exact``; items that come only from the backoff are ``borrowed`` (support 0). Recency is
     not part of this estimator: ``last_seen`` is ``-1`` (unknown) for every item, exactly as the
     ``lora`` fine-tuner's backoff training evidence has it. Ties: higher support, then the more
-    popular cluster, then the lower id.
+    popular cluster, then the lower id. With ``recent`` (the triples of the window's last days)
+    each item also gets the same counts and shares over those days (``SuccessorTable.recent``),
+    computed exactly as the ``lora`` fine-tuner's ``recent_days`` evidence.
     """
     n = current.n_clusters
     w_last, w_skip, w_pop = (w / sum(weights) for w in weights)
@@ -317,6 +325,21 @@ def backoff_table(
         return np.where(total > 0, rows / np.where(total > 0, total, 1.0), p_pop[None, :])
 
     p_last, p_skip = shares(last), shares(skip)
+    if recent is not None:
+        r_ctx, r_succ, r_count = recent.context, recent.successor, recent.count.astype(np.float64)
+        r_last = np.zeros((n, n))
+        r_skip = np.zeros((n, n))
+        np.add.at(r_last, (r_ctx % n, r_succ), r_count)
+        np.add.at(r_skip, (r_ctx // n, r_succ), r_count)
+        r_pop_counts = np.bincount(r_succ, weights=r_count, minlength=n).astype(np.float64)
+        r_pop = r_pop_counts / r_pop_counts.sum() if r_pop_counts.sum() > 0 else np.full(n, 1.0 / n)
+
+        def r_shares(rows: np.ndarray) -> np.ndarray:
+            total = rows.sum(axis=1, keepdims=True)
+            return np.where(total > 0, rows / np.where(total > 0, total, 1.0), r_pop[None, :])
+
+        rp_last, rp_skip = r_shares(r_last), r_shares(r_skip)
+        r_row = r_ctx - r_ctx // n - (r_ctx % n > r_ctx // n)
     keys = np.arange(n * n, dtype=np.int64)
     keys = keys[keys // n != keys % n]
     context_support = np.zeros(keys.size, dtype=np.int64)
@@ -330,6 +353,7 @@ def backoff_table(
     out_support = np.empty((keys.size, depth))
     out_score = np.empty((keys.size, depth))
     out_shares = np.empty((keys.size, depth, 3))
+    out_recent = None if recent is None else np.empty((keys.size, depth, 5))
     for lo in range(0, keys.size, chunk):
         hi = min(lo + chunk, keys.size)
         a, b = keys[lo:hi] // n, keys[lo:hi] % n
@@ -348,6 +372,15 @@ def backoff_table(
         out_shares[lo:hi, :, 0] = np.take_along_axis(p_last[b], top, axis=1)
         out_shares[lo:hi, :, 1] = np.take_along_axis(p_skip[a], top, axis=1)
         out_shares[lo:hi, :, 2] = p_pop[top]
+        if out_recent is not None:
+            r_exact = np.zeros((hi - lo, n))
+            inside = (r_row >= lo) & (r_row < hi)
+            r_exact[r_row[inside] - lo, r_succ[inside]] = r_count[inside]
+            out_recent[lo:hi, :, 0] = np.take_along_axis(r_exact, top, axis=1)
+            out_recent[lo:hi, :, 1] = r_exact.sum(axis=1)[:, None]
+            out_recent[lo:hi, :, 2] = np.take_along_axis(rp_last[b], top, axis=1)
+            out_recent[lo:hi, :, 3] = np.take_along_axis(rp_skip[a], top, axis=1)
+            out_recent[lo:hi, :, 4] = r_pop[top]
     support = out_support.reshape(-1)
     exact_item = support > 0
     return SuccessorTable(
@@ -363,4 +396,5 @@ def backoff_table(
         source=np.full(support.size, -1, dtype=np.int64),
         similarity=np.where(exact_item, 1.0, 0.0).astype(np.float32),
         shares=out_shares.reshape(-1, 3),
+        recent=None if out_recent is None else out_recent.reshape(-1, 5),
     )

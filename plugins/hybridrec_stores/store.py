@@ -30,7 +30,7 @@ import json
 import os
 import time
 from abc import abstractmethod
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -90,6 +90,12 @@ class SnapshotStoreOptions(BaseModel):
         "first cluster's (skip-gram) successor shares and popularity. Defaults: the "
         "configuration markov-best chose on ML-1M's validation days (before the test window).",
     )
+    recent_days: int | None = Field(
+        default=None, ge=1,
+        description="backoff granularity: also store each item's counts and shares over the "
+        "window's last recent_days (EvidenceBatch.recent), for a generator that renders them "
+        "(hf rerank_recent); give the lora fine-tuner the same evidence_recent_days.",
+    )
     scoring: Literal["frequency", "trend"] = Field(
         default="frequency",
         description="frequency: count in the window; trend: count increase against the "
@@ -146,6 +152,8 @@ class SnapshotStoreOptions(BaseModel):
                 raise ValueError(
                     f"backoff_weights must be non-negative with a positive sum, got {self.backoff_weights}"
                 )
+        elif self.recent_days is not None:
+            raise ValueError("recent_days is an option of the backoff granularity")
         return self
 
     @property
@@ -292,8 +300,13 @@ class SnapshotStore(KnowledgeStore):
                           recipients=0)
         elif opts.granularity == "backoff":
             clock = time.perf_counter()
+            recent = None
+            if opts.recent_days is not None:
+                since = max(window.start, window.end - timedelta(days=opts.recent_days))
+                recent = count_triples(transitions.window(TimeWindow(start=since, end=window.end)))
             table = backoff_table(
-                current, opts.stored_depth, alpha=opts.backoff_alpha, weights=opts.backoff_weights
+                current, opts.stored_depth, alpha=opts.backoff_alpha, weights=opts.backoff_weights,
+                recent=recent,
             )
             timings["stats_seconds"] = time.perf_counter() - clock
             index_keys = np.zeros(0, dtype=np.int64)

@@ -210,6 +210,8 @@ class PrecomputedEvidence:
             arrays["shares"] = self.batch.shares
         if self.batch.context_support is not None:
             arrays["context_support"] = self.batch.context_support
+        if self.batch.recent is not None:
+            arrays["recent"] = self.batch.recent
         with open_private(path, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -222,6 +224,7 @@ class PrecomputedEvidence:
                 source=z["source"] if "source" in z.files else None,
                 shares=z["shares"] if "shares" in z.files else None,
                 context_support=z["context_support"] if "context_support" in z.files else None,
+                recent=z["recent"] if "recent" in z.files else None,
             )
             return cls(batch, z["ts"])
 

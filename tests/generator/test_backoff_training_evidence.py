@@ -62,3 +62,48 @@ def test_training_evidence_never_reads_the_examples_day_or_later() -> None:
                                      alpha=16.0, weights=(0.5, 0.5, 0.0))
     np.testing.assert_array_equal(before.cluster, after.cluster)
     np.testing.assert_allclose(before.score, after.score)
+
+
+def test_recent_window_evidence_is_the_same_at_training_and_serving(tmp_path: Path) -> None:
+    # With recent_days, both sides add the counts of the last days before the snapshot's day.
+    rows = syn.transitions(9, 900, 7)
+    day = int(rows.ts[len(rows) * 3 // 4]) // DAY * DAY
+    window = TimeWindow(start=ts_to_datetime(int(rows.ts[0])), end=ts_to_datetime(day))
+    snap = ExactStore(
+        ExactStore.Options(granularity="backoff", m=4, depth=4, recent_days=2), syn.catalog(9)
+    ).build(rows, window, tmp_path / "snap")
+    ctx = all_contexts(9)
+    served = snap.evidence(ctx)
+    trained = daily_backoff_successors(
+        rows, ctx, np.full(ctx.shape[0], day + 3600), days=None, m=4, alpha=128.0,
+        weights=(0.7, 0.3, 0.0), recent_days=2,
+    )
+    assert served.recent is not None and trained.recent is not None
+    np.testing.assert_array_equal(trained.cluster, served.cluster)
+    np.testing.assert_allclose(trained.recent, served.recent)
+    # computed independently: the counts of the last two days before `day`
+    last = (rows.ts >= day - 2 * DAY) & (rows.ts < day)
+    assert last.sum() > 0
+    for i in range(0, ctx.shape[0], 7):
+        c1, c2 = ctx[i]
+        mine = last & (rows.c1 == c1) & (rows.c2 == c2)
+        assert served.recent[i, 0, 1] == mine.sum()  # the context's recent support
+        for j in range(4):
+            assert served.recent[i, j, 0] == (mine & (rows.c3 == served.cluster[i, j])).sum()
+        pop = np.bincount(rows.c3[last], minlength=9) / last.sum()
+        np.testing.assert_allclose(served.recent[i, :, 4], pop[served.cluster[i]])
+    # the recent window is strictly inside the whole one: fewer counts, same items
+    assert (served.recent[..., 0] <= served.support).all()
+    assert (served.recent[..., 0] < served.support).any()
+
+
+def test_without_recent_days_the_evidence_has_no_recent_counts(tmp_path: Path) -> None:
+    rows = syn.transitions(9, 300, 3)
+    day = int(rows.ts[-1]) // DAY * DAY
+    snap = ExactStore(ExactStore.Options(granularity="backoff", m=3), syn.catalog(9)).build(
+        rows, TimeWindow(start=ts_to_datetime(int(rows.ts[0])), end=ts_to_datetime(day)),
+        tmp_path / "snap",
+    )
+    assert snap.evidence(all_contexts(9)).recent is None
+    assert daily_backoff_successors(rows, all_contexts(9), np.full(72, day), days=None, m=3,
+                                    alpha=16.0, weights=(0.5, 0.5, 0.0)).recent is None

@@ -192,3 +192,44 @@ def test_an_adapter_of_another_rerank_form_is_refused(catalog: ClusterCatalog, t
     gen.check_adapter(adapter)
     with pytest.raises(CorruptArtifactError, match="rerank-slots-numeric"):
         tiny(catalog, **options, rerank_readout="answer").check_adapter(adapter)
+
+
+def test_recent_evidence_adds_numbers_after_the_whole_windows(catalog: ClusterCatalog) -> None:
+    import torch
+    from hybridrec_hf.template import RERANK_NUMERIC, RERANK_NUMERIC_RECENT
+
+    options = {"template": "rerank", "evidence_items": M, "tiny": {"hidden_size": 32, "intermediate_size": 64}}
+    gen = tiny(catalog, **options, rerank_recent=True)
+    assert gen.codec.kind == "rerank-slots-numeric-recent"
+    ctx = np.array([[0, 1], [2, 3]])
+    ev = _evidence(ctx, np.array([[5, 6, 7, -1], [4, 5, 6, 7]]), np.array([[20.0, 23, 2, 0], [9, 8, 7, 6]]))
+    with pytest.raises(ValueError, match="recent_days"):
+        gen.encode(ctx, ev, None)  # evidence without recent-window counts is refused
+    recent = np.zeros((2, M, 5))
+    recent[0, :, 0] = [0, 6, 1, 0]  # candidate 6 is what the last days chose
+    recent[0, :, 1] = 7
+    recent[..., 2:] = 0.1
+    enc = gen.encode(ctx, dataclasses.replace(ev, recent=recent), None)
+    width = len(RERANK_NUMERIC) + len(RERANK_NUMERIC_RECENT)
+    assert enc.features is not None and enc.features.shape == (2, 2 + M + 1, width)
+    plain = tiny(catalog, **options).encode(ctx, ev, None)
+    assert plain.features is not None
+    np.testing.assert_array_equal(enc.features[..., : len(RERANK_NUMERIC)], plain.features)
+    recent_share = enc.features[0, 2:2 + M, len(RERANK_NUMERIC) + 1]
+    _, center, scale = RERANK_NUMERIC_RECENT[1]
+    np.testing.assert_allclose(recent_share[:3], (np.array([0, 6, 1]) / 7 - center) / scale, rtol=1e-5)
+    assert recent_share[3] == 0  # the empty slot carries no numbers
+    assert (enc.features[1, 2:2 + M, len(RERANK_NUMERIC) + 5] == pytest.approx(
+        (np.log1p(0.0) - RERANK_NUMERIC_RECENT[5][1]) / RERANK_NUMERIC_RECENT[5][2]))
+    # the projection's first rows are the plain form's: one seeded stream
+    proj = gen._numeric_proj
+    assert proj is not None and proj.shape[0] == width
+    base = tiny(catalog, **options)._numeric_proj
+    assert base is not None
+    torch.testing.assert_close(proj[: len(RERANK_NUMERIC)], base)
+
+
+def test_recent_evidence_needs_the_numeric_form(catalog: ClusterCatalog) -> None:
+    with pytest.raises(ConfigError, match="rerank_numeric"):
+        tiny(catalog, template="rerank", evidence_items=M, rerank_numeric=False, rerank_recent=True,
+             tiny={"hidden_size": 32, "intermediate_size": 64})

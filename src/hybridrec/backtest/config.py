@@ -223,6 +223,23 @@ class LLMSettings(BaseModel):
             raise ValueError(f"policies for unknown arms {unknown}; LLM arms are {list(LLM_ARMS)}")
         return {**DEFAULT_POLICIES, **value}
 
+    @model_validator(mode="after")
+    def _recent_evidence_on_both_sides(self) -> LLMSettings:
+        """A generator that renders recent-window counts (``hf`` ``rerank_recent``) gets them
+        from the store when serving and from the fine-tuner when training, over the same days;
+        a mismatch would train on one window and serve another."""
+        if not self.generator.options.get("rerank_recent"):
+            return self
+        days = self.knowledge_store.options.get("recent_days")
+        trained = self.fine_tuner.options.get("evidence_recent_days")
+        if days is None or trained != days:
+            raise ValueError(
+                "generator option rerank_recent needs the knowledge store's recent_days and the "
+                f"fine-tuner's evidence_recent_days set to the same number of days (got "
+                f"recent_days={days}, evidence_recent_days={trained})"
+            )
+        return self
+
 
 class BackoffOptions(BaseModel):
     """``markov-backoff``: Dirichlet-smoothed pair counts backed off to last-cluster shares,

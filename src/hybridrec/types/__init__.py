@@ -26,6 +26,7 @@ from hybridrec.types.actions import (
 )
 from hybridrec.types.arrays import (
     PROVENANCE_CODES,
+    RECENT_COLUMNS,
     Evidence,
     EvidenceBatch,
     EvidenceItem,
@@ -71,6 +72,7 @@ from hybridrec.types.state import (
 __all__ = [
     "ACTION_KINDS",
     "PROVENANCE_CODES",
+    "RECENT_COLUMNS",
     "SIGNALS",
     "UTC",
     "Action",

@@ -166,6 +166,10 @@ class Evidence(Model):
     window: TimeWindow | None = None
 
 
+#: The columns of :attr:`EvidenceBatch.recent` (count evidence over the recent window).
+RECENT_COLUMNS: tuple[str, ...] = ("pair_count", "context_support", "last_share", "first_share", "pop_share")
+
+
 @dataclass(frozen=True)
 class EvidenceBatch:
     """Evidence for ``n`` contexts as padded arrays of width ``m`` (``-1`` marks no item).
@@ -180,7 +184,11 @@ class EvidenceBatch:
     ``shares`` ``(n, m, 3)`` is each item's share among the successors of the context's *last*
     cluster, of its *first* cluster (skip-gram) and among all successors (popularity), over the
     evidence's data; ``context_support`` ``(n,)`` is the number of transitions of the exact
-    context in that data.
+    context in that data. ``recent`` ``(n, m, 5)`` is the same count evidence over only the last
+    days of that data (a *recent window*, filled when the estimator is asked for one): the
+    item's count after the exact context, the exact context's transitions (the same for every
+    item of a row), and the item's shares among the successors of the last cluster, of the first
+    cluster and of all contexts (see :data:`RECENT_COLUMNS`).
     """
 
     contexts: np.ndarray
@@ -195,6 +203,7 @@ class EvidenceBatch:
     window: TimeWindow | None = None
     shares: np.ndarray | None = None
     context_support: np.ndarray | None = None
+    recent: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n, m = self.cluster.shape
@@ -204,6 +213,10 @@ class EvidenceBatch:
                 raise ValueError(f"evidence {name} has shape {shape}, expected {(n, m)}")
         if self.shares is not None and self.shares.shape != (n, m, 3):
             raise ValueError(f"evidence shares has shape {self.shares.shape}, expected {(n, m, 3)}")
+        if self.recent is not None and self.recent.shape != (n, m, len(RECENT_COLUMNS)):
+            raise ValueError(
+                f"evidence recent has shape {self.recent.shape}, expected {(n, m, len(RECENT_COLUMNS))}"
+            )
         if self.context_support is not None and self.context_support.shape != (n,):
             raise ValueError(
                 f"evidence context_support has shape {self.context_support.shape}, expected {(n,)}"
@@ -244,6 +257,7 @@ class EvidenceBatch:
             window=self.window,
             shares=None if self.shares is None else self.shares[index],
             context_support=None if self.context_support is None else self.context_support[index],
+            recent=None if self.recent is None else self.recent[index],
         )
 
     def row(self, i: int) -> Evidence:
@@ -348,6 +362,7 @@ class Rankings:
 
 __all__ = [
     "PROVENANCE_CODES",
+    "RECENT_COLUMNS",
     "Evidence",
     "EvidenceBatch",
     "EvidenceItem",
