@@ -50,6 +50,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -499,8 +500,11 @@ class HFGenerator(Generator):
             embeddings: Any = False if self._added else "auto"
             model.save_pretrained(out_dir / ADAPTER_LORA, save_embedding_layers=embeddings)
         if previous_adapter is not None and self.adapter_has_base(Path(previous_adapter)):
-            # a trained base (tiny preset) travels with every adapter built on it
-            shutil.copytree(Path(previous_adapter) / ADAPTER_BASE, out_dir / ADAPTER_BASE)
+            # A trained base (tiny preset) is frozen after the first fine-tune: every adapter built
+            # on it holds the same files, hard-linked where the file system allows (no new bytes;
+            # each adapter folder stays self-contained, so deleting one never breaks another).
+            shutil.copytree(Path(previous_adapter) / ADAPTER_BASE, out_dir / ADAPTER_BASE,
+                            copy_function=link_or_copy)
 
     # -- encoding -------------------------------------------------------------------------------
 
@@ -851,6 +855,17 @@ def auto_batch_size(
     fit = max(1, int(free_bytes * fraction) // max(per_context, 1))
     size = 1 << (fit.bit_length() - 1)
     return int(min(hi, max(lo, size)))
+
+
+def link_or_copy(src: str, dst: str) -> str:
+    """``shutil.copytree``'s copy function for immutable artifact files: a hard link to
+    ``src`` when both lie on one file system, else a copy. Artifact files are written once (a
+    rewrite first removes the folder), so a shared inode is never modified in place."""
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not supported: copy the bytes
+        shutil.copy2(src, dst)
+    return dst
 
 
 def summed_embeddings(net: Any, ids: torch.Tensor, numeric: torch.Tensor | None = None) -> torch.Tensor:

@@ -363,3 +363,51 @@ def test_resume_never_unpickles_and_checks_checksums(tmp_path: Path) -> None:
     assert not marker.exists()
     (step / "state.json").write_text("{garbage")
     assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0
+
+
+def test_a_lora_adapter_on_a_trained_base_adds_no_base_bytes(
+    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The tiny preset's base is frozen after the first fine-tune: a later adapter's ``base/``
+    files are hard links to its predecessor's (no new bytes), and the adapter stays
+    self-contained: it loads the same after the predecessor is deleted. Where links fail
+    (another file system), the files are copied."""
+    import shutil
+
+    _, first = pretrained_planted
+    previous = tmp_path / "first"
+    shutil.copytree(first.adapter_path, previous)
+    second = tuner(max_steps=2, lr=1e-2).fine_tune(
+        tiny(catalog), planted, window_of(planted), tmp_path / "second", previous_adapter=previous
+    )
+    files = sorted(p for p in (previous / "base").rglob("*") if p.is_file())
+    assert files
+    for old in files:
+        new = second.adapter_path / "base" / old.relative_to(previous / "base")
+        assert new.stat().st_ino == old.stat().st_ino and new.stat().st_nlink >= 2
+    lora_bytes = sum(p.stat().st_size for p in (second.adapter_path / "lora").rglob("*") if p.is_file())
+    base_bytes = sum(p.stat().st_size for p in files)
+    assert lora_bytes < base_bytes  # what the adapter adds is its LoRA matrices
+    ctx = planted.contexts()[:32]
+    loaded = tiny(catalog)
+    loaded.load_adapter(second.adapter_path)
+    before = loaded.score_clusters(ctx)
+    shutil.rmtree(previous)
+    again = tiny(catalog)
+    again.load_adapter(second.adapter_path)
+    torch.testing.assert_close(again.score_clusters(ctx), before, atol=0, rtol=0)
+    # without hard links the base is copied
+    import os
+
+    def no_links(src: str, dst: str) -> None:
+        raise OSError("cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    third = tuner(max_steps=1, lr=1e-2).fine_tune(
+        tiny(catalog), planted, window_of(planted), tmp_path / "third",
+        previous_adapter=second.adapter_path,
+    )
+    for old in sorted(p for p in (second.adapter_path / "base").rglob("*") if p.is_file()):
+        new = third.adapter_path / "base" / old.relative_to(second.adapter_path / "base")
+        assert new.read_bytes() == old.read_bytes() and new.stat().st_ino != old.stat().st_ino
