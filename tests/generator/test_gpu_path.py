@@ -8,10 +8,12 @@ import pytest
 import torch
 from hybridrec_hf.bench import (
     GPU_KEYS,
+    described_catalog,
     forward_flops,
     gpu_finetune_numbers,
     gpu_not_measured,
     gpu_numbers,
+    gpu_rerank_numbers,
     gpu_suite,
 )
 from hybridrec_hf.models import TinyArch
@@ -57,8 +59,16 @@ def test_the_shipped_fine_tune_and_rerank_path_of_the_gpu_suite_runs_on_cpu() ->
         assert out[f"gpu_finetune_{name}_examples"] == 300
         assert out[f"gpu_finetune_{name}_train_tokens"] > 300
         assert out[f"gpu_finetune_{name}_train_tokens_per_s"] > 0
+    assert out["gpu_finetune_lora_batch_2048_train_tokens_per_s"] > 0
     assert out["gpu_rerank_contexts"] == 20 * 19  # every ordered pair of the synthetic catalog
     assert out["gpu_rerank_contexts_per_s"] > 0
+
+
+def test_the_rerank_table_path_of_the_gpu_suite_runs_on_cpu() -> None:
+    torch.set_num_threads(1)
+    out = gpu_rerank_numbers(described_catalog(24), quick=True, arch=SMALL, device="cpu")
+    assert out["gpu_rerank_catalog_contexts"] == 24 * 23
+    assert out["gpu_rerank_catalog_contexts_per_s"] > 0
 
 
 def test_the_gpu_suite_without_cuda_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
