@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hybridrec.errors import ConfigError, format_validation_error
 from hybridrec.types import Budget
@@ -113,6 +113,25 @@ class DistributedConfig(BaseModel):
     )
 
 
+def evidence_problems(generator: PluginRef, knowledge_store: PluginRef, fine_tuner: PluginRef) -> list[str]:
+    """What is inconsistent between the evidence a stack's generator renders, what its store
+    serves and what its fine-tuner trains with: a generator that renders recent-window counts
+    (``hf`` ``rerank_recent``) needs the store's ``recent_days`` and the fine-tuner's
+    ``evidence_recent_days`` set to the same number of days, or it would train on one window
+    and serve another."""
+    if not generator.options.get("rerank_recent"):
+        return []
+    days = knowledge_store.options.get("recent_days")
+    trained = fine_tuner.options.get("evidence_recent_days")
+    if days is not None and trained == days:
+        return []
+    return [
+        "generator option rerank_recent needs the knowledge store's recent_days and the "
+        f"fine-tuner's evidence_recent_days set to the same number of days (got recent_days={days}, "
+        f"evidence_recent_days={trained})"
+    ]
+
+
 class PipelineConfig(BaseModel):
     """A whole pipeline. Every role has a default so a minimal file can name just one plugin."""
 
@@ -133,6 +152,13 @@ class PipelineConfig(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _evidence(self) -> PipelineConfig:
+        problems = evidence_problems(self.generator, self.knowledge_store, self.fine_tuner)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def origins(self) -> dict[tuple[str, ...], str]:

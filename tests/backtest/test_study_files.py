@@ -44,3 +44,20 @@ def test_recent_window_evidence_must_be_configured_on_both_sides() -> None:
     ):
         with pytest.raises(ValidationError, match="recent_days"):
             LLMSettings(generator=generator, knowledge_store=bad_store, fine_tuner=bad_tuner)
+
+
+def test_an_arm_with_its_own_stack_and_a_workspace_are_checked_the_same_way() -> None:
+    from hybridrec.backtest.config import BacktestConfig
+    from hybridrec.config import PipelineConfig, PluginRef
+
+    generator = PluginRef(plugin="hf", options={"template": "rerank", "rerank_recent": True})
+    store = PluginRef(plugin="annoy", options={"granularity": "backoff", "recent_days": 7})
+    tuner = PluginRef(plugin="lora", options={"evidence_ranking": "backoff", "evidence_recent_days": 3})
+    with pytest.raises(ValidationError, match=r"\[arms.mine\].*recent_days"):
+        BacktestConfig(arms={"mine": {"preset": "hybrid", "generator": generator,
+                                      "knowledge_store": store, "fine_tuner": tuner}})
+    with pytest.raises(ValidationError, match="evidence_recent_days=3"):
+        PipelineConfig(generator=generator, knowledge_store=store, fine_tuner=tuner)
+    PipelineConfig(generator=generator, knowledge_store=store,
+                   fine_tuner=PluginRef(plugin="lora", options={"evidence_ranking": "backoff",
+                                                                "evidence_recent_days": 7}))

@@ -56,7 +56,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hybridrec.config import GuardrailConfig, PluginRef
+from hybridrec.config import GuardrailConfig, PluginRef, evidence_problems
 from hybridrec.errors import ConfigError, did_you_mean, field_names
 from hybridrec.types import UTC, Budget
 
@@ -224,20 +224,10 @@ class LLMSettings(BaseModel):
         return {**DEFAULT_POLICIES, **value}
 
     @model_validator(mode="after")
-    def _recent_evidence_on_both_sides(self) -> LLMSettings:
-        """A generator that renders recent-window counts (``hf`` ``rerank_recent``) gets them
-        from the store when serving and from the fine-tuner when training, over the same days;
-        a mismatch would train on one window and serve another."""
-        if not self.generator.options.get("rerank_recent"):
-            return self
-        days = self.knowledge_store.options.get("recent_days")
-        trained = self.fine_tuner.options.get("evidence_recent_days")
-        if days is None or trained != days:
-            raise ValueError(
-                "generator option rerank_recent needs the knowledge store's recent_days and the "
-                f"fine-tuner's evidence_recent_days set to the same number of days (got "
-                f"recent_days={days}, evidence_recent_days={trained})"
-            )
+    def _evidence(self) -> LLMSettings:
+        problems = evidence_problems(self.generator, self.knowledge_store, self.fine_tuner)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 
@@ -497,7 +487,12 @@ class BacktestConfig(BaseModel):
     def _window(self) -> BacktestConfig:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
-        self.arm_plans()  # counting options merged over the study's must still validate
+        for plan in self.arm_plans():  # counting options merged over the study's must still validate
+            if plan.llm and plan.own_stack:
+                assert plan.generator and plan.knowledge_store and plan.fine_tuner
+                problems = evidence_problems(plan.generator, plan.knowledge_store, plan.fine_tuner)
+                if problems:
+                    raise ValueError(f"[arms.{plan.name}]: " + "; ".join(problems))
         return self
 
     @property
