@@ -285,6 +285,32 @@ def global_table(
     )
 
 
+def successor_shares(counts: TripleCounts) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(P_last, P_skip, P_pop, pop)`` of ``counts``' triples: each cluster's share among the
+    successors of the contexts whose *last* (resp. *first*) cluster it is, ``(n, n)`` rows by
+    context cluster (a cluster with none falls back to popularity), the popularity shares
+    ``(n,)`` (uniform without data) and the popularity counts ``(n,)``."""
+    n = counts.n_clusters
+    ctx, succ, count = counts.context, counts.successor, counts.count.astype(np.float64)
+    last = np.zeros((n, n))
+    skip = np.zeros((n, n))
+    np.add.at(last, (ctx % n, succ), count)
+    np.add.at(skip, (ctx // n, succ), count)
+    pop = np.bincount(succ, weights=count, minlength=n).astype(np.float64)
+    p_pop = pop / pop.sum() if pop.sum() > 0 else np.full(n, 1.0 / n)
+
+    def shares(rows: np.ndarray) -> np.ndarray:
+        total = rows.sum(axis=1, keepdims=True)
+        return np.where(total > 0, rows / np.where(total > 0, total, 1.0), p_pop[None, :])
+
+    return shares(last), shares(skip), p_pop, pop
+
+
+def _row_of_context(ctx: np.ndarray, n: int) -> np.ndarray:
+    """Row of each context key ``c1 * n + c2`` among the ordered pairs ``c1 != c2``."""
+    return ctx - ctx // n - (ctx % n > ctx // n)
+
+
 def backoff_table(
     current: TripleCounts,
     depth: int,
@@ -312,39 +338,16 @@ def backoff_table(
     n = current.n_clusters
     w_last, w_skip, w_pop = (w / sum(weights) for w in weights)
     ctx, succ, count = current.context, current.successor, current.count.astype(np.float64)
-    c1, c2 = ctx // n, ctx % n
-    last = np.zeros((n, n))
-    skip = np.zeros((n, n))
-    np.add.at(last, (c2, succ), count)
-    np.add.at(skip, (c1, succ), count)
-    pop = np.bincount(succ, weights=count, minlength=n).astype(np.float64)
-    p_pop = pop / pop.sum() if pop.sum() > 0 else np.full(n, 1.0 / n)
-
-    def shares(rows: np.ndarray) -> np.ndarray:
-        total = rows.sum(axis=1, keepdims=True)
-        return np.where(total > 0, rows / np.where(total > 0, total, 1.0), p_pop[None, :])
-
-    p_last, p_skip = shares(last), shares(skip)
+    p_last, p_skip, p_pop, pop = successor_shares(current)
     if recent is not None:
-        r_ctx, r_succ, r_count = recent.context, recent.successor, recent.count.astype(np.float64)
-        r_last = np.zeros((n, n))
-        r_skip = np.zeros((n, n))
-        np.add.at(r_last, (r_ctx % n, r_succ), r_count)
-        np.add.at(r_skip, (r_ctx // n, r_succ), r_count)
-        r_pop_counts = np.bincount(r_succ, weights=r_count, minlength=n).astype(np.float64)
-        r_pop = r_pop_counts / r_pop_counts.sum() if r_pop_counts.sum() > 0 else np.full(n, 1.0 / n)
-
-        def r_shares(rows: np.ndarray) -> np.ndarray:
-            total = rows.sum(axis=1, keepdims=True)
-            return np.where(total > 0, rows / np.where(total > 0, total, 1.0), r_pop[None, :])
-
-        rp_last, rp_skip = r_shares(r_last), r_shares(r_skip)
-        r_row = r_ctx - r_ctx // n - (r_ctx % n > r_ctx // n)
+        r_succ, r_count = recent.successor, recent.count.astype(np.float64)
+        rp_last, rp_skip, r_pop, _ = successor_shares(recent)
+        r_row = _row_of_context(recent.context, n)
     keys = np.arange(n * n, dtype=np.int64)
     keys = keys[keys // n != keys % n]
     context_support = np.zeros(keys.size, dtype=np.int64)
     # position of each context key in `keys` (keys skip the diagonal c1 == c2)
-    row_of_ctx = ctx - ctx // n - (ctx % n > ctx // n)
+    row_of_ctx = _row_of_context(ctx, n)
     np.add.at(context_support, row_of_ctx, current.count)
     # popularity order breaks ties (most popular first), then the lower id
     by_pop = np.lexsort((np.arange(n), -pop))
