@@ -148,6 +148,7 @@ def gpu_numbers(
     prompt_tokens: int = 32,
     lora_batch: int = 512,
     lora_steps: int | None = None,
+    more_lora_batches: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Ranking and LoRA-training throughput of a random model of ``arch`` on ``device``, as the
     ``hf`` generator runs them there: bfloat16 on CUDA, ``prompt_tokens``-long prompts (the
@@ -210,6 +211,10 @@ def gpu_numbers(
     out["gpu_lora_tokens_per_s"] = lora["tokens_per_s"]
     out["gpu_lora_tflops"] = lora["tflops"]
     out["gpu_lora_vs_target_100000"] = round(lora["tokens_per_s"] / 100000.0, 3)
+    for batch in more_lora_batches:  # the same model at other batch sizes (``gpu_lora_batch_B_*``)
+        more = lora_throughput(gen, contexts, items, lora_batch=batch, steps=lora_steps, quick=quick)
+        out[f"gpu_lora_batch_{batch}_tokens_per_s"] = more["tokens_per_s"]
+        out[f"gpu_lora_batch_{batch}_tflops"] = more["tflops"]
     return out
 
 
@@ -348,8 +353,6 @@ def gpu_finetune_numbers(arch: TinyArch = SMOLLM2_SHAPE, device: str = "cuda", *
             )
         gen.load_adapter(Path(tmp) / "lora")
         contexts = all_contexts(len(catalog))
-        for key in ("gpu_finetune_lora_batch_2048_train_tokens", "gpu_finetune_lora_batch_2048_examples"):
-            out.pop(key, None)  # the same examples as the batch-256 LoRA
         defaults = LoraOptions()
         evidence = daily_backoff_successors(
             transitions, contexts, np.full(len(contexts), cut2, dtype=np.int64), days=None,
@@ -377,13 +380,7 @@ def gpu_suite(quick: bool) -> dict[str, Any]:
     out["gpu_matmul_peak_tflops"] = round(matmul_peak("cuda") / 1e12, 1)
     _log("ranking and LoRA throughput (cluster-token prompts, 32 tokens)")
     catalog = described_catalog(ML1M_CLUSTERS)
-    out.update(gpu_numbers(catalog, quick))
-    gen = HFGenerator(HFOptions(tiny=SMOLLM2_SHAPE, device="cuda", template="cluster_tokens",
-                                evidence_items=14, prompt_length=32), catalog)
-    big = lora_throughput(gen, all_contexts(len(catalog)), 14, lora_batch=2048, quick=quick)
-    out["gpu_lora_batch_2048_tokens_per_s"] = big["tokens_per_s"]
-    out["gpu_lora_batch_2048_tflops"] = big["tflops"]
-    del gen
+    out.update(gpu_numbers(catalog, quick, more_lora_batches=(2048,)))
     torch.cuda.empty_cache()
     _log("the shipped fine-tuner and rerank ranking end to end (synthetic data set)")
     out.update(gpu_finetune_numbers(max_examples=5000 if quick else 20000))

@@ -27,12 +27,13 @@ SMALL = TinyArch(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, inte
 def test_gpu_numbers_code_path_on_cpu(catalog: ClusterCatalog) -> None:
     torch.set_num_threads(1)
     out = gpu_numbers(catalog, quick=True, arch=SMALL, device="cpu", prompt_tokens=32,
-                      lora_batch=16, lora_steps=1)
+                      lora_batch=16, lora_steps=1, more_lora_batches=(32,))
     for key in GPU_KEYS:
         assert isinstance(out[key], float) and out[key] > 0, key
     assert out["gpu_rank_prompt_tokens"] == 32
     assert out["gpu_rank_batch_size"] == 2048  # "auto" off CUDA
     assert out["gpu_lora_batch"] == "16 x 34 tokens"
+    assert out["gpu_lora_batch_32_tokens_per_s"] > 0 and out["gpu_lora_batch_32_tflops"] > 0
     assert out["gpu_lora_fused_adamw"] is False  # fused AdamW only when the parameters are on CUDA
     assert out["gpu_dtype"] == "float32"
 
