@@ -8,7 +8,8 @@ Backtest arms (docs/protocol.md) map to policies and options as follows::
     rag-only    periodic-rag       period_days=2   (fine-tunes once if there is no adapter yet)
     rag-once    rag-once
     hybrid      hybrid             fine_tune_every_days=30, rag_every_days=2
-    adaptive    adaptive           rule="benefit" (acts on measured gain per unit of cost)
+    adaptive    adaptive           rule="benefit" (acts on measured gain per unit of cost; a refresh
+                                   on the counterfactual gain of fresher counts)
 
 Shared rules (every policy here):
 
@@ -367,7 +368,26 @@ class AdaptiveOptions(_RegenerateOptions):
     min_gain_per_cost: float = Field(
         default=0.01, ge=0,
         description="benefit rule: the least HR@5 gain per full-regeneration-equivalent of cost "
-                    "an action group must promise.",
+                    "a group measured by the recall signals must promise (a fine-tune; a refresh "
+                    "with refresh_evidence='recall').",
+    )
+    refresh_evidence: Literal["counterfactual", "recall"] = Field(
+        default="counterfactual",
+        description="benefit rule: what a refresh's gain is measured by. counterfactual: "
+                    "refresh_gain, fresher counts against the served knowledge's on the same "
+                    "recent transitions (the 'freshness' signal); recall: what the served table "
+                    "lost since it was built.",
+    )
+    confidence_z: float = Field(
+        default=1.96, ge=0,
+        description="benefit rule, counterfactual evidence: a refresh's gain counts only by what "
+                    "exceeds this many standard errors (refresh_gain - z * refresh_gain_se).",
+    )
+    min_refresh_gain_per_cost: float = Field(
+        default=0.0, ge=0,
+        description="benefit rule, counterfactual evidence: the least (refresh_gain - z * se) per "
+                    "full-regeneration-equivalent a refresh must promise; it must exceed zero "
+                    "in any case. The user's price of a point of HR@5.",
     )
     max_knowledge_days: float | None = Field(
         default=None, gt=0,
@@ -393,10 +413,17 @@ class AdaptivePolicy(UpdatePolicy):
     :class:`~hybridrec.types.DriftStats`, the served lists' hit rate measured on days after the
     table that served them was built:
 
-    * the **gain** of a refresh + regeneration is what the served table lost since it was built,
-      ``recall_at_table - recall_recent``; of a fine-tune + refresh + regeneration, what the
+    * the **gain** of a refresh + regeneration is, by default (``refresh_evidence =
+      "counterfactual"``), what fresher knowledge would have bought on the last days: the
+      paired ``drift.refresh_gain`` of a counting proxy, less ``confidence_z`` standard errors,
+      so that a refresh is bought on evidence rather than on noise (a few days of traffic move a
+      hit rate by a point on their own); it must be positive and clear
+      ``min_refresh_gain_per_cost`` per cost. With ``refresh_evidence = "recall"`` it is what
+      the served table lost since it was built, ``recall_at_table - recall_recent``, against
+      ``min_gain_per_cost``. The gain of a fine-tune + refresh + regeneration is what the
       served lists lost since the adapter was trained, ``recall_at_training - recall_recent``
-      (at least the refresh's gain, as a fine-tune refreshes too);
+      (at least the recall-measured refresh gain, as a fine-tune refreshes too), against
+      ``min_gain_per_cost``;
     * the **cost** of a group is its price in ``state.estimates`` over the price of one full
       regeneration (full-regeneration equivalents; one per action when nothing is priced);
     * the groups whose gain per cost is at least ``min_gain_per_cost`` are candidates (a refresh
@@ -430,9 +457,17 @@ class AdaptivePolicy(UpdatePolicy):
 
     name: ClassVar[str] = "adaptive"
     Options: ClassVar[type[BaseModel]] = AdaptiveOptions
-    needs: ClassVar[frozenset[str]] = frozenset({"drift", "recall"})
+    needs: ClassVar[frozenset[str]] = frozenset({"drift", "recall", "freshness"})
 
     # -- the benefit rule (default) ----------------------------------------------------------
+
+    def refresh_gain(self, state: SystemState) -> float | None:
+        """The counterfactual gain of refresh + regenerate that clears the noise:
+        ``refresh_gain - confidence_z * refresh_gain_se``; None when unmeasured."""
+        d = state.drift
+        if d.refresh_gain is None:
+            return None
+        return d.refresh_gain - self.options.confidence_z * (d.refresh_gain_se or 0.0)
 
     @staticmethod
     def gains(state: SystemState) -> tuple[float | None, float | None]:
@@ -485,7 +520,16 @@ class AdaptivePolicy(UpdatePolicy):
         if o.max_knowledge_days is not None and _due(state, state.knowledge_until, o.max_knowledge_days):
             candidates.append((math.inf, group(f"knowledge older than {o.max_knowledge_days:g} days", False)))
         gain_rag, gain_ft = self.gains(state)
-        if gain_rag is not None and _due(state, state.knowledge_until, o.min_rag_days):
+        rag_due = _due(state, state.knowledge_until, o.min_rag_days)
+        if o.refresh_evidence == "counterfactual":
+            fresh = self.refresh_gain(state)
+            if fresh is not None and fresh > 0 and rag_due:
+                per_cost = fresh / max(self.cost_units(state, rag), 1e-12)
+                if per_cost >= o.min_refresh_gain_per_cost:
+                    candidates.append((per_cost, group(
+                        f"fresh counts would have gained {state.drift.refresh_gain:.4f} HR@5 "
+                        f"(± {state.drift.refresh_gain_se or 0.0:.4f}) on the last days", False)))
+        elif gain_rag is not None and rag_due:
             per_cost = gain_rag / max(self.cost_units(state, rag), 1e-12)
             if per_cost >= o.min_gain_per_cost:
                 candidates.append((per_cost, group(

@@ -311,7 +311,8 @@ class UpdatePolicy(Plugin):
     ``needs`` names the measured signals :meth:`decide` reads (keys of
     :data:`hybridrec.types.SIGNALS`): ``"drift"`` fills ``state.drift.top5_jaccard`` and
     ``pairs``, ``"recall"`` the served lists' ``recall_recent``, ``recall_at_training`` and
-    ``recall_at_table``. The engine (workspace and backtest) measures every signal a policy
+    ``recall_at_table``, ``"freshness"`` the counterfactual ``refresh_gain`` and its
+    ``refresh_gain_se``. The engine (workspace and backtest) measures every signal a policy
     needs and warns (:class:`hybridrec.engine.state.SignalWarning`) when it cannot; a signal
     not needed may be left unmeasured (``None``), so a policy must not read what it did not
     declare. The default, every signal, suits a policy that does not say; ``frozenset()``

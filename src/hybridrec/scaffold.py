@@ -138,7 +138,7 @@ class $cls(UpdatePolicy):
 
     name: ClassVar[str] = "$name"
     Options: ClassVar[type[BaseModel]] = ${cls}Options
-    #: the measured signals decide() reads: add "drift" / "recall" when it reads state.drift
+    #: the measured signals decide() reads: add "drift" / "recall" / "freshness" when it reads state.drift
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def decide(self, state: SystemState) -> list[Action]:

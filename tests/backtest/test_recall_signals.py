@@ -56,3 +56,19 @@ def test_regenerating_only_recent_contexts_is_charged_for_those_contexts(fake_st
     # Each regeneration is charged for the contexts seen in the last day, fewer than n (n - 1).
     n = len(catalog)
     assert part["metrics"]["regenerated_contexts_if_full"] < regenerations * n * (n - 1)
+
+
+def test_the_adaptive_arm_reads_the_counterfactual_refresh_gain(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    from hybridrec.engine.state import freshness_signals
+
+    config = fake_config(arms=["adaptive"])
+    _, result, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    arm = result.run("adaptive").arm
+    assert isinstance(arm, PolicyArm)
+    end = result.days[-1].end
+    state = arm.state(transitions.before(end), end)
+    assert state.knowledge_until is not None
+    expected = freshness_signals(transitions.before(end), knowledge_until=state.knowledge_until, data_until=end)
+    assert expected["refresh_gain"] is not None
+    assert (state.drift.refresh_gain, state.drift.refresh_gain_se) == (
+        expected["refresh_gain"], expected["refresh_gain_se"])

@@ -313,6 +313,11 @@ def test_the_served_tables_recall_signals_reach_the_policy(fake_plugins: Any, tm
     drift = ws.current()["drift"]  # type: ignore[index]
     assert drift["recall_recent"] is not None and 0.0 <= drift["recall_recent"] <= 1.0
     assert drift["recall_at_table"] is not None and 0.0 <= drift["recall_at_table"] <= 1.0
+    # And what fresher knowledge would have bought (the same function the backtest calls).
+    served = ws.current()
+    assert served["knowledge"] is not None  # type: ignore[index]
+    assert drift["refresh_gain"] is not None and drift["refresh_gain_se"] is not None
+    assert -1.0 <= drift["refresh_gain"] <= 1.0 and drift["refresh_gain_se"] >= 0.0
 
 
 def test_table_recall_reads_only_days_the_table_served() -> None:

@@ -233,7 +233,7 @@ def test_benefit_rule_waits_without_evidence_and_refreshes_once_initially() -> N
 
 
 def test_benefit_rule_refreshes_when_the_table_lost_enough_per_unit_of_cost() -> None:
-    policy = AdaptivePolicy(AdaptivePolicy.Options(min_gain_per_cost=0.01))
+    policy = AdaptivePolicy(AdaptivePolicy.Options(min_gain_per_cost=0.01, refresh_evidence="recall"))
     priced = _priced()  # regenerate 100, refresh 10: a refresh group costs 1.1 regenerations
     lost = _recall(0.30, 0.33, 0.33)  # 0.03 lost since the table was built: 0.027 per unit
     assert kinds(policy.decide(served(adapter_age=5, knowledge_age=3, drift=lost, **priced))) == [
@@ -244,8 +244,34 @@ def test_benefit_rule_refreshes_when_the_table_lost_enough_per_unit_of_cost() ->
     assert policy.decide(served(adapter_age=5, knowledge_age=0.5, drift=lost, **priced)) == []
 
 
+def _fresh(gain: float, se: float, **recall: float | None) -> DriftStats:
+    return DriftStats(refresh_gain=gain, refresh_gain_se=se, **recall)  # type: ignore[arg-type]
+
+
+def test_benefit_rule_refreshes_on_the_counterfactual_gain_once_it_clears_the_noise() -> None:
+    policy = AdaptivePolicy()  # counterfactual evidence, z = 1.96, no price floor
+    assert policy.options.refresh_evidence == "counterfactual"
+    priced = _priced()
+    refresh = ["refresh_knowledge", "regenerate_table"]
+    # 0.004 gained with a standard error of 0.001: 0.004 - 1.96 * 0.001 > 0, a refresh.
+    assert kinds(policy.decide(served(adapter_age=5, knowledge_age=6, drift=_fresh(0.004, 0.001), **priced))) == refresh
+    # The same gain with a standard error of 0.003 is noise: nothing.
+    assert policy.decide(served(adapter_age=5, knowledge_age=6, drift=_fresh(0.004, 0.003), **priced)) == []
+    # Fresher counts that would have done worse: nothing; nor without the signal.
+    assert policy.decide(served(adapter_age=5, knowledge_age=6, drift=_fresh(-0.01, 0.001), **priced)) == []
+    assert policy.decide(served(adapter_age=5, knowledge_age=6, **priced)) == []
+    # A large recall loss does not buy a refresh under counterfactual evidence (it is noise-prone).
+    assert policy.decide(served(adapter_age=5, knowledge_age=6, drift=_recall(0.20, 0.40, None), **priced)) == []
+    # The user's price of a point of HR@5: 0.004 - 0.00196 per 1.1 regenerations is below 0.01.
+    dear = AdaptivePolicy(AdaptivePolicy.Options(min_refresh_gain_per_cost=0.01))
+    assert dear.decide(served(adapter_age=5, knowledge_age=6, drift=_fresh(0.004, 0.001), **priced)) == []
+    assert kinds(dear.decide(served(adapter_age=5, knowledge_age=6, drift=_fresh(0.02, 0.001), **priced))) == refresh
+    # And a zero budget buys nothing.
+    assert policy.decide(served(adapter_age=5, knowledge_age=6, drift=_fresh(0.02, 0.001), **_priced(flops=0.0))) == []
+
+
 def test_benefit_rule_fine_tunes_when_refreshes_did_not_recover_the_loss() -> None:
-    policy = AdaptivePolicy(AdaptivePolicy.Options(min_gain_per_cost=0.01))
+    policy = AdaptivePolicy(AdaptivePolicy.Options(min_gain_per_cost=0.01, refresh_evidence="recall"))
     # Fine-tune group: 1000 + 10 + 100 = 11.1 regenerations. Lost 0.2 since training, 0 since
     # the last refresh: 0.018 per unit, above the threshold.
     drift = _recall(0.20, 0.40, 0.40).model_copy(update={"recall_at_table": 0.20})

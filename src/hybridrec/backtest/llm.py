@@ -61,7 +61,13 @@ from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, guardrail_reasons
-from hybridrec.engine.state import backoff_width, drift_stats, needed_signals, system_state
+from hybridrec.engine.state import (
+    backoff_width,
+    drift_stats,
+    freshness_signals,
+    needed_signals,
+    system_state,
+)
 from hybridrec.engine.tables import PromptRows, changed_count
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
@@ -199,6 +205,7 @@ class WorkCache:
         self.ranked_contexts = 0
         self.executed: dict[str, int] = {"fine_tune": 0, "refresh_knowledge": 0, "rank_batches": 0}
         self._drift: dict[tuple[Any, ...], DriftStats] = {}
+        self._freshness: dict[tuple[Any, ...], dict[str, float | None]] = {}
         self._backoff: tuple[int, Backoff] | None = None
 
     def backoff(self, history: TransitionSet) -> Backoff:
@@ -477,6 +484,17 @@ class WorkCache:
 
     # -- drift ------------------------------------------------------------------------------
 
+    def freshness(self, history: TransitionSet, knowledge_until: datetime | None,
+                  now: datetime) -> dict[str, float | None]:
+        """The freshness signals (:func:`~hybridrec.engine.state.freshness_signals`) of
+        knowledge covering the data before ``knowledge_until``, at ``now``; shared by arms."""
+        key = (knowledge_until, now)
+        cached = self._freshness.get(key)
+        if cached is None:
+            cached = freshness_signals(history, knowledge_until=knowledge_until, data_until=now)
+            self._freshness[key] = cached
+        return cached
+
     def drift(self, history: TransitionSet, trained: TimeWindow | None, now: datetime) -> DriftStats:
         """Top-5 Jaccard between the adapter's training window and the last ``drift_days``."""
         if trained is None:
@@ -701,8 +719,12 @@ class PolicyArm(Arm):
             drift = self.cache.drift(history, adapter.window, now)
         if "recall" in self.signals:
             drift = drift.model_copy(update=self.recall_signals(now, self.cache.stack.recall_days))
+        served = self.versions.describe()
+        if "freshness" in self.signals:
+            drift = drift.model_copy(update=self.cache.freshness(
+                history, served.knowledge_window.end if served.knowledge_window else None, now))
         return system_state(
-            self.versions.describe(),
+            served,
             now=now,
             data_start=self.data_start,
             data_until=now,

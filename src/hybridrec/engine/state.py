@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridrec.engine.freshness import FRESHNESS_DAYS, refresh_gain
 from hybridrec.types import (
     SIGNALS,
     Budget,
@@ -115,6 +116,20 @@ def table_recall(
     return out
 
 
+def freshness_signals(
+    transitions: TransitionSet, *, knowledge_until: datetime | None, data_until: datetime,
+    days: float = FRESHNESS_DAYS,
+) -> dict[str, float | None]:
+    """The freshness signals of :class:`~hybridrec.types.DriftStats` (``refresh_gain`` and
+    ``refresh_gain_se``, :func:`hybridrec.engine.freshness.refresh_gain`) for knowledge that
+    covers the data before ``knowledge_until``; both None when unmeasurable."""
+    measured = refresh_gain(transitions, knowledge_until=knowledge_until, data_until=data_until,
+                            days=days)
+    if measured is None:
+        return {"refresh_gain": None, "refresh_gain_se": None}
+    return {"refresh_gain": measured[0], "refresh_gain_se": measured[1]}
+
+
 def drift_stats(
     transitions: TransitionSet, trained: TimeWindow | None, data_until: datetime, at: datetime,
     *, recent_days: float = DRIFT_DAYS, min_count: int = DRIFT_MIN_COUNT,
@@ -170,6 +185,6 @@ def system_state(
 
 __all__ = [
     "BACKOFF_DAYS", "BACKOFF_WIDTH", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "RECALL_DAYS", "RECALL_K", "Served",
-    "SignalWarning", "backoff_width", "drift_stats", "needed_signals", "system_state", "table_recall",
+    "SignalWarning", "backoff_width", "drift_stats", "freshness_signals", "needed_signals", "system_state", "table_recall",
     "warn_signal",
 ]

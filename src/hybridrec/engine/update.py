@@ -46,6 +46,7 @@ from hybridrec.engine.state import (
     BACKOFF_DAYS,
     backoff_width,
     drift_stats,
+    freshness_signals,
     needed_signals,
     system_state,
     table_recall,
@@ -177,8 +178,9 @@ class _Update:
 
     def drift(self, transitions: TransitionSet, served: Served, data_until: datetime,
               needs: frozenset[str] = frozenset()) -> DriftStats:
-        """Drift of the data against the adapter's training window, and the served table's
-        recall signals on the data it served since it was built (:func:`table_recall`).
+        """Drift of the data against the adapter's training window, what fresher knowledge
+        would have bought (:func:`freshness_signals`), and the served table's recall signals on
+        the data it served since it was built (:func:`table_recall`).
 
         Every signal is measured whatever the policy ``needs`` (one policy; ``hybridrec status``
         shows them); a needed ``recall`` that cannot be measured because the served table
@@ -186,6 +188,9 @@ class _Update:
         :class:`~hybridrec.engine.state.SignalWarning`.
         No adapter or table yet, or too few days seen, leaves a signal ``None`` silently."""
         stats = drift_stats(transitions, served.adapter_window, data_until, self.now)
+        stats = stats.model_copy(update=freshness_signals(
+            transitions, knowledge_until=served.knowledge_window.end if served.knowledge_window else None,
+            data_until=data_until))
         table = self.versions.manifest("table", served.table) if served.table else None
         if not table or not table.get("data_until"):
             if table and "recall" in needs:

@@ -147,15 +147,19 @@ class PolicyMachine(RuleBasedStateMachine):
         jaccard=st.none() | st.floats(0, 1),
         recall=st.none() | st.tuples(st.floats(0, 0.2), st.floats(0.001, 0.2),
                                      st.none() | st.floats(0, 0.2)),
+        fresh=st.none() | st.tuples(st.floats(-0.05, 0.05), st.floats(0, 0.02)),
     )
     def drift_changes(
-        self, jaccard: float | None, recall: tuple[float, float, float | None] | None
+        self, jaccard: float | None, recall: tuple[float, float, float | None] | None,
+        fresh: tuple[float, float] | None = None,
     ) -> None:
         self.drift = DriftStats(
             top5_jaccard=jaccard, pairs=0 if jaccard is None else 50,
             recall_recent=None if recall is None else recall[0],
             recall_at_training=None if recall is None else recall[1],
             recall_at_table=None if recall is None else recall[2],
+            refresh_gain=None if fresh is None else fresh[0],
+            refresh_gain_se=None if fresh is None else fresh[1],
             measured_at=self.now,
         )
 

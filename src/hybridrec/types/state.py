@@ -26,6 +26,7 @@ from hybridrec.types.costs import (
 SIGNALS: dict[str, tuple[str, ...]] = {
     "drift": ("top5_jaccard", "pairs"),
     "recall": ("recall_recent", "recall_at_training", "recall_at_table"),
+    "freshness": ("refresh_gain", "refresh_gain_se"),
 }
 
 
@@ -36,9 +37,13 @@ class DriftStats(Model):
     cluster was in the served top 5), always on days *after* the table that served them was
     built (out of sample): ``recall_recent`` over the last days seen, ``recall_at_training``
     over the first days served after the current adapter was trained, ``recall_at_table`` over
-    the first days the current table served. None until enough days were seen, or when the
-    engine did not measure the signal (``drift`` and ``recall`` in :data:`SIGNALS`: the engine
-    measures those the policy declares in ``UpdatePolicy.needs``).
+    the first days the current table served. ``refresh_gain`` is what fresher knowledge would
+    have bought: on the last days seen, the HR@5 of a counting proxy built from all data before
+    those days minus the same proxy built from the data the served knowledge covers, paired on
+    the same transitions, with its standard error ``refresh_gain_se``
+    (:func:`hybridrec.engine.freshness.refresh_gain`). None until enough days were seen, or when
+    the engine did not measure the signal (``drift``, ``recall`` and ``freshness`` in
+    :data:`SIGNALS`: the engine measures those the policy declares in ``UpdatePolicy.needs``).
     """
 
     top5_jaccard: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -46,6 +51,8 @@ class DriftStats(Model):
     recall_recent: float | None = Field(default=None, ge=0.0, le=1.0)
     recall_at_training: float | None = Field(default=None, ge=0.0, le=1.0)
     recall_at_table: float | None = Field(default=None, ge=0.0, le=1.0)
+    refresh_gain: float | None = Field(default=None, ge=-1.0, le=1.0)
+    refresh_gain_se: float | None = Field(default=None, ge=0.0)
     measured_at: datetime | None = None
 
 
