@@ -302,7 +302,9 @@ def test_the_ledger_survives_a_torn_last_line(tmp_path: Path) -> None:
     assert ledger.records(since=datetime(2000, 3, 1, tzinfo=UTC)) == []
 
 
-def test_the_served_tables_recall_signals_reach_the_policy(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+def test_the_served_tables_recall_signals_reach_the_policy(
+    fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # The workspace fills recall_recent / recall_at_table like the backtest: the served table's
     # HR@5 on transitions it served after it was built (out of sample), None until seen.
     ws = make_workspace(tmp_path, config_file)
@@ -318,6 +320,12 @@ def test_the_served_tables_recall_signals_reach_the_policy(fake_plugins: Any, tm
     assert served["knowledge"] is not None  # type: ignore[index]
     assert drift["refresh_gain"] is not None and drift["refresh_gain_se"] is not None
     assert -1.0 <= drift["refresh_gain"] <= 1.0 and drift["refresh_gain_se"] >= 0.0
+    # `hybridrec status` shows both.
+    capsys.readouterr()
+    main(["status", str(ws.root)])
+    out = capsys.readouterr().out
+    assert f"served lists' HR@5 {drift['recall_recent']:.4f}" in out
+    assert f"a refresh would have gained {drift['refresh_gain']:+.4f} HR@5" in out
 
 
 def test_table_recall_reads_only_days_the_table_served() -> None:

@@ -150,6 +150,11 @@ def register(cli: click.Group) -> None:
         if drift.get("top5_jaccard") is not None:
             click.echo(f"  drift       top-5 Jaccard {drift['top5_jaccard']:.3f} over {drift['pairs']} pairs "
                        "(adapter's training window vs recent data)")
+        if drift.get("recall_recent") is not None:
+            click.echo(f"  recall      served lists' HR@5 {drift['recall_recent']:.4f} over the last days")
+        if drift.get("refresh_gain") is not None:
+            click.echo(f"  freshness   a refresh would have gained {drift['refresh_gain']:+.4f} HR@5 "
+                       f"(± {drift.get('refresh_gain_se') or 0.0:.4f}) on the last days")
         for hold in info["guardrail_holds"]:
             click.echo(f"  HELD adapter {hold['version']}: {'; '.join(hold['reasons'])}")
         click.echo("  costs by action:")
