@@ -137,7 +137,7 @@ def test_free_named_arms_run_with_their_own_plugins_and_are_reported(probes, cat
     assert arms["recall-gate"]["config"]["signals"] == ["recall"]
     assert arms["drift-gate"]["config"]["signals"] == ["drift"]
     assert arms["hybrid"]["config"]["signals"] == []
-    assert arms["my-hybrid"]["config"]["signals"] == ["drift", "recall"]  # llm.drift_arms
+    assert arms["my-hybrid"]["config"]["signals"] == ["drift", "freshness", "recall"]  # llm.drift_arms
     recall_seen = SEEN["recall-probe"]
     assert any(d.recall_recent is not None for d in recall_seen)
     assert any(d.recall_at_training is not None for d in recall_seen)

@@ -217,7 +217,7 @@ class LLMSettings(BaseModel):
         "start, among the all-history backoff configurations (the ones a knowledge snapshot "
         "computes); configured: the options as written.",
     )
-    drift_arms: list[str] = Field(default_factory=list, description="Arms whose state carries every signal (drift and recall) whatever their policy's `needs`; every other arm gets the signals its policy declares (UpdatePolicy.needs).")
+    drift_arms: list[str] = Field(default_factory=list, description="Arms whose state carries every signal (drift, recall and freshness) whatever their policy's `needs`; every other arm gets the signals its policy declares (UpdatePolicy.needs).")
     measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")
 
     @field_validator("policies")
