@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from hybridrec.backtest.config import ALL_ARMS
 from hybridrec.backtest.llm import INITIAL, WorkCache, initial_adapter
 from hybridrec.backtest.study import build_arms, build_stack
 from hybridrec.generation import all_contexts
-from hybridrec.types import ClusterCatalog, TransitionSet
+from hybridrec.types import ClusterCatalog, TimeWindow, TransitionSet, ts_to_datetime
 
 
 def _run(catalog: ClusterCatalog, transitions: TransitionSet, **updates: object) -> dict:
@@ -80,6 +80,26 @@ def test_lazy_tables_equal_full_tables(fake_stack, catalog, transitions) -> None
         for ctx, row in zip(part.tolist(), lazy_ids.tolist(), strict=True):
             assert lookup[ctx[0] * len(catalog) + ctx[1]] == row
         assert build_arms(config, transitions, cache)[0].name == "no-update"
+
+
+def test_the_initial_adapter_trains_on_all_history_unless_warmup_days_is_set(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    config = fake_config(arms=["no-update"])
+    start = config.start_dt
+    history = transitions.before(start)
+    first = ts_to_datetime(int(history.ts[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = WorkCache(build_stack(config, catalog, Path(tmp)), transitions)
+        everything = initial_adapter(cache, history, start, None)
+        assert everything.window == TimeWindow(start=first, end=start)
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = WorkCache(build_stack(config, catalog, Path(tmp)), transitions)
+        recent = initial_adapter(cache, history, start, 10)
+        assert recent.window == TimeWindow(start=start - timedelta(days=10), end=start)
+    assert first < start - timedelta(days=10)
+    # The study's default is all history, and the report says which window the base trained on.
+    llm = config.llm.model_copy(update={"warmup_days": None})
+    report = _run(catalog, transitions, arms=["no-update"], llm=llm)
+    assert report["setup"]["initial_adapter"]["window"] == [first.isoformat(), start.isoformat()]
 
 
 def test_report_has_the_contract_schema_and_is_deterministic(fake_stack, catalog, transitions, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -1012,15 +1012,17 @@ def initial_adapter(
     cache: WorkCache,
     history: TransitionSet,
     start: datetime,
-    warmup_days: int,
+    warmup_days: int | None,
     fine_tuner: FineTuner | None = None,
     *,
     progress: bool = False,
 ) -> AdapterEntry:
-    """Fine-tune the shared initial adapter on the ``warmup_days`` before ``start`` (with
-    ``fine_tuner`` if given, e.g. one with a larger example budget)."""
-    first = ts_to_datetime(int(history.ts[0])) if len(history) else start - timedelta(days=warmup_days)
-    window = TimeWindow(start=max(first, start - timedelta(days=warmup_days)), end=start)
+    """Fine-tune the shared initial adapter on the ``warmup_days`` before ``start``, or on all
+    of ``history`` before it when ``None`` (with ``fine_tuner`` if given, e.g. one with a larger
+    example budget; its ``max_examples`` keeps the most recent examples)."""
+    earliest = start - timedelta(days=warmup_days if warmup_days is not None else 1)
+    first = ts_to_datetime(int(history.ts[0])) if len(history) else earliest
+    window = TimeWindow(start=first if warmup_days is None else max(first, earliest), end=start)
     return cache.fine_tune(
         history, None, window, warm_start=False, key=INITIAL, fine_tuner=fine_tuner, progress=progress
     )

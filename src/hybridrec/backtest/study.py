@@ -401,7 +401,8 @@ def _prepared_cache(
     ), source=SOURCE)
     if progress:
         whose = "shared" if plan is None else f"arm {plan.name!r}'s own"
-        print(f"hybridrec: fine-tuning the {whose} initial adapter on the {llm.warmup_days} days "
+        span = "all history" if llm.warmup_days is None else f"the {llm.warmup_days} days"
+        print(f"hybridrec: fine-tuning the {whose} initial adapter on {span} "
               f"before {config.start} (seed {config.seed})", file=sys.stderr)
     entry = initial_adapter(cache, history, config.start_dt, llm.warmup_days, initial_tuner,
                             progress=progress)
