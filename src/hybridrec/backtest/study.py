@@ -389,7 +389,8 @@ def _prepared_cache(
     history: TransitionSet, workdir: Path, plan: ArmPlan | None, progress: bool,
 ) -> tuple[WorkCache, dict[str, Any]]:
     """A work cache over the shared stack (``plan`` None) or an arm's own stack, with its
-    initial adapter trained on the warm-up days (setup, charged to no arm); and the report's
+    initial adapter trained on the history before the start (all of it, or ``warmup_days``;
+    setup, charged to no arm); and the report's
     description of that adapter."""
     llm = config.llm
     stack_ = build_stack(config, catalog, workdir, plan)
