@@ -113,7 +113,7 @@ def register(cli: click.Group) -> None:
     def demo(quick: bool, out: Path, seeds: int, quiet: bool) -> None:
         """The default study on ML-1M with every arm (2000-06-01 to 2000-12-31), seed 0.
 
-        About 7 minutes on a 2-core CPU (each further seed about 6 more); --quick takes under a
+        About 10 minutes on a 2-core CPU (each further seed about 10 more); --quick takes about a
         minute.
         """
         from hybridrec.backtest.config import BacktestConfig, quick_config
