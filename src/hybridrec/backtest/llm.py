@@ -1020,9 +1020,10 @@ def initial_adapter(
     """Fine-tune the shared initial adapter on the ``warmup_days`` before ``start``, or on all
     of ``history`` before it when ``None`` (with ``fine_tuner`` if given, e.g. one with a larger
     example budget; its ``max_examples`` keeps the most recent examples)."""
-    earliest = start - timedelta(days=warmup_days if warmup_days is not None else 1)
-    first = ts_to_datetime(int(history.ts[0])) if len(history) else earliest
-    window = TimeWindow(start=first if warmup_days is None else max(first, earliest), end=start)
+    first = ts_to_datetime(int(history.ts[0])) if len(history) else start - timedelta(days=1)
+    if warmup_days is not None:
+        first = max(first, start - timedelta(days=warmup_days))
+    window = TimeWindow(start=first, end=start)
     return cache.fine_tune(
         history, None, window, warm_start=False, key=INITIAL, fine_tuner=fine_tuner, progress=progress
     )
