@@ -91,7 +91,9 @@ DEMO_EVIDENCE_ITEMS = 10
 #: trained 3 epochs): hybrid HR@5 0.3383 with the answer-cue readout and buckets only (the model
 #: re-ranked like the estimator), 0.3376 with the slot readout alone, 0.3441 with both; with
 #: the base trained 6 epochs, 0.3497 against markov-best's 0.3390 (Δ +0.0107 [+0.0065, +0.0153]).
-#: ``numeric_scale`` 20 and 50 tie (0.3441, 0.3436); the default 20 stays. With this model
+#: ``numeric_scale`` 20 and 50 tie (0.3441, 0.3436); the default 20 stays (with 4 layers,
+#: averaged over training seeds 0-2, each of 2, 5, 12, 30, 50 and 100 is below 20: -0.0016 to
+#: -0.0124, examples/studies/validation-rerank.toml). With this model
 #: (6 base epochs) width 128 ties width 64 (0.3485 against 0.3497) and 16 candidate slots tie
 #: 10 (0.3499), both dearer, so width 64 and 10 slots stay. Four layers instead of two: +0.0030
 #: [-0.0012, +0.0068] with training seed 0, +0.0029 and +0.0019 with seeds 1 and 2, and
