@@ -200,6 +200,15 @@ class HFGenerator(Generator):
     name: ClassVar[str] = "hf"
     Options: ClassVar[type[BaseModel]] = HFOptions
 
+    def guardrail_metrics(self) -> dict[str, str]:
+        """Recall on the prompts served: the plain context's, and with the rerank template also
+        the evidence prompts' (``recall_rag``). Served lists come from :meth:`rank`, so free
+        generation's exact-match rate is measured and reported, not guarded."""
+        checks = {"recall": "min_recall"}
+        if self.options.template == "rerank":
+            checks["recall_rag"] = "min_recall"
+        return checks
+
     def __init__(self, options: BaseModel | None, catalog: ClusterCatalog) -> None:
         super().__init__(options, catalog)
         opts: HFOptions = self.options

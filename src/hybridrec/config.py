@@ -27,13 +27,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hybridrec.errors import ConfigError, format_validation_error
-from hybridrec.types import Budget
+from hybridrec.types import Budget, TimeWindow
 
 ENV_PREFIX = "HYBRIDREC__"
 
@@ -82,6 +83,32 @@ class DataConfig(BaseModel):
     min_rating: float | None = 4.0
     clustering: Literal["categories", "embeddings"] = "categories"
     n_clusters: int | None = Field(default=None, ge=2)
+
+
+class InitialFineTuneConfig(BaseModel):
+    """The first fine-tune of a pipeline (no accepted adapter yet), which trains the base model.
+
+    ``options`` are merged over ``[fine_tuner.options]`` for it (for example more examples and
+    epochs than a monthly fine-tune); ``window_days`` says what it trains on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="Fine-tuner options merged over fine_tuner.options.")
+    window_days: float | Literal["all"] | None = Field(
+        default=None,
+        description="None: the window the policy asked for; 'all': all data before the clock "
+        "(the fine-tuner's max_examples keeps the most recent); a number: that many days.")
+
+    def window(self, asked: TimeWindow, data_start: datetime | None) -> TimeWindow:
+        """The window the first fine-tune trains on, given the policy's ``asked`` window and the
+        first data time ``data_start``."""
+        if self.window_days is None:
+            return asked
+        if self.window_days == "all":
+            start = data_start if data_start is not None and data_start < asked.end else asked.start
+            return TimeWindow(start=min(start, asked.start), end=asked.end)
+        return TimeWindow.ending_at(asked.end, float(self.window_days))
 
 
 class DistributedConfig(BaseModel):
@@ -138,10 +165,16 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "default"
+    preset: str | None = Field(
+        default=None,
+        description="The shipped preset the config starts from (hybridrec.presets): its roles "
+        "are the defaults; a role the file names with another plugin replaces the preset's, "
+        "one that keeps the plugin merges its options over the preset's.")
     seed: int = 0
     dataset: PluginRef = Field(default_factory=lambda: PluginRef(plugin="ml-1m"))
     generator: PluginRef = Field(default_factory=lambda: PluginRef(plugin="hf"))
     fine_tuner: PluginRef = Field(default_factory=lambda: PluginRef(plugin="lora"))
+    initial_fine_tune: InitialFineTuneConfig = Field(default_factory=InitialFineTuneConfig)
     knowledge_store: PluginRef = Field(default_factory=lambda: PluginRef(plugin="annoy"))
     update_policy: PluginRef = Field(default_factory=lambda: PluginRef(plugin="hybrid"))
     cost_model: PluginRef = Field(default_factory=lambda: PluginRef(plugin="flops"))
@@ -207,6 +240,21 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def over_preset(preset: Mapping[str, Any], file_layer: Mapping[str, Any]) -> dict[str, Any]:
+    """``file_layer`` over a preset's tables: a plugin role the file names with another plugin
+    replaces the preset's role whole (its options belong to the other plugin); every other
+    table merges over the preset's (:func:`deep_merge`)."""
+    top = dict(file_layer)
+    out = dict(preset)
+    for role in PLUGIN_ROLES:
+        mine, theirs = top.get(role), out.get(role)
+        if (isinstance(mine, Mapping) and isinstance(theirs, Mapping)
+                and mine.get("plugin", theirs.get("plugin")) != theirs.get("plugin")):
+            out[role] = dict(mine)
+            top.pop(role)
+    return deep_merge(out, top)
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The config layer from ``HYBRIDREC__A__B=value`` variables."""
     environ = os.environ if environ is None else environ
@@ -257,6 +305,25 @@ def load_config(
     """Load and validate a pipeline config with the documented precedence."""
     source = str(path) if path is not None else "defaults"
     file_layer: dict[str, Any] = read_toml(Path(path)) if path is not None else {}
+    return config_from_layers(file_layer, source, overrides=overrides, environ=environ)
+
+
+def config_from_layers(
+    file_layer: dict[str, Any],
+    source: str,
+    *,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+) -> PipelineConfig:
+    """Validate the tables ``file_layer`` (read from ``source``: a file, a preset, a report) with
+    the environment and ``--set`` layers over it (:func:`load_config`'s precedence)."""
+    preset = file_layer.get("preset")
+    if preset is not None:
+        from hybridrec.presets import preset_data
+
+        if not isinstance(preset, str):
+            raise ConfigError(f"{source}: preset must be a preset name (a string), got {preset!r}")
+        file_layer = over_preset(preset_data(preset), file_layer)
     env_layer = env_overrides(environ)
     cli_layer = cli_overrides(overrides)
     layer = deep_merge(deep_merge(file_layer, env_layer), cli_layer)
@@ -314,12 +381,15 @@ __all__ = [
     "DataConfig",
     "DistributedConfig",
     "GuardrailConfig",
+    "InitialFineTuneConfig",
     "PipelineConfig",
     "PluginRef",
     "ServingConfig",
     "cli_overrides",
+    "config_from_layers",
     "deep_merge",
     "env_overrides",
     "load_config",
+    "over_preset",
     "read_toml",
 ]

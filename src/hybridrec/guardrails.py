@@ -3,6 +3,9 @@
 The paper halts a fine-tune for review unless free generation maps exactly to a cluster
 description in at least 90% of held-out samples (``exact_match_rate``) and held-out recall is at
 least 0.015 (``recall``). The thresholds come from :class:`~hybridrec.config.GuardrailConfig`.
+Which metrics are checked is the generator's to say
+(:meth:`hybridrec.interfaces.Generator.guardrail_metrics`): the exact-match rate only for a
+generator that serves by free generation, recall on the prompts it serves.
 
 This module only *checks*; the pipeline holds a failing adapter (status ``needs_review`` with the
 reasons) and keeps the previous one served.
@@ -41,16 +44,20 @@ class GuardrailReport(BaseModel):
         return "ok" if self.passed else "needs_review"
 
 
-def check_guardrails(metrics: Mapping[str, float], config: GuardrailConfig) -> list[str]:
+def check_guardrails(metrics: Mapping[str, float], config: GuardrailConfig,
+                     checks: Mapping[str, str] | None = None) -> list[str]:
     """Reasons the adapter must not be promoted; an empty list means it passes.
 
-    A guarded metric that is missing, not a number or NaN fails (an adapter is never promoted on
-    metrics nobody measured). With ``config.enabled`` false nothing is checked.
+    ``checks`` maps each guarded metric to the ``config`` field of its minimum (default
+    :data:`GUARDED_METRICS`, the paper's two; a generator's
+    :meth:`~hybridrec.interfaces.Generator.guardrail_metrics`). A guarded metric that is missing,
+    not a number or NaN fails (an adapter is never promoted on metrics nobody measured). With
+    ``config.enabled`` false nothing is checked.
     """
     if not config.enabled:
         return []
     reasons: list[str] = []
-    for metric, field in GUARDED_METRICS.items():
+    for metric, field in (GUARDED_METRICS if checks is None else checks).items():
         minimum = float(getattr(config, field))
         value = metrics.get(metric)
         if value is None or not isinstance(value, int | float) or math.isnan(float(value)):
@@ -62,18 +69,20 @@ def check_guardrails(metrics: Mapping[str, float], config: GuardrailConfig) -> l
     return reasons
 
 
-def evaluate_guardrails(metrics: Mapping[str, float], config: GuardrailConfig) -> GuardrailReport:
+def evaluate_guardrails(metrics: Mapping[str, float], config: GuardrailConfig,
+                        checks: Mapping[str, str] | None = None) -> GuardrailReport:
     """:func:`check_guardrails` as a report (for manifests and ledgers)."""
-    reasons = check_guardrails(metrics, config)
+    checks = GUARDED_METRICS if checks is None else checks
+    reasons = check_guardrails(metrics, config, checks)
     shown: dict[str, float | None] = {}
-    for metric in GUARDED_METRICS:
+    for metric in checks:
         value = metrics.get(metric)
         shown[metric] = float(value) if isinstance(value, int | float) else None
     return GuardrailReport(
         passed=not reasons,
         reasons=tuple(reasons),
         metrics=shown,
-        thresholds={m: float(getattr(config, f)) for m, f in GUARDED_METRICS.items()},
+        thresholds={m: float(getattr(config, f)) for m, f in checks.items()},
         enabled=config.enabled,
     )
 

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -125,10 +125,27 @@ class Generator(Plugin):
     """
 
     role: ClassVar[str] = "generator"
+    #: How served lists are made. ``"ranking"``: :meth:`rank` scores clusters, and the engine
+    #: checks every list of a table it builds (catalog clusters, none twice, none of the context).
+    #: ``"generation"``: free text mapped to clusters (the paper's system), so a fine-tune must
+    #: also pass the exact-match guardrail on :meth:`generate`.
+    serves_by: ClassVar[Literal["ranking", "generation"]] = "ranking"
 
     def __init__(self, options: BaseModel | Mapping[str, Any] | None, catalog: ClusterCatalog) -> None:
         super().__init__(options)
         self.catalog = catalog
+
+    def guardrail_metrics(self) -> dict[str, str]:
+        """The fine-tuner's held-out metrics that must clear a floor before an adapter of this
+        generator is served, each with the :class:`~hybridrec.config.GuardrailConfig` field that
+        holds its minimum. Default: ``recall`` (``min_recall``), plus ``exact_match_rate``
+        (``min_exact_match``) when :attr:`serves_by` is ``"generation"``. A generator whose
+        served prompts differ from the plain context (for example prompts with evidence) names
+        the metric measured on those prompts."""
+        checks = {"recall": "min_recall"}
+        if self.serves_by == "generation":
+            checks = {"exact_match_rate": "min_exact_match", **checks}
+        return checks
 
     @abstractmethod
     def rank(

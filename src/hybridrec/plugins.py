@@ -513,6 +513,13 @@ def resolve(
             resolved[role] = resolve_plugin(role, getattr(config, role), named_by, origins=origins)
         except ConfigError as exc:
             problems.append(str(exc))
+    first = config.initial_fine_tune.options
+    if "fine_tuner" in roles and first and "fine_tuner" in resolved:
+        merged = PluginRef(plugin=config.fine_tuner.plugin, options={**config.fine_tuner.options, **first})
+        try:  # the options the first fine-tune runs with must validate too
+            resolve_plugin("fine_tuner", merged, source, table="initial_fine_tune.options")
+        except ConfigError as exc:
+            problems.append(str(exc))
     if problems:
         raise ConfigError("\n".join(problems))
     return resolved

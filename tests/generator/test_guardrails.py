@@ -52,3 +52,27 @@ def test_pass_iff_both_thresholds_hold(em: float, recall: float) -> None:
     assert report.status == ("ok" if report.passed else "needs_review")
     assert report.thresholds == {"exact_match_rate": 0.9, "recall": 0.015}
     assert GuardrailReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_a_generator_names_the_metrics_that_guard_it() -> None:
+    from hybridrec_hf.generator import HFGenerator
+
+    from hybridrec.testing.fakes import FakeGenerator
+    from hybridrec.types import ClusterCatalog
+
+    catalog = ClusterCatalog.from_descriptions([f"g{i}" for i in range(6)])
+    tiny = {"preset": "tiny", "tiny": {"hidden_size": 16, "intermediate_size": 32}}
+    rerank = HFGenerator(HFGenerator.Options(**tiny, template="rerank", evidence_items=3), catalog)
+    plain = HFGenerator(HFGenerator.Options(**tiny), catalog)
+    # the hf generator serves ranked lists: recall on the prompts it serves, no exact match
+    assert rerank.guardrail_metrics() == {"recall": "min_recall", "recall_rag": "min_recall"}
+    assert plain.guardrail_metrics() == {"recall": "min_recall"}
+    # a generator that serves free generation keeps the paper's exact-match check
+    assert FakeGenerator({}, catalog).guardrail_metrics() == {
+        "exact_match_rate": "min_exact_match", "recall": "min_recall"}
+    reranker_metrics = {"exact_match_rate": 0.0, "recall": 0.3, "recall_rag": 0.4}
+    assert check_guardrails(reranker_metrics, PAPER, rerank.guardrail_metrics()) == []
+    low = check_guardrails({**reranker_metrics, "recall_rag": 0.001}, PAPER, rerank.guardrail_metrics())
+    assert low == ["recall_rag 0.001 is below the minimum 0.015"]
+    report = evaluate_guardrails(reranker_metrics, PAPER, rerank.guardrail_metrics())
+    assert report.passed and report.thresholds == {"recall": 0.015, "recall_rag": 0.015}

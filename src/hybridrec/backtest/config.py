@@ -56,8 +56,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hybridrec.config import GuardrailConfig, PluginRef, evidence_problems
+from hybridrec.config import (
+    DataConfig,
+    GuardrailConfig,
+    InitialFineTuneConfig,
+    PipelineConfig,
+    PluginRef,
+    ServingConfig,
+    evidence_problems,
+)
 from hybridrec.errors import ConfigError, did_you_mean, field_names
+from hybridrec.presets import DEFAULT_PRESET, preset_data
 from hybridrec.types import UTC, Budget
 
 LLM_ARMS: tuple[str, ...] = (
@@ -68,47 +77,19 @@ BASELINE_ARMS: tuple[str, ...] = (
 )
 ALL_ARMS: tuple[str, ...] = LLM_ARMS + BASELINE_ARMS
 
-#: Knowledge window of the demo's RAG arms and of the fine-tuner's training evidence: ten years,
-#: i.e. all history before the day on ML-1M (which spans under three years). The paper retrieves
-#: from a recent window; on ML-1M pair-level drift is near sampling noise, so all-history counts
-#: are the stronger evidence (short-window study: HR@5 0.3372 with all history against 0.3348
-#: with the 14-day knowledge / 30-day training-evidence windows, both with rag_fraction 1.0).
-ALL_HISTORY_DAYS = 3650.0
-
-#: Candidate slots per prompt in the demo (generator ``evidence_items`` and store ``m``): the
-#: learned arms re-rank the top 10 of the store's ``backoff`` estimator (retrieve-then-rerank;
-#: the ``rerank`` template of the ``hf`` generator). On ML-1M the top 10 hold the next cluster for
-#: about 60% of test transitions, and HR@5 only needs the top 5.
-DEMO_EVIDENCE_ITEMS = 10
-
-#: The ``hf`` options of the demo: the tiny preset narrowed to width 64. Chosen on the validation
-#: study ``examples/studies/validation-rerank.toml`` (2000-05-18 to 05-31, before the test window),
-#: first with the answer-cue readout: hybrid HR@5 0.3398 at width 64, 0.3390 at 128 and 0.3399 at
-#: 256 (CI half-width about 0.015, so a tie), at 1/16 of the width-256 model's training flops.
-#:
-#: Each candidate is scored at its own slot (``rerank_readout="slots"``) and reads its evidence
-#: as numbers as well as buckets (``rerank_numeric``). On the same validation study (base
-#: trained 3 epochs): hybrid HR@5 0.3383 with the answer-cue readout and buckets only (the model
-#: re-ranked like the estimator), 0.3376 with the slot readout alone, 0.3441 with both; with
-#: the base trained 6 epochs, 0.3497 against markov-best's 0.3390 (Δ +0.0107 [+0.0065, +0.0153]).
-#: ``numeric_scale`` 20 and 50 tie (0.3441, 0.3436); the default 20 stays (with 4 layers,
-#: averaged over training seeds 0-2, each of 2, 5, 12, 30, 50 and 100 is below 20: -0.0016 to
-#: -0.0124, examples/studies/validation-rerank.toml). With this model
-#: (6 base epochs) width 128 ties width 64 (0.3485 against 0.3497) and 16 candidate slots tie
-#: 10 (0.3499), both dearer, so width 64 and 10 slots stay. Four layers instead of two: +0.0030
-#: [-0.0012, +0.0068] with training seed 0, +0.0029 and +0.0019 with seeds 1 and 2, and
-#: +0.0026 [+0.0002, +0.0047] with each day's difference averaged over the three seeds
-#: (``examples/studies/compare_reports.py --a ... --b ...``), at about 1.7x the ranking flops:
-#: the demo's model has 4 layers. (A recent-window evidence variant lost there, so it is off:
-#: docs/backtest.md.)
-DEMO_GENERATOR: dict[str, Any] = {
-    "preset": "tiny", "template": "rerank", "evidence_items": DEMO_EVIDENCE_ITEMS,
-    "rerank_readout": "slots", "rerank_numeric": True,
-    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_layers": 4},
-}
-#: The demo's knowledge store: ``annoy`` snapshots of the ``backoff`` estimator over all history
-#: (every context gets candidates, so no neighbour index is built).
-DEMO_STORE: dict[str, Any] = {"min_support": 0, "m": DEMO_EVIDENCE_ITEMS, "granularity": "backoff"}
+#: The stack the LLM arms share by default: the shipped ``rerank`` preset
+#: (``src/hybridrec/presets/rerank.toml``; each value's validation is in docs/backtest.md,
+#: "The rerank preset's choices"). The names below are views of that file, kept for scripts.
+_PRESET = preset_data(DEFAULT_PRESET)
+#: Knowledge window of the preset's RAG arms and of its fine-tuner's training evidence (ten
+#: years: all history before the day on ML-1M).
+ALL_HISTORY_DAYS = float(_PRESET["update_policy"]["options"]["knowledge_days"])
+#: ``hf`` options of the preset (the tiny model re-ranking the store's top candidates).
+DEMO_GENERATOR: dict[str, Any] = dict(_PRESET["generator"]["options"])
+#: Candidate slots per prompt (generator ``evidence_items`` and store ``m``).
+DEMO_EVIDENCE_ITEMS = int(DEMO_GENERATOR["evidence_items"])
+#: The preset's knowledge store: snapshots of the ``backoff`` estimator over the knowledge window.
+DEMO_STORE: dict[str, Any] = dict(_PRESET["knowledge_store"]["options"])
 
 #: The policy behind each LLM arm (docs/protocol.md; see :mod:`hybridrec_policies.policies`).
 DEFAULT_POLICIES: dict[str, PluginRef] = {
@@ -127,29 +108,8 @@ DEFAULT_POLICIES: dict[str, PluginRef] = {
 }
 
 
-#: ``lora`` options of the demo: the most recent 5,000 examples per fine-tune, a 500-row held-out
-#: tail and 64 free generations for the guardrails. Labels are not re-balanced: HR rewards
-#: popular successors. Training prompts carry the same evidence as serving (the backoff
-#: estimator over all earlier history, ranked the same way; no train/serve skew). 80% of the
-#: examples carry evidence and 20% do not, so the arms that serve without knowledge (no-update,
-#: ft-*) get a model of the context alone and the guardrails' free generations stay valid; on the
-#: validation study (with the answer-cue readout, before the slot readout) hybrid's HR@5 is
-#: 0.3386 at 0.8 against 0.3398 at 1.0 (a tie within the CI half-width of 0.015), while at 1.0
-#: the no-knowledge arms score HR@5 0.0001.
-#:
-#: This LoRA (rank 8 on attention) moves the (2-layer) tiny model's held-out answer NLL from 4.164 to 4.148
-#: (over every example, best of 3 epochs) where one epoch of full training (``mode="full"``) on
-#: 30,000 examples reaches 4.119 (``examples/studies/fine_tune_probe.py``, a fine-tune of
-#: 2000-05-02..06-01, before the test window). On the validation study with a fine-tune every 7
-#: days hybrid ties either way (HR@5 0.3497 with the LoRA, 0.3496 full, ``select_epoch`` on; with
-#: the 4-layer model, full - LoRA +0.0003 [-0.0008, +0.0012] over training seeds 0-2), so
-#: by the rule used for every choice here (a tie on validation keeps the cheaper option) the
-#: LoRA stays; ``FULL_FINE_TUNE`` is the stronger alternative, and
-#: ``examples/studies/demo-full-fine-tune.toml`` runs the demo with it (docs/backtest.md).
-DEMO_FINE_TUNE: dict[str, Any] = {
-    "max_examples": 5000, "holdout_max": 500, "guardrail_samples": 64, "balance": "none",
-    "rag_fraction": 0.8, "evidence_days": ALL_HISTORY_DAYS, "evidence_ranking": "backoff",
-}
+#: ``lora`` options of the preset's fine-tunes.
+DEMO_FINE_TUNE: dict[str, Any] = dict(_PRESET["fine_tuner"]["options"])
 #: The stronger fine-tune: every weight of the warm-started tiny model, one epoch over the
 #: window's most recent 30,000 examples, and the result kept only if the held-out tail's answer
 #: NLL (1,000 transitions, never trained on) is lower than the starting model's (``select_epoch``).
@@ -157,19 +117,9 @@ FULL_FINE_TUNE: dict[str, Any] = {
     **DEMO_FINE_TUNE, "mode": "full", "select_epoch": True, "epochs": 1.0,
     "max_examples": 30000, "holdout_max": 1000,
 }
-#: Overrides for the one shared initial fine-tune (setup, charged to no arm): it trains the tiny
-#: base model from scratch on all history before the start (``LLMSettings.warmup_days`` unset; up
-#: to the 40,000 most recent examples: ML-1M has 35,541 transitions before 2000-06-01). On the
-#: validation study, a base trained on the last 19 of its 23 days of history (the share the demo's
-#: base had with a 30-day warm-up) lost -0.0047 [-0.0073, -0.0022] HR@5 against all of it,
-#: averaged over training seeds 0-2. The example cap and epochs were chosen on the
-#: validation study: with the earlier 20,000-example cap, hybrid's HR@1 tied markov-backoff's
-#: (+0.0001 [-0.0006, +0.0010]) and the model's first choice was nearly always the estimator's;
-#: with up to 40,000 examples it is +0.0029 [+0.0011, +0.0050] (6 epochs of 20,000: +0.0025
-#: [+0.0004, +0.0050]), HR@5 unchanged within noise (0.3383 against 0.3386). With the slot
-#: readout and numeric evidence (``DEMO_GENERATOR``) the base needs more passes: hybrid HR@5
-#: 0.3441 after 3 epochs, 0.3497 after 6 and 0.3500 after 10 (a tie, so the cheaper 6).
-DEMO_INITIAL_FINE_TUNE: dict[str, Any] = {"max_examples": 40000, "base_epochs": 6}
+#: Overrides for the one shared initial fine-tune (the preset's ``[initial_fine_tune]``): it
+#: trains the base model from scratch on all history before the start.
+DEMO_INITIAL_FINE_TUNE: dict[str, Any] = dict(_PRESET["initial_fine_tune"]["options"])
 #: ``--quick``: a smaller initial fine-tune (about 4x cheaper) so the smoke study stays under 3 min.
 QUICK_INITIAL_FINE_TUNE: dict[str, Any] = {"max_examples": 6000, "base_epochs": 6}
 
@@ -190,7 +140,7 @@ class LLMSettings(BaseModel):
         default_factory=lambda: PluginRef(plugin="annoy", options=dict(DEMO_STORE)),
         description="granularity='backoff': every context's candidates ranked by the markov-backoff estimator over the knowledge window, with the count evidence the rerank template renders (no neighbour index).",
     )
-    cost_model: PluginRef = Field(default_factory=lambda: PluginRef(plugin="flops"))
+    cost_model: PluginRef = Field(default_factory=lambda: PluginRef(**_PRESET["cost_model"]))
     initial_fine_tune_options: dict[str, Any] = Field(
         default_factory=lambda: dict(DEMO_INITIAL_FINE_TUNE),
         description="Fine-tuner options merged over fine_tuner.options for the shared initial adapter.",
@@ -198,7 +148,7 @@ class LLMSettings(BaseModel):
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
     policies: dict[str, PluginRef] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
     budget: Budget = Field(default_factory=Budget)
-    table_k: int = Field(default=10, ge=5, le=100, description="Width of a generated table row.")
+    table_k: int = Field(default=int(_PRESET["serving"]["k"]), ge=5, le=100, description="Width of a generated table row.")
     evidence_m: int | None = Field(default=None, ge=1, description="Evidence items per context (store default if unset).")
     warmup_days: int | None = Field(
         default=None, ge=1,
@@ -546,6 +496,31 @@ class BacktestConfig(BaseModel):
         refs = {r: getattr(spec, r) or getattr(llm, r) for r in STACK_ROLES}
         return ArmPlan(name=name, preset=preset, policy=policy, policy_table=table,
                        overrides=overrides, **refs)
+
+    def arm_pipeline(self, name: str) -> PipelineConfig:
+        """The workspace pipeline that runs LLM arm ``name`` as this study does: its plugins and
+        options (as resolved now: call it on the study after the validation choices and the
+        training seed are applied), the initial fine-tune, guardrails, table width, regeneration
+        mode and budget. ``hybridrec init --from-report`` deploys it."""
+        plan = self.arm_plan(name)
+        if not plan.llm:
+            raise ConfigError(f"arm {name!r} is a counting arm; only LLM arms run as a pipeline")
+        llm = self.llm
+        return PipelineConfig(
+            name=name, seed=self.seed,
+            dataset=PluginRef(plugin=self.dataset, options=dict(self.dataset_options)),
+            generator=plan.generator, fine_tuner=plan.fine_tuner,
+            knowledge_store=plan.knowledge_store, update_policy=plan.policy,
+            cost_model=plan.cost_model,
+            initial_fine_tune=InitialFineTuneConfig(
+                options=dict(llm.initial_fine_tune_options),
+                window_days="all" if llm.warmup_days is None else float(llm.warmup_days)),
+            data=DataConfig(min_rating=self.min_rating, clustering=self.clustering,  # type: ignore[arg-type]
+                            n_clusters=self.n_clusters),
+            guardrails=llm.guardrails,
+            serving=ServingConfig(k=llm.table_k, regenerate=llm.regenerate),
+            budget=llm.budget,
+        )
 
     def arm_plans(self) -> list[ArmPlan]:
         """Every arm resolved, in order."""

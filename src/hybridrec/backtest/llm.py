@@ -69,6 +69,7 @@ from hybridrec.engine.state import (
     system_state,
 )
 from hybridrec.engine.tables import PromptRows, changed_count
+from hybridrec.errors import PluginError
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
     CostModel,
@@ -95,6 +96,7 @@ from hybridrec.types import (
     SystemState,
     TimeWindow,
     TransitionSet,
+    list_problem,
     ts_to_datetime,
 )
 from hybridrec.versions import Candidate
@@ -267,7 +269,8 @@ class WorkCache:
         entry = AdapterEntry(
             key=key, path=result.adapter_path, window=window, metrics=dict(result.metrics),
             estimate=estimate, seconds=seconds,
-            held_reasons=guardrail_reasons(dict(result.metrics), self.stack.guardrails),
+            held_reasons=guardrail_reasons(dict(result.metrics), self.stack.guardrails,
+                                           self.stack.generator.guardrail_metrics()),
         )
         self.adapters[key] = entry
         return entry
@@ -465,7 +468,9 @@ class WorkCache:
         self.rank_seconds += time.perf_counter() - t0
         self.ranked_contexts += int(contexts.shape[0])
         self.executed["rank_batches"] += 1
-        rankings.validate()
+        problem = list_problem(contexts, rankings.ids, self.n)
+        if problem is not None:
+            raise PluginError(f"generator {gen.name!r} served an invalid list: {problem}")
         return rankings.ids.astype(np.int64), rankings.scores.astype(np.float64)
 
     def retain(self, live: set[tuple[str, str | None]]) -> None:
@@ -812,7 +817,8 @@ class PolicyArm(Arm):
         guardrails and budget."""
         stack = self.cache.stack
         return execute(self.versions, self.cost_model, kind, estimate=estimate, run=run, now=now,
-                       reason=reason, guardrails=stack.guardrails, budget=stack.budget)
+                       reason=reason, guardrails=stack.guardrails, budget=stack.budget,
+                       checks=stack.generator.guardrail_metrics())
 
     def _shared_prices(self) -> bool:
         """Whether this arm prices with its stack's cost model (so cached estimates apply)."""

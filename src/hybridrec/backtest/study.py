@@ -139,7 +139,8 @@ def build_arms(
                 measure_rag_agreement=config.llm.measure_rag_agreement,
                 signals=needed_signals(policy, f"arm {name!r}", also),
                 cost_model=cost_model,
-                config=plan.describe(),
+                config={**plan.describe(),
+                        "pipeline": config.arm_pipeline(name).model_dump(mode="json")},
             ))
         arms[-1].preset = plan.preset
     return arms

@@ -38,6 +38,46 @@ def register(cli: click.Group) -> None:
             r = resolved[role]
             click.echo(f"  {role:<16} {r.name:<20} {r.options.model_dump(mode='json')}")
 
+    @config.command("show")
+    @click.argument("workspace", required=False, type=click.Path(path_type=Path, file_okay=False))
+    @click.option("--preset", "preset", default=None, metavar="NAME",
+                  help="Show a shipped preset instead of a workspace's config.")
+    @click.option("--json", "as_json", is_flag=True,
+                  help="Print the whole config as JSON (the form report.json records under "
+                       "arms[].config.pipeline).")
+    def show(workspace: Path | None, preset: str | None, as_json: bool) -> None:
+        """Print the pipeline WORKSPACE runs (its config fixed by `hybridrec init`), or a preset:
+        the plugin and options of each role, the initial fine-tune and the serving settings."""
+        from hybridrec.errors import HybridrecError
+        from hybridrec.presets import load_preset, preset_names
+
+        if (workspace is None) == (preset is None):
+            raise HybridrecError("give a WORKSPACE or --preset NAME (presets: "
+                                 f"{', '.join(preset_names())})")
+        if preset is not None:
+            cfg, where = load_preset(preset, overrides=()), f"preset {preset!r}"
+        else:
+            from hybridrec.workspace import Workspace
+
+            assert workspace is not None
+            cfg, where = Workspace(workspace).config, f"workspace {workspace}"
+        data = cfg.model_dump(mode="json")
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+            return
+        click.echo(f"{where}: pipeline {cfg.name!r}" + (f" (preset {cfg.preset!r})" if cfg.preset else ""))
+        for role in ("generator", "fine_tuner", "knowledge_store", "update_policy", "cost_model", "executor"):
+            ref = data[role]
+            click.echo(f"  {role:<16} {ref['plugin']:<10} {json.dumps(ref['options'])}")
+        first = data["initial_fine_tune"]
+        days = first["window_days"]
+        on = ("the policy's window" if days is None else "all data before the clock"
+              if days == "all" else f"the last {days:g} days")
+        click.echo(f"  {'first fine-tune':<16} on {on}, options {json.dumps(first['options'])} "
+                   "over fine_tuner's")
+        click.echo(f"  {'serving':<16} {json.dumps(data['serving'])}")
+        click.echo(f"  {'guardrails':<16} {json.dumps(data['guardrails'])}")
+
 
 __all__ = [
     "register",

@@ -44,24 +44,55 @@ def _open(workspace: Path) -> Any:
     return Workspace(workspace)
 
 
+def pipeline_source(config_file: Path | None, preset: str | None, report_file: Path | None,
+                    arm: str | None, overrides: tuple[str, ...]) -> tuple[Any, str]:
+    """The pipeline config ``init`` deploys, and where it came from: at most one of a config
+    file, a preset (the default preset when none is given) or a report's arm."""
+    from hybridrec.config import load_config
+    from hybridrec.presets import DEFAULT_PRESET, load_preset, pipeline_from_report
+
+    given = [name for name, value in (("--config", config_file), ("--preset", preset),
+                                      ("--from-report", report_file)) if value is not None]
+    if len(given) > 1:
+        raise HybridrecError(f"give one of --config, --preset and --from-report (got {', '.join(given)})")
+    if arm is not None and report_file is None:
+        raise HybridrecError("--arm names an arm of a backtest report: give --from-report REPORT too")
+    if report_file is not None:
+        if arm is None:
+            raise HybridrecError(f"--from-report {report_file}: name the arm to deploy with --arm")
+        return pipeline_from_report(report_file, arm, overrides=overrides), f"{report_file} arm {arm!r}"
+    if config_file is not None:
+        return load_config(config_file, overrides=overrides), str(config_file)
+    name = preset or DEFAULT_PRESET
+    return load_preset(name, overrides=overrides), f"preset {name!r}"
+
+
 def register(cli: click.Group) -> None:
     @cli.command("init")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False))
-    @click.option("--config", "config_file", required=True,
-                  type=click.Path(path_type=Path, dir_okay=False), help="Pipeline config (TOML).")
+    @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+                  help="Pipeline config (TOML). Default: the measured preset (see --preset).")
+    @click.option("--preset", "preset", default=None, metavar="NAME",
+                  help="Deploy a shipped preset (default 'rerank', the stack `hybridrec demo` "
+                       "measures); `hybridrec config show --preset NAME` prints it.")
+    @click.option("--from-report", "report_file", type=click.Path(path_type=Path, dir_okay=False),
+                  help="Deploy exactly what an LLM arm of a backtest report ran (with --arm).")
+    @click.option("--arm", "arm", default=None, help="The report's arm to deploy (with --from-report).")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="Override a config value, e.g. update_policy.plugin=adaptive.")
-    def init(workspace: Path, config_file: Path, overrides: tuple[str, ...]) -> None:
-        """Create WORKSPACE for the pipeline in --config (every plugin is checked now)."""
-        from hybridrec.config import load_config
+    def init(workspace: Path, config_file: Path | None, preset: str | None, report_file: Path | None,
+             arm: str | None, overrides: tuple[str, ...]) -> None:
+        """Create WORKSPACE for a pipeline: the measured preset by default, a --config file, a
+        --preset, or an arm of a backtest report (every plugin is checked now)."""
         from hybridrec.engine import check_config
         from hybridrec.workspace import Workspace
 
-        cfg = load_config(config_file, overrides=overrides)
-        check_config(cfg, source=str(config_file))  # what `hybridrec config validate` checks
+        cfg, source = pipeline_source(config_file, preset, report_file, arm, overrides)
+        check_config(cfg, source=source)  # what `hybridrec config validate` checks
         ws = Workspace.init(workspace, cfg)
-        click.echo(f"initialised workspace {ws.root} (policy {cfg.update_policy.plugin}, "
-                   f"serving backend {cfg.serving.backend})")
+        click.echo(f"initialised workspace {ws.root} from {source} (policy "
+                   f"{cfg.update_policy.plugin}, generator {cfg.generator.plugin}, serving backend "
+                   f"{cfg.serving.backend}); `hybridrec config show {ws.root}` prints it")
 
     @cli.command("update")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -78,8 +109,11 @@ def register(cli: click.Group) -> None:
         from hybridrec.engine import run_update
 
         report = run_update(_open(workspace), data, items=items, now=_when(now), progress=progress)
+        failed = [a for a in report.actions if a.status == "failed"]
         if as_json:
             _echo_json(report.model_dump(mode="json"))
+            if failed:
+                sys.exit(1)
             return
         click.echo(f"update at {report.now.isoformat()}: {report.rows_ingested} rows ingested, "
                    f"{report.rows_quarantined} quarantined, {report.transitions} transitions, "
@@ -94,6 +128,10 @@ def register(cli: click.Group) -> None:
         click.echo("promoted: " + (", ".join(f"{k} {v}" for k, v in promoted.items()) or "nothing"))
         if report.held:
             click.echo(f"held for review: {', '.join(report.held)}")
+        for a in failed:
+            click.echo(f"error: {a.kind} failed: {a.note}", err=True)
+        if failed:
+            sys.exit(1)
 
     @cli.command("lookup")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))

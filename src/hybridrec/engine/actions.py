@@ -13,7 +13,8 @@ spending since ``now - period_days``) is **skipped**: not run, not recorded, sta
 with the reason; the callers then skip the rest of that decision, since its later actions were
 planned on top of this one. Then, in order:
 
-1. **guardrails** (fine-tunes): :func:`guardrail_reasons` on the candidate's held-out metrics;
+1. **guardrails** (fine-tunes): :func:`guardrail_reasons` on the candidate's held-out metrics
+   (``checks``: the generator's guarded metrics);
 2. **veto**: the ``veto_promotion`` hook may stop any candidate (it sees the candidate's manifest
    and the served one's);
 3. **commit** the candidate as a version with ``status`` ``ok`` or ``needs_review``;
@@ -25,7 +26,7 @@ planned on top of this one. Then, in order:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -56,11 +57,14 @@ def check_window(window: TimeWindow, data_until: datetime, kind: str, who: str =
         )
 
 
-def guardrail_reasons(metrics: dict[str, float], config: GuardrailConfig) -> list[str]:
-    """Why an adapter must be held (empty: it may be promoted): :mod:`hybridrec.guardrails`."""
+def guardrail_reasons(metrics: dict[str, float], config: GuardrailConfig,
+                      checks: Mapping[str, str] | None = None) -> list[str]:
+    """Why an adapter must be held (empty: it may be promoted): :mod:`hybridrec.guardrails`
+    with the guarded metrics ``checks`` (the generator's
+    :meth:`~hybridrec.interfaces.Generator.guardrail_metrics`; default the paper's)."""
     from hybridrec.guardrails import check_guardrails
 
-    return [str(reason) for reason in check_guardrails(metrics, config)]
+    return [str(reason) for reason in check_guardrails(metrics, config, checks)]
 
 
 def hooks() -> Any:
@@ -125,6 +129,7 @@ def execute(
     guardrails: GuardrailConfig,
     versions_in: dict[str, str | None] | None = None,
     budget: Budget | None = None,
+    checks: Mapping[str, str] | None = None,
 ) -> ActionOutcome:
     """Run one action and settle it (see the module docstring)."""
     too_dear = over_budget(store, budget, estimate, now)
@@ -134,7 +139,7 @@ def execute(
     produced = PRODUCES[kind]
     reasons: list[str] = []
     if candidate.metrics is not None:
-        reasons = guardrail_reasons(candidate.metrics, guardrails)
+        reasons = guardrail_reasons(candidate.metrics, guardrails, checks)
     vetoed: str | None = None
     if not reasons:
         vetoed = veto(produced, candidate.manifest, store.manifest(produced, store.served(produced)))

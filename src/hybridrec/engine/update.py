@@ -39,6 +39,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import distributed
+from hybridrec.capabilities import TrainableGenerator
+from hybridrec.config import PluginRef
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
 from hybridrec.engine.components import Pipeline
@@ -61,10 +63,11 @@ from hybridrec.engine.tables import (
     run_plan,
     write_rows,
 )
-from hybridrec.errors import DataError, HybridrecError
+from hybridrec.errors import DataError, HybridrecError, PluginError
 from hybridrec.generation import TableJob
 from hybridrec.ingest import Batch, file_digest, read_batch, transitions_of
 from hybridrec.interfaces import Generator
+from hybridrec.plugins import build
 from hybridrec.types import (
     UTC,
     Action,
@@ -78,6 +81,7 @@ from hybridrec.types import (
     TimeWindow,
     TransitionSet,
     datetime_to_ts,
+    list_problem,
     to_utc,
     ts_to_datetime,
 )
@@ -226,33 +230,42 @@ class _Update:
     def fine_tune(self, action: FineTune, transitions: TransitionSet, data_until: datetime) -> ActionOutcome:
         assert self.pipeline is not None
         p, ws, served = self.pipeline, self.ws, self.versions
-        check_window(action.window, data_until, "fine_tune")
+        current = served.served("adapter")
+        window, ref, tuner = action.window, self.config.fine_tuner, p.fine_tuner
+        initial = current is None
+        if initial:  # the first fine-tune trains the base: [initial_fine_tune] (the backtest's setup)
+            first = self.config.initial_fine_tune
+            data_start = ts_to_datetime(int(transitions.ts[0])) if len(transitions) else None
+            window = first.window(action.window, data_start)
+            if first.options:
+                ref = PluginRef(plugin=ref.plugin, options={**ref.options, **first.options})
+                tuner = build("fine_tuner", ref, p.catalog, source=p.source)
+        check_window(window, data_until, "fine_tune")
         gen = p.generator
         self.ensure_adapter(gen)
-        n_window = len(transitions.window(action.window))
-        estimate = p.cost_model.estimate("fine_tune", p.fine_tuner.workload(n_window, gen))
-        current = served.served("adapter")
+        n_window = len(transitions.window(window))
+        estimate = p.cost_model.estimate("fine_tune", tuner.workload(n_window, gen))
         previous = served.path("adapter", current, "adapter") if action.warm_start else None
 
         def run() -> Candidate:
             key = hashlib.sha256(json.dumps(
-                [action.window.model_dump(mode="json"), current, action.warm_start,
-                 self.config.fine_tuner.model_dump(mode="json")], sort_keys=True,
+                [window.model_dump(mode="json"), current, action.warm_start,
+                 ref.model_dump(mode="json")], sort_keys=True,
             ).encode()).hexdigest()[:12]
             staging = ws.resumable_staging("adapters", key)
             started = time.perf_counter()
             # The engine (single process by default, torchrun/accelerate on several GPUs) is config.
             result = distributed.fine_tune(
                 self.config.distributed, generator_ref=self.config.generator,
-                fine_tuner_ref=self.config.fine_tuner, catalog=p.catalog, transitions=transitions,
-                window=action.window, out_dir=staging.path / "adapter", previous_adapter=previous,
-                generator=gen, fine_tuner=p.fine_tuner, progress=self.progress,
+                fine_tuner_ref=ref, catalog=p.catalog, transitions=transitions,
+                window=window, out_dir=staging.path / "adapter", previous_adapter=previous,
+                generator=gen, fine_tuner=tuner, progress=self.progress,
             )
             manifest: dict[str, Any] = {
-                "window": action.window.model_dump(mode="json"), "trained_at": self.now.isoformat(),
+                "window": window.model_dump(mode="json"), "trained_at": self.now.isoformat(),
                 "metrics": result.metrics, "train_tokens": result.train_tokens,
-                "previous": current if action.warm_start else None,
-                "plugin": self.config.fine_tuner.model_dump(mode="json"),
+                "previous": current if action.warm_start else None, "initial": initial,
+                "plugin": ref.model_dump(mode="json"),
                 "generator": self.config.generator.model_dump(mode="json"),
                 "fine_tuner_manifest": result.manifest, "reason": action.reason,
             }
@@ -261,7 +274,7 @@ class _Update:
 
         outcome = execute(served, p.cost_model, "fine_tune", estimate=estimate, run=run, now=self.now,
                           reason=action.reason, guardrails=self.config.guardrails,
-                          budget=self.config.budget)
+                          budget=self.config.budget, checks=gen.guardrail_metrics())
         self.loaded_adapter = "unset"  # the fine-tuner left its adapter active: restore the served one
         return outcome
 
@@ -309,7 +322,16 @@ class _Update:
             return ActionOutcome(kind="regenerate_table", status="skipped", reason=action.reason,
                                  note="the served table was built from the same inputs")
         gen = p.generator
-        self.ensure_adapter(gen)
+        self.ensure_adapter(gen)  # the served adapter, or the plain base when none is
+        if adapter is None and isinstance(gen, TrainableGenerator) and not gen.base_trained:
+            # Never serve an untrained model: its lists are noise that look like a recommender's.
+            held = list(self.entry.get("held_adapters") or [])
+            return ActionOutcome(
+                kind="regenerate_table", status="failed", reason=action.reason,
+                note=f"no adapter has passed its guardrails and generator "
+                     f"{self.config.generator.plugin!r} has an untrained base model, so no table "
+                     "was built" + (f" (held for review: {', '.join(held)}; `hybridrec status` "
+                                    "says why)" if held else ""))
         snapshot_path = served.path("knowledge", knowledge, "snapshot")
         snapshot = p.knowledge_store.open(snapshot_path) if snapshot_path is not None else None
         table_path = served.path("table", served.served("table"), "")
@@ -351,6 +373,12 @@ class _Update:
             started = time.perf_counter()
             try:
                 ids, scores = run_plan(plan, p.executor, job, generator=gen, progress=self.progress)
+                problem = list_problem(contexts, ids, len(p.catalog))
+                if problem is not None:  # what would be served is checked, whoever ranked it
+                    raise PluginError(
+                        f"generator {self.config.generator.plugin!r} (executor "
+                        f"{self.config.executor.plugin!r}) ranked an invalid list: {problem}; "
+                        "the table was not promoted")
                 rows = write_rows(contexts, ids, scores, writer.write)
                 writer.set_backoff(backoff)
                 manifest: dict[str, Any] = {

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -81,6 +81,9 @@ class FakeGenerator(Generator):
 
     name: ClassVar[str] = "fake-gen"
     Options: ClassVar[type[BaseModel]] = SleepOptions
+    # Guarded like the paper's generator (exact match and recall), so tests of the guardrails
+    # can drive both metrics through fake-ft's options.
+    serves_by: ClassVar[Literal["ranking", "generation"]] = "generation"
 
     def __init__(self, options: Any, catalog: ClusterCatalog) -> None:
         super().__init__(options, catalog)

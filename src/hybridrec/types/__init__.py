@@ -34,6 +34,7 @@ from hybridrec.types.arrays import (
     RankedPrediction,
     Rankings,
     TransitionSet,
+    list_problem,
 )
 from hybridrec.types.base import (
     UTC,
@@ -107,6 +108,7 @@ __all__ = [
     "TransitionSet",
     "Workload",
     "datetime_to_ts",
+    "list_problem",
     "to_utc",
     "ts_to_datetime",
 ]
