@@ -67,7 +67,7 @@ def test_a_file_starting_from_the_preset_merges_or_replaces_roles(tmp_path: Path
     assert config.fine_tuner == preset.fine_tuner and config.initial_fine_tune == preset.initial_fine_tune
     bad = tmp_path / "bad.toml"
     bad.write_text('preset = "rernak"\n')
-    with pytest.raises(ConfigError, match="unknown preset 'rernak'.*did you mean 'rerank'"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'rernak'.*did you mean 'rerank'"):
         load_config(bad)
 
 
@@ -96,7 +96,7 @@ def test_a_report_arm_deploys_exactly_what_it_ran(
         assert json.loads(shown) == recorded
     with pytest.raises(ConfigError, match="counting arm"):
         pipeline_from_report(path, "markov-all")
-    with pytest.raises(ConfigError, match="no arm 'hybird'.*did you mean 'hybrid'"):
+    with pytest.raises(ConfigError, match=r"no arm 'hybird'.*did you mean 'hybrid'"):
         pipeline_from_report(path, "hybird")
     code, _, err = cli(capsys, "init", str(tmp_path / "x"), "--from-report", str(path))
     assert code == 2 and "--arm" in err
