@@ -3,7 +3,7 @@
 The names a library user needs, importable from ``hybridrec`` (loaded on first use, so
 ``import hybridrec`` stays cheap; see docs/python-api.md for a walk-through):
 
-* configuration: :func:`load_config`, :class:`PipelineConfig`, :class:`PluginRef`;
+* configuration: :func:`load_config`, :func:`load_preset`, :class:`PipelineConfig`, :class:`PluginRef`;
 * plugins: :func:`build` (the one factory), :func:`register_plugin`, ``hookimpl`` for plugin
   authors, the interfaces (:class:`Generator`, :class:`FineTuner`, :class:`KnowledgeStore`,
   :class:`UpdatePolicy`, :class:`CostModel`, :class:`Dataset`, :class:`TableExecutor`) and the
@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "PipelineConfig": "hybridrec.config",
     "PluginRef": "hybridrec.config",
     "load_config": "hybridrec.config",
+    "load_preset": "hybridrec.config",
     # plugins
     "build": "hybridrec.plugins",
     "register_plugin": "hybridrec.plugins",
@@ -123,6 +124,7 @@ __all__ = [
     "load_config",
     "load_dataset",
     "load_prepared",
+    "load_preset",
     "prepare",
     "register_plugin",
     "run_backtest",

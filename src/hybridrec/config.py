@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hybridrec.errors import ConfigError, format_validation_error
+from hybridrec.presets import DEFAULT_PRESET, preset_data, preset_path
 from hybridrec.types import Budget, TimeWindow
 
 ENV_PREFIX = "HYBRIDREC__"
@@ -73,6 +74,30 @@ class ServingConfig(BaseModel):
         "whose rendered prompt changed and copies the other rows (exact; needs a generator that "
         "offers hybridrec.capabilities.PromptEncoder); 'full': re-rank every context.",
     )
+
+
+class SignalsConfig(BaseModel):
+    """What the engine measures for policies and serves as fallback, the same in a workspace and
+    a backtest (one set of defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backoff_days: float | None = Field(
+        default=None, gt=0,
+        description="Days of data behind the serving backoff (successors of the last cluster, "
+        "then popularity) that serves contexts a table row cannot fill; None: all data.")
+    drift_days: float = Field(
+        default=14.0, gt=0,
+        description="Recent window the drift statistic compares the adapter's training window with.")
+    drift_min_count: int = Field(
+        default=5, ge=1,
+        description="Observations of a pair needed in both windows for it to count in the drift "
+        "statistic.")
+    recall_days: float = Field(
+        default=3.0, gt=0,
+        description="Days each recall signal (recall_recent, recall_at_table, recall_at_training) "
+        "is measured over.")
+    recall_k: int = Field(default=5, ge=1, description="A recall signal counts a hit in the served top recall_k.")
 
 
 class DataConfig(BaseModel):
@@ -182,6 +207,7 @@ class PipelineConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig)
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
     budget: Budget = Field(default_factory=Budget)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
@@ -319,8 +345,6 @@ def config_from_layers(
     the environment and ``--set`` layers over it (:func:`load_config`'s precedence)."""
     preset = file_layer.get("preset")
     if preset is not None:
-        from hybridrec.presets import preset_data
-
         if not isinstance(preset, str):
             raise ConfigError(f"{source}: preset must be a preset name (a string), got {preset!r}")
         file_layer = over_preset(preset_data(preset), file_layer)
@@ -358,6 +382,49 @@ def config_from_layers(
     return config
 
 
+def load_preset(name: str = DEFAULT_PRESET, *, overrides: tuple[str, ...] = ()) -> PipelineConfig:
+    """Preset ``name`` as a validated :class:`~hybridrec.config.PipelineConfig` (with
+    ``--set``-style ``overrides`` and ``HYBRIDREC__`` environment variables applied, as
+    :func:`~hybridrec.config.load_config` does for a file)."""
+    config = load_config(preset_path(name), overrides=overrides)
+    config.preset = name
+    return config
+
+
+def pipeline_from_report(path: Path, arm: str, *, overrides: tuple[str, ...] = ()) -> PipelineConfig:
+    """The pipeline LLM arm ``arm`` of the backtest report ``path`` (``report.json``) ran: its
+    ``arms[].config.pipeline``, recorded after the validation choices and the training seed were
+    applied, as a validated :class:`~hybridrec.config.PipelineConfig` (``overrides`` as for
+    :func:`load_preset`). Errors name the file and say what it holds instead."""
+    import json
+
+    from hybridrec.errors import did_you_mean
+
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"report {path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a JSON report ({exc})") from None
+    if not isinstance(report, dict) or report.get("schema") != "hybridrec.report/1" \
+            or not isinstance(report.get("arms"), list):
+        raise ConfigError(f"{path}: not a hybridrec backtest report (schema hybridrec.report/1)")
+    arms = {str(a.get("name")): a for a in report["arms"] if isinstance(a, dict)}
+    llm = [name for name, a in arms.items() if a.get("llm")]
+    if arm not in arms:
+        raise ConfigError(f"{path}: no arm {arm!r}{did_you_mean(arm, list(arms))}; its LLM arms "
+                          f"are {', '.join(llm) or 'none'}")
+    if not arms[arm].get("llm"):
+        raise ConfigError(f"{path}: arm {arm!r} is a counting arm; a workspace deploys an LLM arm "
+                          f"({', '.join(llm) or 'the report has none'})")
+    pipeline = (arms[arm].get("config") or {}).get("pipeline")
+    if not isinstance(pipeline, dict):
+        raise ConfigError(f"{path}: arm {arm!r} records no pipeline (a report written before "
+                          "hybridrec recorded one); rerun the backtest to deploy it")
+    return config_from_layers(pipeline, f"{path} arm {arm!r}", overrides=overrides)
+
+
 def _leaf_paths(layer: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for key, value in layer.items():
@@ -385,11 +452,14 @@ __all__ = [
     "PipelineConfig",
     "PluginRef",
     "ServingConfig",
+    "SignalsConfig",
     "cli_overrides",
     "config_from_layers",
     "deep_merge",
     "env_overrides",
     "load_config",
+    "load_preset",
     "over_preset",
+    "pipeline_from_report",
     "read_toml",
 ]

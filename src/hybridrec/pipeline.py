@@ -3,9 +3,8 @@
 (storage). Import from those; this module only re-exports them."""
 
 from hybridrec.engine import (
-    BACKOFF_DAYS,
-    DRIFT_DAYS,
     PIPELINE_ROLES,
+    SIGNALS_DEFAULTS,
     ActionOutcome,
     Pipeline,
     UpdateReport,
@@ -20,11 +19,10 @@ from hybridrec.ledger import Ledger
 from hybridrec.workspace import EMPTY_ENTRY, KIND_DIRS
 
 __all__ = [
-    "BACKOFF_DAYS",
-    "DRIFT_DAYS",
     "EMPTY_ENTRY",
     "KIND_DIRS",
     "PIPELINE_ROLES",
+    "SIGNALS_DEFAULTS",
     "ActionOutcome",
     "Batch",
     "Ledger",

@@ -12,21 +12,10 @@ from conftest import fake_config
 
 from hybridrec.backtest import run_backtest
 from hybridrec.backtest.config import BacktestConfig
-from hybridrec.config import load_config
+from hybridrec.config import load_config, load_preset, pipeline_from_report
 from hybridrec.errors import ConfigError
-from hybridrec.presets import load_preset, pipeline_from_report, preset_names
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from hybridrec.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from hybridrec.presets import preset_names
+from hybridrec.testing.cli import run_cli as cli
 
 
 def test_the_backtests_shared_stack_is_the_rerank_preset() -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from hybridrec import hookimpl, plugins
 from hybridrec.errors import PluginError, UnknownPluginError
 from hybridrec.interfaces import UpdatePolicy
+from hybridrec.testing.cli import run_cli as _run_cli_in_process
 from hybridrec.types import Noop
 
 
@@ -157,16 +158,7 @@ def test_registering_an_already_registered_module_is_a_plugin_error() -> None:
         plugins.register_plugin(hybridrec_hf, name="hf-again")
 
 
-def cli_in_process(capsys, *args):
-    from hybridrec.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+cli_in_process = _run_cli_in_process
 
 
 def test_options_prints_each_option_with_type_default_and_description(capsys):

@@ -63,6 +63,7 @@ from hybridrec.config import (
     PipelineConfig,
     PluginRef,
     ServingConfig,
+    SignalsConfig,
     evidence_problems,
 )
 from hybridrec.errors import ConfigError, did_you_mean, field_names
@@ -155,7 +156,10 @@ class LLMSettings(BaseModel):
         description="Days before the test window the shared initial adapter trains on; None: all "
         "history before it (the initial fine-tune's max_examples keeps the most recent examples).",
     )
-    drift_days: int = Field(default=14, ge=1, description="Recent window the drift statistic compares the adapter's training data with.")
+    signals: SignalsConfig = Field(
+        default_factory=SignalsConfig,
+        description="The signals the engine measures for policies and the serving backoff's data "
+        "(the [signals] section of a pipeline config, with the same defaults).")
     training_evidence: Literal["fine_tuner", "store"] = Field(
         default="fine_tuner",
         description="Evidence in training prompts: the fine-tuner's own (leak-free, per example), "
@@ -169,7 +173,6 @@ class LLMSettings(BaseModel):
         "copying the other rows (exact: a row is a function of adapter and prompt); 'full' "
         "re-ranks every context. Served lists are identical either way.",
     )
-    recall_days: int = Field(default=3, ge=1, description="Days each recall signal is measured over (recall_recent, recall_at_training, recall_at_table), for the arms whose policy needs 'recall'.")
     candidate_estimator: Literal["validation", "configured"] = Field(
         default="validation",
         description="validation: when the knowledge store ranks by the backoff estimator "
@@ -519,6 +522,7 @@ class BacktestConfig(BaseModel):
                             n_clusters=self.n_clusters),
             guardrails=llm.guardrails,
             serving=ServingConfig(k=llm.table_k, regenerate=llm.regenerate),
+            signals=llm.signals,
             budget=llm.budget,
         )
 

@@ -58,10 +58,11 @@ import numpy as np
 
 from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
-from hybridrec.config import GuardrailConfig
+from hybridrec.config import GuardrailConfig, SignalsConfig
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, guardrail_reasons
 from hybridrec.engine.state import (
+    backoff_history,
     backoff_width,
     drift_stats,
     freshness_signals,
@@ -120,10 +121,6 @@ def prompt_digest(prompts: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
             out[:, j] = (rows * weights[None, :]).sum(axis=1, dtype=np.uint64)
     return out
-#: Minimum observations of a pair in both windows for the backtest's drift statistic.
-BACKTEST_DRIFT_MIN_COUNT = 5
-#: The recall signals count a hit when the next cluster is in the served top RECALL_K.
-RECALL_K = 5
 
 
 def _key(*parts: Any) -> str:
@@ -182,11 +179,10 @@ class LLMStack:
     table_k: int = 10
     evidence_m: int | None = None
     budget: Budget = field(default_factory=Budget)
-    drift_days: int = 14
+    signals: SignalsConfig = field(default_factory=SignalsConfig)
     training_evidence: str = "fine_tuner"
     training_knowledge_days: int = 14
     regenerate: str = "delta"
-    recall_days: int = 3
 
 
 class WorkCache:
@@ -208,13 +204,16 @@ class WorkCache:
         self.executed: dict[str, int] = {"fine_tune": 0, "refresh_knowledge": 0, "rank_batches": 0}
         self._drift: dict[tuple[Any, ...], DriftStats] = {}
         self._freshness: dict[tuple[Any, ...], dict[str, float | None]] = {}
-        self._backoff: tuple[int, Backoff] | None = None
+        self._backoff: tuple[tuple[int, datetime | None], Backoff] | None = None
 
-    def backoff(self, history: TransitionSet) -> Backoff:
-        """The serving backoff (successors of the last cluster, popularity) from ``history``;
+    def backoff(self, history: TransitionSet, now: datetime) -> Backoff:
+        """The serving backoff (successors of the last cluster, popularity) at ``now`` from the
+        data ``signals.backoff_days`` selects (:func:`~hybridrec.engine.state.backoff_history`);
         shared by every arm regenerating on the same data."""
-        if self._backoff is None or self._backoff[0] != len(history):
-            self._backoff = (len(history), Backoff.from_transitions(history, backoff_width(self.stack.table_k)))
+        key = (len(history), now if self.stack.signals.backoff_days is not None else None)
+        if self._backoff is None or self._backoff[0] != key:
+            data = backoff_history(history, now, self.stack.signals.backoff_days)
+            self._backoff = (key, Backoff.from_transitions(data, backoff_width(self.stack.table_k)))
         return self._backoff[1]
 
     # -- adapters ---------------------------------------------------------------------------
@@ -504,12 +503,13 @@ class WorkCache:
         """Top-5 Jaccard between the adapter's training window and the last ``drift_days``."""
         if trained is None:
             return DriftStats()
-        recent = TimeWindow(start=now - timedelta(days=self.stack.drift_days), end=now)
+        signals = self.stack.signals
+        recent = TimeWindow(start=now - timedelta(days=signals.drift_days), end=now)
         key = (trained.start_ts, trained.end_ts, recent.start_ts, recent.end_ts)
         cached = self._drift.get(key)
         if cached is None:
-            cached = drift_stats(history, trained, now, now, recent_days=self.stack.drift_days,
-                                 min_count=BACKTEST_DRIFT_MIN_COUNT)
+            cached = drift_stats(history, trained, now, now, recent_days=signals.drift_days,
+                                 min_count=signals.drift_min_count)
             self._drift[key] = cached
         return cached
 
@@ -723,7 +723,7 @@ class PolicyArm(Arm):
         if "drift" in self.signals:
             drift = self.cache.drift(history, adapter.window, now)
         if "recall" in self.signals:
-            drift = drift.model_copy(update=self.recall_signals(now, self.cache.stack.recall_days))
+            drift = drift.model_copy(update=self.recall_signals(now, self.cache.stack.signals.recall_days))
         served = self.versions.describe()
         if "freshness" in self.signals:
             drift = drift.model_copy(update=self.cache.freshness(
@@ -856,7 +856,7 @@ class PolicyArm(Arm):
             observed, fallback = keep_previous(self.adapter, snapshot, observed, self.table)
         self.versions.pending_table = TableVersion(
             adapter=self.adapter, snapshot=snapshot, built_at=now,
-            backoff=self.cache.backoff(history), observed=observed, fallback=fallback,
+            backoff=self.cache.backoff(history, now), observed=observed, fallback=fallback,
         )
 
         def regenerate() -> Candidate:
@@ -924,7 +924,7 @@ class PolicyArm(Arm):
         """Serve the shared initial adapter's no-knowledge table, then let the policy act."""
         self.data_start = ts_to_datetime(int(history.ts[0])) if len(history) else None
         self.table = TableVersion(
-            adapter=INITIAL, snapshot=None, built_at=start, backoff=self.cache.backoff(history),
+            adapter=INITIAL, snapshot=None, built_at=start, backoff=self.cache.backoff(history, start),
         )
         self.adapter_trained_at = start
         self.initial_actions = self._act(history, start)
@@ -935,7 +935,8 @@ class PolicyArm(Arm):
             # The day's outcome of the lists this arm served (data it has now seen).
             truth = history.c3[day.lo : day.hi]
             ids = self._served_ids
-            hits = int((ids[:, :RECALL_K] == truth[:, None]).any(axis=1).sum()) if ids.shape[0] == truth.shape[0] else 0
+            top = self.cache.stack.signals.recall_k
+            hits = int((ids[:, :top] == truth[:, None]).any(axis=1).sum()) if ids.shape[0] == truth.shape[0] else 0
             self.served_days.append((day.end, int(truth.shape[0]), hits, self.table.built_at,
                                      self.adapter_trained_at))
         self._served_ids = None

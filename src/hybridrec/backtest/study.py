@@ -89,11 +89,10 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path,
         table_k=llm.table_k,
         evidence_m=llm.evidence_m,
         budget=llm.budget,
-        drift_days=llm.drift_days,
+        signals=llm.signals,
         training_evidence=llm.training_evidence,
         training_knowledge_days=llm.training_knowledge_days,
         regenerate=llm.regenerate,
-        recall_days=llm.recall_days,
     )
 
 

@@ -48,8 +48,9 @@ def register(cli: click.Group) -> None:
     def show(workspace: Path | None, preset: str | None, as_json: bool) -> None:
         """Print the pipeline WORKSPACE runs (its config fixed by `hybridrec init`), or a preset:
         the plugin and options of each role, the initial fine-tune and the serving settings."""
+        from hybridrec.config import load_preset
         from hybridrec.errors import HybridrecError
-        from hybridrec.presets import load_preset, preset_names
+        from hybridrec.presets import preset_names
 
         if (workspace is None) == (preset is None):
             raise HybridrecError("give a WORKSPACE or --preset NAME (presets: "

@@ -48,8 +48,8 @@ def pipeline_source(config_file: Path | None, preset: str | None, report_file: P
                     arm: str | None, overrides: tuple[str, ...]) -> tuple[Any, str]:
     """The pipeline config ``init`` deploys, and where it came from: at most one of a config
     file, a preset (the default preset when none is given) or a report's arm."""
-    from hybridrec.config import load_config
-    from hybridrec.presets import DEFAULT_PRESET, load_preset, pipeline_from_report
+    from hybridrec.config import load_config, load_preset, pipeline_from_report
+    from hybridrec.presets import DEFAULT_PRESET
 
     given = [name for name, value in (("--config", config_file), ("--preset", preset),
                                       ("--from-report", report_file)) if value is not None]

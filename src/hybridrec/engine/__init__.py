@@ -17,13 +17,12 @@ from hybridrec.engine.actions import (
     veto,
 )
 from hybridrec.engine.components import PIPELINE_ROLES, Pipeline, check_config, resolve_roles
-from hybridrec.engine.state import BACKOFF_DAYS, DRIFT_DAYS, drift_stats, system_state
+from hybridrec.engine.state import SIGNALS_DEFAULTS, drift_stats, system_state
 from hybridrec.engine.update import UpdateReport, run_update
 
 __all__ = [
-    "BACKOFF_DAYS",
-    "DRIFT_DAYS",
     "PIPELINE_ROLES",
+    "SIGNALS_DEFAULTS",
     "ActionOutcome",
     "FutureDataError",
     "Pipeline",

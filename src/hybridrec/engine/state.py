@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridrec.config import SignalsConfig
 from hybridrec.engine.freshness import FRESHNESS_DAYS, refresh_gain
 from hybridrec.types import (
     SIGNALS,
@@ -23,8 +24,9 @@ from hybridrec.types import (
 )
 from hybridrec.versions import Served
 
-#: Days of recent transitions behind the serving backoff (successors of c2 alone, popularity).
-BACKOFF_DAYS = 30.0
+#: The signal settings' defaults (:class:`~hybridrec.config.SignalsConfig`), for callers that
+#: pass none: a workspace and a backtest both read their configuration's ``signals``.
+SIGNALS_DEFAULTS = SignalsConfig()
 #: Clusters kept per backoff list (successors of c2 alone, popularity).
 BACKOFF_WIDTH = 16
 
@@ -33,13 +35,17 @@ def backoff_width(k: int) -> int:
     """Backoff lists long enough to fill a ``k``-wide row after dropping the context clusters."""
     return max(BACKOFF_WIDTH, k + 2)
 
-#: Days of recent data the drift statistic compares the adapter's training window with.
-DRIFT_DAYS = 14.0
-#: Minimum observations of a pair in both windows for it to count in the drift statistic.
-DRIFT_MIN_COUNT = 2
-#: Days each recall signal is measured over, and the list length a hit must fall in.
-RECALL_DAYS = 3.0
-RECALL_K = 5
+
+def backoff_history(transitions: TransitionSet, data_until: datetime,
+                    days: float | None = SIGNALS_DEFAULTS.backoff_days) -> TransitionSet:
+    """The data behind the serving backoff at ``data_until``: the last ``days`` (all data before
+    ``data_until`` when None, or when those days hold no transition)."""
+    before = transitions.before(data_until)
+    if days is None:
+        return before
+    recent = before.window(TimeWindow.ending_at(data_until, days))
+    return recent if len(recent) else before
+
 
 
 class SignalWarning(UserWarning):
@@ -79,7 +85,8 @@ def table_recall(
     table_adapter: str | None,
     adapter: str | None,
     adapter_trained_until: datetime | None,
-    days: float = RECALL_DAYS,
+    days: float = SIGNALS_DEFAULTS.recall_days,
+    k: int = SIGNALS_DEFAULTS.recall_k,
 ) -> dict[str, float | None]:
     """The recall signals of :class:`~hybridrec.types.DriftStats` for a served table that was
     built from the data before ``table_data_until``, measured only on later transitions (out of
@@ -102,8 +109,8 @@ def table_recall(
         rows = transitions.window(TimeWindow(start=start, end=start + span))
         if not len(rows):
             return None
-        ids = lookup(rows.contexts(), RECALL_K)
-        return float((ids[:, :RECALL_K] == rows.c3[:, None]).any(axis=1).mean())
+        ids = lookup(rows.contexts(), k)
+        return float((ids[:, :k] == rows.c3[:, None]).any(axis=1).mean())
 
     if data_until - span >= table_data_until:
         out["recall_recent"] = rate(data_until - span)
@@ -132,7 +139,8 @@ def freshness_signals(
 
 def drift_stats(
     transitions: TransitionSet, trained: TimeWindow | None, data_until: datetime, at: datetime,
-    *, recent_days: float = DRIFT_DAYS, min_count: int = DRIFT_MIN_COUNT,
+    *, recent_days: float = SIGNALS_DEFAULTS.drift_days,
+    min_count: int = SIGNALS_DEFAULTS.drift_min_count,
 ) -> DriftStats:
     """Top-5 successor Jaccard between the adapter's training window and the last
     ``recent_days`` before ``data_until`` (:func:`hybridrec.data.drift.top5_jaccard`)."""
@@ -184,7 +192,16 @@ def system_state(
 
 
 __all__ = [
-    "BACKOFF_DAYS", "BACKOFF_WIDTH", "DRIFT_DAYS", "DRIFT_MIN_COUNT", "RECALL_DAYS", "RECALL_K", "Served",
-    "SignalWarning", "backoff_width", "drift_stats", "freshness_signals", "needed_signals", "system_state", "table_recall",
+    "BACKOFF_WIDTH",
+    "SIGNALS_DEFAULTS",
+    "Served",
+    "SignalWarning",
+    "backoff_history",
+    "backoff_width",
+    "drift_stats",
+    "freshness_signals",
+    "needed_signals",
+    "system_state",
+    "table_recall",
     "warn_signal",
 ]

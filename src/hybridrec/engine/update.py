@@ -45,7 +45,7 @@ from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
 from hybridrec.engine.components import Pipeline
 from hybridrec.engine.state import (
-    BACKOFF_DAYS,
+    backoff_history,
     backoff_width,
     drift_stats,
     freshness_signals,
@@ -191,7 +191,9 @@ class _Update:
         cannot be read, or its manifest lacks ``data_until``, issues a
         :class:`~hybridrec.engine.state.SignalWarning`.
         No adapter or table yet, or too few days seen, leaves a signal ``None`` silently."""
-        stats = drift_stats(transitions, served.adapter_window, data_until, self.now)
+        signals = self.config.signals
+        stats = drift_stats(transitions, served.adapter_window, data_until, self.now,
+                            recent_days=signals.drift_days, min_count=signals.drift_min_count)
         stats = stats.model_copy(update=freshness_signals(
             transitions, knowledge_until=served.knowledge_window.end if served.knowledge_window else None,
             data_until=data_until))
@@ -207,6 +209,7 @@ class _Update:
                 data_until=data_until, table_data_until=_time(str(table["data_until"])),
                 table_adapter=table.get("adapter"), adapter=served.adapter,
                 adapter_trained_until=served.adapter_window.end if served.adapter_window else None,
+                days=signals.recall_days, k=signals.recall_k,
             )
         except HybridrecError as exc:  # a served table that cannot be read: no signal
             if "recall" in needs:
@@ -357,9 +360,8 @@ class _Update:
         estimate = p.cost_model.estimate("regenerate_table", work)
         k = self.config.serving.k
         backend = get_backend(self.config.serving.backend)
-        recent = transitions.window(TimeWindow.ending_at(data_until, BACKOFF_DAYS))
-        backoff = Backoff.from_transitions(recent if len(recent) else transitions.before(data_until),
-                                           backoff_width(k))
+        backoff = Backoff.from_transitions(
+            backoff_history(transitions, data_until, self.config.signals.backoff_days), backoff_width(k))
         job = TableJob(
             generator=self.config.generator, catalog=p.catalog, contexts=contexts, k=k,
             adapter=served.path("adapter", adapter, "adapter"),

@@ -4,9 +4,12 @@ A preset is a complete pipeline config (the format of :func:`hybridrec.config.lo
 ``rerank`` is the stack ``hybridrec demo`` measures; it is what plain ``hybridrec init WS``
 deploys and what the backtest's LLM arms share unless a study overrides a role.
 
->>> from hybridrec.presets import load_preset
->>> load_preset("rerank").generator.options["template"]
+>>> from hybridrec.presets import preset_data
+>>> preset_data("rerank")["generator"]["options"]["template"]
 'rerank'
+
+This module only reads the files (it imports no configuration code);
+:func:`hybridrec.config.load_preset` validates one as a pipeline config.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ def preset_path(name: str) -> Path:
 
 @cache
 def _raw(name: str) -> dict[str, Any]:
-    from hybridrec.config import read_toml
+    import tomllib
 
-    return read_toml(preset_path(name))
+    with open(preset_path(name), "rb") as fh:
+        return tomllib.load(fh)
 
 
 def preset_data(name: str = DEFAULT_PRESET) -> dict[str, Any]:
@@ -51,55 +55,8 @@ def preset_data(name: str = DEFAULT_PRESET) -> dict[str, Any]:
     return copy.deepcopy(_raw(name))
 
 
-def load_preset(name: str = DEFAULT_PRESET, *, overrides: tuple[str, ...] = ()) -> Any:
-    """Preset ``name`` as a validated :class:`~hybridrec.config.PipelineConfig` (with
-    ``--set``-style ``overrides`` and ``HYBRIDREC__`` environment variables applied, as
-    :func:`~hybridrec.config.load_config` does for a file)."""
-    from hybridrec.config import load_config
-
-    config = load_config(preset_path(name), overrides=overrides)
-    config.preset = name
-    return config
-
-
-def pipeline_from_report(path: Path, arm: str, *, overrides: tuple[str, ...] = ()) -> Any:
-    """The pipeline LLM arm ``arm`` of the backtest report ``path`` (``report.json``) ran: its
-    ``arms[].config.pipeline``, recorded after the validation choices and the training seed were
-    applied, as a validated :class:`~hybridrec.config.PipelineConfig` (``overrides`` as for
-    :func:`load_preset`). Errors name the file and say what it holds instead."""
-    import json
-
-    from hybridrec.config import config_from_layers
-
-    path = Path(path)
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"report {path} does not exist") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a JSON report ({exc})") from None
-    if not isinstance(report, dict) or report.get("schema") != "hybridrec.report/1" \
-            or not isinstance(report.get("arms"), list):
-        raise ConfigError(f"{path}: not a hybridrec backtest report (schema hybridrec.report/1)")
-    arms = {str(a.get("name")): a for a in report["arms"] if isinstance(a, dict)}
-    llm = [name for name, a in arms.items() if a.get("llm")]
-    if arm not in arms:
-        raise ConfigError(f"{path}: no arm {arm!r}{did_you_mean(arm, list(arms))}; its LLM arms "
-                          f"are {', '.join(llm) or 'none'}")
-    if not arms[arm].get("llm"):
-        raise ConfigError(f"{path}: arm {arm!r} is a counting arm; a workspace deploys an LLM arm "
-                          f"({', '.join(llm) or 'the report has none'})")
-    pipeline = (arms[arm].get("config") or {}).get("pipeline")
-    if not isinstance(pipeline, dict):
-        raise ConfigError(f"{path}: arm {arm!r} records no pipeline (a report written before "
-                          "hybridrec recorded one); rerun the backtest to deploy it")
-    return config_from_layers(pipeline, f"{path} arm {arm!r}", overrides=overrides)
-
-
 __all__ = [
     "DEFAULT_PRESET",
-    "load_preset",
-    "pipeline_from_report",
     "preset_data",
     "preset_names",
     "preset_path",

@@ -10,6 +10,8 @@
 * :mod:`hybridrec.testing.crash_driver` runs the CLI with the fakes and SIGKILLs it at a named
   point or durable step (``python -m hybridrec.testing.crash_driver ARGS``);
   :mod:`hybridrec.testing.faultbench` is the ``fault`` bench suite built on it.
+* :mod:`hybridrec.testing.cli` has ``run_cli(capsys, *args)``: the CLI in-process, its exit
+  code and output.
 * :mod:`hybridrec.testing.strategies` has hypothesis strategies for the core types.
 * :mod:`hybridrec.testing.policy_machine` has ``make_policy_machine(factory)``: a hypothesis
   stateful test of the update-policy invariants (budget, pending fine-tunes, knowledge freshness,
@@ -20,6 +22,7 @@
 
 
 __all__ = [
+    "cli",
     "fakes",
     "policy_machine",
     "store_contract",
