@@ -18,7 +18,7 @@ def test_recall_signals_are_the_served_hit_rate_on_seen_days(fake_stack, catalog
     arm = result.run("adaptive").arm
     assert isinstance(arm, PolicyArm)
     per_day = {a["name"]: a for a in report["arms"]}["adaptive"]["per_day"]
-    days = config.llm.signals.recall_days
+    days = int(config.llm.signals.recall_days)
     assert len(arm.served_days) == len(per_day)
     # recall_recent at the end: the arm's scored HR@5 over its last `days` days.
     end = result.days[-1].end
