@@ -267,9 +267,9 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
 
 
 def over_preset(preset: Mapping[str, Any], file_layer: Mapping[str, Any]) -> dict[str, Any]:
-    """``file_layer`` over a preset's tables: a plugin role the file names with another plugin
-    replaces the preset's role whole (its options belong to the other plugin); every other
-    table merges over the preset's (:func:`deep_merge`)."""
+    """``file_layer`` over a preset's tables (or any config layer over the one below it): a
+    plugin role the upper layer names with another plugin replaces the lower layer's role whole
+    (its options belong to the other plugin); every other table merges (:func:`deep_merge`)."""
     top = dict(file_layer)
     out = dict(preset)
     for role in PLUGIN_ROLES:
@@ -350,7 +350,9 @@ def config_from_layers(
         file_layer = over_preset(preset_data(preset), file_layer)
     env_layer = env_overrides(environ)
     cli_layer = cli_overrides(overrides)
-    layer = deep_merge(deep_merge(file_layer, env_layer), cli_layer)
+    # a layer that names another plugin for a role replaces the role (its options belong to
+    # the other plugin); otherwise layers merge
+    layer = over_preset(over_preset(file_layer, env_layer), cli_layer)
     # An override of a role the file does not name applies to that role's default plugin.
     for role, field in PipelineConfig.model_fields.items():
         value = layer.get(role)

@@ -91,3 +91,10 @@ def test_a_report_arm_deploys_exactly_what_it_ran(
     assert code == 2 and "--arm" in err
     code, _, err = cli(capsys, "init", str(tmp_path / "x"), "--preset", "rerank", "--from-report", str(path))
     assert code == 2 and "give one of" in err
+
+
+def test_a_set_that_names_another_plugin_replaces_the_role(tmp_path: Path) -> None:
+    config = load_preset("rerank", overrides=("update_policy.plugin=adaptive",
+                                              "fine_tuner.options.max_examples=100"))
+    assert config.update_policy.plugin == "adaptive" and config.update_policy.options == {}
+    assert config.fine_tuner.options == {**load_preset("rerank").fine_tuner.options, "max_examples": 100}
