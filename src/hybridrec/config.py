@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,15 +125,21 @@ class InitialFineTuneConfig(BaseModel):
         description="None: the window the policy asked for; 'all': all data before the clock "
         "(the fine-tuner's max_examples keeps the most recent); a number: that many days.")
 
+    def fine_tuner(self, ref: PluginRef) -> PluginRef:
+        """The fine-tuner ``ref`` with :attr:`options` merged over its options."""
+        return PluginRef(plugin=ref.plugin, options={**ref.options, **self.options})
+
     def window(self, asked: TimeWindow, data_start: datetime | None) -> TimeWindow:
-        """The window the first fine-tune trains on, given the policy's ``asked`` window and the
-        first data time ``data_start``."""
+        """The window the first fine-tune trains on, ending where the policy's ``asked`` window
+        ends: ``asked`` itself when :attr:`window_days` is None, else from the first data time
+        ``data_start`` (``asked.start`` when unknown), no earlier than ``window_days`` before
+        the end."""
         if self.window_days is None:
             return asked
-        if self.window_days == "all":
-            start = data_start if data_start is not None and data_start < asked.end else asked.start
-            return TimeWindow(start=min(start, asked.start), end=asked.end)
-        return TimeWindow.ending_at(asked.end, float(self.window_days))
+        start = data_start if data_start is not None and data_start < asked.end else asked.start
+        if self.window_days != "all":
+            start = max(start, asked.end - timedelta(days=float(self.window_days)))
+        return TimeWindow(start=start, end=asked.end)
 
 
 class DistributedConfig(BaseModel):
@@ -266,12 +272,13 @@ def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def over_preset(preset: Mapping[str, Any], file_layer: Mapping[str, Any]) -> dict[str, Any]:
-    """``file_layer`` over a preset's tables (or any config layer over the one below it): a
-    plugin role the upper layer names with another plugin replaces the lower layer's role whole
-    (its options belong to the other plugin); every other table merges (:func:`deep_merge`)."""
-    top = dict(file_layer)
-    out = dict(preset)
+def over_layer(lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
+    """Config layer ``upper`` over ``lower`` (a file over a preset's tables, the environment over
+    the file, ``--set`` over both): a plugin role ``upper`` names with another plugin replaces
+    ``lower``'s role whole (its options belong to the other plugin); every other table merges
+    (:func:`deep_merge`)."""
+    top = dict(upper)
+    out = dict(lower)
     for role in PLUGIN_ROLES:
         mine, theirs = top.get(role), out.get(role)
         if (isinstance(mine, Mapping) and isinstance(theirs, Mapping)
@@ -347,12 +354,12 @@ def config_from_layers(
     if preset is not None:
         if not isinstance(preset, str):
             raise ConfigError(f"{source}: preset must be a preset name (a string), got {preset!r}")
-        file_layer = over_preset(preset_data(preset), file_layer)
+        file_layer = over_layer(preset_data(preset), file_layer)
     env_layer = env_overrides(environ)
     cli_layer = cli_overrides(overrides)
     # a layer that names another plugin for a role replaces the role (its options belong to
     # the other plugin); otherwise layers merge
-    layer = over_preset(over_preset(file_layer, env_layer), cli_layer)
+    layer = over_layer(over_layer(file_layer, env_layer), cli_layer)
     # An override of a role the file does not name applies to that role's default plugin.
     for role, field in PipelineConfig.model_fields.items():
         value = layer.get(role)
@@ -461,7 +468,7 @@ __all__ = [
     "env_overrides",
     "load_config",
     "load_preset",
-    "over_preset",
+    "over_layer",
     "pipeline_from_report",
     "read_toml",
 ]

@@ -515,7 +515,7 @@ def resolve(
             problems.append(str(exc))
     first = config.initial_fine_tune.options
     if "fine_tuner" in roles and first and "fine_tuner" in resolved:
-        merged = PluginRef(plugin=config.fine_tuner.plugin, options={**config.fine_tuner.options, **first})
+        merged = config.initial_fine_tune.fine_tuner(config.fine_tuner)
         try:  # the options the first fine-tune runs with must validate too
             resolve_plugin("fine_tuner", merged, source, table="initial_fine_tune.options")
         except ConfigError as exc:

@@ -184,6 +184,12 @@ class LLMSettings(BaseModel):
     drift_arms: list[str] = Field(default_factory=list, description="Arms whose state carries every signal (drift, recall and freshness) whatever their policy's `needs`; every other arm gets the signals its policy declares (UpdatePolicy.needs).")
     measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")
 
+    def initial_fine_tune(self) -> InitialFineTuneConfig:
+        """The shared initial fine-tune as a pipeline's ``[initial_fine_tune]`` section."""
+        return InitialFineTuneConfig(
+            options=dict(self.initial_fine_tune_options),
+            window_days="all" if self.warmup_days is None else float(self.warmup_days))
+
     @field_validator("policies")
     @classmethod
     def _known_arms(cls, value: dict[str, PluginRef]) -> dict[str, PluginRef]:
@@ -515,9 +521,7 @@ class BacktestConfig(BaseModel):
             generator=plan.generator, fine_tuner=plan.fine_tuner,
             knowledge_store=plan.knowledge_store, update_policy=plan.policy,
             cost_model=plan.cost_model,
-            initial_fine_tune=InitialFineTuneConfig(
-                options=dict(llm.initial_fine_tune_options),
-                window_days="all" if llm.warmup_days is None else float(llm.warmup_days)),
+            initial_fine_tune=llm.initial_fine_tune(),
             data=DataConfig(min_rating=self.min_rating, clustering=self.clustering,  # type: ignore[arg-type]
                             n_clusters=self.n_clusters),
             guardrails=llm.guardrails,
@@ -600,8 +604,7 @@ def check_plugins(config: BacktestConfig, where: str) -> None:
             refs += [
                 ("generator", llm.generator, "llm.generator.options"),
                 ("fine_tuner", llm.fine_tuner, "llm.fine_tuner.options"),
-                ("fine_tuner", PluginRef(plugin=llm.fine_tuner.plugin,
-                                         options={**llm.fine_tuner.options, **llm.initial_fine_tune_options}),
+                ("fine_tuner", llm.initial_fine_tune().fine_tuner(llm.fine_tuner),
                  "llm.initial_fine_tune_options"),
                 ("knowledge_store", llm.knowledge_store, "llm.knowledge_store.options"),
                 ("cost_model", llm.cost_model, "llm.cost_model.options"),
@@ -613,8 +616,7 @@ def check_plugins(config: BacktestConfig, where: str) -> None:
                 ref = getattr(plan, role)
                 refs.append((role, ref, f"arms.{plan.name}.{role}.options"))
                 if role == "fine_tuner":
-                    refs.append(("fine_tuner", PluginRef(
-                        plugin=ref.plugin, options={**ref.options, **llm.initial_fine_tune_options}),
+                    refs.append(("fine_tuner", llm.initial_fine_tune().fine_tuner(ref),
                         f"arms.{plan.name}.fine_tuner.options with llm.initial_fine_tune_options"))
     problems = []
     for role, ref, table in refs:

@@ -58,7 +58,7 @@ import numpy as np
 
 from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
-from hybridrec.config import GuardrailConfig, SignalsConfig
+from hybridrec.config import GuardrailConfig, InitialFineTuneConfig, SignalsConfig
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, guardrail_reasons
 from hybridrec.engine.state import (
@@ -1027,10 +1027,10 @@ def initial_adapter(
     """Fine-tune the shared initial adapter on the ``warmup_days`` before ``start``, or on all
     of ``history`` before it when ``None`` (with ``fine_tuner`` if given, e.g. one with a larger
     example budget; its ``max_examples`` keeps the most recent examples)."""
-    first = ts_to_datetime(int(history.ts[0])) if len(history) else start - timedelta(days=1)
-    if warmup_days is not None:
-        first = max(first, start - timedelta(days=warmup_days))
-    window = TimeWindow(start=first, end=start)
+    # The same rule as a workspace's first fine-tune (InitialFineTuneConfig.window).
+    rule = InitialFineTuneConfig(window_days="all" if warmup_days is None else float(warmup_days))
+    window = rule.window(TimeWindow(start=start - timedelta(days=1), end=start),
+                         ts_to_datetime(int(history.ts[0])) if len(history) else None)
     return cache.fine_tune(
         history, None, window, warm_start=False, key=INITIAL, fine_tuner=fine_tuner, progress=progress
     )

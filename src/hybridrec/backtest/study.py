@@ -397,9 +397,7 @@ def _prepared_cache(
     cache = WorkCache(stack_, transitions)
     tuner = plan.fine_tuner if plan is not None and plan.fine_tuner is not None else llm.fine_tuner
     t0 = time.perf_counter()
-    initial_tuner = build("fine_tuner", PluginRef(
-        plugin=tuner.plugin, options={**tuner.options, **llm.initial_fine_tune_options},
-    ), source=SOURCE)
+    initial_tuner = build("fine_tuner", llm.initial_fine_tune().fine_tuner(tuner), source=SOURCE)
     if progress:
         whose = "shared" if plan is None else f"arm {plan.name!r}'s own"
         span = "all history" if llm.warmup_days is None else f"the {llm.warmup_days} days"

@@ -6,11 +6,14 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hybridrec.errors import HybridrecError
+
+if TYPE_CHECKING:
+    from hybridrec.config import PipelineConfig
 
 
 def _when(raw: str | None) -> datetime | None:
@@ -45,7 +48,7 @@ def _open(workspace: Path) -> Any:
 
 
 def pipeline_source(config_file: Path | None, preset: str | None, report_file: Path | None,
-                    arm: str | None, overrides: tuple[str, ...]) -> tuple[Any, str]:
+                    arm: str | None, overrides: tuple[str, ...]) -> tuple[PipelineConfig, str]:
     """The pipeline config ``init`` deploys, and where it came from: at most one of a config
     file, a preset (the default preset when none is given) or a report's arm."""
     from hybridrec.config import load_config, load_preset, pipeline_from_report

@@ -40,7 +40,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec import distributed
 from hybridrec.capabilities import TrainableGenerator
-from hybridrec.config import PluginRef
 from hybridrec.engine import pricing
 from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
 from hybridrec.engine.components import Pipeline
@@ -241,7 +240,7 @@ class _Update:
             data_start = ts_to_datetime(int(transitions.ts[0])) if len(transitions) else None
             window = first.window(action.window, data_start)
             if first.options:
-                ref = PluginRef(plugin=ref.plugin, options={**ref.options, **first.options})
+                ref = first.fine_tuner(ref)
                 tuner = build("fine_tuner", ref, p.catalog, source=p.source)
         check_window(window, data_until, "fine_tune")
         gen = p.generator
