@@ -32,8 +32,8 @@ def test_recall_signals_are_the_served_hit_rate_on_seen_days(fake_stack, catalog
     table = arm.table
     assert table is not None
     if end - table.built_at >= timedelta(days=days):
-        first = [d for d in arm.served_days if d[3] == table.built_at][:days]
-        assert signals["recall_at_table"] == pytest.approx(sum(d[2] for d in first) / sum(d[1] for d in first))
+        first = [d for d in arm.served_days if d.table_built_at == table.built_at][:days]
+        assert signals["recall_at_table"] == pytest.approx(sum(d.hits for d in first) / sum(d.n for d in first))
     # Arms that do not read drift record nothing.
     assert result.run("hybrid").arm.served_days == []  # type: ignore[attr-defined]
 

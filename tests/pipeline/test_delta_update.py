@@ -170,7 +170,13 @@ def test_regenerating_recent_contexts_with_the_backoff_fallback_drops_the_others
 def test_a_restricted_regeneration_without_traffic_keeps_every_served_row() -> None:
     from types import SimpleNamespace
 
-    from hybridrec.engine.tables import STALE_DIGEST, TableRows, keep_previous, plan_table, run_plan
+    from hybridrec.engine.tables import (
+        STALE_DIGEST,
+        TableRows,
+        plan_table,
+        run_plan,
+        with_kept_rows,
+    )
 
     n, k = 4, 3
     everything = all_contexts(n)
@@ -178,7 +184,7 @@ def test_a_restricted_regeneration_without_traffic_keeps_every_served_row() -> N
     previous = TableRows(adapter="a1", keys=everything[:, 0] * n + everything[:, 1],
                          ids=rng.integers(0, n, (len(everything), k)), scores=rng.random((len(everything), k)),
                          digests=rng.integers(1, 255, (len(everything), 16)).astype(np.uint8))
-    contexts, kept = keep_previous(np.zeros((0, 2), dtype=np.int64), n, previous, k=k)
+    contexts, kept = with_kept_rows(np.zeros((0, 2), dtype=np.int64), n, previous, k=k)
     np.testing.assert_array_equal(contexts, everything)
     assert kept.all()
     plan = plan_table(contexts, n, np.zeros((len(contexts), 16), dtype=np.uint8), "a1", previous, k=k, kept=kept)
@@ -191,10 +197,10 @@ def test_a_restricted_regeneration_without_traffic_keeps_every_served_row() -> N
     assert (plan.row_digests("a2") == STALE_DIGEST).all()  # type: ignore[operator]
     # Part of the contexts ranked, the rest kept: the ranked ones are never taken from `previous`.
     some = everything[:3]
-    contexts, kept = keep_previous(some, n, previous, k=k)
+    contexts, kept = with_kept_rows(some, n, previous, k=k)
     assert len(contexts) == len(everything) and int((~kept).sum()) == 3
     plan = plan_table(contexts, n, None, "a1", previous, k=k, kept=kept)
     assert plan.changed == 3 and plan.n_kept == len(everything) - 3
     # No previous table (or rows of another width): nothing to keep.
-    assert not keep_previous(some, n, None, k=k)[1].any()
-    assert not keep_previous(some, n, previous, k=k + 1)[1].any()
+    assert not with_kept_rows(some, n, None, k=k)[1].any()
+    assert not with_kept_rows(some, n, previous, k=k + 1)[1].any()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from hybridrec import hookimpl
 from hybridrec.cli import main
 from hybridrec.config import load_config
 from hybridrec.engine import run_update
+from hybridrec.engine.state import ServedPeriod
 from hybridrec.errors import HybridrecError
 from hybridrec.generation import all_contexts
 from hybridrec.types import UTC, CostRecord
@@ -305,19 +306,27 @@ def test_the_ledger_survives_a_torn_last_line(tmp_path: Path) -> None:
 def test_the_served_tables_recall_signals_reach_the_policy(
     fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The workspace fills recall_recent / recall_at_table like the backtest: the served table's
-    # HR@5 on transitions it served after it was built (out of sample), None until seen.
+    # The workspace fills recall_recent / recall_at_table like the backtest: the served lists'
+    # HR@5 on the data each update brings, scored before the update acts (out of sample).
     ws = make_workspace(tmp_path, config_file)
     first_update(ws, fake_plugins, tmp_path)
     assert ws.current()["drift"]["recall_recent"] is None  # type: ignore[index]  # nothing served yet
-    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 6, seed=1)
-    run_update(ws, feb, now=datetime(2000, 2, 8, tzinfo=UTC))
-    drift = ws.current()["drift"]  # type: ignore[index]
-    assert drift["recall_recent"] is not None and 0.0 <= drift["recall_recent"] <= 1.0
-    assert drift["recall_at_table"] is not None and 0.0 <= drift["recall_at_table"] <= 1.0
-    # And what fresher knowledge would have bought (the same function the backtest calls).
+    for day in range(4):  # one update per day, each with that day's data
+        start = FEB + timedelta(days=day)
+        log = fake_plugins.write_log(tmp_path / f"feb{day}.csv", start, 1, seed=day + 1)
+        run_update(ws, log, now=start + timedelta(days=1), data_until=start + timedelta(days=1))
     served = ws.current()
-    assert served["knowledge"] is not None  # type: ignore[index]
+    assert served is not None
+    periods = [ServedPeriod.from_json(row) for row in served["served_periods"]]
+    # each period runs from the previous update's data_until to this one's
+    assert [p.until for p in periods] == [FEB + timedelta(days=d + 1) for d in range(4)]
+    assert [p.since for p in periods[1:]] == [p.until for p in periods[:-1]]
+    drift = served["drift"]
+    assert drift["recall_recent"] is not None and 0.0 <= drift["recall_recent"] <= 1.0
+    assert drift["recall_recent"] == pytest.approx(
+        sum(p.hits for p in periods[-3:]) / sum(p.n for p in periods[-3:]))
+    # And what fresher knowledge would have bought (the same function the backtest calls).
+    assert served["knowledge"] is not None
     assert drift["refresh_gain"] is not None and drift["refresh_gain_se"] is not None
     assert -1.0 <= drift["refresh_gain"] <= 1.0 and drift["refresh_gain_se"] >= 0.0
     # `hybridrec status` shows both.
@@ -328,29 +337,28 @@ def test_the_served_tables_recall_signals_reach_the_policy(
     assert f"a refresh would have gained {drift['refresh_gain']:+.4f} HR@5" in out
 
 
-def test_table_recall_reads_only_days_the_table_served() -> None:
-    from datetime import timedelta
+def test_recall_signals_read_only_the_periods_each_table_served() -> None:
+    from hybridrec.engine.state import kept_periods, recall_signals
 
-    from hybridrec.engine.state import table_recall
-    from hybridrec.types import TransitionSet, datetime_to_ts
-
-    day = 86400
-    ts = np.arange(datetime_to_ts(JAN), datetime_to_ts(JAN) + 20 * day, 3600)
-    c1, c2 = np.zeros(ts.size, dtype=np.int64), np.ones(ts.size, dtype=np.int64)
-    built = JAN + timedelta(days=10)
-    c3 = np.where(ts < datetime_to_ts(built) + 3 * day, 2, 3)  # after day 13 the truth moves to 3
-    rows = TransitionSet(c1, c2, c3, ts, np.zeros(ts.size, dtype=np.int64), 6)
-
-    def lookup(ctx: np.ndarray, k: int) -> np.ndarray:  # a table that always serves 2 first
-        return np.tile(np.array([2, 4, 5, 0, 1]), (ctx.shape[0], 1))[:, :k]
-
-    until = JAN + timedelta(days=20)
-    got = table_recall(rows, lookup, data_until=until, table_data_until=built, table_adapter="a",
-                       adapter="a", adapter_trained_until=built)
+    day = timedelta(days=1)
+    built, trained = JAN + 10 * day, JAN + 10 * day
+    # Ten daily periods after the table was built: the first three all hits, then misses.
+    periods = [ServedPeriod(since=built + i * day, until=built + (i + 1) * day, n=10,
+                            hits=10 if i < 3 else 0, table_built_at=built, adapter_trained_at=trained)
+               for i in range(10)]
+    until = built + 10 * day
+    got = recall_signals(periods, until, days=3, table_built_at=built, adapter_trained_at=trained)
     assert got == {"recall_recent": 0.0, "recall_at_table": 1.0, "recall_at_training": 1.0}
-    early = table_recall(rows, lookup, data_until=built + timedelta(days=2), table_data_until=built,
-                         table_adapter="a", adapter="b", adapter_trained_until=built)
+    # Another adapter is served now: its first days are not seen yet.
+    later = recall_signals(periods, until, days=3, table_built_at=built, adapter_trained_at=until)
+    assert later["recall_at_training"] is None
+    early = recall_signals(periods[:2], built + 2 * day, days=3, table_built_at=built,
+                           adapter_trained_at=trained)
     assert early == {"recall_recent": None, "recall_at_table": None, "recall_at_training": None}
+    # Pruning keeps what the signals can still read.
+    kept = kept_periods(periods, until, days=3, table_built_at=until, adapter_trained_at=until)
+    assert kept == periods[-3:]
+    assert kept_periods(periods, until, days=3, table_built_at=built, adapter_trained_at=trained) == periods
 
 
 class NeedsCtrPlugin:
@@ -385,6 +393,28 @@ def test_a_needed_signal_the_workspace_cannot_measure_is_warned_about(
 
     monkeypatch.setattr(Workspace, "lookup_batch", unreadable)
     feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 6, seed=1)
-    with pytest.warns(SignalWarning, match=r"recall signals the policy needs are unmeasured.*truncated"):
+    with pytest.warns(SignalWarning, match=r"recall signals the policy needs miss .*truncated"):
         run_update(ws, feb, now=datetime(2000, 2, 8, tzinfo=UTC))
     assert ws.current()["drift"]["recall_recent"] is None  # type: ignore[index]
+
+
+def test_update_takes_the_declared_end_of_the_data(
+        fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hybridrec.testing.cli import run_cli
+
+    ws = make_workspace(tmp_path, config_file)
+    log = fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31)
+    code, out, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-02",
+                             "--data-until", "2000-02-01T12:00:00+00:00")
+    assert code == 0, err
+    assert "data until 2000-02-01T12:00:00+00:00" in out
+    assert ws.current()["data_until"] == "2000-02-01T12:00:00+00:00"  # type: ignore[index]
+    # After the clock, or before the data's last row: refused, naming the field.
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--now", "2000-02-03",
+                           "--data-until", "2000-02-04")
+    assert code == 2 and "data_until 2000-02-04T00:00:00+00:00 is after the clock" in err
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--now", "2000-02-03",
+                           "--data-until", "2000-01-15")
+    assert code == 2 and "is before the last transition" in err
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--data-until", "soon")
+    assert code == 2 and "--data-until 'soon' is not an ISO 8601 time" in err

@@ -60,16 +60,27 @@ from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.config import GuardrailConfig, InitialFineTuneConfig, SignalsConfig
 from hybridrec.engine import pricing
-from hybridrec.engine.actions import ActionOutcome, check_window, execute, guardrail_reasons
+from hybridrec.engine.actions import (
+    OVER_BUDGET,
+    ActionOutcome,
+    check_window,
+    execute,
+    guardrail_reasons,
+    outcome_label,
+    run_decision,
+)
 from hybridrec.engine.state import (
+    ServedPeriod,
     backoff_history,
     backoff_width,
     drift_stats,
     freshness_signals,
     needed_signals,
+    recall_signals,
+    served_hits,
     system_state,
 )
-from hybridrec.engine.tables import PromptRows, changed_count
+from hybridrec.engine.tables import PromptRows, changed_count, digest_prompts
 from hybridrec.errors import PluginError
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
@@ -104,23 +115,8 @@ from hybridrec.versions import Candidate
 from hybridrec.versions import Served as ServedVersions
 
 INITIAL = "initial"
-#: label prefix of an action the engine skipped because it did not fit the budget
-OVER_BUDGET = "skipped(over budget):"
 #: contexts rendered at once when digesting every prompt of a state
 PROMPT_CHUNK = 65_536
-
-
-def prompt_digest(prompts: np.ndarray) -> np.ndarray:
-    """``(m, 2)`` uint64: two seeded multiply-add hashes of each prompt row (equal rows, equal
-    digests; different rows collide with probability about 2**-64 per pair)."""
-    rows = np.ascontiguousarray(prompts, dtype=np.int64).view(np.uint64)
-    out = np.empty((rows.shape[0], 2), dtype=np.uint64)
-    for j, seed in enumerate((0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F)):
-        drawn = np.random.default_rng(seed).integers(1, 2**63, size=(rows.shape[1],))
-        weights = np.asarray(drawn, dtype=np.uint64) | np.uint64(1)
-        with np.errstate(over="ignore"):
-            out[:, j] = (rows * weights[None, :]).sum(axis=1, dtype=np.uint64)
-    return out
 
 
 def _key(*parts: Any) -> str:
@@ -349,13 +345,14 @@ class WorkCache:
         return prompt_matrix(generator, contexts, evidence)
 
     def all_prompts(self, snapshot: str | None) -> np.ndarray | None:
-        """A digest of :meth:`prompts` for every catalog context key ``c1 * n + c2`` (``(n*n,
-        2)`` uint64; rows with ``c1 == c2`` are never used), cached per snapshot while a table
-        may use it, or None without :class:`~hybridrec.capabilities.PromptEncoder`.
+        """The digest of :meth:`prompts` (:func:`~hybridrec.engine.tables.digest_prompts`, the
+        workspace's) for every catalog context key ``c1 * n + c2`` (``(n*n, 16)`` uint8; rows
+        with ``c1 == c2`` are never used), cached per snapshot while a table may use it, or None
+        without :class:`~hybridrec.capabilities.PromptEncoder`.
 
         Only the *pricing* of a delta regeneration compares these (which contexts' prompts
         changed); served rows are keyed by the full prompt bytes (:meth:`rows_for`), so a digest
-        collision (two different prompts, probability about 2**-64 per pair) could at worst
+        collision (two different prompts, probability about 2**-128 per pair) could at worst
         undercharge one context, never change a served list. Digests keep the cache at 16 bytes
         per context whatever the prompt length, and prompts are rendered in chunks."""
         if snapshot not in self._all_prompts:
@@ -370,7 +367,7 @@ class WorkCache:
                 if prompts is None:
                     self._all_prompts[snapshot] = None
                     return None
-                digests.append(prompt_digest(prompts))
+                digests.append(digest_prompts(prompts))
             self._all_prompts[snapshot] = np.concatenate(digests)
         return self._all_prompts[snapshot]
 
@@ -538,7 +535,7 @@ class TableVersion:
         return out
 
 
-def keep_previous(
+def fallback_chain(
     adapter: str, snapshot: str | None, observed: np.ndarray, previous: TableVersion | None,
 ) -> tuple[np.ndarray | None, TableVersion | None]:
     """``(observed, fallback)`` of a table of ``(adapter, snapshot)`` ranking ``observed`` that
@@ -701,9 +698,8 @@ class PolicyArm(Arm):
         self.full_regenerated_contexts = 0
         #: the arm as a version store (the engine executes its actions against it)
         self.versions = ArmVersions(self)
-        #: per served day: (end of the day, transitions, hits in the top RECALL_K, table built at,
-        #: adapter trained at), for the recall signals of the policy's state
-        self.served_days: list[tuple[datetime, int, int, datetime, datetime | None]] = []
+        #: per served day, what its lists scored, for the recall signals of the policy's state
+        self.served_days: list[ServedPeriod] = []
         self._served_ids: np.ndarray | None = None
 
     # -- state ------------------------------------------------------------------------------
@@ -740,35 +736,16 @@ class PolicyArm(Arm):
         )
 
     def recall_signals(self, now: datetime, days: float) -> dict[str, float | None]:
-        """``recall_recent``, ``recall_at_training`` and ``recall_at_table`` (see
-        :class:`~hybridrec.types.DriftStats`) from the days this arm served, each over ``days``
-        days; a signal is None until its days were all seen (or they had no transitions)."""
-
-        def rate(rows: list[tuple[datetime, int, int, datetime, datetime | None]]) -> float | None:
-            n = sum(r[1] for r in rows)
-            return sum(r[2] for r in rows) / n if n else None
-
-        span = timedelta(days=days)
-        recent = [r for r in self.served_days if r[0] > now - span]
-        out: dict[str, float | None] = {"recall_recent": None, "recall_at_training": None,
-                                        "recall_at_table": None}
-        if self.served_days and self.served_days[0][0] <= now - span + timedelta(days=1):
-            out["recall_recent"] = rate(recent)
-        table = self.table
-        if table is not None and now - table.built_at >= span:
-            out["recall_at_table"] = rate([r for r in self.served_days if r[3] == table.built_at
-                                           and r[0] <= table.built_at + span])
-        trained = self.adapter_trained_at
-        if trained is not None and now - trained >= span:
-            out["recall_at_training"] = rate([r for r in self.served_days if r[4] == trained
-                                              and r[0] <= trained + span])
-        return out
+        """The recall signals (:func:`~hybridrec.engine.state.recall_signals`) of the days this
+        arm served, each over ``days`` days."""
+        return recall_signals(self.served_days, now, days=days,
+                              table_built_at=None if self.table is None else self.table.built_at,
+                              adapter_trained_at=self.adapter_trained_at)
 
     # -- actions ----------------------------------------------------------------------------
 
-    def execute(self, action: Action, history: TransitionSet, now: datetime) -> str:
-        """Run one action for this arm through the engine (the work through the cache);
-        returns its label."""
+    def execute(self, action: Action, history: TransitionSet, now: datetime) -> ActionOutcome:
+        """Run one action for this arm through the engine (the work through the cache)."""
         self.versions.now = now
         if isinstance(action, FineTune):
             self._check_window(action.window, now)
@@ -785,10 +762,9 @@ class PolicyArm(Arm):
                                            "trained_at": now.isoformat(), "reason": action.reason})
 
             outcome = self._settle("fine_tune", estimate, train, now, action.reason)
-            if outcome.status == "skipped":
-                return OVER_BUDGET + "fine_tune"
-            self.cost.fine_tunes += 1
-            return "fine_tune" if outcome.status == "ok" else "fine_tune(held)"
+            if outcome.status != "skipped":
+                self.cost.fine_tunes += 1
+            return outcome
         if isinstance(action, RefreshKnowledge):
             self._check_window(action.window, now)
             key = self.cache.snapshot_key(action.window)
@@ -803,13 +779,12 @@ class PolicyArm(Arm):
                                            "built_at": now.isoformat(), "reason": action.reason})
 
             outcome = self._settle("refresh_knowledge", estimate, build, now, action.reason)
-            if outcome.status == "skipped":
-                return OVER_BUDGET + "refresh_knowledge"
-            self.cost.knowledge_refreshes += 1
-            return "refresh_knowledge"
+            if outcome.status != "skipped":
+                self.cost.knowledge_refreshes += 1
+            return outcome
         if isinstance(action, RegenerateTable):
             return self._regenerate(action, history, now)
-        return "noop"
+        return ActionOutcome(kind="noop", status="ok", reason=action.reason)
 
     def _settle(self, kind: ActionKind, estimate: CostEstimate, run: Callable[[], Candidate],
                 now: datetime, reason: str) -> ActionOutcome:
@@ -827,7 +802,7 @@ class PolicyArm(Arm):
     def _check_window(self, window: TimeWindow, now: datetime) -> None:
         check_window(window, now, "an action", who=f"policy {self.policy.name!r} of arm {self.name!r}")
 
-    def _regenerate(self, action: RegenerateTable, history: TransitionSet, now: datetime) -> str:
+    def _regenerate(self, action: RegenerateTable, history: TransitionSet, now: datetime) -> ActionOutcome:
         snapshot = self.knowledge if action.use_knowledge else None
         observed: np.ndarray | None = None
         if action.contexts == "observed":
@@ -853,7 +828,7 @@ class PolicyArm(Arm):
         seconds = rate * n_contexts if rate > 0 else estimate.seconds
         fallback: TableVersion | None = None
         if observed is not None and action.fallback == "previous":
-            observed, fallback = keep_previous(self.adapter, snapshot, observed, self.table)
+            observed, fallback = fallback_chain(self.adapter, snapshot, observed, self.table)
         self.versions.pending_table = TableVersion(
             adapter=self.adapter, snapshot=snapshot, built_at=now,
             backoff=self.cache.backoff(history, now), observed=observed, fallback=fallback,
@@ -871,10 +846,10 @@ class PolicyArm(Arm):
             self.versions.pending_table = None
             self.full_regeneration_flops -= full.flops
             self.full_regenerated_contexts -= n_full
-            return OVER_BUDGET + "regenerate_table"
+            return outcome
         self.cost.regenerated_contexts += n_contexts
         self.cost.table_regenerations += 1
-        return "regenerate_table" + ("+rag" if snapshot is not None else "")
+        return outcome
 
     def changed_for(
         self, previous: TableVersion, adapter: str, snapshot: str | None, wanted: np.ndarray | None,
@@ -935,25 +910,30 @@ class PolicyArm(Arm):
             # The day's outcome of the lists this arm served (data it has now seen).
             truth = history.c3[day.lo : day.hi]
             ids = self._served_ids
-            top = self.cache.stack.signals.recall_k
-            hits = int((ids[:, :top] == truth[:, None]).any(axis=1).sum()) if ids.shape[0] == truth.shape[0] else 0
-            self.served_days.append((day.end, int(truth.shape[0]), hits, self.table.built_at,
-                                     self.adapter_trained_at))
+            hits = served_hits(ids, truth, self.cache.stack.signals.recall_k) \
+                if ids.shape[0] == truth.shape[0] else 0
+            self.served_days.append(ServedPeriod(
+                since=day.start, until=day.end, n=int(truth.shape[0]), hits=hits,
+                table_built_at=self.table.built_at, adapter_trained_at=self.adapter_trained_at))
         self._served_ids = None
         return self._act(history, day.end)
 
     def _act(self, history: TransitionSet, now: datetime) -> list[str]:
-        """Ask the policy, run its decision; the labels of what ran (and :attr:`decisions`)."""
-        labels: list[str] = []
-        self.decisions = []
-        for action in self.policy.decide(self.state(history, now)):
-            if labels and labels[-1].startswith(OVER_BUDGET):
-                # the rest of the decision was planned on the skipped action (engine docs)
-                labels.append(OVER_BUDGET + action.kind)
-            else:
-                labels.append(self.execute(action, history, now))
-            self.decisions.append({"action": action.kind, "reason": action.reason,
-                                   "outcome": labels[-1]})
+        """Ask the policy, run its decision (:func:`~hybridrec.engine.actions.run_decision`);
+        the labels of what ran (and :attr:`decisions`)."""
+        actions = self.policy.decide(self.state(history, now))
+        with_knowledge: list[bool] = []
+
+        def run(action: Action) -> ActionOutcome:
+            with_knowledge.append(isinstance(action, RegenerateTable) and action.use_knowledge
+                                  and self.knowledge is not None)
+            return self.execute(action, history, now)
+
+        outcomes = run_decision(actions, run)
+        with_knowledge += [False] * (len(outcomes) - len(with_knowledge))
+        labels = [outcome_label(o, with_knowledge=rag) for o, rag in zip(outcomes, with_knowledge, strict=True)]
+        self.decisions = [{"action": a.kind, "reason": a.reason, "outcome": label}
+                          for a, label in zip(actions, labels, strict=True)]
         return labels
 
     def last_decisions(self) -> list[dict[str, Any]]:
@@ -1038,6 +1018,7 @@ def initial_adapter(
 
 __all__ = [
     "INITIAL",
+    "OVER_BUDGET",
     "AdapterEntry",
     "AdapterRows",
     "LLMStack",

@@ -122,5 +122,55 @@ def register(cli: click.Group) -> None:
         config = config.model_copy(update={"seeds": seeds})
         _run(config, out, quiet=quiet)
 
+    @cli.command("replay")
+    @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                  help="The study's TOML file (default: the default study).")
+    @click.option("--arm", required=True, help="The LLM arm to run through a workspace.")
+    @click.option("--workspace", type=click.Path(path_type=Path, file_okay=False), required=True,
+                  help="A new (or empty) folder for the workspace the replay drives.")
+    @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+                  default=Path("hybridrec-replay"), show_default=True, help="Report folder.")
+    @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First test day (UTC).")
+    @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="End of the test days (exclusive).")
+    @click.option("--check", "check", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                  help="A backtest report.json over the same days: exit 1 unless the arm's n, "
+                  "HR@1, HR@5 and cumulative flops agree on every day.")
+    @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+    def replay_cmd(config_path: Path | None, arm: str, workspace: Path, out: Path, start: Any,
+                   end: Any, check: Path | None, quiet: bool) -> None:
+        """Run the study's test days for one LLM arm through a real workspace on disk: each
+        day's interactions ingested as `hybridrec update --data` does, the policy deciding at
+        each day's end, every list served by the workspace's table. Writes the arm's report
+        (the backtest's schema) to --out; with --check, compares it with a backtest's."""
+        import json
+
+        from hybridrec.backtest.config import load_backtest_config
+        from hybridrec.backtest.report import write_report
+        from hybridrec.backtest.workspace_replay import parity_differences, replay_workspace
+
+        config = load_backtest_config(config_path, start=start.date() if start else None,
+                                      end=end.date() if end else None)
+        _quiet_libraries()
+        started = time.perf_counter()
+        report, _ = replay_workspace(config, arm, workspace, progress=not quiet)
+        paths = write_report(report, out)
+        entry = report["arms"][0]
+        if not quiet:
+            click.echo(f"{arm} through {workspace}: HR@5 {entry['metrics']['hr@5']:.4f}, "
+                       f"HR@1 {entry['metrics']['hr@1']:.4f}, {entry['cost']['flops']:.4g} flops "
+                       f"over {len(entry['per_day'])} days; report: {paths['json']} "
+                       f"({time.perf_counter() - started:.0f} s)")
+        if check is not None:
+            theirs = json.loads(check.read_text())
+            differences = parity_differences(report, theirs, arm)
+            if differences:
+                shown = "\n  ".join(differences[:20])
+                more = f"\n  ... {len(differences) - 20} more" if len(differences) > 20 else ""
+                raise click.ClickException(
+                    f"the workspace and the backtest ({check}) disagree for {arm!r} on "
+                    f"{len(differences)} day fields:\n  {shown}{more}")
+            click.echo(f"parity: {arm}'s n, HR@1, HR@5 and cumulative flops equal {check}'s "
+                       f"on all {len(entry['per_day'])} days")
+
 
 __all__ = ["DEFAULT_OUT", "register"]

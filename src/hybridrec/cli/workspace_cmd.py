@@ -16,14 +16,14 @@ if TYPE_CHECKING:
     from hybridrec.config import PipelineConfig
 
 
-def _when(raw: str | None) -> datetime | None:
+def _when(raw: str | None, flag: str = "--now") -> datetime | None:
     if raw is None:
         return None
     try:
         return datetime.fromisoformat(raw)
     except ValueError:
         raise HybridrecError(
-            f"--now {raw!r} is not an ISO 8601 time (for example 2000-12-01 or 2000-12-01T06:00:00Z)"
+            f"{flag} {raw!r} is not an ISO 8601 time (for example 2000-12-01 or 2000-12-01T06:00:00Z)"
         ) from None
 
 
@@ -104,14 +104,18 @@ def register(cli: click.Group) -> None:
     @click.option("--items", "items", type=click.Path(path_type=Path, dir_okay=False, exists=True),
                   help="Item file (item,title,categories) when --data has no categories column.")
     @click.option("--now", "now", help="The clock (ISO 8601, UTC if no zone); default: now.")
+    @click.option("--data-until", "data_until",
+                  help="The data is complete until then (ISO 8601, at most --now; for example the "
+                  "end of the day --data covers); default: just after its last row.")
     @click.option("--json", "as_json", is_flag=True, help="Print the update report as JSON.")
     @click.option("--progress", is_flag=True, help="Show progress bars on stderr.")
     def update(workspace: Path, data: Path | None, items: Path | None, now: str | None,
-               as_json: bool, progress: bool) -> None:
+               data_until: str | None, as_json: bool, progress: bool) -> None:
         """Ingest --data, let the policy decide, execute, and promote atomically."""
         from hybridrec.engine import run_update
 
-        report = run_update(_open(workspace), data, items=items, now=_when(now), progress=progress)
+        report = run_update(_open(workspace), data, items=items, now=_when(now),
+                            data_until=_when(data_until, "--data-until"), progress=progress)
         failed = [a for a in report.actions if a.status == "failed"]
         if as_json:
             _echo_json(report.model_dump(mode="json"))

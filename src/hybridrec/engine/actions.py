@@ -26,7 +26,7 @@ planned on top of this one. Then, in order:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from hybridrec.config import GuardrailConfig
 from hybridrec.errors import HybridrecError
 from hybridrec.interfaces import CostModel
-from hybridrec.types import ActionKind, Budget, CostEstimate, TimeWindow
+from hybridrec.types import Action, ActionKind, Budget, CostEstimate, TimeWindow
 from hybridrec.versions import Candidate, VersionStore
 
 #: The kind of version each action produces.
@@ -90,6 +90,43 @@ class ActionOutcome(BaseModel):
     version: str | None = None
     seconds: float = 0.0
     note: str = ""
+
+
+#: label prefix of an action skipped because it (or an earlier action of its decision) did not
+#: fit the budget
+OVER_BUDGET = "skipped(over budget):"
+
+
+def run_decision(actions: Sequence[Action], run: Callable[[Action], ActionOutcome]) -> list[ActionOutcome]:
+    """Execute a policy's decision in order with ``run`` (one action → its outcome). Once an
+    action is skipped over budget, the rest of the decision is skipped too: it was planned on top
+    of that action. The one decision loop of both drivers."""
+    outcomes: list[ActionOutcome] = []
+    over: ActionOutcome | None = None
+    for action in actions:
+        if over is not None:
+            outcomes.append(ActionOutcome(
+                kind=action.kind, status="skipped", reason=action.reason,
+                note=f"not run: an earlier action of this decision was {over.note}"))
+            continue
+        outcome = run(action)
+        outcomes.append(outcome)
+        if outcome.status == "skipped" and outcome.note.startswith("over budget"):
+            over = outcome
+    return outcomes
+
+
+def outcome_label(outcome: ActionOutcome, *, with_knowledge: bool = False) -> str:
+    """The backtest report's label of one action's outcome (``per_day[].actions``):
+    ``fine_tune``, ``fine_tune(held)``, ``regenerate_table+rag`` (``with_knowledge``: the table
+    serves knowledge), ``skipped(over budget):<kind>`` ..."""
+    if outcome.status == "skipped":
+        if "over budget" in outcome.note:
+            return OVER_BUDGET + outcome.kind
+        return f"{outcome.kind}(skipped)"
+    if outcome.status != "ok":
+        return f"{outcome.kind}({outcome.status})"
+    return outcome.kind + ("+rag" if outcome.kind == "regenerate_table" and with_knowledge else "")
 
 
 def served_versions(store: VersionStore) -> dict[str, str | None]:
@@ -175,6 +212,7 @@ def execute(
 
 
 __all__ = [
+    "OVER_BUDGET",
     "PRODUCES",
     "ActionOutcome",
     "Candidate",
@@ -184,7 +222,9 @@ __all__ = [
     "execute",
     "guardrail_reasons",
     "hooks",
+    "outcome_label",
     "over_budget",
+    "run_decision",
     "served_versions",
     "veto",
 ]

@@ -4,7 +4,8 @@ serves, plus drift and the ledger; and the constants both drivers share."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from hybridrec.types import (
     SystemState,
     TimeWindow,
     TransitionSet,
+    to_utc,
 )
 from hybridrec.versions import Served
 
@@ -76,51 +78,85 @@ def needed_signals(policy: Any, who: str, also: Iterable[str] = ()) -> frozenset
     return needs & frozenset(SIGNALS)
 
 
-def table_recall(
-    transitions: TransitionSet,
-    lookup: Callable[[np.ndarray, int], np.ndarray],
-    *,
-    data_until: datetime,
-    table_data_until: datetime | None,
-    table_adapter: str | None,
-    adapter: str | None,
-    adapter_trained_until: datetime | None,
-    days: float = SIGNALS_DEFAULTS.recall_days,
-    k: int = SIGNALS_DEFAULTS.recall_k,
+@dataclass(frozen=True)
+class ServedPeriod:
+    """What the served lists scored on the data of one period ``[since, until)``: ``n``
+    transitions, ``hits`` with their next cluster in the top ``recall_k``, served by the table
+    built at ``table_built_at`` from the adapter promoted at ``adapter_trained_at``.
+
+    Both drivers append one per update (the backtest: one per day), scored *before* the update
+    acts, so every record is out of sample for the table that served it."""
+
+    since: datetime
+    until: datetime
+    n: int
+    hits: int
+    table_built_at: datetime
+    adapter_trained_at: datetime | None
+
+    def as_json(self) -> list[Any]:
+        return [self.since.isoformat(), self.until.isoformat(), self.n, self.hits,
+                self.table_built_at.isoformat(),
+                None if self.adapter_trained_at is None else self.adapter_trained_at.isoformat()]
+
+    @classmethod
+    def from_json(cls, row: Sequence[Any]) -> ServedPeriod:
+        def when(raw: Any) -> datetime:
+            return to_utc(datetime.fromisoformat(str(raw)))
+
+        since, until, n, hits, built, trained = row
+        return cls(since=when(since), until=when(until), n=int(n), hits=int(hits),
+                   table_built_at=when(built), adapter_trained_at=None if trained is None else when(trained))
+
+
+def served_hits(ids: np.ndarray, truth: np.ndarray, k: int) -> int:
+    """How many rows of ``ids`` hold their ``truth`` in the first ``k`` places."""
+    return int((ids[:, :k] == np.asarray(truth)[:, None]).any(axis=1).sum()) if ids.shape[0] else 0
+
+
+def recall_signals(
+    periods: Sequence[ServedPeriod], now: datetime, *, days: float,
+    table_built_at: datetime | None, adapter_trained_at: datetime | None,
 ) -> dict[str, float | None]:
-    """The recall signals of :class:`~hybridrec.types.DriftStats` for a served table that was
-    built from the data before ``table_data_until``, measured only on later transitions (out of
-    sample) with ``lookup(contexts, k) -> ids`` (the served table):
+    """The recall signals of :class:`~hybridrec.types.DriftStats` at ``now`` from the served
+    ``periods`` (oldest first), each over ``days`` days:
 
-    * ``recall_recent``: the last ``days`` before ``data_until``, if the table served all of them;
-    * ``recall_at_table``: the first ``days`` after the table was built, once all were seen;
-    * ``recall_at_training``: the first ``days`` after the current adapter's training window, if
-      this table, built from that adapter no later than then, served them.
+    * ``recall_recent``: the periods ending in the last ``days``, once the periods seen reach
+      back that far;
+    * ``recall_at_table``: the served table's first ``days`` (its periods ending by then),
+      once ``days`` have passed since it was built;
+    * ``recall_at_training``: the same for the served adapter, from when it was promoted.
 
-    A signal is None when its days are not all seen yet, the table did not serve them, or they
-    hold no transition."""
-    out: dict[str, float | None] = {"recall_recent": None, "recall_at_table": None,
-                                    "recall_at_training": None}
-    if table_data_until is None:
-        return out
+    A signal is None until its days are seen or when its periods hold no transition. The one
+    definition both drivers use (a workspace keeps its periods in the served state)."""
+
+    def rate(rows: Iterable[ServedPeriod]) -> float | None:
+        chosen = list(rows)
+        n = sum(r.n for r in chosen)
+        return sum(r.hits for r in chosen) / n if n else None
+
     span = timedelta(days=days)
-
-    def rate(start: datetime) -> float | None:
-        rows = transitions.window(TimeWindow(start=start, end=start + span))
-        if not len(rows):
-            return None
-        ids = lookup(rows.contexts(), k)
-        return float((ids[:, :k] == rows.c3[:, None]).any(axis=1).mean())
-
-    if data_until - span >= table_data_until:
-        out["recall_recent"] = rate(data_until - span)
-    if data_until >= table_data_until + span:
-        out["recall_at_table"] = rate(table_data_until)
-    trained = adapter_trained_until
-    if (trained is not None and adapter is not None and table_adapter == adapter
-            and table_data_until <= trained and data_until >= trained + span):
-        out["recall_at_training"] = rate(trained)
+    out: dict[str, float | None] = {"recall_recent": None, "recall_at_training": None,
+                                    "recall_at_table": None}
+    if periods and periods[0].since <= now - span:
+        out["recall_recent"] = rate(r for r in periods if r.until > now - span)
+    if table_built_at is not None and now - table_built_at >= span:
+        out["recall_at_table"] = rate(r for r in periods if r.table_built_at == table_built_at
+                                      and r.until <= table_built_at + span)
+    if adapter_trained_at is not None and now - adapter_trained_at >= span:
+        out["recall_at_training"] = rate(r for r in periods if r.adapter_trained_at == adapter_trained_at
+                                         and r.until <= adapter_trained_at + span)
     return out
+
+
+def kept_periods(periods: Sequence[ServedPeriod], now: datetime, *, days: float,
+                 table_built_at: datetime | None, adapter_trained_at: datetime | None) -> list[ServedPeriod]:
+    """The periods :func:`recall_signals` can still read at ``now`` or later (older ones are
+    dropped, so a workspace's served state stays small)."""
+    span = timedelta(days=days)
+    anchors = [t for t in (table_built_at, adapter_trained_at) if t is not None]
+    horizon = min([now - span, *anchors])
+    return [r for r in periods if r.until > horizon]
 
 
 def freshness_signals(
@@ -195,13 +231,16 @@ __all__ = [
     "BACKOFF_WIDTH",
     "SIGNALS_DEFAULTS",
     "Served",
+    "ServedPeriod",
     "SignalWarning",
     "backoff_history",
     "backoff_width",
     "drift_stats",
     "freshness_signals",
+    "kept_periods",
     "needed_signals",
+    "recall_signals",
+    "served_hits",
     "system_state",
-    "table_recall",
     "warn_signal",
 ]

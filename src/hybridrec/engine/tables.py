@@ -13,7 +13,7 @@ capability is always ranked in full.
 
 A regeneration restricted to some contexts (``RegenerateTable(contexts="observed")``) may also
 **keep the served rows** of the contexts it does not rank (``fallback="previous"``,
-:func:`keep_previous`): those rows are copied as they are, whatever adapter or evidence they were
+:func:`with_kept_rows`): those rows are copied as they are, whatever adapter or evidence they were
 ranked with, and are charged nothing. A kept row keeps its prompt digest when it was ranked by
 the new table's adapter (so a later delta compares it exactly) and gets :data:`STALE_DIGEST`
 otherwise (a later regeneration that wants it ranks it).
@@ -48,6 +48,17 @@ DIGEST_BYTES = 16
 STALE_DIGEST = np.zeros(DIGEST_BYTES, dtype=np.uint8)
 
 
+def digest_prompts(prompts: np.ndarray) -> np.ndarray:
+    """A ``(m, 16)`` ``uint8`` BLAKE2b digest of each row of the rendered ``prompts`` (token ids
+    then the length, :func:`~hybridrec.capabilities.prompt_matrix`): the one prompt digest of
+    delta regeneration, in a workspace and in the backtest."""
+    rows = np.ascontiguousarray(prompts, dtype=np.int64)
+    return np.frombuffer(
+        b"".join(hashlib.blake2b(r.tobytes(), digest_size=DIGEST_BYTES).digest() for r in rows),
+        dtype=np.uint8,
+    ).reshape(-1, DIGEST_BYTES)
+
+
 def prompt_digests(
     generator: Generator, contexts: np.ndarray, snapshot: KnowledgeSnapshot | None,
     *, batch_size: int = 4096, evidence_m: int | None = None,
@@ -60,11 +71,7 @@ def prompt_digests(
     for part in batches(int(contexts.shape[0]), batch_size):
         ctx = contexts[part]
         evidence = snapshot.evidence(ctx, evidence_m) if snapshot is not None else None
-        rows = prompt_matrix(generator, ctx, evidence)
-        out[part] = np.frombuffer(
-            b"".join(hashlib.blake2b(r.tobytes(), digest_size=DIGEST_BYTES).digest() for r in rows),
-            dtype=np.uint8,
-        ).reshape(-1, DIGEST_BYTES)
+        out[part] = digest_prompts(prompt_matrix(generator, ctx, evidence))
     return out
 
 
@@ -160,7 +167,7 @@ def _rows_of(previous: TableRows, keys: np.ndarray) -> tuple[np.ndarray, np.ndar
     return sorted_keys[at] == keys, order[at]
 
 
-def keep_previous(
+def with_kept_rows(
     contexts: np.ndarray, n_clusters: int, previous: TableRows | None, *, k: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The contexts of a restricted regeneration whose fallback is the served table: ``contexts``
@@ -187,7 +194,7 @@ def plan_table(
 ) -> TablePlan:
     """Which contexts to rank and which rows to copy (see the module docstring). Rows are copied
     only from a previous table of the same adapter and row width ``k`` whose prompts are known,
-    except the ``kept`` contexts (a mask; :func:`keep_previous`), whose previous row is copied
+    except the ``kept`` contexts (a mask; :func:`with_kept_rows`), whose previous row is copied
     whatever it was ranked from (each must be held by ``previous``)."""
     n = int(contexts.shape[0])
     source = np.full(n, -1, dtype=np.int64)
@@ -324,9 +331,10 @@ __all__ = [
     "TablePlan",
     "TableRows",
     "changed_count",
-    "keep_previous",
+    "digest_prompts",
     "plan_table",
     "prompt_digests",
     "run_plan",
+    "with_kept_rows",
     "write_rows",
 ]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,25 +42,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridrec import distributed
 from hybridrec.capabilities import TrainableGenerator
 from hybridrec.engine import pricing
-from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks
+from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks, run_decision
 from hybridrec.engine.components import Pipeline
 from hybridrec.engine.state import (
+    ServedPeriod,
     backoff_history,
     backoff_width,
     drift_stats,
     freshness_signals,
+    kept_periods,
     needed_signals,
+    recall_signals,
+    served_hits,
     system_state,
-    table_recall,
     warn_signal,
 )
 from hybridrec.engine.tables import (
     DIGEST_BYTES,
     TableRows,
-    keep_previous,
     plan_table,
     prompt_digests,
     run_plan,
+    with_kept_rows,
     write_rows,
 )
 from hybridrec.errors import DataError, HybridrecError, PluginError
@@ -106,9 +110,11 @@ class UpdateReport(BaseModel):
 
 
 class _Update:
-    def __init__(self, ws: Workspace, now: datetime, progress: bool) -> None:
+    def __init__(self, ws: Workspace, now: datetime, progress: bool,
+                 data_until: datetime | None = None) -> None:
         self.ws = ws
         self.now = now
+        self.declared_until = data_until
         self.progress = progress
         self.config = ws.config
         self.current = ws.current() or {}
@@ -158,15 +164,14 @@ class _Update:
         served = self.versions.describe()
         data_until = self.data_until(transitions)
         budget = self.config.budget
-        estimates: dict[str, CostEstimate] = {}
-        if any(getattr(budget, u) is not None for u in ("flops", "seconds", "money")):
-            estimates = pricing.state_estimates(
-                pipeline.cost_model, generator=pipeline.generator, fine_tuner=pipeline.fine_tuner,
-                store=pipeline.knowledge_store,
-                n_recent=len(transitions.window(TimeWindow.ending_at(data_until, pricing.PRICE_DAYS))),
-                n_contexts=int(pipeline.contexts(transitions, RegenerateTable(), data_until).shape[0]),
-                with_evidence=served.knowledge is not None,
-            )
+        # Priced whether or not a budget is set: a policy may weigh gains against cost (adaptive).
+        estimates: dict[str, CostEstimate] = pricing.state_estimates(
+            pipeline.cost_model, generator=pipeline.generator, fine_tuner=pipeline.fine_tuner,
+            store=pipeline.knowledge_store,
+            n_recent=len(transitions.window(TimeWindow.ending_at(data_until, pricing.PRICE_DAYS))),
+            n_contexts=int(pipeline.contexts(transitions, RegenerateTable(), data_until).shape[0]),
+            with_evidence=served.knowledge is not None,
+        )
         return system_state(
             served,
             now=self.now,
@@ -182,42 +187,66 @@ class _Update:
     def drift(self, transitions: TransitionSet, served: Served, data_until: datetime,
               needs: frozenset[str] = frozenset()) -> DriftStats:
         """Drift of the data against the adapter's training window, what fresher knowledge
-        would have bought (:func:`freshness_signals`), and the served table's recall signals on
-        the data it served since it was built (:func:`table_recall`).
-
-        Every signal is measured whatever the policy ``needs`` (one policy; ``hybridrec status``
-        shows them); a needed ``recall`` that cannot be measured because the served table
-        cannot be read, or its manifest lacks ``data_until``, issues a
-        :class:`~hybridrec.engine.state.SignalWarning`.
-        No adapter or table yet, or too few days seen, leaves a signal ``None`` silently."""
+        would have bought (:func:`freshness_signals`), and the served lists' recall signals
+        (:func:`~hybridrec.engine.state.recall_signals`) over the periods this workspace served
+        (:meth:`record_served`). Every signal is measured whatever the policy ``needs`` (one
+        policy; ``hybridrec status`` shows them); no adapter or table yet, or too few days
+        seen, leaves a signal ``None``."""
         signals = self.config.signals
         stats = drift_stats(transitions, served.adapter_window, data_until, self.now,
                             recent_days=signals.drift_days, min_count=signals.drift_min_count)
         stats = stats.model_copy(update=freshness_signals(
             transitions, knowledge_until=served.knowledge_window.end if served.knowledge_window else None,
             data_until=data_until))
-        table = self.versions.manifest("table", served.table) if served.table else None
-        if not table or not table.get("data_until"):
-            if table and "recall" in needs:
-                warn_signal(f"workspace {self.ws.root}: the served table {served.table} records "
-                            "no data_until, so the recall signals the policy needs are unmeasured")
-            return stats
-        try:
-            recall = table_recall(
-                transitions, lambda ctx, k: self.ws.lookup_batch(ctx, k).ids,
-                data_until=data_until, table_data_until=_time(str(table["data_until"])),
-                table_adapter=table.get("adapter"), adapter=served.adapter,
-                adapter_trained_until=served.adapter_window.end if served.adapter_window else None,
-                days=signals.recall_days, k=signals.recall_k,
-            )
-        except HybridrecError as exc:  # a served table that cannot be read: no signal
-            if "recall" in needs:
-                warn_signal(f"workspace {self.ws.root}: the recall signals the policy needs are "
-                            f"unmeasured: the served table {served.table} cannot be read ({exc})")
-            return stats
-        return stats.model_copy(update=recall)
+        periods = [ServedPeriod.from_json(row) for row in self.entry.get("served_periods") or []]
+        return stats.model_copy(update=recall_signals(
+            periods, data_until, days=signals.recall_days, table_built_at=served.table_built_at,
+            adapter_trained_at=served.adapter_trained_at))
+
+    def record_served(self, transitions: TransitionSet, data_until: datetime,
+                      needs: frozenset[str]) -> None:
+        """Score the data this update brings (after the previous update's ``data_until``) with
+        the table served meanwhile, before anything changes, and keep it as a
+        :class:`~hybridrec.engine.state.ServedPeriod` in the served state (the recall signals'
+        evidence, out of sample). A served table that cannot be read records nothing (with a
+        :class:`~hybridrec.engine.state.SignalWarning` when the policy needs ``recall``)."""
+        served = self.versions.describe()
+        signals = self.config.signals
+        periods = [ServedPeriod.from_json(row) for row in self.entry.get("served_periods") or []]
+        before = self.current.get("data_until")
+        if served.table is not None and served.table_built_at is not None and before:
+            since = _time(before)
+            if data_until > since:
+                rows = transitions.window(TimeWindow(start=since, end=data_until))
+                try:
+                    ids = (self.ws.lookup_batch(rows.contexts(), signals.recall_k).ids if len(rows)
+                           else np.zeros((0, signals.recall_k), dtype=np.int64))
+                except HybridrecError as exc:
+                    if "recall" in needs:
+                        warn_signal(f"workspace {self.ws.root}: the recall signals the policy needs "
+                                    f"miss {since.isoformat()}..{data_until.isoformat()}: the served "
+                                    f"table {served.table} cannot be read ({exc})")
+                else:
+                    periods.append(ServedPeriod(
+                        since=since, until=data_until, n=len(rows),
+                        hits=served_hits(ids, rows.c3, signals.recall_k),
+                        table_built_at=served.table_built_at,
+                        adapter_trained_at=served.adapter_trained_at))
+        periods = kept_periods(periods, data_until, days=signals.recall_days,
+                               table_built_at=served.table_built_at,
+                               adapter_trained_at=served.adapter_trained_at)
+        self.entry["served_periods"] = [p.as_json() for p in periods]
 
     def data_until(self, transitions: TransitionSet) -> datetime:
+        """Until when the data is complete: the ``data_until`` the caller declared (the end of
+        the period the new file covers), else just after the last row (or the previous
+        update's ``data_until`` when later)."""
+        if self.declared_until is not None:
+            last = int(transitions.ts[-1]) + 1 if len(transitions) else None
+            if last is not None and datetime_to_ts(self.declared_until) < last:
+                raise DataError(f"data_until {self.declared_until.isoformat()} is before the last "
+                                f"transition ({ts_to_datetime(last - 1).isoformat()})")
+            return self.declared_until
         batch_until = self.entry.get("data_until")
         last = int(transitions.ts[-1]) + 1 if len(transitions) else None
         candidates = [t for t in (last, datetime_to_ts(_time(batch_until)) if batch_until else None) if t]
@@ -344,7 +373,7 @@ class _Update:
                     else None)
         kept = np.zeros(contexts.shape[0], dtype=bool)
         if keeping:  # the contexts it does not rank keep the served table's row
-            contexts, kept = keep_previous(contexts, len(p.catalog), previous, k=self.config.serving.k)
+            contexts, kept = with_kept_rows(contexts, len(p.catalog), previous, k=self.config.serving.k)
         digests = None
         if delta:
             ranked_digests = prompt_digests(gen, contexts[~kept], snapshot)
@@ -421,7 +450,8 @@ class _Update:
                 outcome.note += f"; kept the served row of {plan.n_kept:,} contexts not ranked"
         return outcome
 
-    def run(self, data: Path | None, items: Path | None) -> UpdateReport:
+    def run(self, data: Path | None, items: Path | None,
+            decide: Callable[[SystemState], list[Action]] | None = None) -> UpdateReport:
         ws = self.ws
         report = UpdateReport(now=self.now, data_until=None)
         if data is not None:
@@ -435,26 +465,21 @@ class _Update:
         self.pipeline = Pipeline(self.config, catalog, source=str(ws.config_path))
         data_until = self.data_until(transitions)
         report.data_until = data_until
+        self.record_served(transitions, data_until,
+                           needed_signals(self.pipeline.policy, f"workspace {ws.root}"))
         state = self.state(transitions, self.pipeline)
-        actions: list[Action] = self.pipeline.policy.decide(state)
-        over: ActionOutcome | None = None
-        for action in actions:
-            if over is not None:  # the rest of the decision was planned on the skipped action
-                report.actions.append(ActionOutcome(
-                    kind=action.kind, status="skipped", reason=action.reason,
-                    note=f"not run: an earlier action of this decision was {over.note}"))
-                continue
+        actions: list[Action] = (self.pipeline.policy.decide(state) if decide is None
+                                 else decide(state))
+        def run_one(action: Action) -> ActionOutcome:
             if isinstance(action, FineTune):
-                outcome = self.fine_tune(action, transitions, data_until)
-            elif isinstance(action, RefreshKnowledge):
-                outcome = self.refresh(action, transitions, data_until)
-            elif isinstance(action, RegenerateTable):
-                outcome = self.regenerate(action, transitions, data_until)
-            else:
-                outcome = ActionOutcome(kind="noop", status="ok", reason=action.reason)
-            report.actions.append(outcome)
-            if outcome.status == "skipped" and outcome.note.startswith("over budget"):
-                over = outcome
+                return self.fine_tune(action, transitions, data_until)
+            if isinstance(action, RefreshKnowledge):
+                return self.refresh(action, transitions, data_until)
+            if isinstance(action, RegenerateTable):
+                return self.regenerate(action, transitions, data_until)
+            return ActionOutcome(kind="noop", status="ok", reason=action.reason)
+
+        report.actions.extend(run_decision(actions, run_one))
         self.entry.update({
             "data_until": data_until.isoformat(),
             "data_start": state.data_start.isoformat() if state.data_start else None,
@@ -481,12 +506,21 @@ class _Update:
 
 
 def run_update(ws: Workspace, data: Path | None, *, items: Path | None = None,
-               now: datetime | None = None, progress: bool = False) -> UpdateReport:
-    """One update of ``ws`` at clock ``now`` (default: the wall clock), holding its update lock."""
+               now: datetime | None = None, data_until: datetime | None = None,
+               decide: Callable[[SystemState], list[Action]] | None = None,
+               progress: bool = False) -> UpdateReport:
+    """One update of ``ws`` at clock ``now`` (default: the wall clock), holding its update lock.
+
+    ``data_until`` declares the data complete until then (at most ``now``; default: just after
+    its last row), as the backtest's day ends do. ``decide`` replaces the policy's decision (the
+    replay's setup uses it to train the initial adapter as a backtest does)."""
     clock = to_utc(now) if now is not None else datetime.now(UTC).replace(microsecond=0)
+    until = None if data_until is None else to_utc(data_until)
+    if until is not None and until > clock:
+        raise DataError(f"data_until {until.isoformat()} is after the clock {clock.isoformat()}")
     with ws.locked():
         ws.clean_staging()
-        return _Update(ws, clock, progress).run(data, items)
+        return _Update(ws, clock, progress, until).run(data, items, decide)
 
 
 def _time(raw: Any) -> datetime:
