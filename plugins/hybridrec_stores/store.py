@@ -16,7 +16,7 @@ transitions:
    index; pair it with the ``lora`` option ``evidence_ranking="backoff"`` so training prompts
    carry the same evidence. On ML-1M's validation days (2000-05-18 to 2000-06-01) the ``tiny``
    model's ``rag-once`` arm scored HR@5 0.3199 with it against 0.3241 with ``instance``
-   evidence, so the demo keeps ``instance`` (``examples/studies/validation-*.toml``).
+   evidence, so the demo keeps ``instance`` (``research/studies/validation-*.toml``).
 
 Everything is precomputed at build time, so serving evidence for any number of contexts is a
 memory-mapped gather. Snapshots are immutable; a refresh builds a new one (see

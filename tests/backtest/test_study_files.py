@@ -1,4 +1,4 @@
-"""Every study file under examples/studies loads as a valid backtest configuration, and its
+"""Every study file under examples/studies and research/studies loads as a valid backtest configuration, and its
 plugins accept their options (what a user running the documented command would hit first)."""
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from pydantic import ValidationError
 from hybridrec.backtest.config import load_backtest_config
 from hybridrec.plugins import get
 
-STUDIES = sorted((Path(__file__).resolve().parents[2] / "examples" / "studies").glob("*.toml"))
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = sorted([*(ROOT / "examples" / "studies").glob("*.toml"), *(ROOT / "research" / "studies").glob("*.toml")])
 
 
 def test_there_are_study_files() -> None:
-    assert len(STUDIES) >= 5
+    assert len(STUDIES) >= 10
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)

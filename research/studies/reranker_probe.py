@@ -14,7 +14,7 @@ strictly earlier data (no train/serve skew).
 It prints, on the same evaluation rows, HR@1 and HR@5 of the counting prior (the candidates in
 their prior order) and of the re-ranked list, and writes them as JSON with ``--json``::
 
-    python examples/studies/reranker_probe.py --train 2000-08-01:2000-11-01 \
+    python research/studies/reranker_probe.py --train 2000-08-01:2000-11-01 \
         --eval 2000-11-01:2001-01-01 --epochs 6
 
 It uses only the public data layer and the backtest's counting tables; nothing here is used by

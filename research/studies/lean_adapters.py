@@ -2,7 +2,7 @@
 warm-started LoRA on it, with the demo's generator and fine-tuner options on ML-1M (two small
 fine-tunes before the test window, about a minute on a laptop CPU).
 
-    HF_HUB_OFFLINE=1 python examples/studies/lean_adapters.py
+    HF_HUB_OFFLINE=1 python research/studies/lean_adapters.py
 
 The LoRA adapter's ``base/`` files are hard links to the first adapter's (docs/generator.md,
 "Lean adapters"), so ``du`` over both folders counts the base once; the adapter alone, as a

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's GPU numbers, measured in one go on a machine with one CUDA device:
 #
-#     bash examples/gpu/device_suite.sh OUT_DIR
+#     bash research/gpu/device_suite.sh OUT_DIR
 #
 # Needs hybridrec installed (with its dependencies) in the `python3` that holds a CUDA torch; no
 # data set and no model weights (the models are randomly initialised at SmolLM2-135M's shape; the

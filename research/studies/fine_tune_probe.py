@@ -7,7 +7,7 @@ fine-tune on ``--window``, warm-started from that model, with ``select_epoch`` o
 held-out NLL of the window's last ``holdout_max`` transitions (never trained on) is measured at
 the start and after each epoch. It prints one line per variant and, with ``--json``, writes them::
 
-    python examples/studies/fine_tune_probe.py --variants '{
+    python research/studies/fine_tune_probe.py --variants '{
         "lora": {"epochs": 3, "max_examples": null, "holdout_max": 1000},
         "full-1ep": {"mode": "full", "max_examples": 30000, "holdout_max": 1000},
         "full-2ep": {"mode": "full", "max_examples": 30000, "holdout_max": 1000, "epochs": 2},

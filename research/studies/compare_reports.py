@@ -1,7 +1,7 @@
 """Paired difference of one arm's HR@5 between backtest reports over the same test days.
 
-    python examples/studies/compare_reports.py A/report.json B/report.json [--arm ARM]
-    python examples/studies/compare_reports.py --a A1 A2 A3 --b B1 B2 B3 [--arm ARM]
+    python research/studies/compare_reports.py A/report.json B/report.json [--arm ARM]
+    python research/studies/compare_reports.py --a A1 A2 A3 --b B1 B2 B3 [--arm ARM]
 
 Prints B − A for ARM (default ``hybrid``): the transition-weighted HR@5 difference over the
 days every report scored, with a 95% interval from resampling days (5,000 draws, seed 0), the
