@@ -46,8 +46,9 @@ class EncodedPrompts(Protocol):
 class PromptEncoder(Protocol):
     """A generator that renders prompts (see the module docstring).
 
-    Contract of :meth:`encode`: deterministic; two rows with equal ``ids`` and ``lengths`` are
-    ranked identically by :meth:`~hybridrec.interfaces.Generator.rank` under the same adapter;
+    Contract of :meth:`encode`: deterministic; two rows with equal ``ids``, ``lengths`` and
+    (when the prompts carry any) numeric ``features`` are ranked identically by
+    :meth:`~hybridrec.interfaces.Generator.rank` under the same adapter;
     ``as_of=None`` measures evidence recency against the end of the evidence's snapshot window
     (what table generation uses).
     """
@@ -62,13 +63,24 @@ class PromptEncoder(Protocol):
 def prompt_matrix(
     encoder: PromptEncoder, contexts: np.ndarray, evidence: EvidenceBatch | None
 ) -> np.ndarray:
-    """One row per context: its prompt ids then the prompt length (``int64``, C-contiguous), so
-    two rows are equal exactly when the prompts are."""
+    """One row per context: its prompt ids, the prompt length, then the bit patterns of its
+    numeric ``features`` if the prompts carry any (``int64``, C-contiguous), so two rows are
+    equal exactly when the prompts are — numbers the model reads included."""
     enc = encoder.encode(contexts, evidence, None)
     ids = np.asarray(enc.ids, dtype=np.int64)
     ids = ids.reshape(ids.shape[0], -1)  # prompts of several token channels (rerank form)
     lengths = np.asarray(enc.lengths, dtype=np.int64).reshape(-1, 1)
-    return np.ascontiguousarray(np.concatenate([ids, lengths], axis=1))
+    parts = [ids, lengths]
+    features = getattr(enc, "features", None)
+    if features is not None:
+        # The exact bits of each number: a prompt whose tokens match but whose numbers moved is
+        # another prompt (the model reads the numbers).
+        values = np.ascontiguousarray(features).reshape(ids.shape[0], -1)
+        bits = {4: np.int32, 8: np.int64, 2: np.int16}.get(values.dtype.itemsize)
+        if bits is None:
+            raise TypeError(f"numeric prompt features of dtype {values.dtype} are not supported")
+        parts.append(values.view(bits).astype(np.int64))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
 @runtime_checkable

@@ -163,6 +163,28 @@ def test_numeric_evidence_sits_on_the_slots_and_separates_one_bucket(rerank) -> 
     assert plain.features is None
 
 
+def test_a_prompt_whose_numbers_moved_is_another_prompt_for_delta_regeneration(catalog: ClusterCatalog) -> None:
+    # Same tokens (the counts fall in the same buckets), other numbers: the model ranks them
+    # differently, so delta regeneration (the prompt digest) must not reuse the row.
+    from hybridrec.capabilities import prompt_matrix
+    from hybridrec.engine.tables import digest_prompts
+
+    gen = tiny(catalog, template="rerank", evidence_items=M, tiny={"hidden_size": 32, "intermediate_size": 64})
+    ctx = np.array([[0, 1], [0, 1]])
+    ev = _evidence(ctx, np.array([[5, 6, 7, -1], [5, 6, 7, -1]]),
+                   np.array([[20.0, 23, 2, 0], [23.0, 20, 2, 0]]), total=400.0)
+    enc = gen.encode(ctx, ev, None)
+    assert (enc.ids[0] == enc.ids[1]).all()  # the tokens alone cannot tell them apart
+    rows = prompt_matrix(gen, ctx, ev)
+    assert not (rows[0] == rows[1]).all()
+    a, b = digest_prompts(rows)
+    assert not (a == b).all()
+    ranked = gen.rank(ctx, ev, 3)
+    assert not np.array_equal(ranked.scores[0], ranked.scores[1])
+    same = prompt_matrix(gen, ctx[:1], ev.take(np.array([0])))
+    assert (same[0] == rows[0]).all()
+
+
 def test_the_numeric_projection_is_fixed_by_the_base_model(catalog: ClusterCatalog) -> None:
     import torch
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
 from hybridrec.generation import TableJob, batches
-from hybridrec.interfaces import Generator, KnowledgeSnapshot, TableExecutor
+from hybridrec.interfaces import Generator, KnowledgeSnapshot, TableExecutor, snapshot_evidence
 from hybridrec.types import Rankings
 
 ROWS_FILE = "rows.npz"
@@ -61,7 +61,7 @@ def digest_prompts(prompts: np.ndarray) -> np.ndarray:
 
 def prompt_digests(
     generator: Generator, contexts: np.ndarray, snapshot: KnowledgeSnapshot | None,
-    *, batch_size: int = 4096, evidence_m: int | None = None,
+    *, batch_size: int = 4096, evidence_m: int | None = None, store: str | None = None,
 ) -> np.ndarray | None:
     """A ``(n, 16)`` ``uint8`` digest of each context's rendered prompt (with the snapshot's
     evidence, as the executor renders it), or None when the generator cannot render prompts."""
@@ -70,7 +70,8 @@ def prompt_digests(
     out = np.zeros((contexts.shape[0], DIGEST_BYTES), dtype=np.uint8)
     for part in batches(int(contexts.shape[0]), batch_size):
         ctx = contexts[part]
-        evidence = snapshot.evidence(ctx, evidence_m) if snapshot is not None else None
+        evidence = (snapshot_evidence(snapshot, ctx, evidence_m, store=store)
+                    if snapshot is not None else None)
         out[part] = digest_prompts(prompt_matrix(generator, ctx, evidence))
     return out
 
@@ -283,8 +284,9 @@ def write_rows(
 
 @dataclass
 class PromptRows:
-    """Every row ranked with one adapter, keyed by the exact prompt it was ranked from (the
-    backtest's store: a row is reused by every state of the adapter with the same prompt); rows
+    """Every row ranked with one adapter, keyed by the digest (:func:`digest_prompts`) of the
+    prompt it was ranked from (the backtest's store: a row is reused by every state of the
+    adapter with the same prompt, as a workspace copies a row whose digest is unchanged); rows
     are ``width`` clusters wide (an adapter that has ranked nothing yet holds ``(0, width)``
     arrays)."""
 
