@@ -136,11 +136,13 @@ def test_verdict_reports_both_regeneration_modes() -> None:
         ],
         "paired": [],
     }
-    v = verdict(report)
-    detail = v["goal_1_detail"]
-    assert detail["flops_ratio_vs_ft_weekly"] == pytest.approx(20 / 44, abs=1e-6)
-    assert detail["flops_ratio_vs_ft_weekly_if_full_regeneration"] == pytest.approx(101 / 44, abs=1e-6)
-    assert v["goal_1"] is False  # cheaper than full, but not a quarter of ft-weekly
+    from hybridrec.backtest.config import DEMO_CLAIMS
+
+    v = verdict(report, list(DEMO_CLAIMS))
+    detail = v["claims"][0]["detail"]
+    assert detail["cost_ratio"] == pytest.approx(20 / 44, abs=1e-6)
+    assert detail["cost_ratio_if_full_regeneration"] == pytest.approx(101 / 44, abs=1e-6)
+    assert detail["cost_ok"] is False  # cheaper than full, but not a quarter of ft-weekly
     notes = " ".join(v["notes"])
     assert "RAG is used" in notes and "40.0%" in notes
     assert "ranked 100 contexts against 1,000" in notes

@@ -12,9 +12,10 @@ import pytest
 from conftest import fake_config
 
 from hybridrec.backtest.baselines import MarkovArm, PopularityArm
+from hybridrec.backtest.config import DEMO_CLAIMS, Claim
 from hybridrec.backtest.metrics import pair_support_before_day, support_slices
 from hybridrec.backtest.protocol import Arm, Day, Served, fill_lists
-from hybridrec.backtest.report import GOAL_1_ARMS, build_report, paired_claim, verdict, write_report
+from hybridrec.backtest.report import build_report, paired_claim, verdict, write_report
 from hybridrec.backtest.runner import replay
 from hybridrec.backtest.study import run_backtest, scored_pair_support, with_training_seed
 from hybridrec.cli import main
@@ -201,47 +202,81 @@ def _report(names: list[str], cis: dict[str, list[tuple[float, float]]]) -> dict
     return {"arms": arms, "paired": [_pair(n, cis.get(n, [(0.01, 0.02), (0.01, 0.03)])) for n in names]}
 
 
-def test_goal_met_only_if_every_arm_ran_and_every_seed_excludes_zero() -> None:
-    everyone = [*GOAL_1_ARMS, "markov-all", "markov-best"]
-    v = verdict(_report(everyone, {}))
-    assert (v["goal_1"], v["goal_1_status"]) == (True, "met")
-    assert (v["goal_2"], v["goal_2_status"]) == (True, "met")
-    assert v["goal_3_detail"]["seeds"] == 2
+def _claims(v: dict[str, Any]) -> list[tuple[bool | None, str, str]]:
+    return [(c["met"], c["status"], c["reason"]) for c in v["claims"]]
+
+
+def test_claim_met_only_if_every_arm_ran_and_every_seed_excludes_zero() -> None:
+    demo = list(DEMO_CLAIMS)
+    everyone = [*DEMO_CLAIMS[0].beats, "markov-all", "markov-best"]
+    v = verdict(_report(everyone, {}), demo)
+    (m1, s1, _), (m2, s2, _), _ = _claims(v)
+    assert (m1, s1) == (True, "met") and (m2, s2) == (True, "met")
+    assert v["claims"][2]["detail"]["deltas"]["markov-best"]["seeds"] == 2
 
     # One seed's CI includes zero: not met, and the reason names the arm.
     v = verdict(_report(everyone, {"rag-once": [(0.01, 0.02), (-0.001, 0.02)],
-                                   "markov-best": [(0.01, 0.02), (-0.03, -0.01)]}))
-    assert (v["goal_1"], v["goal_1_status"]) == (False, "not met")
-    assert "rag-once" in v["goal_1_reason"]
-    assert v["goal_2_status"] == "met" and v["goal_3_status"] == "not met"
+                                   "markov-best": [(0.01, 0.02), (-0.03, -0.01)]}), demo)
+    first, second, third = _claims(v)
+    assert first[:2] == (False, "not met") and "rag-once" in first[2]
+    assert second[1] == "met" and third[1] == "not met"
 
     # An arm did not run: not measured, with the reason.
-    v = verdict(_report([n for n in everyone if n not in ("adaptive", "markov-best")], {}))
-    assert (v["goal_1"], v["goal_1_status"]) == (None, "not measured")
-    assert "adaptive" in v["goal_1_reason"]
-    assert v["goal_3_status"] == "not measured" and "markov-best" in v["goal_3_reason"]
+    v = verdict(_report([n for n in everyone if n not in ("adaptive", "markov-best")], {}), demo)
+    first, _, third = _claims(v)
+    assert first[:2] == (None, "not measured") and "adaptive" in first[2]
+    assert third[1] == "not measured" and "markov-best" in third[2]
 
     # ... unless a comparison that did run already fails.
-    v = verdict(_report([n for n in everyone if n != "adaptive"], {"no-update": [(-0.01, 0.01)]}))
-    assert v["goal_1_status"] == "not met"
+    v = verdict(_report([n for n in everyone if n != "adaptive"], {"no-update": [(-0.01, 0.01)]}), demo)
+    assert _claims(v)[0][1] == "not met"
 
-    # Cost above a quarter of ft-weekly's fails goal 1 even when every CI excludes zero.
+    # Cost above a quarter of ft-weekly's fails the first claim even when every CI excludes zero.
     report = _report(everyone, {})
     report["arms"][0]["cost"]["flops"] = 4.0
-    v = verdict(report)
-    assert v["goal_1_status"] == "not met" and "0.500x" in v["goal_1_reason"]
+    first = _claims(verdict(report, demo))[0]
+    assert first[1] == "not met" and "0.500x" in first[2]
 
     # Nothing LLM ran: not measured.
-    v = verdict({"arms": [_arm("markov-all", llm=False)], "paired": []})
-    assert [v[f"goal_{i}_status"] for i in (1, 2, 3)] == ["not measured"] * 3
+    v = verdict({"arms": [_arm("markov-all", llm=False)], "paired": []}, demo)
+    assert [c["status"] for c in v["claims"]] == ["not measured"] * 3
 
 
-def test_cli_prints_every_goal_with_its_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_study_declares_its_own_claims_or_none(tmp_path: Path) -> None:
+    from hybridrec.backtest.config import load_backtest_config
+    from hybridrec.errors import ConfigError
+
+    study = tmp_path / "study.toml"
+    study.write_text('dataset = "synthetic"\n'
+                     '[[claims]]\narm = "hybrid"\nbeats = ["markov-all"]\nmetric = "hr@1"\n'
+                     '[[claims]]\nname = "cheap"\narm = "hybrid"\nbeats = ["ft-weekly"]\n'
+                     'max_cost_ratio = 0.5\ncost_reference = "ft-weekly"\n')
+    config = load_backtest_config(study)
+    assert [c.metric for c in config.claims] == ["hr@1", "hr@5"]
+    assert config.claims[0].label().startswith("hybrid beats markov-all on HR@1")
+    assert load_backtest_config(None).claims == []  # a study claims nothing unless it says so
+    # The report records the claims and the verdict reads them from it.
+    report = _report(["markov-all", "ft-weekly"], {})
+    report["paired"].append({**_pair("markov-all", [(0.01, 0.02)]), "metric": "hr@1"})
+    report["claims"] = [c.model_dump(mode="json") for c in config.claims]
+    got = verdict(report)["claims"]
+    assert [c["status"] for c in got] == ["met", "met"] and got[1]["claim"] == "cheap"
+    assert got[1]["detail"]["cost_ratio"] == pytest.approx(1 / 8)
+    assert verdict({**report, "claims": []})["claims"] == []
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[claims]]\narm = "hybrid"\nbeats = ["x"]\nmax_cost_ratio = 0.5\n')
+    with pytest.raises(ConfigError, match="max_cost_ratio and cost_reference go together"):
+        load_backtest_config(bad)
+    assert Claim(arm="a", beats=["b"]).metric == "hr@5"
+
+
+def test_cli_prints_every_claim_with_its_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "study.toml"
     config.write_text(
         'dataset = "synthetic"\n'
         "dataset_options = { n_interactions = 6000, days = 40, n_clusters = 10 }\n"
         "bootstrap = 100\n"
+        '[[claims]]\nname = "Goal 2 (hybrid beats markov-all)"\narm = "hybrid"\nbeats = ["markov-all"]\n'
     )
     out = tmp_path / "out"
     main(["backtest", "--config", str(config), "--arms", "markov-all,markov-backoff,markov-best",

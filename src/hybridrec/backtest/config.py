@@ -402,6 +402,54 @@ class ArmPlan:
         return out
 
 
+class Claim(BaseModel):
+    """A claim the study makes and its report checks: ``arm`` beats every arm of ``beats`` on
+    ``metric`` (the paired 95% CI above zero for every training seed), optionally at no more than
+    ``max_cost_ratio`` times ``cost_reference``'s flops. Met only if every compared arm ran and
+    every comparison holds; not met if one that ran fails; otherwise not measured (docs/backtest.md
+    § Claims)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arm: str = Field(min_length=1)
+    beats: list[str] = Field(min_length=1)
+    metric: Literal["hr@1", "hr@5", "ndcg@5"] = "hr@5"
+    max_cost_ratio: float | None = Field(default=None, gt=0)
+    cost_reference: str | None = None
+    name: str | None = Field(default=None, description="The label the report shows (default: "
+                             "the claim spelled out).")
+
+    @model_validator(mode="after")
+    def _cost(self) -> Claim:
+        if (self.max_cost_ratio is None) != (self.cost_reference is None):
+            raise ValueError("max_cost_ratio and cost_reference go together (at most "
+                             "max_cost_ratio times cost_reference's flops)")
+        return self
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        others = ", ".join(self.beats)
+        cost = (f" at <= {self.max_cost_ratio:g}x {self.cost_reference}'s flops"
+                if self.max_cost_ratio is not None else "")
+        return (f"{self.arm} beats {others} on {self.metric.upper()}, paired 95% CI above zero "
+                f"for every seed{cost}")
+
+
+#: The demo study's claims (`hybridrec demo`): hybrid beats every other LLM arm at a quarter of
+#: ft-weekly's flops, and beats the counting baselines markov-all and markov-best.
+DEMO_CLAIMS: tuple[Claim, ...] = (
+    Claim(name="Goal 1 (hybrid beats every other LLM arm on HR@5, paired 95% CI above zero for "
+               "every seed, at <= 1/4 of ft-weekly's flops)", arm="hybrid",
+          beats=["no-update", "ft-monthly", "ft-weekly", "rag-only", "rag-once", "adaptive"],
+          max_cost_ratio=0.25, cost_reference="ft-weekly"),
+    Claim(name="Goal 2 (hybrid beats markov-all on HR@5, paired 95% CI above zero for every seed)",
+          arm="hybrid", beats=["markov-all"]),
+    Claim(name="Goal 3 (hybrid beats markov-best on HR@5, paired 95% CI above zero for every seed)",
+          arm="hybrid", beats=["markov-best"]),
+)
+
+
 class BacktestConfig(BaseModel):
     """A whole backtest (defaults: the default study of docs/protocol.md on ML-1M)."""
 
@@ -431,6 +479,11 @@ class BacktestConfig(BaseModel):
     markov_best: MarkovBestOptions = Field(default_factory=MarkovBestOptions)
     workdir: Path | None = Field(default=None, description="Where adapters and snapshots go (a temporary folder if unset).")
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    claims: list[Claim] = Field(
+        default_factory=list,
+        description="What the study claims ([[claims]] tables: arm, beats, metric, "
+        "max_cost_ratio, cost_reference, name); the report's verdict checks each. `hybridrec "
+        "demo` declares DEMO_CLAIMS; a study declares its own or none.")
 
     @field_validator("arms", mode="before")
     @classmethod
@@ -642,6 +695,8 @@ def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
             raise ConfigError(f"backtest config {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: values nested too deeply to read") from None
         data = dict(data.get("backtest", data))
         _resolve_dataset_paths(data, Path(path).resolve().parent)
     chosen = overrides.get("arms")
@@ -672,6 +727,7 @@ __all__ = [
     "BASELINE_ARMS",
     "COUNTING_OPTIONS",
     "DEFAULT_POLICIES",
+    "DEMO_CLAIMS",
     "DEMO_EVIDENCE_ITEMS",
     "DEMO_FINE_TUNE",
     "DEMO_GENERATOR",
@@ -685,6 +741,7 @@ __all__ = [
     "ArmSpec",
     "BackoffOptions",
     "BacktestConfig",
+    "Claim",
     "LLMSettings",
     "MarkovBestOptions",
     "MarkovOptions",

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hybridrec.backtest.config import Claim
 from hybridrec.backtest.metrics import (
     SUPPORT_BUCKETS,
     bootstrap_ci,
@@ -287,8 +288,6 @@ def drift_summary(measured: Any) -> dict[str, Any]:
 # -- verdict ------------------------------------------------------------------------------------
 
 
-#: The other LLM arms goal 1 compares hybrid with (all must have run for "met").
-GOAL_1_ARMS: tuple[str, ...] = ("no-update", "ft-monthly", "ft-weekly", "rag-only", "rag-once", "adaptive")
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
 
 
@@ -304,18 +303,16 @@ def paired_claim(report: dict[str, Any], a: str, b: str, metric: str = "hr@5") -
     return None
 
 
-def _beats_goal(report: dict[str, Any], ran: set[str], a: str, others: list[str]) -> dict[str, Any]:
-    """``a`` beats each of ``others`` on HR@5, paired CI above zero for every seed."""
-    missing = [x for x in [a, *others] if x not in ran]
-    beats: list[str] = []
-    not_beaten: list[str] = []
-    unpaired: list[str] = []
-    for b in others:
-        if b not in ran or a not in ran:
+def _paired_detail(report: dict[str, Any], a: str, b: str, metric: str) -> dict[str, Any] | None:
+    """``a - b`` on ``metric``: the mean delta, the CI spanning every seed's, the seed count."""
+    for p in report.get("paired", []):
+        if p["metric"] != metric or {p["a"], p["b"]} != {a, b}:
             continue
-        claim = paired_claim(report, a, b)
-        (beats if claim else unpaired if claim is None else not_beaten).append(b)
-    return {"beats": beats, "does_not_beat": not_beaten, "not_run": missing, "not_paired": unpaired}
+        sign = 1.0 if p["a"] == a else -1.0
+        lo, hi = sorted((sign * p["ci95"][0], sign * p["ci95"][1]))
+        return {"delta": _r(sign * p["delta"]), "ci95": [_r(lo), _r(hi)],
+                "seeds": len(p.get("per_seed") or [p])}
+    return None
 
 
 def _status(failed: list[str], unmeasured: list[str]) -> tuple[bool | None, str, str]:
@@ -326,82 +323,64 @@ def _status(failed: list[str], unmeasured: list[str]) -> tuple[bool | None, str,
     return True, MET, "every compared arm ran and every paired 95% CI excludes zero, for every seed"
 
 
-def verdict(report: dict[str, Any]) -> dict[str, Any]:
-    """The study's goals, evaluated on ``report``.
-
-    A goal is met only if every arm it compares ran and every paired CI it needs excludes zero
-    in its favour for every training seed; it is not met if a comparison that ran fails; it is
-    not measured otherwise. ``goal_N`` is True / False / None for met / not met / not measured;
-    ``goal_N_status`` and ``goal_N_reason`` say which and why.
-    """
+def evaluate_claim(report: dict[str, Any], claim: Claim) -> dict[str, Any]:
+    """One claim (:class:`~hybridrec.backtest.config.Claim`) on ``report``: ``met`` True / False /
+    None with ``status`` and ``reason``, and the comparisons behind it (``detail``)."""
     arms = {a["name"]: a for a in report["arms"]}
-    ran = set(arms)
-    out: dict[str, Any] = {"goal_1": None, "goal_2": None, "goal_3": None, "notes": []}
-    hybrid = arms.get("hybrid")
-    if hybrid is None:
-        out["notes"].append("hybrid was not run")
-
-    # Goal 1: hybrid beats every other LLM arm on HR@5 at <= 1/4 of ft-weekly's flops.
-    d1 = _beats_goal(report, ran, "hybrid", list(GOAL_1_ARMS))
-    weekly = arms.get("ft-weekly")
-    cost_ok = ratio = None
-    if hybrid is not None and weekly is not None and weekly["cost"]["flops"] > 0:
-        ratio = hybrid["cost"]["flops"] / weekly["cost"]["flops"]
-        cost_ok = ratio <= 0.25
-    d1.update({"flops_ratio_vs_ft_weekly": _r(ratio), "cost_ok": cost_ok})
-    if hybrid is not None and weekly is not None:
-        full_h = hybrid["metrics"].get("flops_if_full_regeneration")
-        full_w = weekly["metrics"].get("flops_if_full_regeneration")
-        if full_h is not None and full_w:
-            d1["flops_ratio_vs_ft_weekly_if_full_regeneration"] = _r(full_h / full_w)
-    failed = [f"hybrid does not beat {b} (paired HR@5 CI not above zero for every seed)"
-              for b in d1["does_not_beat"]]
-    if cost_ok is False:
-        failed.append(f"hybrid's flops are {ratio:.3f}x ft-weekly's (goal: <= 0.25)")
-    unmeasured = ([f"not run: {', '.join(d1['not_run'])}"] if d1["not_run"] else []) + (
-        [f"no paired comparison with {', '.join(d1['not_paired'])}"] if d1["not_paired"] else [])
-    if cost_ok is None and not d1["not_run"]:
-        unmeasured.append("ft-weekly spent no flops: the cost ratio is undefined")
-    out["goal_1"], out["goal_1_status"], out["goal_1_reason"] = _status(failed, unmeasured)
-    out["goal_1_detail"] = d1
-
-    # Goals 2 and 3: hybrid beats markov-all / markov-best (paired HR@5 CI above zero).
-    for key, baseline in (("goal_2", "markov-all"), ("goal_3", "markov-best")):
-        d = _beats_goal(report, ran, "hybrid", [baseline])
-        failed = [f"hybrid does not beat {baseline} (paired HR@5 CI not above zero for every seed)"] if d["does_not_beat"] else []
-        unmeasured = ([f"not run: {', '.join(d['not_run'])}"] if d["not_run"] else []) + (
-            [f"no paired comparison with {baseline}"] if d["not_paired"] else [])
-        out[key], out[f"{key}_status"], out[f"{key}_reason"] = _status(failed, unmeasured)
-        pair = [p for p in report.get("paired", []) if p["metric"] == "hr@5"
-                and {p["a"], p["b"]} == {"hybrid", baseline}]
-        if pair:
-            p = pair[0]
-            sign = 1.0 if p["a"] == "hybrid" else -1.0
-            lo, hi = sorted((sign * p["ci95"][0], sign * p["ci95"][1]))
-            out[f"{key}_detail"] = {"delta": _r(sign * p["delta"]), "ci95": [_r(lo), _r(hi)],
-                                    "seeds": len(p.get("per_seed") or [p])}
-    out["notes"].extend(explanations(report))
-    return out
+    a, metric = claim.arm, claim.metric
+    compared = [claim.arm, *claim.beats, *([claim.cost_reference] if claim.cost_reference else [])]
+    not_run = [x for x in dict.fromkeys(compared) if x not in arms]
+    detail: dict[str, Any] = {"beats": [], "does_not_beat": [], "not_run": not_run,
+                              "not_paired": [], "deltas": {}}
+    for b in claim.beats:
+        if b not in arms or a not in arms:
+            continue
+        holds = paired_claim(report, a, b, metric)
+        key = "beats" if holds else "not_paired" if holds is None else "does_not_beat"
+        detail[key].append(b)
+        paired = _paired_detail(report, a, b, metric)
+        if paired is not None:
+            detail["deltas"][b] = paired
+    failed = [f"{a} does not beat {b} (paired {metric.upper()} CI not above zero for every seed)"
+              for b in detail["does_not_beat"]]
+    unmeasured = ([f"not run: {', '.join(not_run)}"] if not_run else []) + (
+        [f"no paired comparison with {', '.join(detail['not_paired'])}"] if detail["not_paired"] else [])
+    if claim.max_cost_ratio is not None and claim.cost_reference is not None:
+        mine, ref = arms.get(a), arms.get(claim.cost_reference)
+        ratio = None
+        if mine is not None and ref is not None and ref["cost"]["flops"] > 0:
+            ratio = mine["cost"]["flops"] / ref["cost"]["flops"]
+            full_mine = mine["metrics"].get("flops_if_full_regeneration")
+            full_ref = ref["metrics"].get("flops_if_full_regeneration")
+            if full_mine is not None and full_ref:
+                detail["cost_ratio_if_full_regeneration"] = _r(full_mine / full_ref)
+        elif mine is not None and ref is not None:
+            unmeasured.append(f"{claim.cost_reference} spent no flops: the cost ratio is undefined")
+        detail["cost_ratio"] = _r(ratio)
+        detail["cost_ok"] = None if ratio is None else ratio <= claim.max_cost_ratio
+        if ratio is not None and ratio > claim.max_cost_ratio:
+            failed.append(f"{a}'s flops are {ratio:.3f}x {claim.cost_reference}'s "
+                          f"(claim: <= {claim.max_cost_ratio:g})")
+    met, status, reason = _status(failed, unmeasured)
+    return {"claim": claim.label(), **claim.model_dump(mode="json", exclude={"name"}),
+            "met": met, "status": status, "reason": reason, "detail": detail}
 
 
-GOAL_LABELS: dict[str, str] = {
-    "goal_1": "Goal 1 (hybrid beats every other LLM arm on HR@5, paired 95% CI above zero for "
-              "every seed, at <= 1/4 of ft-weekly's flops)",
-    "goal_2": "Goal 2 (hybrid beats markov-all on HR@5, paired 95% CI above zero for every seed)",
-    "goal_3": "Goal 3 (hybrid beats markov-best on HR@5, paired 95% CI above zero for every seed)",
-}
+def verdict(report: dict[str, Any], claims: list[Claim] | None = None) -> dict[str, Any]:
+    """The study's claims (``claims``, default the ones the report records under ``claims``),
+    each evaluated on ``report`` (:func:`evaluate_claim`), and data-driven ``notes``.
+
+    A claim is met only if every arm it compares ran and every paired 95% CI it needs excludes
+    zero in its favour for every training seed (and the cost bound holds); it is not met if a
+    comparison that ran fails; it is not measured otherwise."""
+    if claims is None:
+        claims = [Claim.model_validate(c) for c in report.get("claims") or []]
+    return {"claims": [evaluate_claim(report, c) for c in claims], "notes": explanations(report)}
 
 
-def goal_lines(v: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """``(label, status, reason)`` per goal of a :func:`verdict`."""
-    out = []
-    for key, label in GOAL_LABELS.items():
-        status = v.get(f"{key}_status")
-        if status is None:  # a verdict from before statuses existed
-            met = v.get(key)
-            status = NOT_MEASURED if met is None else (MET if met else NOT_MET)
-        out.append((label, status, v.get(f"{key}_reason") or ""))
-    return out
+def claim_lines(v: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(label, status, reason)`` per claim of a :func:`verdict`."""
+    return [(c["claim"], c["status"], c.get("reason") or "") for c in v.get("claims") or []]
 
 
 def explanations(report: dict[str, Any]) -> list[str]:
@@ -794,25 +773,24 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "## Verdict",
         "",
     ]
-    d1 = v.get("goal_1_detail") or {}
-    for (label, status, reason), key in zip(goal_lines(v), GOAL_LABELS, strict=True):
-        line = f"- {label}: **{status}**"
-        line += f" ({reason})." if reason else "."
-        detail = v.get(f"{key}_detail") or {}
-        if key == "goal_1" and d1 and status != NOT_MEASURED:
-            line += (
-                f" Beats: {', '.join(d1.get('beats') or []) or 'none'}; "
-                f"does not beat: {', '.join(d1.get('does_not_beat') or []) or 'none'}; "
-                f"flops vs ft-weekly: {_fmt(d1.get('flops_ratio_vs_ft_weekly'), 3)}"
-                + (f" (with full instead of delta regenerations: "
-                   f"{_fmt(d1['flops_ratio_vs_ft_weekly_if_full_regeneration'], 3)})"
-                   if d1.get("flops_ratio_vs_ft_weekly_if_full_regeneration") is not None else "")
-                + "."
-            )
-        elif key != "goal_1" and detail.get("ci95"):
-            line += (f" Δ HR@5 = {_fmt(detail.get('delta'))} "
-                     f"[{_fmt(detail['ci95'][0])}, {_fmt(detail['ci95'][1])}]"
-                     f" over {detail.get('seeds', 1)} seed(s).")
+    if not v.get("claims"):
+        out.append("- The study declares no claims (`[[claims]]` in its file; docs/backtest.md).")
+    for c in v.get("claims") or []:
+        line = f"- {c['claim']}: **{c['status']}**"
+        line += f" ({c['reason']})." if c.get("reason") else "."
+        detail = c.get("detail") or {}
+        if c["status"] != NOT_MEASURED and len(c["beats"]) > 1:
+            line += (f" Beats: {', '.join(detail.get('beats') or []) or 'none'}; "
+                     f"does not beat: {', '.join(detail.get('does_not_beat') or []) or 'none'}.")
+        elif detail.get("deltas"):
+            for b, d in detail["deltas"].items():
+                line += (f" Δ {c['metric'].upper()} vs {b} = {_fmt(d.get('delta'))} "
+                         f"[{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}] over {d.get('seeds', 1)} seed(s).")
+        if c.get("cost_reference") and c["status"] != NOT_MEASURED:
+            line += (f" Flops vs {c['cost_reference']}: {_fmt(detail.get('cost_ratio'), 3)}"
+                     + (f" (with full instead of delta regenerations: "
+                        f"{_fmt(detail['cost_ratio_if_full_regeneration'], 3)})"
+                        if detail.get("cost_ratio_if_full_regeneration") is not None else "") + ".")
         out.append(line)
     for note in v.get("notes", []):
         out.append(f"- {note}")
@@ -989,15 +967,22 @@ def write_report(
     if drift_plot is not None:
         drawings.append(("drift overlap decay", lambda: drift_plot(out_dir / "drift_decay.png")))
     failure: Exception | None = None
+    skipped: str | None = None
     for name, draw in drawings:
         # A figure that cannot be drawn must not cost the study: the JSON and Markdown are
         # written first (without that figure), then the error is raised.
         try:
             plots[name] = draw()
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] != "matplotlib":
+                failure = failure or exc
+            else:  # a light install: the numbers without the figures
+                skipped = "matplotlib is not installed (pip install 'hybridrec[plots]')"
         except Exception as exc:
             failure = failure or exc
     report = {**report, "verdict": report.get("verdict") or verdict(report),
-              "plots": {k: p.name for k, p in plots.items()}}
+              "plots": {k: p.name for k, p in plots.items()},
+              **({"plots_skipped": skipped} if skipped else {})}
     json_path = out_dir / "report.json"
     json_path.write_text(json.dumps(report, indent=1, sort_keys=False, allow_nan=False) + "\n")
     md_path = out_dir / "report.md"
@@ -1009,15 +994,14 @@ def write_report(
 
 __all__ = [
     "BASELINE_COLOURS",
-    "GOAL_1_ARMS",
-    "GOAL_LABELS",
     "PAIRED_METRICS",
     "SCHEMA",
     "break_even",
     "build_report",
+    "claim_lines",
     "drift_summary",
+    "evaluate_claim",
     "explanations",
-    "goal_lines",
     "mark_frontier",
     "paired_claim",
     "pareto_frontier",

@@ -511,7 +511,8 @@ def run_backtest(
         "clustering": config.clustering,
     }
     setup["wall_seconds"] = round(time.perf_counter() - started, 2)
-    extra: dict[str, Any] = {"setup": setup}
+    extra: dict[str, Any] = {"setup": setup,
+                             "claims": [c.model_dump(mode="json") for c in config.claims]}
     if validation is not None:
         extra["validation"] = validation
     report = build_report(

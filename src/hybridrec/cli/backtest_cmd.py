@@ -12,7 +12,7 @@ DEFAULT_OUT = Path("hybridrec-report")
 
 
 def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
-    from hybridrec.backtest.report import goal_lines, summary_table, verdict, write_report
+    from hybridrec.backtest.report import claim_lines, summary_table, verdict, write_report
     from hybridrec.backtest.study import StudyInterrupted, run_backtest
 
     started = time.perf_counter()
@@ -45,7 +45,7 @@ def _run(config: Any, out: Path, *, quiet: bool = False) -> dict[str, Any]:
         if validation:
             click.echo(f"markov-best: {validation['chosen']['label']}, chosen on "
                        f"{validation['window'][0]} to {validation['window'][1]} (exclusive)")
-        for label, status, reason in goal_lines(report["verdict"]):
+        for label, status, reason in claim_lines(report["verdict"]):
             click.echo(f"{label}: {status}" + (f" ({reason})" if reason and status != "met" else ""))
         click.echo("")
         click.echo(f"report: {paths['json']} and {paths['markdown']} "
@@ -116,10 +116,10 @@ def register(cli: click.Group) -> None:
         About 10 minutes on a 2-core CPU (each further seed about 10 more); --quick takes about a
         minute.
         """
-        from hybridrec.backtest.config import BacktestConfig, quick_config
+        from hybridrec.backtest.config import DEMO_CLAIMS, BacktestConfig, quick_config
 
         config = quick_config() if quick else BacktestConfig()
-        config = config.model_copy(update={"seeds": seeds})
+        config = config.model_copy(update={"seeds": seeds, "claims": list(DEMO_CLAIMS)})
         _run(config, out, quiet=quiet)
 
     @cli.command("replay")
