@@ -73,11 +73,25 @@ class ExactIndex(NeighbourIndex):
         return index, sim
 
 
+def annoy_index() -> Any:
+    """``annoy.AnnoyIndex``, or a :class:`~hybridrec.errors.PluginError` saying which extra to
+    install (the ``backoff`` and ``global`` granularities need no index)."""
+    try:
+        from annoy import AnnoyIndex
+    except ModuleNotFoundError:
+        from hybridrec.errors import PluginError
+
+        raise PluginError(
+            "the neighbour index needs the 'annoy' package, which is not installed (pip install "
+            "'hybridrec[annoy]'); granularity = 'backoff' or 'global' needs none") from None
+    return AnnoyIndex
+
+
 class AnnoyIndexFile(NeighbourIndex):
     """An Annoy ``angular`` index saved to (and memory-mapped from) a file."""
 
     def __init__(self, path: Path, dim: int, search_k: int, workers: int = 1) -> None:
-        from annoy import AnnoyIndex
+        AnnoyIndex = annoy_index()
 
         self.path = Path(path)
         self.dim = dim
@@ -92,7 +106,7 @@ class AnnoyIndexFile(NeighbourIndex):
         workers: int = 1,
     ) -> AnnoyIndexFile:
         """Index ``items`` deterministically (fixed seed, one build thread) and save to ``path``."""
-        from annoy import AnnoyIndex
+        AnnoyIndex = annoy_index()
 
         dim = int(items.shape[1])
         index = AnnoyIndex(dim, "angular")

@@ -124,7 +124,11 @@ class Registry:
         entries = self.by_role.get(role, {})
         canonical = self.aliases.get(role, {}).get(name, name)
         if canonical not in entries:
-            raise UnknownPluginError(role, name, list(entries), self.aliases.get(role, {}))
+            failed = [f for f in self.errors if f.plugin == name and f.stage == "import"]
+            error = UnknownPluginError(role, name, list(entries), self.aliases.get(role, {}))
+            if failed:  # the plugin is installed but could not load: say why, not "unknown"
+                raise PluginError(f"{role} plugin {name!r} is not available: {failed[0].error}") from error
+            raise error
         return entries[canonical]
 
     def get(self, role: str, name: str) -> type[Plugin]:
@@ -197,6 +201,22 @@ def _selected(ep: md.EntryPoint, wanted: set[str] | None) -> bool:
     return ep.name in wanted or (dist is not None and dist in wanted)
 
 
+#: Modules of the optional extras (``pip install 'hybridrec[NAME]'``) the built-in plugins need.
+EXTRAS: dict[str, str] = {"torch": "llm", "transformers": "llm", "peft": "llm", "safetensors": "llm",
+                          "annoy": "annoy", "matplotlib": "plots", "ray": "ray"}
+
+
+def _missing_extra(exc: BaseException) -> str | None:
+    """Why a plugin needs an extra, when ``exc`` is the import of a module of :data:`EXTRAS`."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return None
+    root = exc.name.split(".")[0]
+    extra = EXTRAS.get(root)
+    if extra is None:
+        return None
+    return f"it needs {root!r}, which is not installed (pip install 'hybridrec[{extra}]')"
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     if _truthy(os.environ.get("HYBRIDREC_DISABLE_PLUGIN_AUTOLOAD")):
         return
@@ -214,6 +234,10 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         try:
             module = ep.load()
         except Exception as exc:
+            extra = _missing_extra(exc)
+            if extra is not None:  # an optional extra not installed: a fact, not a warning
+                _load_failures.append(PluginFailure(ep.name, "import", extra))
+                continue
             failure = PluginFailure(ep.name, "import", f"{type(exc).__name__}: {exc}")
             _load_failures.append(failure)
             print(f"hybridrec: warning: {failure}", file=sys.stderr)

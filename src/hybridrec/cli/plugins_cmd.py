@@ -60,7 +60,10 @@ def register(cli: click.Group) -> None:
                     click.echo(f"  {name}: {', '.join(hooks_of(name)) or '(none)'}")
                 click.echo(f"\nhooks defined by hybridrec: {', '.join(hook_names())}")
         for failure in reg.errors:
-            click.echo(f"warning: {failure}", err=True)
+            if failure.stage == "import" and "pip install 'hybridrec[" in failure.error:
+                click.echo(f"not installed: plugin {failure.plugin!r}: {failure.error}", err=True)
+            else:
+                click.echo(f"warning: {failure}", err=True)
 
 
 __all__ = [

@@ -166,6 +166,73 @@ def register(cli: click.Group) -> None:
         for rank, (cluster, score) in enumerate(zip(prediction.clusters, prediction.scores, strict=True), 1):
             click.echo(f"  {rank:>2}. {cluster:>5}  {score:10.4g}  {catalog.description(cluster)}")
 
+    @cli.command("recommend")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    @click.argument("items", nargs=-1, required=True)
+    @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
+    @click.option("--exclude", type=click.Choice(["history", "context"]), default="history",
+                  show_default=True, help="Drop every cluster of the user's history (novel "
+                  "interests), or only the two context clusters.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the recommendation as JSON.")
+    def recommend_cmd(workspace: Path, items: tuple[str, ...], k: int, exclude: str,
+                      as_json: bool) -> None:
+        """Next interest clusters for a user whose recent ITEMS are given, oldest first: the
+        items' clusters, the last two distinct ones as the context, the served table's list."""
+        ws = _open(workspace)
+        found = ws.recommend(list(items), k, exclude=exclude)
+        if ws.serving_problem:
+            click.echo(f"warning: {ws.serving_problem}", err=True)
+        if as_json:
+            _echo_json(found.model_dump(mode="json"))
+            return
+        if found.unknown_items:
+            click.echo(f"not in this workspace's data (skipped): {', '.join(found.unknown_items)}", err=True)
+        catalog = ws.catalog()
+        click.echo(f"history {found.history} -> context {tuple(found.context)} [{found.level}]"
+                   + (f"; excluded {found.excluded}" if found.excluded else ""))
+        for rank, (cluster, score) in enumerate(zip(found.clusters, found.scores, strict=True), 1):
+            click.echo(f"  {rank:>2}. {cluster:>5}  {score:10.4g}  {catalog.description(cluster)}")
+
+    @cli.command("export")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+                  help="A new folder: table.jsonl, items.csv, catalog.json, manifest.json.")
+    @click.option("-k", "k", type=click.IntRange(1, 100), help="Clusters per context (default: the table's width).")
+    def export_cmd(workspace: Path, out: Path, k: int | None) -> None:
+        """Export the served table (every context's list), the item -> cluster map and the
+        catalog, with the table version and a checksum of each file, for a production store."""
+        from hybridrec.serving.export import export_table
+
+        ws = _open(workspace)
+        version, reader = ws.served_reader()
+        manifest = export_table(
+            reader, ws.catalog(), ws.item_clusters(), out, k=k,
+            source={"workspace": str(ws.root.resolve()), "table": version,
+                    "table_manifest": ws.store.get("tables", version).manifest})
+        click.echo(f"exported table {version}: {manifest['rows']:,} contexts x {manifest['k']}, "
+                   f"{manifest['items']:,} items, to {out}")
+
+    @cli.command("serve")
+    @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
+    @click.option("--host", default="127.0.0.1", show_default=True)
+    @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+    def serve_cmd(workspace: Path, host: str, port: int) -> None:
+        """Serve /lookup, /recommend and /health over HTTP (JSON); every answer names the table
+        version it was read from and never mixes two versions, while updates promote new ones."""
+        from hybridrec.serving.http import make_server
+
+        ws = _open(workspace)
+        server = make_server(ws, host, port)
+        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+        click.echo(f"serving {ws.root} on http://{bound_host}:{bound_port} (/lookup?c1=&c2=&k=, "
+                   "/recommend?items=a,b&k=, /health); Ctrl-C stops", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
     @cli.command("status")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
     @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")

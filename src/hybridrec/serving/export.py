@@ -1,0 +1,123 @@
+"""Export a served table for a production key-value store, with the version it came from.
+
+:func:`export_table` writes, into a new folder:
+
+* ``table.jsonl`` — one line per ordered context ``c1 != c2`` of the catalog:
+  ``{"c1", "c2", "clusters", "scores", "level"}``, the top ``k`` exactly as ``lookup`` serves
+  them (``level`` is the backoff level that answered: ``pair`` for a table row);
+* ``items.csv`` — ``item,cluster``: every item of the served data and its cluster (what
+  :func:`~hybridrec.serving.recommend.recommend` maps a user's items with);
+* ``catalog.json`` — the cluster catalog (ids, descriptions);
+* ``manifest.json`` — the table version, its manifest, the catalog hash, ``k``, the row count,
+  and the ``sha256`` and size of every file above.
+
+Every row comes from one table version (one reader). The folder is written under a hidden
+sibling name and renamed into place, so a crash never leaves a partial export under the name.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hybridrec.errors import HybridrecError
+from hybridrec.serving.base import LEVELS, TableReader
+from hybridrec.types import ClusterCatalog
+
+CHUNK = 16_384
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_table(
+    reader: TableReader, catalog: ClusterCatalog, item_cluster: Mapping[str, int], out: Path,
+    *, k: int | None = None, source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write the export of ``reader``'s table into the new folder ``out`` (see the module
+    docstring); returns the written manifest. ``source`` (the table version and its manifest,
+    the workspace) is recorded in the manifest."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HybridrecError(f"{out}: the export folder must be new or empty")
+    width = int(reader.k if k is None else k)
+    if width < 1:
+        raise HybridrecError(f"k must be at least 1, got {width}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        n = len(catalog)
+        keys = np.arange(n * n, dtype=np.int64)
+        keys = keys[keys // n != keys % n]
+        contexts = np.stack([keys // n, keys % n], axis=1)  # every ordered pair c1 != c2
+        rows = 0
+        with open(staging / "table.jsonl", "w", encoding="utf-8") as fh:
+            for lo in range(0, contexts.shape[0], CHUNK):
+                part = contexts[lo : lo + CHUNK]
+                rankings, levels = reader.lookup_batch_with_levels(part, width)
+                for (c1, c2), ids, scores, level in zip(part.tolist(), rankings.ids, rankings.scores,
+                                                        levels.tolist(), strict=True):
+                    keep = ids >= 0
+                    fh.write(json.dumps({"c1": c1, "c2": c2, "clusters": ids[keep].tolist(),
+                                         "scores": [float(x) for x in np.asarray(scores)[keep]],
+                                         "level": LEVELS[level]}) + "\n")
+                    rows += 1
+        with open(staging / "items.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["item", "cluster"])
+            for item in sorted(item_cluster):
+                writer.writerow([item, int(item_cluster[item])])
+        (staging / "catalog.json").write_text(catalog.model_dump_json(indent=1), encoding="utf-8")
+        files = {name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
+                 for name in ("table.jsonl", "items.csv", "catalog.json")}
+        manifest = {
+            **(source or {}), "exported_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "k": width, "rows": rows, "items": len(item_cluster), "clusters": len(catalog),
+            "catalog_hash": catalog.hash, "files": files,
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n",
+                                               encoding="utf-8")
+        for path in staging.iterdir():
+            os.chmod(path, 0o600)  # item ids are user data
+        if out.exists():
+            out.rmdir()
+        os.rename(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def verify_export(folder: Path) -> list[str]:
+    """Problems of an export folder against its manifest (empty: every file is intact)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{folder / 'manifest.json'}: unreadable ({exc})"]
+    problems = []
+    for name, expected in (manifest.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif _sha256(path) != expected.get("sha256"):
+            problems.append(f"{path}: checksum differs from the manifest's")
+    return problems
+
+
+__all__ = ["export_table", "verify_export"]
