@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hybridrec.data.io import (
     MAX_TIMESTAMP,
@@ -58,6 +58,16 @@ class FileDatasetOptions(BaseModel):
         default=None, description="Also write rejected rows here as JSON lines."
     )
 
+
+    @model_validator(mode="after")
+    def _quarantine_is_not_an_input(self) -> FileDatasetOptions:
+        if self.quarantine is not None:
+            target = Path(self.quarantine).resolve()
+            for name in ("interactions", "items"):
+                if target == Path(getattr(self, name)).resolve():
+                    raise ValueError(f"quarantine must not be the {name} file ({self.quarantine}): "
+                                     "writing rejected rows there would overwrite the input")
+        return self
 
     @field_validator("encoding")
     @classmethod

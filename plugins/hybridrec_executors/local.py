@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from hybridrec.generation import TableJob, batches
-from hybridrec.interfaces import Generator, TableExecutor
+from hybridrec.interfaces import Generator, TableExecutor, snapshot_evidence
 from hybridrec.types import Rankings
 
 
@@ -41,7 +41,8 @@ class LocalExecutor(TableExecutor):
         with tqdm(total=n, desc="table", unit="ctx", disable=not progress, leave=False) as bar:
             for part in batches(n, size):
                 ctx = job.contexts[part]
-                evidence = snapshot.evidence(ctx) if snapshot is not None else None
+                evidence = (snapshot_evidence(snapshot, ctx, store=job.store_name)
+                            if snapshot is not None else None)
                 rankings = gen.rank(ctx, evidence, job.k)
                 sink(rankings)
                 written += len(rankings)

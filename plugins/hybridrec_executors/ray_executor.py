@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from hybridrec.errors import ConfigError, HybridrecError, PluginError
 from hybridrec.generation import TableJob, batches
-from hybridrec.interfaces import Generator, TableExecutor
+from hybridrec.interfaces import Generator, TableExecutor, snapshot_evidence
 from hybridrec.types import Rankings
 
 #: Environment variables forwarded to every worker (a remote cluster does not inherit the
@@ -141,7 +141,7 @@ class _RankBatches:
         data = np.asarray(batch["data"])
         rows = np.ascontiguousarray(data[:, 0], dtype=np.int64)
         contexts = np.ascontiguousarray(data[:, 1:], dtype=self.contexts_dtype)
-        evidence = self.snapshot.evidence(contexts) if self.snapshot is not None else None
+        evidence = snapshot_evidence(self.snapshot, contexts) if self.snapshot is not None else None
         rankings = self.generator.rank(contexts, evidence, self.k)
         n = len(rows)
         return {

@@ -213,7 +213,7 @@ def update_delta(quick: bool, root: Path) -> dict[str, Any]:
     import shutil
     from datetime import datetime, timedelta
 
-    from hybridrec.config import load_config
+    from hybridrec.config import load_preset
     from hybridrec.engine import run_update
     from hybridrec.types import UTC, datetime_to_ts
     from hybridrec.workspace import Workspace
@@ -222,16 +222,13 @@ def update_delta(quick: bool, root: Path) -> dict[str, Any]:
     later = start + timedelta(days=2)
     log, items = _write_ml1m(root, datetime_to_ts(start))
     nxt, _ = _write_ml1m(root, datetime_to_ts(later), datetime_to_ts(start))
+    # The demo's stack (the rerank preset), with a smaller untimed first fine-tune: the timed
+    # update is a refresh and a regeneration on the adapter it trained.
     examples = 2000 if quick else 5000
-    config = load_config(None, environ={}, overrides=[
-        'generator={plugin = "hf", options = {preset = "tiny", evidence_items = 3}}',
-        f'fine_tuner={{plugin = "lora", options = {{max_examples = {examples}, holdout_max = 500, guardrail_samples = 64, '
-        'balance = "none", rag_fraction = 1.0, base_epochs = 1}}',
-        'knowledge_store={plugin = "annoy", options = {min_support = 0, m = 3}}',
-        'update_policy={plugin = "hybrid", options = {fine_tune_every_days = 30, rag_every_days = 2, '
-        'knowledge_days = 3650.0}}',
+    config = load_preset(overrides=(
+        f"initial_fine_tune.options.max_examples={examples}", "initial_fine_tune.options.base_epochs=1",
         "guardrails.enabled=false",
-    ])
+    ))
     base = Workspace.init(root / "delta", config)
     run_update(base, log, items=items, now=start)  # fine-tune, refresh, full regeneration: untimed
     full = root / "full"

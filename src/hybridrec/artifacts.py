@@ -65,7 +65,18 @@ def open_private(path: Path, mode: str = "a", encoding: str | None = "utf-8") ->
     """``open(path, mode)`` (``"a"``, ``"w"``, ``"ab"``, ``"wb"``) with the file's mode 0600
     (user data), whether it is created now or existed with a wider mode."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
-    fd = os.open(path, flags, FILE_MODE)
+    try:
+        # Never through a symbolic link: a link planted at a workspace file must not make a
+        # write (or the chmod below) land outside the workspace.
+        fd = os.open(path, flags | os.O_NOFOLLOW, FILE_MODE)
+    except OSError as exc:
+        if Path(path).is_symlink():
+            from hybridrec.errors import CorruptArtifactError
+
+            raise CorruptArtifactError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); hybridrec never writes "
+                "through one: remove the link") from exc
+        raise
     os.fchmod(fd, FILE_MODE)
     binary = "b" in mode
     return os.fdopen(fd, ("a" if "a" in mode else "w") + ("b" if binary else ""),

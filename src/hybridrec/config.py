@@ -65,7 +65,7 @@ class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: str = "sqlite"
-    k: int = Field(default=10, ge=1, le=100)
+    k: int = Field(default=10, ge=1, le=100, strict=True)
     contexts: Literal["all", "observed"] = "all"
     keep_versions: int = Field(default=5, ge=1)
     regenerate: Literal["delta", "full"] = Field(
@@ -173,21 +173,47 @@ class DistributedConfig(BaseModel):
 
 def evidence_problems(generator: PluginRef, knowledge_store: PluginRef, fine_tuner: PluginRef) -> list[str]:
     """What is inconsistent between the evidence a stack's generator renders, what its store
-    serves and what its fine-tuner trains with: a generator that renders recent-window counts
+    serves and what its fine-tuner trains with (train/serve skew, refused wherever a stack is
+    configured): a ``backoff`` store and the ``lora`` fine-tuner's ``backoff`` evidence go
+    together, with the same estimator parameters; a generator that renders recent-window counts
     (``hf`` ``rerank_recent``) needs the store's ``recent_days`` and the fine-tuner's
-    ``evidence_recent_days`` set to the same number of days, or it would train on one window
-    and serve another."""
-    if not generator.options.get("rerank_recent"):
-        return []
-    days = knowledge_store.options.get("recent_days")
-    trained = fine_tuner.options.get("evidence_recent_days")
-    if days is not None and trained == days:
-        return []
-    return [
-        "generator option rerank_recent needs the knowledge store's recent_days and the "
-        f"fine-tuner's evidence_recent_days set to the same number of days (got recent_days={days}, "
-        f"evidence_recent_days={trained})"
-    ]
+    ``evidence_recent_days`` set to the same number of days."""
+    problems: list[str] = []
+    store, tuner = knowledge_store.options, fine_tuner.options
+    # The estimator behind the candidates: served by a `backoff` store, trained with the
+    # fine-tuner's `backoff` evidence; the two must be the same estimator with the same
+    # parameters, or training prompts and serving prompts rank candidates differently.
+    serves_backoff = store.get("granularity") == "backoff"
+    trains_backoff = tuner.get("evidence_ranking") == "backoff"
+    if "evidence_ranking" in tuner or serves_backoff:
+        if serves_backoff and not trains_backoff and fine_tuner.plugin == "lora":
+            problems.append(
+                "the knowledge store ranks candidates by the backoff estimator (granularity = "
+                "'backoff') but the fine-tuner trains on other evidence: set the fine-tuner's "
+                "evidence_ranking = 'backoff'")
+        elif trains_backoff and not serves_backoff and knowledge_store.plugin in ("annoy", "exact"):
+            problems.append(
+                "the fine-tuner trains on backoff-ranked evidence (evidence_ranking = 'backoff') "
+                "but the knowledge store serves other evidence: set its granularity = 'backoff'")
+        elif serves_backoff and trains_backoff:
+            alpha = (float(store.get("backoff_alpha", 128.0)), float(tuner.get("evidence_backoff_alpha", 128.0)))
+            weights = (tuple(float(w) for w in store.get("backoff_weights", (0.7, 0.3, 0.0))),
+                       tuple(float(w) for w in tuner.get("evidence_backoff_weights", (0.7, 0.3, 0.0))))
+            if alpha[0] != alpha[1] or weights[0] != weights[1]:
+                problems.append(
+                    f"the knowledge store's backoff estimator (backoff_alpha={alpha[0]}, backoff_weights={list(weights[0])}) "
+                    f"differs from the fine-tuner's (evidence_backoff_alpha={alpha[1]}, "
+                    f"evidence_backoff_weights={list(weights[1])}): training and serving prompts would rank "
+                    "candidates differently")
+    if generator.options.get("rerank_recent"):
+        days = store.get("recent_days")
+        trained = tuner.get("evidence_recent_days")
+        if days is None or trained != days:
+            problems.append(
+                "generator option rerank_recent needs the knowledge store's recent_days and the "
+                f"fine-tuner's evidence_recent_days set to the same number of days (got "
+                f"recent_days={days}, evidence_recent_days={trained})")
+    return problems
 
 
 class PipelineConfig(BaseModel):
@@ -327,6 +353,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); TOML files are UTF-8") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {path} is a directory") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: values nested too deeply to read") from None
 
 
 def load_config(

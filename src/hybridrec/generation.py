@@ -62,6 +62,11 @@ class TableJob:
         gen.load_adapter(self.adapter)
         return gen
 
+    @property
+    def store_name(self) -> str | None:
+        """The knowledge store's plugin name (named in evidence errors)."""
+        return None if self.knowledge_store is None else self.knowledge_store.plugin
+
     def open_snapshot(self) -> KnowledgeSnapshot | None:
         """The job's knowledge snapshot, opened by a store built by :func:`hybridrec.plugins.build`."""
         if self.knowledge_store is None or self.snapshot is None:

@@ -277,6 +277,27 @@ class KnowledgeSnapshot(ABC):
         """Top-``m`` evidence items per context (``m`` defaults to the store's option)."""
 
 
+def snapshot_evidence(snapshot: KnowledgeSnapshot, contexts: np.ndarray, m: int | None = None,
+                      *, store: str | None = None) -> EvidenceBatch:
+    """``snapshot.evidence(contexts, m)``, checked at the boundary: an
+    :class:`~hybridrec.types.EvidenceBatch` with one row per context, for those contexts. A
+    snapshot that breaks the contract raises :class:`~hybridrec.errors.PluginError` naming the
+    store (``store``, else the snapshot's class) instead of failing later inside a generator."""
+    from hybridrec.errors import PluginError
+
+    who = f"knowledge store {store!r}" if store else f"knowledge snapshot {type(snapshot).__name__}"
+    contexts = np.asarray(contexts)
+    batch = snapshot.evidence(contexts, m)
+    if not isinstance(batch, EvidenceBatch):
+        raise PluginError(f"{who} returned {type(batch).__name__} from evidence(), not an EvidenceBatch")
+    if len(batch) != contexts.shape[0]:
+        raise PluginError(f"{who} returned {len(batch)} evidence rows for {contexts.shape[0]} "
+                          "contexts (one row per context is the contract)")
+    if batch.contexts.shape == contexts.shape and not np.array_equal(batch.contexts, contexts):
+        raise PluginError(f"{who} returned evidence rows for other contexts than asked")
+    return batch
+
+
 class KnowledgeStore(Plugin):
     """Builds and opens knowledge snapshots. Constructed as ``KnowledgeStore(options, catalog)``.
 
@@ -462,4 +483,5 @@ __all__ = [
     "StoreCapabilities",
     "TableExecutor",
     "UpdatePolicy",
+    "snapshot_evidence",
 ]

@@ -25,7 +25,16 @@ class Ledger:
     def append(self, record: CostRecord) -> None:
         line = json.dumps(record.model_dump(mode="json"), sort_keys=True) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:  # never through a symbolic link planted at the ledger's name
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if self.path.is_symlink():
+                from hybridrec.errors import CorruptArtifactError
+
+                raise CorruptArtifactError(
+                    f"{self.path} is a symbolic link (to {os.readlink(self.path)}); hybridrec "
+                    "never writes through one: remove the link") from exc
+            raise
         with os.fdopen(fd, "a+b") as fh:
             fh.seek(0, os.SEEK_END)
             if fh.tell() > 0:

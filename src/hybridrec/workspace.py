@@ -59,6 +59,7 @@ from hybridrec.errors import ConfigError, CorruptArtifactError, HybridrecError
 from hybridrec.ingest import Batch
 from hybridrec.ledger import Ledger
 from hybridrec.serving import ServedPrediction, TableReader, get_backend
+from hybridrec.serving.recommend import Exclude, Recommendation, recommend
 from hybridrec.types import (
     ClusterCatalog,
     CostRecord,
@@ -159,10 +160,12 @@ class Workspace:
         self.pointer = Pointer(self.root / "state", history=50, check=entry_problem)
         self.ledger = Ledger(self.root / "ledger.jsonl")
         self.quarantine_path = self.root / "quarantine.jsonl"
-        self._readers: dict[str, TableReader] = {}
+        #: served version -> (the version actually read, its reader)
+        self._readers: dict[str, tuple[str, TableReader]] = {}
         self._readers_lock = threading.Lock()
         self._batches: dict[str, Batch] = {}
         self._catalog: tuple[str, ClusterCatalog] | None = None
+        self._item_map: tuple[tuple[str, ...], dict[str, int]] | None = None
         #: Why the served table could not be used (an earlier one serves), or None.
         self.serving_problem: str | None = None
         self.served_table: str | None = None
@@ -217,7 +220,16 @@ class Workspace:
         manifest (every file hashed once per process and version; sizes afterwards)."""
         found = self.store.get(kind, check_version_id(version, kind))
         try:
-            verify_once(found.path)
+            if found.path.is_symlink() or not found.path.resolve().is_relative_to(self.root.resolve()):
+                raise CorruptArtifactError(
+                    f"{found.path}: a version folder must be a folder of this workspace, not a "
+                    f"link to {found.path.resolve()}")
+            manifest = verify_once(found.path)
+            named = manifest.get("version")
+            if named is not None and named != found.id:
+                # a copy of another version put in this one's place: intact files, wrong version
+                raise CorruptArtifactError(
+                    f"{found.path}: its manifest is version {named}'s, not {found.id}'s")
         except CorruptArtifactError as exc:
             raise CorruptArtifactError(
                 f"{exc}; nothing is built on it (`hybridrec status {self.root}` lists the damage, "
@@ -360,7 +372,7 @@ class Workspace:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the workspace's update lock (one update or rollback at a time)."""
-        with open(self.root / ".lock", "a+") as fh:
+        with open_private(self.root / ".lock", "a") as fh:  # never through a planted link
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -483,6 +495,26 @@ class Workspace:
         items, first = np.unique(batch.item, return_index=True)
         return dict(zip(items.tolist(), batch.cluster[first].tolist(), strict=True))
 
+    def item_clusters(self) -> dict[str, int]:
+        """Item id -> cluster id of every item in the served data (an item keeps the cluster it
+        first had; the catalog is fixed by the first update). Cached per served data."""
+        ids = tuple((self.current() or {}).get("data") or [])
+        cached = self._item_map
+        if cached is None or cached[0] != ids:
+            cached = (ids, self.known_items(list(ids)))
+            self._item_map = cached
+        return dict(cached[1])
+
+    def recommend(self, items: list[str], k: int = 5, *, exclude: Exclude = "history") -> Recommendation:
+        """The next interest clusters for a user whose recent ``items`` (oldest first) are
+        given: :func:`hybridrec.serving.recommend.recommend` over the served table and
+        :meth:`item_clusters`."""
+        ids = tuple((self.current() or {}).get("data") or [])
+        if self._item_map is None or self._item_map[0] != ids:
+            self.item_clusters()
+        assert self._item_map is not None
+        return recommend(self.reader(), self.catalog(), self._item_map[1], items, k, exclude=exclude)
+
     def append_quarantine(self, records: list[QuarantineRecord]) -> None:
         if not records:
             return
@@ -503,7 +535,12 @@ class Workspace:
     # -- serving -------------------------------------------------------------------------------
 
     def reader(self) -> TableReader:
-        """A reader of the currently served table (cached per version; thread-safe).
+        """A reader of the currently served table (:meth:`served_reader`'s reader)."""
+        return self.served_reader()[1]
+
+    def served_reader(self) -> tuple[str, TableReader]:
+        """The version of the currently served table and a reader of it (cached per version;
+        thread-safe). Every lookup through one reader reads that one immutable version.
 
         The table is checked against its manifest before it is first opened in this process
         (:meth:`verified`). A served table that fails is never read: the newest earlier table
@@ -536,9 +573,9 @@ class Workspace:
                 # Dropped, not closed: another thread may still be answering from it; its
                 # connections close when the last reference goes.
                 self._readers.clear()
-                self._readers[version] = reader
+                self._readers[version] = (str(version), reader)
                 self.serving_problem = None
-                return reader
+                return str(version), reader
         if failure is None:  # still missing after reading the pointer again: deleted
             failure = CorruptArtifactError(f"{self.root}: the folder of the served table {version} is missing")
         return self._fallback_reader(str(version), failure)
@@ -548,7 +585,7 @@ class Workspace:
         manifest = read_json(folder / MANIFEST)
         return get_backend(manifest.get("backend", self.config.serving.backend)).reader(folder)
 
-    def _fallback_reader(self, version: str, failure: CorruptArtifactError) -> TableReader:
+    def _fallback_reader(self, version: str, failure: CorruptArtifactError) -> tuple[str, TableReader]:
         history = list(self.pointer.read_all().get("history") or [])
         for earlier in reversed(history):
             candidate = earlier.get("table")
@@ -560,14 +597,14 @@ class Workspace:
                 continue
             with self._readers_lock:
                 self._readers.clear()
-                self._readers[version] = reader
+                self._readers[version] = (str(candidate), reader)
             self.serving_problem = (
                 f"the served table {version} failed verification ({failure}); serving the "
                 f"earlier table {candidate}; run `hybridrec rollback {self.root}` to make that "
                 "choice durable (an update does not build on a damaged table)"
             )
             self.served_table = candidate
-            return reader
+            return str(candidate), reader
         raise CorruptArtifactError(
             f"{self.root}: the served table {version} failed verification ({failure}) and no "
             f"earlier table is intact; run `hybridrec update {self.root} --data FILE` to build one"
@@ -583,7 +620,7 @@ class Workspace:
 
     def close(self) -> None:
         with self._readers_lock:
-            for reader in self._readers.values():
+            for _, reader in self._readers.values():
                 reader.close()
             self._readers.clear()
 

@@ -195,3 +195,22 @@ def test_a_plugin_name_or_options_set_outside_the_file_are_reported_against_that
     with pytest.raises(ConfigError) as info:
         resolve(cfg, str(config), ("update_policy",))
     assert str(info.value).startswith("--set update_policy.options.no_such: ")
+
+
+def test_train_serve_skew_of_the_evidence_cannot_be_configured() -> None:
+    from hybridrec.config import load_preset
+
+    load_preset()  # the preset is consistent
+    skews = {
+        "fine_tuner.options.evidence_ranking=pair": "set the fine-tuner's evidence_ranking = 'backoff'",
+        "knowledge_store.options.granularity=instance": "set its granularity = 'backoff'",
+        "knowledge_store.options.backoff_alpha=64": "differs from the fine-tuner's",
+        "fine_tuner.options.evidence_backoff_weights=[0.5, 0.5, 0.0]": "differs from the fine-tuner's",
+        "generator.options.rerank_recent=true": "needs the knowledge store's recent_days",
+    }
+    for override, message in skews.items():
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            load_preset(overrides=(override,))
+    # Both sides moved together: consistent again.
+    load_preset(overrides=("knowledge_store.options.backoff_alpha=64",
+                           "fine_tuner.options.evidence_backoff_alpha=64"))

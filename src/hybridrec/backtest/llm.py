@@ -24,10 +24,12 @@ catalog up front. Regeneration seconds are extrapolated from the measured second
 context (documented in the report).
 
 **Delta regeneration (exact).** A row is a deterministic function of ``(adapter, prompt)``, and
-the prompt holds only the context and the evidence fields the generator renders (for the ``hf``
-generator: evidence cluster, provenance, recency bucket and support bucket). Rows are therefore
-stored per adapter *keyed by the rendered prompt ids* (:class:`~hybridrec.capabilities.PromptEncoder`
-where the generator offers it), and a state's row for a context is reused from any earlier state of the same adapter
+the prompt holds only the context and the evidence the generator renders (for the ``hf``
+generator: evidence cluster, provenance, bucket tokens and, with ``rerank_numeric``, the numbers
+themselves). Rows are therefore stored per adapter *keyed by the digest of the rendered prompt*
+(:func:`~hybridrec.capabilities.prompt_matrix`, numbers included;
+:func:`~hybridrec.engine.tables.digest_prompts`, the workspace's digest) where the generator
+offers :class:`~hybridrec.capabilities.PromptEncoder`, and a state's row for a context is reused from any earlier state of the same adapter
 whose prompt for that context is identical. With ``regenerate="delta"`` a regeneration that keeps
 the adapter is charged only for the contexts whose prompt changed since the arm's previous table
 (or that the previous table did not hold); the served lists are identical to a full regeneration
@@ -64,6 +66,7 @@ from hybridrec.engine.actions import (
     OVER_BUDGET,
     ActionOutcome,
     check_window,
+    decide_checked,
     execute,
     guardrail_reasons,
     outcome_label,
@@ -91,6 +94,7 @@ from hybridrec.interfaces import (
     KnowledgeSnapshot,
     KnowledgeStore,
     UpdatePolicy,
+    snapshot_evidence,
 )
 from hybridrec.serving.base import LEVEL_PAIR, Backoff, fill_rows
 from hybridrec.types import (
@@ -280,7 +284,8 @@ class WorkCache:
         entry = self.snapshot(history, ev_window)
 
         def evidence_fn(contexts: np.ndarray, as_of_ts: np.ndarray) -> EvidenceBatch:
-            batch = entry.snapshot.evidence(contexts, self.stack.evidence_m)
+            batch = snapshot_evidence(entry.snapshot, contexts, self.stack.evidence_m,
+                                      store=self.stack.store.name)
             too_old = np.asarray(as_of_ts) < entry.window.end_ts
             if too_old.any():  # never let an example see evidence from its own future
                 hide = too_old[:, None]
@@ -341,7 +346,8 @@ class WorkCache:
             return None
         evidence = None
         if snapshot is not None:
-            evidence = self.snapshots[snapshot].snapshot.evidence(contexts, self.stack.evidence_m)
+            evidence = snapshot_evidence(self.snapshots[snapshot].snapshot, contexts, self.stack.evidence_m,
+                                         store=self.stack.store.name)
         return prompt_matrix(generator, contexts, evidence)
 
     def all_prompts(self, snapshot: str | None) -> np.ndarray | None:
@@ -350,11 +356,11 @@ class WorkCache:
         with ``c1 == c2`` are never used), cached per snapshot while a table may use it, or None
         without :class:`~hybridrec.capabilities.PromptEncoder`.
 
-        Only the *pricing* of a delta regeneration compares these (which contexts' prompts
-        changed); served rows are keyed by the full prompt bytes (:meth:`rows_for`), so a digest
-        collision (two different prompts, probability about 2**-128 per pair) could at worst
-        undercharge one context, never change a served list. Digests keep the cache at 16 bytes
-        per context whatever the prompt length, and prompts are rendered in chunks."""
+        The pricing of a delta regeneration compares these (which contexts' prompts changed),
+        and served rows are keyed by the same digests (:meth:`rows_for`), as a workspace's delta
+        copies a row whose digest is unchanged: two different prompts collide with probability
+        about 2**-128. Digests keep the cache at 16 bytes per context whatever the prompt length,
+        and prompts are rendered in chunks."""
         if snapshot not in self._all_prompts:
             keys = np.arange(self.n * self.n)
             digests: list[np.ndarray] = []
@@ -432,7 +438,7 @@ class WorkCache:
                 ids, scores = self._rank(adapter, snapshot, todo)
                 rows.index[missing] = store.append(ids, scores)
             else:
-                prompt_keys = [p.tobytes() for p in prompts]
+                prompt_keys = [bytes(d) for d in digest_prompts(prompts)]
                 found = np.array([store.by_prompt.get(p, -1) for p in prompt_keys], dtype=np.int32)
                 new = found < 0
                 if new.any():
@@ -458,7 +464,8 @@ class WorkCache:
             self.loaded_adapter = adapter
         evidence = None
         if snapshot is not None:
-            evidence = self.snapshots[snapshot].snapshot.evidence(contexts, self.stack.evidence_m)
+            evidence = snapshot_evidence(self.snapshots[snapshot].snapshot, contexts, self.stack.evidence_m,
+                                         store=self.stack.store.name)
         t0 = time.perf_counter()
         rankings = gen.rank(contexts, evidence, self.stack.table_k)
         self.rank_seconds += time.perf_counter() - t0
@@ -921,7 +928,7 @@ class PolicyArm(Arm):
     def _act(self, history: TransitionSet, now: datetime) -> list[str]:
         """Ask the policy, run its decision (:func:`~hybridrec.engine.actions.run_decision`);
         the labels of what ran (and :attr:`decisions`)."""
-        actions = self.policy.decide(self.state(history, now))
+        actions = decide_checked(self.policy, self.state(history, now))
         with_knowledge: list[bool] = []
 
         def run(action: Action) -> ActionOutcome:

@@ -8,7 +8,9 @@ only bugs print a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 
 import click
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         _install_commands()
         cli.main(args=argv, prog_name="hybridrec", standalone_mode=False)
     except HybridrecError as exc:
+        if os.environ.get("HYBRIDREC_TRACEBACK", "").strip().lower() in ("1", "true", "yes", "on"):
+            traceback.print_exception(exc)  # the plugin's own traceback, as the cause
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     except click.exceptions.Abort:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hybridrec.config import GuardrailConfig
 from hybridrec.errors import HybridrecError
@@ -95,6 +95,21 @@ class ActionOutcome(BaseModel):
 #: label prefix of an action skipped because it (or an earlier action of its decision) did not
 #: fit the budget
 OVER_BUDGET = "skipped(over budget):"
+
+
+def decide_checked(policy: Any, state: Any) -> list[Action]:
+    """``policy.decide(state)``; an exception inside the policy becomes a
+    :class:`~hybridrec.errors.PluginError` naming the plugin (the original is its cause: set
+    ``HYBRIDREC_TRACEBACK=1`` to see the plugin's traceback from the CLI)."""
+    from hybridrec.errors import PluginError
+
+    try:
+        return list(policy.decide(state))
+    except HybridrecError:
+        raise
+    except Exception as exc:
+        name = getattr(policy, "name", type(policy).__name__)
+        raise PluginError(f"update policy {name!r} raised {type(exc).__name__} in decide(): {exc}") from exc
 
 
 def run_decision(actions: Sequence[Action], run: Callable[[Action], ActionOutcome]) -> list[ActionOutcome]:
@@ -193,12 +208,19 @@ def execute(
         note, outcome_note = f"vetoed: {vetoed}", vetoed
     else:
         note, outcome_note = reason, ""
-    record = cost_model.record(
-        kind, estimate, at=now, seconds=candidate.seconds,
-        versions_in=served_versions(store) if versions_in is None else versions_in,
-        versions_out=candidate.versions_out or {produced: version}, status="held" if held else "ok",
-        note=note,
-    )
+    try:
+        record = cost_model.record(
+            kind, estimate, at=now, seconds=candidate.seconds,
+            versions_in=served_versions(store) if versions_in is None else versions_in,
+            versions_out=candidate.versions_out or {produced: version},
+            status="held" if held else "ok", note=note,
+        )
+    except ValidationError as exc:
+        from hybridrec.errors import PluginError, format_validation_error
+
+        name = getattr(cost_model, "name", type(cost_model).__name__)
+        raise PluginError(f"cost model {name!r} recorded {kind} with an invalid record: "
+                          f"{format_validation_error(exc)}") from None
     store.record(record)
     hooks().on_action_executed(record=record)
     if held:
@@ -219,6 +241,7 @@ __all__ = [
     "FutureDataError",
     "VersionStore",
     "check_window",
+    "decide_checked",
     "execute",
     "guardrail_reasons",
     "hooks",

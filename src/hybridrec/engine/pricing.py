@@ -33,7 +33,27 @@ def workload(
 
 def estimate(cost_model: CostModel, kind: ActionKind, **kwargs: object) -> CostEstimate:
     """``cost_model``'s price of :func:`workload` (same keyword arguments)."""
-    return cost_model.estimate(kind, workload(kind, **kwargs))  # type: ignore[arg-type]
+    return price(cost_model, kind, workload(kind, **kwargs))  # type: ignore[arg-type]
+
+
+def price(cost_model: CostModel, kind: ActionKind, work: Workload) -> CostEstimate:
+    """``cost_model.estimate(kind, work)``, checked at the boundary: a cost model whose estimate
+    is not a valid :class:`~hybridrec.types.CostEstimate` (a negative cost, say) raises a
+    :class:`~hybridrec.errors.PluginError` naming the plugin and the field."""
+    from pydantic import ValidationError
+
+    from hybridrec.errors import PluginError, format_validation_error
+
+    name = getattr(cost_model, "name", type(cost_model).__name__)
+    try:
+        got = cost_model.estimate(kind, work)
+        if not isinstance(got, CostEstimate):
+            raise PluginError(f"cost model {name!r} returned {type(got).__name__} for {kind}, "
+                              "not a CostEstimate")
+        return CostEstimate.model_validate(got.model_dump())
+    except ValidationError as exc:
+        raise PluginError(f"cost model {name!r} priced {kind} with an invalid estimate: "
+                          f"{format_validation_error(exc)}") from None
 
 
 #: Days of recent transitions a fine-tune or a refresh is priced on in the policy's state.
@@ -57,4 +77,4 @@ def state_estimates(
     }
 
 
-__all__ = ["PRICE_DAYS", "estimate", "state_estimates", "workload"]
+__all__ = ["PRICE_DAYS", "estimate", "price", "state_estimates", "workload"]

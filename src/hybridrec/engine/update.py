@@ -42,7 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from hybridrec import distributed
 from hybridrec.capabilities import TrainableGenerator
 from hybridrec.engine import pricing
-from hybridrec.engine.actions import ActionOutcome, check_window, execute, hooks, run_decision
+from hybridrec.engine.actions import (
+    ActionOutcome,
+    check_window,
+    decide_checked,
+    execute,
+    hooks,
+    run_decision,
+)
 from hybridrec.engine.components import Pipeline
 from hybridrec.engine.state import (
     ServedPeriod,
@@ -275,7 +282,7 @@ class _Update:
         gen = p.generator
         self.ensure_adapter(gen)
         n_window = len(transitions.window(window))
-        estimate = p.cost_model.estimate("fine_tune", tuner.workload(n_window, gen))
+        estimate = pricing.price(p.cost_model, "fine_tune", tuner.workload(n_window, gen))
         previous = served.path("adapter", current, "adapter") if action.warm_start else None
 
         def run() -> Candidate:
@@ -315,7 +322,8 @@ class _Update:
         check_window(action.window, data_until, "refresh_knowledge")
         n_window = len(transitions.window(action.window))
         n_contexts = int(p.contexts(transitions, RegenerateTable(), data_until).shape[0])
-        estimate = p.cost_model.estimate("refresh_knowledge", p.knowledge_store.workload(n_window, n_contexts))
+        estimate = pricing.price(p.cost_model, "refresh_knowledge",
+                                 p.knowledge_store.workload(n_window, n_contexts))
 
         def run() -> Candidate:
             staging = ws.store.stage("knowledge")
@@ -376,7 +384,8 @@ class _Update:
             contexts, kept = with_kept_rows(contexts, len(p.catalog), previous, k=self.config.serving.k)
         digests = None
         if delta:
-            ranked_digests = prompt_digests(gen, contexts[~kept], snapshot)
+            ranked_digests = prompt_digests(gen, contexts[~kept], snapshot,
+                                            store=self.config.knowledge_store.plugin)
             if ranked_digests is not None:
                 digests = np.zeros((contexts.shape[0], DIGEST_BYTES), dtype=np.uint8)
                 digests[~kept] = ranked_digests
@@ -385,7 +394,7 @@ class _Update:
         # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
         work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
                           use_knowledge=knowledge is not None)
-        estimate = p.cost_model.estimate("regenerate_table", work)
+        estimate = pricing.price(p.cost_model, "regenerate_table", work)
         k = self.config.serving.k
         backend = get_backend(self.config.serving.backend)
         backoff = Backoff.from_transitions(
@@ -468,7 +477,7 @@ class _Update:
         self.record_served(transitions, data_until,
                            needed_signals(self.pipeline.policy, f"workspace {ws.root}"))
         state = self.state(transitions, self.pipeline)
-        actions: list[Action] = (self.pipeline.policy.decide(state) if decide is None
+        actions: list[Action] = (decide_checked(self.pipeline.policy, state) if decide is None
                                  else decide(state))
         def run_one(action: Action) -> ActionOutcome:
             if isinstance(action, FineTune):

@@ -94,7 +94,14 @@ class Backoff:
 
 def check_contexts(contexts: np.ndarray, n_clusters: int) -> np.ndarray:
     """Validate an ``(n, 2)`` context array; raise a :class:`HybridrecError` naming the bad row."""
-    array = np.asarray(contexts)
+    try:
+        array = np.asarray(contexts)
+        if array.dtype == object:  # Python ints too large for int64 stay objects
+            array = array.astype(np.int64)
+    except (OverflowError, ValueError, TypeError):
+        raise HybridrecError(
+            f"contexts must hold cluster ids 0..{n_clusters - 1}; got values that are not "
+            "(too large, or not integers)") from None
     if array.ndim != 2 or array.shape[1] != 2:
         raise HybridrecError(f"contexts must be an (n, 2) array of cluster ids, got shape {array.shape}")
     array = array.astype(np.int64, copy=False)
@@ -237,7 +244,12 @@ class TableReader(ABC):
 
     def lookup(self, context: tuple[int, int] | np.ndarray, k: int) -> ServedPrediction:
         """Top-``k`` clusters for one context, with the backoff level that answered."""
-        rankings, levels = self.lookup_batch_with_levels(np.asarray([context], dtype=np.int64), k)
+        try:
+            array = np.asarray([context], dtype=np.int64)
+        except (OverflowError, ValueError, TypeError):
+            raise HybridrecError(f"context {tuple(context)} must hold cluster ids "
+                                 f"0..{self.n_clusters - 1}") from None
+        rankings, levels = self.lookup_batch_with_levels(array, k)
         return served_row(rankings, levels, 0)
 
     def close(self) -> None:  # noqa: B027 - optional for backends without resources

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -138,7 +139,9 @@ class SqliteReader(TableReader):
         self.path = Path(folder) / FILE_NAME
         if not self.path.is_file():
             raise CorruptArtifactError(f"{self.path}: no SQLite table file in {folder}")
-        self._uri = f"file:{self.path}?mode=ro&immutable=1"
+        # The path is percent-encoded: a folder named with %, # or ? must name itself, not a
+        # URI escape, fragment or query (which could open another folder's table).
+        self._uri = f"file:{urllib.parse.quote(str(Path(self.path).resolve()))}?mode=ro&immutable=1"
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()

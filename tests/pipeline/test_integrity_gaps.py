@@ -1,0 +1,125 @@
+"""Inputs that used to get past the checks: symbolic links planted at workspace files, folder
+names that are URI syntax, oversized ids, deeply nested TOML, booleans as integers, and a
+quarantine file pointed at an input."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hybridrec.config import load_config
+from hybridrec.engine import run_update
+from hybridrec.errors import ConfigError
+from hybridrec.testing.cli import run_cli
+from hybridrec.types import UTC
+from hybridrec.workspace import Workspace
+
+JAN = datetime(2000, 1, 1, tzinfo=UTC)
+FEB = datetime(2000, 2, 1, tzinfo=UTC)
+
+
+def _served(fakes: Any, root: Path, config_file: Path, tmp_path: Path, seed: int = 0) -> Workspace:
+    ws = Workspace.init(root, load_config(config_file))
+    run_update(ws, fakes.write_log(tmp_path / f"{root.name}.csv", JAN, 31, seed=seed), now=FEB)
+    return ws
+
+
+@pytest.mark.parametrize("name", ["quarantine.jsonl", "ledger.jsonl", ".lock"])
+def test_no_write_goes_through_a_symlink_planted_in_the_workspace(
+        name: str, fake_plugins: Any, tmp_path: Path, config_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious\n")
+    os.chmod(outside, 0o644)
+    target = ws.root / name
+    if target.exists():
+        target.unlink()
+    target.symlink_to(outside)
+    log = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1,
+                                 extra_rows=["u1,i1,not-a-time,4,Action"])
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-04")
+    assert code == 2 and "is a symbolic link" in err and "Traceback" not in err
+    assert outside.read_text() == "precious\n" and (outside.stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("name", ["alias%42", "a#b", "a?b", "p%41"])
+def test_folder_names_that_are_uri_syntax_serve_their_own_table(
+        name: str, fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    import numpy as np
+
+    from hybridrec.generation import all_contexts
+
+    # a sibling whose name the escape would decode to, with other data
+    other = _served(fake_plugins, tmp_path / "aliasB", config_file, tmp_path, seed=7)
+    ws = _served(fake_plugins, tmp_path / name, config_file, tmp_path)
+    before = set(tmp_path.iterdir())
+    contexts = all_contexts(len(ws.catalog()))
+    mine = Workspace(ws.root).lookup_batch(contexts, 5).ids
+    theirs = Workspace(other.root).lookup_batch(contexts, 5).ids
+    assert not np.array_equal(mine, theirs)  # the two tables differ ...
+    table = ws.store.get("tables", ws.current()["table"]).path  # type: ignore[index]
+    from hybridrec.serving import get_backend
+
+    own = get_backend("sqlite").reader(table).lookup_batch(contexts, 5).ids
+    np.testing.assert_array_equal(mine, own)  # ... and each folder serves its own
+    assert set(tmp_path.iterdir()) == before  # no stray file outside the workspaces
+
+
+def test_bad_numbers_and_nesting_get_errors_not_tracebacks(
+        fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)
+    code, _, err = run_cli(capsys, "lookup", str(ws.root), "99999999999999999999", "1")
+    assert code == 2 and "must hold cluster ids" in err
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    for command in (("config", "validate", str(deep)), ("init", str(tmp_path / "new"), "--config", str(deep))):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 2 and "nested too deeply" in err, command
+    boolean = tmp_path / "k.toml"
+    boolean.write_text("[serving]\nk = true\n")
+    code, _, err = run_cli(capsys, "config", "validate", str(boolean))
+    assert code == 2 and "serving.k" in err
+
+
+def test_the_quarantine_file_may_not_be_an_input(tmp_path: Path) -> None:
+    from hybridrec.plugins import build
+
+    data, items = tmp_path / "events.csv", tmp_path / "items.csv"
+    data.write_text("user,item,timestamp\nu,i,1\n")
+    items.write_text("item,categories\ni,A\n")
+    for target in (data, items):
+        with pytest.raises(ConfigError, match="must not be the"):
+            build("dataset", {"plugin": "file", "options": {
+                "interactions": str(data), "items": str(items), "quarantine": str(target)}})
+    assert data.read_text().startswith("user,item")
+
+
+@pytest.mark.parametrize("how", ["copy of an older version", "link outside the workspace"])
+def test_a_table_folder_that_is_not_its_version_is_never_served(
+        how: str, fake_plugins: Any, tmp_path: Path, config_file: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+    from datetime import timedelta
+
+    ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)
+    first = ws.current()["table"]  # type: ignore[index]
+    run_update(ws, fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=3), now=FEB + timedelta(days=3))
+    served = ws.current()["table"]  # type: ignore[index]
+    assert served != first
+    folder = ws.store.get("tables", served).path
+    older = ws.store.get("tables", first).path
+    shutil.rmtree(folder)
+    if how.startswith("copy"):
+        shutil.copytree(older, folder)
+    else:
+        outside = tmp_path / "elsewhere"
+        shutil.copytree(older, outside)
+        folder.symlink_to(outside, target_is_directory=True)
+    code, out, err = run_cli(capsys, "status", str(Workspace(ws.root).root))
+    assert code == 1, out + err
+    assert ("not " + served) in out + err or "link" in out + err
