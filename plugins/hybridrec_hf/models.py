@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from hybridrec.artifacts import sha256_file
 from hybridrec.errors import ConfigError
 from hybridrec.types import ClusterCatalog
 from hybridrec_hf.template import (
@@ -167,11 +168,7 @@ def find_smollm2_gguf() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path, chunk=1 << 22)
 
 
 def smollm2_cached(cache_dir: Path | None) -> tuple[Path, str]:

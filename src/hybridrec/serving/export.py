@@ -18,7 +18,6 @@ sibling name and renamed into place, so a crash never leaves a partial export un
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -30,19 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from hybridrec.artifacts import sha256_file
 from hybridrec.errors import HybridrecError
 from hybridrec.serving.base import LEVELS, TableReader
 from hybridrec.types import ClusterCatalog
 
 CHUNK = 16_384
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_table(
@@ -83,7 +75,7 @@ def export_table(
             for item in sorted(item_cluster):
                 writer.writerow([item, int(item_cluster[item])])
         (staging / "catalog.json").write_text(catalog.model_dump_json(indent=1), encoding="utf-8")
-        files = {name: {"sha256": _sha256(staging / name), "bytes": (staging / name).stat().st_size}
+        files = {name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
                  for name in ("table.jsonl", "items.csv", "catalog.json")}
         manifest = {
             **(source or {}), "exported_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -115,7 +107,7 @@ def verify_export(folder: Path) -> list[str]:
         path = folder / name
         if not path.is_file():
             problems.append(f"{path}: missing")
-        elif _sha256(path) != expected.get("sha256"):
+        elif sha256_file(path) != expected.get("sha256"):
             problems.append(f"{path}: checksum differs from the manifest's")
     return problems
 
