@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test core-check lint typecheck bench clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,19 @@ test: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
+# The core without extras, in an environment of its own (never the project's venv): nothing heavy
+# installed, and the commands a platform team needs work (tests/core_only/check.py).
+CORE_VENV ?= .venv-core
+core-check:
+	rm -rf $(CORE_VENV) && $(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/pip install -q --upgrade pip
+	start=$$(date +%s); $(CORE_VENV)/bin/pip install -q -e . pytest hypothesis \
+	  && echo "core install: $$(( $$(date +%s) - start )) s, $$(du -sm $(CORE_VENV) | cut -f1) MB"
+	$(CORE_VENV)/bin/pip install -q --no-deps --no-build-isolation -e examples/third_party_plugin 2>/dev/null \
+	  || $(CORE_VENV)/bin/pip install -q --no-deps -e examples/third_party_plugin
+	$(CORE_VENV)/bin/python -m pytest -q -p no:cacheprovider examples/third_party_plugin/tests
+	$(CORE_VENV)/bin/python tests/core_only/check.py
+
 lint: setup
 	$(VENV)/bin/ruff check src plugins tests examples research
 
@@ -37,4 +50,4 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) hybridrec-report
+	rm -rf $(VENV) $(CORE_VENV) hybridrec-report

@@ -35,10 +35,12 @@ def register_table_backends(register: Any) -> None:
 @hookimpl
 def register_bench_suites(register: Any) -> None:
     from hybridrec.backtest.workspace_replay import parity_suite
+    from hybridrec.serving.loadbench import serve_suite
     from hybridrec_policies.bench import serving_suite
 
     register("serving", serving_suite)
     register("parity", parity_suite)
+    register("serve", serve_suite)
 
 
 __all__ = [

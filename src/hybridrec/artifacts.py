@@ -207,10 +207,16 @@ _VERIFIED: set[tuple[str, int, int, int]] = set()
 _VERIFIED_LOCK = threading.Lock()
 
 
-def forget_verified() -> None:
-    """Forget which versions this process verified (the next open re-hashes every file)."""
+def forget_verified(folder: Path | None = None) -> None:
+    """Forget which versions this process verified (all, or ``folder`` only): the next open
+    re-hashes every file."""
+    prefix = None if folder is None else str(Path(folder).resolve())
     with _VERIFIED_LOCK:
-        _VERIFIED.clear()
+        if prefix is None:
+            _VERIFIED.clear()
+        else:
+            for key in [k for k in _VERIFIED if k[0] == prefix]:
+                _VERIFIED.discard(key)
 
 
 def verify_once(folder: Path) -> dict[str, Any]:
@@ -393,12 +399,27 @@ class Pointer:
         self.path = Path(path)
         self.history = history
         self.check = check
+        #: (inode, mtime, size) of the file last read and its checked current entry
+        self._last: tuple[tuple[int, int, int], dict[str, Any] | None] | None = None
 
     def read(self) -> dict[str, Any] | None:
         """The current entry, or None if nothing was promoted yet (only the current entry is
-        checked: this is the per-lookup path; :meth:`read_all` checks the history too)."""
+        checked: this is the per-lookup path; :meth:`read_all` checks the history too). The
+        parsed entry is reused while the file is the same file (a promotion replaces it: a new
+        inode), so a serving process pays a ``stat`` per lookup, not a parse."""
+        try:
+            st = os.stat(self.path)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        last = self._last
+        if key is not None and last is not None and last[0] == key:
+            return None if last[1] is None else dict(last[1])
         current = self.read_all(history=False).get("current")
-        return dict(current) if isinstance(current, dict) else None
+        entry = dict(current) if isinstance(current, dict) else None
+        if key is not None:
+            self._last = (key, entry)
+        return None if entry is None else dict(entry)
 
     def read_all(self, history: bool = True) -> dict[str, Any]:
         """``{"current": ..., "history": [...]}``; :class:`CorruptArtifactError` (naming the

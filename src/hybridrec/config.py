@@ -68,6 +68,11 @@ class ServingConfig(BaseModel):
     k: int = Field(default=10, ge=1, le=100, strict=True)
     contexts: Literal["all", "observed"] = "all"
     keep_versions: int = Field(default=5, ge=1)
+    reverify_seconds: float | None = Field(
+        default=300.0, gt=0,
+        description="A serving process re-hashes the served table's files against their "
+        "manifest when it last did so this long ago (a table that fails is no longer served: the "
+        "last intact one serves, and `status` says why); None: only when first opened.")
     regenerate: Literal["delta", "full"] = Field(
         default="delta",
         description="'delta': a regeneration that keeps the adapter re-ranks only the contexts "

@@ -202,8 +202,9 @@ def _selected(ep: md.EntryPoint, wanted: set[str] | None) -> bool:
 
 
 #: Modules of the optional extras (``pip install 'hybridrec[NAME]'``) the built-in plugins need.
-EXTRAS: dict[str, str] = {"torch": "llm", "transformers": "llm", "peft": "llm", "safetensors": "llm",
-                          "annoy": "annoy", "matplotlib": "plots", "ray": "ray"}
+EXTRAS: dict[str, str] = {"torch": "hf", "transformers": "hf", "safetensors": "hf", "peft": "lora",
+                          "annoy": "annoy", "matplotlib": "report", "ray": "ray",
+                          "starlette": "serve", "uvicorn": "serve"}
 
 
 def _missing_extra(exc: BaseException) -> str | None:

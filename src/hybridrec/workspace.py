@@ -32,6 +32,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,8 +51,10 @@ from hybridrec.artifacts import (
     _fsync_dir,
     atomic_write_json,
     check_version_id,
+    forget_verified,
     open_private,
     read_json,
+    verify,
     verify_once,
 )
 from hybridrec.config import PipelineConfig
@@ -163,9 +166,11 @@ class Workspace:
         #: served version -> (the version actually read, its reader)
         self._readers: dict[str, tuple[str, TableReader]] = {}
         self._readers_lock = threading.Lock()
+        #: when each cached table was last re-hashed (monotonic seconds)
+        self._verified_at: dict[str, float] = {}
         self._batches: dict[str, Batch] = {}
         self._catalog: tuple[str, ClusterCatalog] | None = None
-        self._item_map: tuple[tuple[str, ...], dict[str, int]] | None = None
+        self._item_map: tuple[tuple[str, ...], dict[str, int], dict[int, list[str]]] | None = None
         #: Why the served table could not be used (an earlier one serves), or None.
         self.serving_problem: str | None = None
         self.served_table: str | None = None
@@ -495,25 +500,44 @@ class Workspace:
         items, first = np.unique(batch.item, return_index=True)
         return dict(zip(items.tolist(), batch.cluster[first].tolist(), strict=True))
 
-    def item_clusters(self) -> dict[str, int]:
-        """Item id -> cluster id of every item in the served data (an item keeps the cluster it
-        first had; the catalog is fixed by the first update). Cached per served data."""
+    def item_index(self) -> tuple[dict[str, int], dict[int, list[str]]]:
+        """The served data's item -> cluster map and, per cluster, its items by descending
+        interaction count (ties by id); cached per served data, shared (never mutated)."""
         ids = tuple((self.current() or {}).get("data") or [])
         cached = self._item_map
         if cached is None or cached[0] != ids:
-            cached = (ids, self.known_items(list(ids)))
+            batch = self.load_batches(list(ids))
+            mapping: dict[str, int] = {}
+            by_cluster: dict[int, list[str]] = {}
+            if len(batch):
+                items, first, counts = np.unique(batch.item, return_index=True, return_counts=True)
+                clusters = batch.cluster[first]
+                mapping = dict(zip(items.tolist(), clusters.tolist(), strict=True))
+                for i in np.lexsort((items, -counts)).tolist():
+                    by_cluster.setdefault(int(clusters[i]), []).append(str(items[i]))
+            cached = (ids, mapping, by_cluster)
             self._item_map = cached
-        return dict(cached[1])
+        return cached[1], cached[2]
 
-    def recommend(self, items: list[str], k: int = 5, *, exclude: Exclude = "history") -> Recommendation:
+    def item_clusters(self) -> dict[str, int]:
+        """Item id -> cluster id of every item in the served data (an item keeps the cluster it
+        first had; the catalog is fixed by the first update). Cached per served data."""
+        return dict(self.item_index()[0])
+
+    def popular_items(self, cluster: int, n: int = 3) -> list[str]:
+        """The ``n`` items of ``cluster`` with the most interactions in the served data."""
+        return list(self.item_index()[1].get(int(cluster), [])[:n])
+
+    def recommend(self, items: list[str], k: int = 5, *, exclude: Exclude = "history",
+                  top_items: int = 0) -> Recommendation:
         """The next interest clusters for a user whose recent ``items`` (oldest first) are
         given: :func:`hybridrec.serving.recommend.recommend` over the served table and
-        :meth:`item_clusters`."""
-        ids = tuple((self.current() or {}).get("data") or [])
-        if self._item_map is None or self._item_map[0] != ids:
-            self.item_clusters()
-        assert self._item_map is not None
-        return recommend(self.reader(), self.catalog(), self._item_map[1], items, k, exclude=exclude)
+        :meth:`item_clusters`; with ``top_items``, each cluster's most popular items too."""
+        mapping, by_cluster = self.item_index()
+        found = recommend(self.reader(), self.catalog(), mapping, items, k, exclude=exclude)
+        if top_items > 0:
+            found.popular_items = {c: by_cluster.get(c, [])[:top_items] for c in found.clusters}
+        return found
 
     def append_quarantine(self, records: list[QuarantineRecord]) -> None:
         if not records:
@@ -558,8 +582,15 @@ class Workspace:
                 )
             with self._readers_lock:
                 cached = self._readers.get(version)
-                if cached is not None:
+                if cached is not None and self._still_intact(str(version)):
                     return cached
+                if cached is not None:  # damaged since it was opened: never served again
+                    self._readers.pop(version, None)
+                    self._verified_at.pop(str(version), None)
+                    failure = CorruptArtifactError(
+                        f"{self.store.kind_dir('tables') / str(version)}: its files no longer match "
+                        "the manifest (changed on disk while it was served)")
+                    break
                 try:
                     reader = self._open_table(version)
                 except FileNotFoundError:
@@ -574,11 +605,28 @@ class Workspace:
                 # connections close when the last reference goes.
                 self._readers.clear()
                 self._readers[version] = (str(version), reader)
+                self._verified_at = {str(version): time.monotonic()}
                 self.serving_problem = None
                 return str(version), reader
         if failure is None:  # still missing after reading the pointer again: deleted
             failure = CorruptArtifactError(f"{self.root}: the folder of the served table {version} is missing")
         return self._fallback_reader(str(version), failure)
+
+    def _still_intact(self, version: str) -> bool:
+        """Whether the served table ``version`` passes a deep re-hash, when the last one is
+        ``serving.reverify_seconds`` old (True in between: a lookup pays a clock read)."""
+        every = self.config.serving.reverify_seconds
+        last = self._verified_at.get(version)
+        if every is None or last is None or time.monotonic() - last < every:
+            return True
+        folder = self.store.kind_dir("tables") / version
+        try:
+            verify(folder, deep=True)
+        except CorruptArtifactError:
+            forget_verified(folder)
+            return False
+        self._verified_at[version] = time.monotonic()
+        return True
 
     def _open_table(self, version: Any) -> TableReader:
         folder = self.verified("tables", version).path

@@ -123,3 +123,26 @@ def test_a_table_folder_that_is_not_its_version_is_never_served(
     code, out, err = run_cli(capsys, "status", str(Workspace(ws.root).root))
     assert code == 1, out + err
     assert ("not " + served) in out + err or "link" in out + err
+
+
+def test_a_long_running_server_stops_serving_a_table_damaged_on_disk(
+        fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
+    import time
+    from datetime import timedelta
+
+    config = load_config(config_file, overrides=["serving.reverify_seconds=0.01"])
+    ws = Workspace.init(tmp_path / "ws", config)
+    run_update(ws, fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31), now=FEB)
+    first = ws.current()["table"]  # type: ignore[index]
+    run_update(ws, fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=3), now=FEB + timedelta(days=3))
+    served = ws.current()["table"]  # type: ignore[index]
+    server = Workspace(ws.root)  # a serving process
+    assert server.served_reader()[0] == served
+    table = next(p for p in ws.store.get("tables", served).path.iterdir() if p.name.endswith(".sqlite"))
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    table.write_bytes(bytes(data))
+    time.sleep(0.05)
+    version, _ = server.served_reader()
+    assert version == first and server.serving_problem is not None
+    assert "no longer match" in server.serving_problem

@@ -59,19 +59,35 @@ def test_recommendations_from_a_users_items_drop_the_history(ws: Workspace) -> N
     # exclude="context": exactly the table's list
     assert ws.recommend(items, k=5, exclude="context").clusters == served[:5]
     assert cluster_history(["x", "y"], {"x": 1, "y": 1}) == ([1], [])
-    with pytest.raises(HybridrecError, match="at least two distinct interest clusters"):
-        ws.recommend(_items_of_clusters(ws, [a, a]))
+    # One known cluster: the table's backoff for it; none known: popularity (cold start).
+    one = ws.recommend(_items_of_clusters(ws, [a, a]), k=3)
+    assert one.context == [a] and one.level == "last" and a not in one.clusters and len(one.clusters) == 3
+    backoff = ws.reader().backoff
+    assert backoff is not None
+    assert one.clusters == [int(c) for c in backoff.by_last[a] if c >= 0 and c != a][:3]
+    cold = ws.recommend(["never-seen"], k=3)
+    assert cold.level == "popularity" and cold.unknown_items == ["never-seen"]
+    assert cold.clusters == [int(c) for c in backoff.popular if c >= 0][:3]
+    # With each cluster's most popular items.
+    top = ws.recommend(items, k=2, top_items=2)
+    assert top.popular_items is not None and set(top.popular_items) == set(top.clusters)
+    for cluster, popular in top.popular_items.items():
+        assert popular and all(ws.item_clusters()[i] == cluster for i in popular)
+    assert ws.popular_items(top.clusters[0], 2) == top.popular_items[top.clusters[0]]
 
 
 def test_recommend_from_the_shell(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = sorted(set(ws.item_clusters().values()))[:2]
     items = _items_of_clusters(ws, [a, b])
-    code, out, err = run_cli(capsys, "recommend", str(ws.root), *items, "-k", "3", "--json")
+    code, out, err = run_cli(capsys, "recommend", str(ws.root), "--items", ",".join(items), "-k", "3", "--json")
     assert code == 0, err
     payload = json.loads(out)
     assert payload["context"] == [a, b] and len(payload["clusters"]) == 3
-    code, out, err = run_cli(capsys, "recommend", str(ws.root), items[0])
-    assert code == 2 and "at least two distinct interest clusters" in err
+    code, out, err = run_cli(capsys, "recommend", str(ws.root), "--items", f"{items[0]},nope", "--top-items", "1")
+    assert code == 0, err
+    assert "[last]" in out and "(e.g. " in out and "nope" in err
+    code, out, err = run_cli(capsys, "recommend", str(ws.root), "--items", " , ")
+    assert code == 2 and "--items names no item" in err
 
 
 def test_the_export_holds_every_context_with_its_version_and_checksums(
@@ -102,6 +118,22 @@ def test_the_export_holds_every_context_with_its_version_and_checksums(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".export")) == []
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_export_reads_back_in_each_format(ws: Workspace, tmp_path: Path, fmt: str) -> None:
+    import pandas as pd
+
+    out = tmp_path / fmt
+    manifest = export_table(ws.reader(), ws.catalog(), ws.item_clusters(), out, fmt=fmt)  # type: ignore[arg-type]
+    assert manifest["table_file"] == f"table.{fmt}" and verify_export(out) == []
+    frame = pd.read_csv(out / "table.csv") if fmt == "csv" else pd.read_parquet(out / "table.parquet")
+    assert len(frame) == manifest["rows"]
+    contexts = frame[["c1", "c2"]].to_numpy()
+    served = ws.lookup_batch(contexts, manifest["k"]).ids.tolist()
+    got = ([[int(x) for x in str(v).split("|")] for v in frame["clusters"]] if fmt == "csv"
+           else [list(v) for v in frame["clusters"]])
+    assert got == served
+
+
 def _until(done: Any, tries: int = 600) -> None:
     import time
 
@@ -122,8 +154,8 @@ def _get(base: str, path: str) -> tuple[int, dict[str, Any]]:
 
 def test_the_http_service_answers_and_never_mixes_versions_during_updates(
         ws: Workspace, fake_plugins: Any, tmp_path: Path) -> None:
-    server, _ = serve_in_thread(Workspace(ws.root))
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server, port = serve_in_thread(Workspace(ws.root))
+    base = f"http://127.0.0.1:{port}"
     try:
         code, health = _get(base, "/health")
         assert code == 200 and health["table"] == ws.current()["table"]  # type: ignore[index]
@@ -131,11 +163,15 @@ def test_the_http_service_answers_and_never_mixes_versions_during_updates(
         assert code == 200 and got["clusters"] == list(ws.lookup(0, 1, 4).clusters) and got["level"] == "pair"
         a, b = sorted(set(ws.item_clusters().values()))[:2]
         items = ",".join(_items_of_clusters(ws, [a, b]))
-        code, got = _get(base, f"/recommend?items={items}&k=3")
+        code, got = _get(base, f"/recommend?items={items}&k=3&top_items=1")
         assert code == 200 and got["context"] == [a, b] and len(got["clusters"]) == 3
+        assert set(got["popular_items"]) == {str(c) for c in got["clusters"]}
+        code, got = _get(base, "/version")
+        assert code == 200 and got["table"] == got["manifest"]["version"] == health["table"]
         for path, needle in (("/lookup?c1=0&c2=0", "must differ"), ("/lookup?c1=0", "'c2'"),
                              ("/lookup?c1=0&c2=1&k=x", "integer"), ("/lookup?c1=0&c2=999", "'c2'"),
-                             ("/recommend?items=", "'items'"), ("/recommend?items=a,b&exclude=z", "'exclude'")):
+                             ("/recommend?items=", "'items'"), ("/recommend?items=a,b&exclude=z", "'exclude'"),
+                             ("/recommend?items=a&k=0", "'k'")):
             code, got = _get(base, path)
             assert code == 400 and needle in got["error"], (path, got)
         assert _get(base, "/nothing")[0] == 404
@@ -163,8 +199,7 @@ def test_the_http_service_answers_and_never_mixes_versions_during_updates(
         for thread in readers:
             thread.join()
     finally:
-        server.shutdown()
-        server.server_close()
+        server.should_exit = True
     versions = {version for version, _ in answers}
     assert len(versions) >= 2  # answers from before and after the promotions
     for version in versions:  # each answer is exactly its version's row
@@ -215,3 +250,14 @@ def test_a_store_that_returns_too_few_evidence_rows_is_named(
     code, _, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-01")
     assert code == 2 and "Traceback" not in err
     assert "knowledge store 'short-store' returned" in err and "evidence rows for" in err
+
+
+def test_the_serve_bench_runs_a_live_server_through_promotions() -> None:
+    from hybridrec.plugins import registry
+    from hybridrec.serving.loadbench import serve_suite
+
+    assert "serve" in registry().bench_suites
+    result = serve_suite(quick=True, clients=2)
+    assert result["requests"] > 0 and result["errors"] == 0
+    assert result["tables_promoted_during_run"] >= 1 and result["table_versions_answered"] >= 2
+    assert result["lookup_answers_checked"] > 0 and result["mixed_version_answers"] == 0

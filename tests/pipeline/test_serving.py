@@ -126,3 +126,30 @@ def test_memory_table_builds_from_rankings_in_memory() -> None:
 def test_the_serving_bench_suite_is_registered() -> None:
     suite = plugins.registry().bench_suites["serving"]
     assert "Serving table" in (suite.__doc__ or "")
+
+
+def test_one_row_is_filled_exactly_as_a_batch_fills_it() -> None:
+    # fill_rows has a loop for a single row (the service's path); it must equal the batch rule.
+    from hybridrec.serving.base import fill_rows
+
+    rng = np.random.default_rng(0)
+    n = 12
+    c1 = rng.integers(0, n, 400)
+    c2 = (c1 + rng.integers(1, n - 1, 400)) % n
+    c3 = np.array([next(x for x in rng.permutation(n) if x not in (a, b)) for a, b in zip(c1, c2, strict=True)])
+    data = TransitionSet(c1, c2, c3, np.arange(400), np.zeros(400, dtype=np.int64), n)
+    backoff = Backoff.from_transitions(data, 6)
+    for _ in range(300):
+        rows = 5
+        contexts = np.stack([rng.integers(0, n, rows), rng.integers(0, n, rows)], axis=1)
+        contexts[contexts[:, 0] == contexts[:, 1], 1] = (contexts[contexts[:, 0] == contexts[:, 1], 0] + 1) % n
+        width = int(rng.integers(1, 6))
+        ids = rng.integers(-1, n, (rows, width))
+        scores = rng.random((rows, width))
+        k = int(rng.integers(1, 8))
+        batch, levels = fill_rows(contexts, ids, scores, backoff, k)
+        for i in range(rows):
+            one, level = fill_rows(contexts[i : i + 1], ids[i : i + 1], scores[i : i + 1], backoff, k)
+            np.testing.assert_array_equal(one.ids[0], batch.ids[i])
+            np.testing.assert_array_equal(one.scores[0], batch.scores[i])
+            assert level[0] == levels[i]

@@ -977,7 +977,7 @@ def write_report(
             if (exc.name or "").split(".")[0] != "matplotlib":
                 failure = failure or exc
             else:  # a light install: the numbers without the figures
-                skipped = "matplotlib is not installed (pip install 'hybridrec[plots]')"
+                skipped = "matplotlib is not installed (pip install 'hybridrec[report]')"
         except Exception as exc:
             failure = failure or exc
     report = {**report, "verdict": report.get("verdict") or verdict(report),

@@ -168,18 +168,25 @@ def register(cli: click.Group) -> None:
 
     @cli.command("recommend")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
-    @click.argument("items", nargs=-1, required=True)
+    @click.option("--items", "items", required=True,
+                  help="The user's recent item ids, oldest first, comma-separated.")
     @click.option("-k", "k", type=click.IntRange(1, 100), default=5, show_default=True)
     @click.option("--exclude", type=click.Choice(["history", "context"]), default="history",
                   show_default=True, help="Drop every cluster of the user's history (novel "
-                  "interests), or only the two context clusters.")
+                  "interests), or only the context's clusters.")
+    @click.option("--top-items", type=click.IntRange(0, 100), default=0, show_default=True,
+                  help="Also list each recommended cluster's most popular items.")
     @click.option("--json", "as_json", is_flag=True, help="Print the recommendation as JSON.")
-    def recommend_cmd(workspace: Path, items: tuple[str, ...], k: int, exclude: str,
+    def recommend_cmd(workspace: Path, items: str, k: int, exclude: str, top_items: int,
                       as_json: bool) -> None:
-        """Next interest clusters for a user whose recent ITEMS are given, oldest first: the
-        items' clusters, the last two distinct ones as the context, the served table's list."""
+        """Next interest clusters for a user whose recent items are given: the items' clusters,
+        the last two distinct ones as the context, the served table's list without the user's
+        history (the table's backoff when fewer than two clusters are known)."""
         ws = _open(workspace)
-        found = ws.recommend(list(items), k, exclude=exclude)
+        wanted = [i.strip() for i in items.split(",") if i.strip()]
+        if not wanted:
+            raise HybridrecError("--items names no item (give ids separated by commas)")
+        found = ws.recommend(wanted, k, exclude=exclude, top_items=top_items)
         if ws.serving_problem:
             click.echo(f"warning: {ws.serving_problem}", err=True)
         if as_json:
@@ -187,18 +194,22 @@ def register(cli: click.Group) -> None:
             return
         if found.unknown_items:
             click.echo(f"not in this workspace's data (skipped): {', '.join(found.unknown_items)}", err=True)
-        catalog = ws.catalog()
-        click.echo(f"history {found.history} -> context {tuple(found.context)} [{found.level}]"
+        click.echo(f"history {found.history} -> context {found.context} [{found.level}]"
                    + (f"; excluded {found.excluded}" if found.excluded else ""))
-        for rank, (cluster, score) in enumerate(zip(found.clusters, found.scores, strict=True), 1):
-            click.echo(f"  {rank:>2}. {cluster:>5}  {score:10.4g}  {catalog.description(cluster)}")
+        for rank, (cluster, score, text) in enumerate(
+                zip(found.clusters, found.scores, found.descriptions, strict=True), 1):
+            popular = (found.popular_items or {}).get(cluster)
+            click.echo(f"  {rank:>2}. {cluster:>5}  {score:10.4g}  {text}"
+                       + (f"  (e.g. {', '.join(popular)})" if popular else ""))
 
     @cli.command("export")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
     @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-                  help="A new folder: table.jsonl, items.csv, catalog.json, manifest.json.")
+                  help="A new folder: table.<format>, items.csv, catalog.json, manifest.json.")
+    @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl",
+                  show_default=True, help="Format of the table file.")
     @click.option("-k", "k", type=click.IntRange(1, 100), help="Clusters per context (default: the table's width).")
-    def export_cmd(workspace: Path, out: Path, k: int | None) -> None:
+    def export_cmd(workspace: Path, out: Path, fmt: str, k: int | None) -> None:
         """Export the served table (every context's list), the item -> cluster map and the
         catalog, with the table version and a checksum of each file, for a production store."""
         from hybridrec.serving.export import export_table
@@ -206,7 +217,7 @@ def register(cli: click.Group) -> None:
         ws = _open(workspace)
         version, reader = ws.served_reader()
         manifest = export_table(
-            reader, ws.catalog(), ws.item_clusters(), out, k=k,
+            reader, ws.catalog(), ws.item_clusters(), out, k=k, fmt=fmt,  # type: ignore[arg-type]
             source={"workspace": str(ws.root.resolve()), "table": version,
                     "table_manifest": ws.store.get("tables", version).manifest})
         click.echo(f"exported table {version}: {manifest['rows']:,} contexts x {manifest['k']}, "
@@ -219,19 +230,20 @@ def register(cli: click.Group) -> None:
     def serve_cmd(workspace: Path, host: str, port: int) -> None:
         """Serve /lookup, /recommend and /health over HTTP (JSON); every answer names the table
         version it was read from and never mixes two versions, while updates promote new ones."""
-        from hybridrec.serving.http import make_server
+        try:
+            from hybridrec.serving.http import serve
+        except ModuleNotFoundError as exc:
+            raise HybridrecError(f"hybridrec serve needs {exc.name!r}, which is not installed "
+                                 "(pip install 'hybridrec[serve]')") from None
 
         ws = _open(workspace)
-        server = make_server(ws, host, port)
-        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-        click.echo(f"serving {ws.root} on http://{bound_host}:{bound_port} (/lookup?c1=&c2=&k=, "
-                   "/recommend?items=a,b&k=, /health); Ctrl-C stops", err=True)
+        click.echo(f"serving {ws.root} on http://{host}:{port} (/recommend?items=a,b&k=, "
+                   "/lookup?c1=&c2=&k=, /health, /version); Ctrl-C stops", err=True)
         try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+            serve(ws, host, port)
+        except ModuleNotFoundError as exc:
+            raise HybridrecError(f"hybridrec serve needs {exc.name!r}, which is not installed "
+                                 "(pip install 'hybridrec[serve]')") from None
 
     @cli.command("status")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))

@@ -149,7 +149,11 @@ def fill_rows(
         ids[full] = head[full]
         scores[full] = pair_scores[full, :k]
     rest = np.flatnonzero(~full)
-    if rest.size:
+    if rest.size == 1:  # one row (a service's lookup): the same rule without (w x w) arrays
+        i = int(rest[0])
+        ids[i], scores[i], levels[i] = _fill_one(
+            int(contexts[i, 0]), int(contexts[i, 1]), pair_ids[i], pair_scores[i], backoff, k)
+    elif rest.size:
         candidates = np.concatenate(
             [
                 pair_ids[rest],
@@ -187,6 +191,33 @@ def fill_rows(
         first = np.where(keep.any(axis=1), np.argmax(keep, axis=1), -1)
         levels[rest] = np.where(first >= 0, source[np.maximum(first, 0)], LEVEL_NONE)
     return Rankings(contexts=contexts, ids=ids, scores=scores), levels
+
+
+def _fill_one(c1: int, c2: int, pair_ids: np.ndarray, pair_scores: np.ndarray, backoff: Backoff,
+              k: int) -> tuple[list[int], list[float], int]:
+    """:func:`fill_rows` for one row: candidates from the pair row, then the successors of
+    ``c2``, then popularity; each valid (a catalog id, not a context cluster) and not yet taken;
+    the level is the source of the first one taken."""
+    ids = [-1] * k
+    scores = [0.0] * k
+    taken: set[int] = set()
+    level = LEVEL_NONE
+    filled = 0
+    for source, (cands, values) in zip(
+            (LEVEL_PAIR, LEVEL_LAST, LEVEL_POPULARITY),
+            ((pair_ids, pair_scores), (backoff.by_last[c2], backoff.by_last_scores[c2]),
+             (backoff.popular, backoff.popular_scores)), strict=True):
+        for cluster, value in zip(cands.tolist(), values.tolist(), strict=True):
+            if cluster < 0 or cluster in (c1, c2) or cluster in taken:
+                continue
+            if level == LEVEL_NONE:
+                level = source
+            taken.add(cluster)
+            ids[filled], scores[filled] = cluster, float(value)
+            filled += 1
+            if filled == k:
+                return ids, scores, level
+    return ids, scores, level
 
 
 def served_row(rankings: Rankings, levels: np.ndarray, i: int) -> ServedPrediction:
@@ -233,6 +264,9 @@ class TableReader(ABC):
     n_clusters: int
     k: int
     metadata: dict[str, Any]
+    #: the table's lower backoff levels (successors of the last cluster, popularity), or None for
+    #: a backend that does not keep them apart
+    backoff: Backoff | None = None
 
     @abstractmethod
     def lookup_batch_with_levels(self, contexts: np.ndarray, k: int) -> tuple[Rankings, np.ndarray]:

@@ -2,9 +2,10 @@
 
 :func:`export_table` writes, into a new folder:
 
-* ``table.jsonl`` — one line per ordered context ``c1 != c2`` of the catalog:
-  ``{"c1", "c2", "clusters", "scores", "level"}``, the top ``k`` exactly as ``lookup`` serves
-  them (``level`` is the backoff level that answered: ``pair`` for a table row);
+* ``table.jsonl`` (or ``table.csv``, ``table.parquet``) — one row per ordered context
+  ``c1 != c2`` of the catalog: ``c1``, ``c2``, ``clusters``, ``scores``, ``level``, the top ``k``
+  exactly as ``lookup`` serves them (``level`` is the backoff level that answered: ``pair`` for a
+  table row; in CSV the lists are ``|``-separated);
 * ``items.csv`` — ``item,cluster``: every item of the served data and its cluster (what
   :func:`~hybridrec.serving.recommend.recommend` maps a user's items with);
 * ``catalog.json`` — the cluster catalog (ids, descriptions);
@@ -25,7 +26,7 @@ import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -35,11 +36,13 @@ from hybridrec.serving.base import LEVELS, TableReader
 from hybridrec.types import ClusterCatalog
 
 CHUNK = 16_384
+ExportFormat = Literal["jsonl", "csv", "parquet"]
+FORMATS: tuple[str, ...] = ("jsonl", "csv", "parquet")
 
 
 def export_table(
     reader: TableReader, catalog: ClusterCatalog, item_cluster: Mapping[str, int], out: Path,
-    *, k: int | None = None, source: dict[str, Any] | None = None,
+    *, k: int | None = None, source: dict[str, Any] | None = None, fmt: ExportFormat = "jsonl",
 ) -> dict[str, Any]:
     """Write the export of ``reader``'s table into the new folder ``out`` (see the module
     docstring); returns the written manifest. ``source`` (the table version and its manifest,
@@ -47,6 +50,8 @@ def export_table(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HybridrecError(f"{out}: the export folder must be new or empty")
+    if fmt not in FORMATS:
+        raise HybridrecError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     width = int(reader.k if k is None else k)
     if width < 1:
         raise HybridrecError(f"k must be at least 1, got {width}")
@@ -58,17 +63,40 @@ def export_table(
         keys = keys[keys // n != keys % n]
         contexts = np.stack([keys // n, keys % n], axis=1)  # every ordered pair c1 != c2
         rows = 0
-        with open(staging / "table.jsonl", "w", encoding="utf-8") as fh:
+        table = f"table.{fmt}"
+        parts: list[Any] = []
+        with open(staging / table, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh) if fmt == "csv" else None
+            if writer is not None:
+                writer.writerow(["c1", "c2", "level", "clusters", "scores"])
             for lo in range(0, contexts.shape[0], CHUNK):
                 part = contexts[lo : lo + CHUNK]
                 rankings, levels = reader.lookup_batch_with_levels(part, width)
-                for (c1, c2), ids, scores, level in zip(part.tolist(), rankings.ids, rankings.scores,
-                                                        levels.tolist(), strict=True):
-                    keep = ids >= 0
-                    fh.write(json.dumps({"c1": c1, "c2": c2, "clusters": ids[keep].tolist(),
-                                         "scores": [float(x) for x in np.asarray(scores)[keep]],
-                                         "level": LEVELS[level]}) + "\n")
-                    rows += 1
+                chunk = [(c1, c2, ids[ids >= 0].tolist(),
+                          [float(x) for x in np.asarray(scores)[ids >= 0]], LEVELS[level])
+                         for (c1, c2), ids, scores, level in zip(
+                             part.tolist(), rankings.ids, rankings.scores, levels.tolist(), strict=True)]
+                rows += len(chunk)
+                if fmt == "jsonl":
+                    fh.writelines(json.dumps({"c1": a, "c2": b, "clusters": c, "scores": d, "level": e}) + "\n"
+                                  for a, b, c, d, e in chunk)
+                elif writer is not None:
+                    writer.writerows((a, b, e, "|".join(map(str, c)), "|".join(repr(x) for x in d))
+                                     for a, b, c, d, e in chunk)
+                else:
+                    parts.append(chunk)
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            flat = [row for chunk in parts for row in chunk]
+            pq.write_table(pa.table({
+                "c1": pa.array([r[0] for r in flat], pa.int32()),
+                "c2": pa.array([r[1] for r in flat], pa.int32()),
+                "clusters": pa.array([r[2] for r in flat], pa.list_(pa.int32())),
+                "scores": pa.array([r[3] for r in flat], pa.list_(pa.float64())),
+                "level": pa.array([r[4] for r in flat], pa.string()),
+            }), staging / table)
         with open(staging / "items.csv", "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["item", "cluster"])
@@ -76,9 +104,10 @@ def export_table(
                 writer.writerow([item, int(item_cluster[item])])
         (staging / "catalog.json").write_text(catalog.model_dump_json(indent=1), encoding="utf-8")
         files = {name: {"sha256": sha256_file(staging / name), "bytes": (staging / name).stat().st_size}
-                 for name in ("table.jsonl", "items.csv", "catalog.json")}
+                 for name in (table, "items.csv", "catalog.json")}
         manifest = {
             **(source or {}), "exported_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "format": fmt, "table_file": table,
             "k": width, "rows": rows, "items": len(item_cluster), "clusters": len(catalog),
             "catalog_hash": catalog.hash, "files": files,
         }
@@ -112,4 +141,4 @@ def verify_export(folder: Path) -> list[str]:
     return problems
 
 
-__all__ = ["export_table", "verify_export"]
+__all__ = ["FORMATS", "ExportFormat", "export_table", "verify_export"]

@@ -1,27 +1,32 @@
-"""A small HTTP service over a workspace's served table (``hybridrec serve WS``).
+"""The HTTP service over a workspace's served table (``hybridrec serve WS``; the ``serve`` extra).
 
 Endpoints (``GET``, JSON answers):
 
-* ``/lookup?c1=3&c2=17&k=5`` — the top ``k`` clusters for the context, with the backoff level;
-* ``/recommend?items=a,b,c&k=5&exclude=history`` — :meth:`~hybridrec.workspace.Workspace.recommend`
+* ``/recommend?items=a,b,c&k=5&exclude=history&top_items=0`` — :meth:`~hybridrec.workspace.Workspace.recommend`
   for a user's recent items (oldest first);
-* ``/health`` — the served table version and catalog size (503 when no table is served).
+* ``/lookup?c1=3&c2=17&k=5`` — the top ``k`` clusters for a context, with the backoff level;
+* ``/health`` — ``ok`` with the served table version (503 when no intact table is served);
+* ``/version`` — the served table version and its manifest.
 
-Every answer names the table ``version`` it was read from, and each answer is read from one
-table version: a request takes the workspace's reader once (one immutable version), so an update
-that promotes a new table while requests run never mixes two versions in one answer; requests
-after the promotion read the new one. Bad parameters get a 400 with a message naming the
-parameter. The server uses the standard library's threading HTTP server: one thread per request;
-put a reverse proxy in front of it for TLS and authentication.
+Every answer names the table ``version`` it was read from, and each is read from one version:
+a request takes the workspace's reader once (one immutable version, verified against its
+manifest before first use: a damaged version is never served), so an update that promotes a new
+table while requests run never mixes two versions in one answer, and the next request reads the
+new one without a restart. Bad parameters get a 400 naming the parameter.
+
+Why Starlette on uvicorn: an ASGI app of a few routes needs no more than Starlette (FastAPI's own
+core, without the validation layer these four query strings do not need), and uvicorn with
+``httptools`` and ``uvloop`` is the standard production ASGI server; both are small, pure
+dependencies of the ``serve`` extra. Handlers are ``async`` and answer from memory-mapped or
+SQLite reads of well under a millisecond, so one event loop serves many clients; run several
+processes behind a proxy for more, and put TLS and authentication in the proxy.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
@@ -39,17 +44,17 @@ class BadRequest(HybridrecError):
     """A request parameter is missing or invalid (answered with 400)."""
 
 
-def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str:
-    values = query.get(name)
-    if not values:
+def _one(query: Any, name: str, default: str | None = None) -> str:
+    value = query.get(name)
+    if value is None or value == "":
         if default is None:
             raise BadRequest(f"missing parameter {name!r}")
         return default
-    return values[-1]
+    return str(value)
 
 
-def _int(query: dict[str, list[str]], name: str, default: str | None = None, *,
-         low: int = 0, high: int | None = None) -> int:
+def _int(query: Any, name: str, default: str | None = None, *, low: int = 0,
+         high: int | None = None) -> int:
     raw = _one(query, name, default)
     try:
         value = int(raw)
@@ -62,7 +67,8 @@ def _int(query: dict[str, list[str]], name: str, default: str | None = None, *,
 
 
 class Service:
-    """The request logic, independent of the HTTP plumbing (tested directly and through HTTP)."""
+    """The request logic, independent of the HTTP plumbing. ``query`` is any mapping of
+    parameter names to strings."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
@@ -76,7 +82,11 @@ class Service:
         return {"status": "ok", "table": version, "clusters": reader.n_clusters,
                 "problem": self.ws.serving_problem}
 
-    def lookup(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def version(self) -> dict[str, Any]:
+        _, version = self._table()
+        return {"table": version, "manifest": self.ws.store.get("tables", version).manifest}
+
+    def lookup(self, query: Any) -> dict[str, Any]:
         reader, version = self._table()
         n = reader.n_clusters
         c1 = _int(query, "c1", high=n - 1)
@@ -91,7 +101,7 @@ class Service:
                 "scores": [float(x) for x in rankings.scores[0][keep]],
                 "level": LEVELS[int(levels[0])]}
 
-    def recommend(self, query: dict[str, list[str]]) -> dict[str, Any]:
+    def recommend(self, query: Any) -> dict[str, Any]:
         items = [i for i in _one(query, "items").split(",") if i.strip()]
         if not items:
             raise BadRequest("parameter 'items' names no item")
@@ -99,59 +109,78 @@ class Service:
         exclude = _one(query, "exclude", "history")
         if exclude not in ("history", "context"):
             raise BadRequest(f"parameter 'exclude' must be 'history' or 'context', got {exclude[:40]!r}")
+        top = _int(query, "top_items", "0", low=0, high=MAX_K)
         reader, version = self._table()
+        catalog = self.ws.catalog()
+        mapping, by_cluster = self.ws.item_index()
         try:
-            found = recommend(reader, self.ws.catalog(), self.ws.item_clusters(), items, k,
-                              exclude=exclude)  # type: ignore[arg-type]
-        except HybridrecError as exc:
+            found = recommend(reader, catalog, mapping, items, k, exclude=exclude)  # type: ignore[arg-type]
+        except HybridrecError as exc:  # the items cannot support a recommendation
             raise BadRequest(str(exc)) from None
+        if top:
+            found.popular_items = {c: by_cluster.get(c, [])[:top] for c in found.clusters}
         return {"table": version, **found.model_dump(mode="json")}
 
 
-def make_server(ws: Workspace, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    """A threading HTTP server answering :class:`Service`'s endpoints (not started)."""
+def make_app(ws: Workspace) -> Any:
+    """The Starlette app answering :class:`Service`'s endpoints."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
     service = Service(ws)
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "hybridrec"
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet by default
-            return
-
-        def _send(self, code: int, payload: dict[str, Any]) -> None:
-            body = (json.dumps(payload) + "\n").encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:  # the http.server protocol names it
-            url = urlparse(self.path)
-            query = parse_qs(url.query)
-            routes = {"/health": lambda: service.health(), "/lookup": lambda: service.lookup(query),
-                      "/recommend": lambda: service.recommend(query)}
-            route = routes.get(url.path)
-            if route is None:
-                self._send(404, {"error": f"no endpoint {url.path!r}; try /lookup, /recommend, /health"})
-                return
+    def endpoint(answer: Any) -> Any:
+        async def handle(request: Request) -> JSONResponse:
             try:
-                self._send(200, route())
+                return JSONResponse(answer(request.query_params))
             except BadRequest as exc:
-                self._send(400, {"error": str(exc)})
+                return JSONResponse({"error": str(exc)}, status_code=400)
             except HybridrecError as exc:  # no table yet, or none intact
-                self._send(503, {"error": str(exc)})
+                return JSONResponse({"error": str(exc)}, status_code=503)
 
-    return ThreadingHTTPServer((host, port), Handler)
+        return handle
+
+    routes = [
+        Route("/recommend", endpoint(service.recommend)),
+        Route("/lookup", endpoint(service.lookup)),
+        Route("/health", endpoint(lambda _q: service.health())),
+        Route("/version", endpoint(lambda _q: service.version())),
+    ]
+    async def not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"no endpoint {request.url.path!r}; try /recommend, "
+                                      "/lookup, /health, /version"}, status_code=404)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found})
 
 
-def serve_in_thread(ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """Start :func:`make_server` in a daemon thread (``port=0`` picks a free port: read
-    ``server.server_address``); stop it with ``server.shutdown()``."""
-    server = make_server(ws, host, port)
-    thread = threading.Thread(target=server.serve_forever, name="hybridrec-serve", daemon=True)
+def _server(ws: Workspace, host: str, port: int) -> Any:
+    import uvicorn
+
+    config = uvicorn.Config(make_app(ws), host=host, port=port, log_level="warning",
+                            access_log=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
+def serve(ws: Workspace, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve until interrupted (uvicorn in this process)."""
+    _server(ws, host, port).run()
+
+
+def serve_in_thread(ws: Workspace, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, int]:
+    """Start the server in a daemon thread; returns ``(server, port)`` (``port=0`` picks a free
+    one). Stop it with ``server.should_exit = True``."""
+    server = _server(ws, host, port)
+    thread = threading.Thread(target=server.run, name="hybridrec-serve", daemon=True)
     thread.start()
-    return server, thread
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise HybridrecError(f"the HTTP server did not start on {host}:{port}")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    return server, int(bound)
 
 
-__all__ = ["MAX_K", "BadRequest", "Service", "make_server", "serve_in_thread"]
+__all__ = ["MAX_K", "BadRequest", "Service", "make_app", "serve", "serve_in_thread"]

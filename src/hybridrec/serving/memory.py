@@ -32,6 +32,8 @@ FILE_NAME = "table.npz"
 class MemoryTable(TableReader):
     """A complete table held in numpy arrays (thread-safe: never mutated after construction)."""
 
+    backoff: Backoff
+
     def __init__(
         self,
         ids: np.ndarray,

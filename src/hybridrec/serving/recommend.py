@@ -6,6 +6,7 @@ mapped to clusters (items the workspace has never seen are skipped and reported)
 repeats are collapsed, and the last two entries are the context. It then looks the context up
 and, by default, drops every cluster already in the user's history: the paper recommends the
 user's next *novel* interest. A wider list is read so that ``k`` clusters remain after the drop.
+A user with fewer than two known clusters gets the table's backoff (see :func:`recommend`).
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ class Recommendation(BaseModel):
     items: list[str]
     unknown_items: list[str]
     history: list[int]
-    context: tuple[int, int]
+    context: list[int]
     clusters: list[int]
     scores: list[float]
     descriptions: list[str]
     level: str
     excluded: list[int]
+    #: with ``top_items``: each recommended cluster's most popular items
+    popular_items: dict[int, list[str]] | None = None
 
 
 def cluster_history(items: Sequence[str], item_cluster: Mapping[str, int]) -> tuple[list[int], list[str]]:
@@ -59,31 +62,41 @@ def recommend(
 ) -> Recommendation:
     """The top ``k`` clusters for a user whose recent ``items`` (oldest first) are given (see
     the module docstring). ``exclude="history"`` drops every cluster of the user's history,
-    ``"context"`` only the two context clusters (what the table never serves anyway).
+    ``"context"`` only the context's clusters (what the table never serves anyway).
 
-    Raises :class:`~hybridrec.errors.HybridrecError` when fewer than two distinct clusters are
-    known: the table holds no row for such a user (a cold start is the caller's to handle)."""
+    With fewer than two distinct known clusters there is no context for the table: the user is
+    served the table's own backoff, the successors of their one cluster (level ``last``) or, with
+    none known, the most popular clusters (``popularity``), as a lookup of an unknown pair is."""
     if k < 1:
         raise HybridrecError(f"k must be at least 1, got {k}")
     history, unknown = cluster_history(items, item_cluster)
-    if len(history) < 2:
-        known = f"cluster {history[0]}" if history else "no known cluster"
-        raise HybridrecError(
-            f"the items give {known}: a recommendation needs items from at least two distinct "
-            "interest clusters (the context is the last two)"
-            + (f"; not in this workspace's data: {', '.join(unknown[:10])}" if unknown else ""))
-    context = (history[-2], history[-1])
+    context = history[-2:]
     dropped = sorted(set(history) - set(context)) if exclude == "history" else []
-    width = min(k + len(dropped), len(catalog) - 2)
-    rankings, levels = reader.lookup_batch_with_levels(np.asarray([context], dtype=np.int64), width)
-    ids, scores = rankings.ids[0], rankings.scores[0]
-    keep = (ids >= 0) & ~np.isin(ids, dropped)
-    ids, scores = ids[keep][:k], scores[keep][:k]
+    if len(context) == 2:
+        width = min(k + len(dropped), len(catalog) - 2)
+        rankings, levels = reader.lookup_batch_with_levels(np.asarray([context], dtype=np.int64), width)
+        ids, scores, level = rankings.ids[0], rankings.scores[0], LEVELS[int(levels[0])]
+    else:
+        backoff = reader.backoff
+        if backoff is None:
+            raise HybridrecError(
+                "a recommendation needs items from at least two distinct interest clusters with "
+                f"this table backend (it keeps no backoff lists); got {len(history)}")
+        if context:
+            ids, scores, level = backoff.by_last[context[-1]], backoff.by_last_scores[context[-1]], "last"
+            if not (ids >= 0).any():
+                ids, scores, level = backoff.popular, backoff.popular_scores, "popularity"
+        else:
+            ids, scores, level = backoff.popular, backoff.popular_scores, "popularity"
+    drop = {*dropped, *context}
+    pairs = [(int(c), float(x)) for c, x in zip(ids.tolist(), scores.tolist(), strict=True)
+             if c >= 0 and c not in drop][:k]
+    ids = np.asarray([c for c, _ in pairs], dtype=np.int64)
+    scores = np.asarray([x for _, x in pairs], dtype=np.float64)
     return Recommendation(
         items=[str(i) for i in items], unknown_items=unknown, history=history, context=context,
-        clusters=[int(c) for c in ids], scores=[float(s) for s in scores],
-        descriptions=[catalog.description(int(c)) for c in ids], level=LEVELS[int(levels[0])],
-        excluded=dropped,
+        clusters=[int(c) for c in ids], scores=[float(x) for x in scores],
+        descriptions=[catalog.description(int(c)) for c in ids], level=level, excluded=dropped,
     )
 
 

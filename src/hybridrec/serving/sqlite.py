@@ -135,6 +135,8 @@ class SqliteWriter(TableWriter):
 class SqliteReader(TableReader):
     """Read-only access to one SQLite table file; one connection per thread."""
 
+    backoff: Backoff
+
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / FILE_NAME
         if not self.path.is_file():
