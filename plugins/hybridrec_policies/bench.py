@@ -99,6 +99,13 @@ def promote_table(ws: Any, rankings: Rankings, backoff: Backoff, k: int) -> str:
     writer.commit({"backend": "sqlite"})
     version = ws.store.commit(staging, {"backend": "sqlite", "rows": len(rankings)})
     entry = dict(ws.current() or {})
+    if not entry.get("catalog"):  # a served table needs the catalog it ranks (the state's rule)
+        from hybridrec.types import ClusterCatalog
+
+        catalog = ClusterCatalog.from_descriptions([f"cluster {i}" for i in range(backoff.n_clusters)])
+        cat_staging = ws.store.stage("catalog")
+        (cat_staging.path / "catalog.json").write_text(catalog.model_dump_json(indent=1))
+        entry["catalog"] = ws.store.commit(cat_staging, {"clusters": len(catalog), "hash": catalog.hash}).id
     entry["table"] = version.id
     ws.promote(entry)
     return str(version.id)

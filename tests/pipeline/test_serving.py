@@ -153,3 +153,16 @@ def test_one_row_is_filled_exactly_as_a_batch_fills_it() -> None:
             np.testing.assert_array_equal(one.ids[0], batch.ids[i])
             np.testing.assert_array_equal(one.scores[0], batch.scores[i])
             assert level[0] == levels[i]
+
+
+def test_the_serving_bench_parts_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The suite's cheap parts in quick mode (its ML-1M update is a long benchmark).
+    from hybridrec_policies.bench import _batch_lookup, _promote, _sqlite_latency
+
+    assert _batch_lookup(True) > 0
+    (tmp_path / "latency").mkdir()
+    p50, p99 = _sqlite_latency(True, tmp_path / "latency")
+    assert 0 < p50 <= p99
+    promoted = _promote(True, tmp_path)
+    assert promoted["mixed_batches"] == 0 and promoted["reader_errors"] == 0
+    assert promoted["rows"] == 301 * 300
