@@ -433,6 +433,7 @@ class Pointer:
             raise self.damaged(f"unreadable ({type(exc).__name__}: {exc})") from None
         if (
             not isinstance(data, dict)
+            or "current" not in data  # every write names it (null before the first promotion)
             or not isinstance(data.get("current"), dict | None)
             or not isinstance(data.get("history", []), list)
             or not all(isinstance(h, dict) for h in data.get("history") or [])

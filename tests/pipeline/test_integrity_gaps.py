@@ -146,3 +146,14 @@ def test_a_long_running_server_stops_serving_a_table_damaged_on_disk(
     version, _ = server.served_reader()
     assert version == first and server.serving_problem is not None
     assert "no longer match" in server.serving_problem
+
+
+def test_a_state_file_emptied_to_an_empty_object_is_damaged_not_a_fresh_start(
+        fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)
+    (ws.root / "state").write_text("{}")
+    code, out, err = run_cli(capsys, "status", str(ws.root))
+    assert code != 0 and "damaged" in out + err
+    log = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-04")
+    assert code == 2 and "hybridrec repair" in err  # never a new history that forgets January
