@@ -39,9 +39,9 @@ def daily_backoff_successors(
     ``recent_days`` so is ``recent``: the same counts over the last ``recent_days`` before the
     day (at most the ``days`` window), for the same items.
     """
-    # The one implementation of the estimator is the counting baselines'; imported here, on use,
-    # so that loading the fine-tuner does not load the backtest package.
-    from hybridrec.backtest.baselines import CountingConfig, CountTables, counting_scores, top_k
+    # The one implementation of the estimator (hybridrec.estimators.counting), shared with the
+    # counting arms.
+    from hybridrec.estimators.counting import CountingConfig, CountTables, counting_scores, top_k
 
     contexts = np.asarray(contexts, dtype=np.int64)
     as_of = np.asarray(as_of, dtype=np.int64)

@@ -31,8 +31,8 @@ from datetime import UTC, date, datetime
 import numpy as np
 import torch
 
-from hybridrec.backtest.baselines import CountingConfig, CountTables, counting_scores, top_k
 from hybridrec.data import load_prepared
+from hybridrec.estimators.counting import CountingConfig, CountTables, counting_scores, top_k
 
 DAY = 86400
 SHARE_EDGES = np.array([0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.45])

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from hybridrec.backtest.baselines import CountingConfig, CountTables, counting_scores, top_k
+from hybridrec.estimators.counting import CountingConfig, CountTables, counting_scores, top_k
 from hybridrec.generation import all_contexts
 from hybridrec.types import PROVENANCE_CODES
 

@@ -231,7 +231,7 @@ class BackoffOptions(BaseModel):
         return self
 
     def counting_config(self) -> Any:
-        from hybridrec.backtest.baselines import CountingConfig
+        from hybridrec.estimators.counting import CountingConfig
 
         return CountingConfig(
             kind="backoff", alpha=self.alpha, w_last=self.w_last, w_skip=self.w_skip,
@@ -241,7 +241,7 @@ class BackoffOptions(BaseModel):
 
 class MarkovBestOptions(BaseModel):
     """``markov-best``: which validation days choose the counting configuration (the grid is
-    :data:`hybridrec.backtest.baselines.COUNTING_GRID`)."""
+    :data:`hybridrec.estimators.counting.COUNTING_GRID`)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from hybridrec.estimators.counting import DAY, popularity_order
 from hybridrec.types import UTC, TransitionSet, to_utc
-
-DAY = 86_400
 
 
 def day_start(value: date | datetime) -> datetime:
@@ -74,11 +73,6 @@ def prefix(transitions: TransitionSet, hi: int) -> TransitionSet:
         transitions.c1[:hi], transitions.c2[:hi], transitions.c3[:hi], transitions.ts[:hi],
         transitions.user[:hi], transitions.n_clusters,
     )
-
-
-def popularity_order(counts: np.ndarray) -> np.ndarray:
-    """Cluster ids by descending count, ties by ascending id (deterministic)."""
-    return np.argsort(-np.asarray(counts), kind="stable")
 
 
 def fill_lists(ids: np.ndarray, contexts: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Estimators the core shares across drivers and plugins (:mod:`hybridrec.estimators.counting`)."""
