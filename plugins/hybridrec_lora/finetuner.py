@@ -666,9 +666,13 @@ class LoraFineTuner(FineTuner):
             "sha256": {name: sha256_file(staging / name) for name in CHECKPOINT_FILES},
         }
         (staging / "state.json").write_text(json.dumps(meta))
-        staging.rename(folder / f"step-{step:08d}")
-        for old in sorted(folder.glob("step-*"))[:-1]:
-            shutil.rmtree(old, ignore_errors=True)
+        target = folder / f"step-{step:08d}"
+        if target.exists():  # left by an earlier attempt that could not be resumed from
+            shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        for old in folder.glob("step-*"):  # only the newest checkpoint of this job is kept
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
 
     @staticmethod
     def _resume(
@@ -683,12 +687,15 @@ class LoraFineTuner(FineTuner):
         for candidate in sorted(folder.glob("step-*"), reverse=True):
             meta_path = candidate / "state.json"
             if not meta_path.is_file():
+                shutil.rmtree(candidate, ignore_errors=True)  # unusable: never in the way again
                 continue
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError):
+                shutil.rmtree(candidate, ignore_errors=True)
                 continue
             if not isinstance(meta, dict) or meta.get("fingerprint") != fingerprint:
+                shutil.rmtree(candidate, ignore_errors=True)
                 continue
             # Checkpoints live in a staging folder that survives crashes: only files whose
             # sha256 matches state.json are read, and only as tensors (never unpickled objects).
@@ -697,6 +704,7 @@ class LoraFineTuner(FineTuner):
                 not (candidate / name).is_file() or sha256_file(candidate / name) != sums.get(name)
                 for name in CHECKPOINT_FILES
             ):
+                shutil.rmtree(candidate, ignore_errors=True)  # damaged: resume from an older one
                 continue
             saved = load_file(str(candidate / "trainable.safetensors"))
             state = dict(model.named_parameters())

@@ -172,6 +172,46 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
     torch.testing.assert_close(gen.score_clusters(ctx), check.score_clusters(ctx), atol=1e-5, rtol=0)
 
 
+def test_a_damaged_checkpoint_is_dropped_and_the_job_trains_afresh(
+    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One flipped byte in the crashed job's checkpoint must not leave the job stuck: the
+    # checkpoint fails its checksum, is removed, and training starts over (same result).
+    _, first = pretrained_planted
+    options: dict[str, Any] = {"max_steps": 6, "checkpoint_every": 2, "lr": 1e-2}
+    window = window_of(planted)
+    straight = tuner(**options).fine_tune(
+        tiny(catalog), planted, window, tmp_path / "straight", previous_adapter=first.adapter_path
+    )
+    calls = {"n": 0}
+    real_loss = HFGenerator.training_loss
+
+    def crash_on_fifth(self: HFGenerator, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(HFGenerator, "training_loss", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        tuner(**options).fine_tune(
+            tiny(catalog), planted, window, tmp_path / "job", previous_adapter=first.adapter_path)
+    monkeypatch.setattr(HFGenerator, "training_loss", real_loss)
+    weights = tmp_path / "job" / "checkpoints" / "step-00000004" / "trainable.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    gen = tiny(catalog)
+    again = tuner(**options).fine_tune(gen, planted, window, tmp_path / "job",
+                                       previous_adapter=first.adapter_path)
+    assert again.manifest["cost"]["resumed_from_step"] is None
+    ctx = planted.contexts()[:32]
+    check = tiny(catalog)
+    check.load_adapter(straight.adapter_path)
+    torch.testing.assert_close(gen.score_clusters(ctx), check.score_clusters(ctx), atol=1e-5, rtol=0)
+
+
 def test_full_mode_warm_starts_every_weight_and_learns_a_new_rule(
     catalog: ClusterCatalog, pretrained_planted: Pretrained, tmp_path: Path
 ) -> None:
