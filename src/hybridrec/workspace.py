@@ -335,6 +335,15 @@ class Workspace:
 
             catalogs = [v for v in self.store.versions("catalog") if intact("catalog", v.id)]
             data = [v for v in self.store.versions("data") if intact("data", v.id)]
+            if data and not catalogs:
+                # Without the catalog the data cannot be served; a state without them would
+                # make the next update start over from its own file alone.
+                damaged = [v.id for v in self.store.versions("catalog")]
+                raise CorruptArtifactError(
+                    f"{self.root}: no intact catalog ({', '.join(damaged) or 'none on disk'} "
+                    f"failed verification), so the {len(data)} intact data version(s) cannot be "
+                    "served; the state was left as it is. Restore catalog/ from a backup, or "
+                    "start a new workspace and ingest the data again")
             adapters, snapshots = usable("adapters"), usable("knowledge")
             entries: list[dict[str, Any]] = []
             for table in usable("tables"):

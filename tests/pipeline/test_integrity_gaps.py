@@ -157,3 +157,18 @@ def test_a_state_file_emptied_to_an_empty_object_is_damaged_not_a_fresh_start(
     log = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
     code, _, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-04")
     assert code == 2 and "hybridrec repair" in err  # never a new history that forgets January
+
+
+def test_repair_without_an_intact_catalog_refuses_instead_of_forgetting_the_data(
+        fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)
+    catalog = ws.store.get("catalog", ws.current()["catalog"]).path / "catalog.json"  # type: ignore[index]
+    catalog.write_text(catalog.read_text().replace("Action", "Actiom"))
+    (ws.root / "state").write_text("{")
+    before = (ws.root / "state").read_text()
+    code, _, err = run_cli(capsys, "repair", str(ws.root))
+    assert code == 2 and "no intact catalog" in err and "1 intact data version" in err
+    assert (ws.root / "state").read_text() == before  # nothing written that forgets the data
+    log = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-04")
+    assert code == 2
