@@ -599,10 +599,15 @@ class RerankCodec(_ClusterVocabulary):
         ids[:, -1, 0] = self.ans_id
         if evidence is not None:
             if evidence.shares is None or evidence.context_support is None:
-                raise ValueError(
-                    "the rerank template needs evidence with shares and context_support: use a "
-                    "knowledge store of granularity 'backoff' (and the lora option "
-                    "evidence_ranking='backoff' for training prompts)"
+                from hybridrec.errors import PluginError
+
+                raise PluginError(
+                    "the hf generator's rerank template reads count evidence: the knowledge "
+                    "store's EvidenceBatch must fill shares (n, m, 3) and context_support (n,). "
+                    "The built-in annoy and exact stores do with granularity = 'backoff' (with "
+                    "the lora option evidence_ranking = 'backoff' for training prompts); a store "
+                    "of your own must fill them, or serve a generator template that reads "
+                    "clusters only ('auto', 'cluster_tokens', 'text')"
                 )
             width = min(m, evidence.width)
             cand = self.candidates(evidence, n)

@@ -207,6 +207,7 @@ def test_train_serve_skew_of_the_evidence_cannot_be_configured() -> None:
         "knowledge_store.options.backoff_alpha=64": "differs from the fine-tuner's",
         "fine_tuner.options.evidence_backoff_weights=[0.5, 0.5, 0.0]": "differs from the fine-tuner's",
         "generator.options.rerank_recent=true": "needs the knowledge store's recent_days",
+        "knowledge_store.options.granularity=global": "rerank template reads count evidence",
     }
     for override, message in skews.items():
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

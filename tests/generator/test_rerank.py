@@ -54,7 +54,9 @@ def test_prompt_has_one_position_per_context_cluster_slot_and_cue(rerank) -> Non
 
 def test_evidence_without_count_evidence_is_refused(rerank) -> None:  # type: ignore[no-untyped-def]
     ctx = np.array([[0, 1]])
-    with pytest.raises(ValueError, match="granularity 'backoff'"):
+    from hybridrec.errors import PluginError
+
+    with pytest.raises(PluginError, match="must fill shares .* a store of your own must fill them"):
         rerank.encode(ctx, EvidenceBatch.empty(ctx, width=M), None)
 
 
