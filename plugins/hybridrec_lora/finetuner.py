@@ -716,6 +716,7 @@ class LoraFineTuner(FineTuner):
             try:
                 extra = torch.load(candidate / "optimizer.pt", weights_only=True)
             except Exception:
+                shutil.rmtree(candidate, ignore_errors=True)  # not tensors only: never loaded
                 continue
             optimizer.load_state_dict(extra["optimizer"])
             torch.set_rng_state(extra["rng"])

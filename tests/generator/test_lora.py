@@ -390,19 +390,26 @@ def test_resume_never_unpickles_and_checks_checksums(tmp_path: Path) -> None:
     LoraFineTuner._checkpoint(folder, "fp", 4, 100, 0.5, model, names, optimizer)
     assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 4
 
+    import hashlib
+
     step = folder / "step-00000004"
     marker = tmp_path / "executed"
     torch.save({"optimizer": _Planted(marker), "rng": torch.get_rng_state()}, step / "optimizer.pt")
-    meta = json.loads((step / "state.json").read_text())
     assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0  # checksum differs
-    import hashlib
+    assert not step.exists()  # an unusable checkpoint is removed, never in the way again
 
+    LoraFineTuner._checkpoint(folder, "fp", 4, 100, 0.5, model, names, optimizer)
+    meta = json.loads((step / "state.json").read_text())
+    torch.save({"optimizer": _Planted(marker), "rng": torch.get_rng_state()}, step / "optimizer.pt")
     meta["sha256"]["optimizer.pt"] = hashlib.sha256((step / "optimizer.pt").read_bytes()).hexdigest()
     (step / "state.json").write_text(json.dumps(meta))
     assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0  # not tensors only
-    assert not marker.exists()
+    assert not marker.exists() and not step.exists()
+
+    LoraFineTuner._checkpoint(folder, "fp", 4, 100, 0.5, model, names, optimizer)
     (step / "state.json").write_text("{garbage")
     assert LoraFineTuner._resume(folder, "fp", model, names, optimizer)[0] == 0
+    assert not step.exists()
 
 
 def test_a_lora_adapter_on_a_trained_base_adds_no_base_bytes(

@@ -56,7 +56,7 @@ def test_evidence_without_count_evidence_is_refused(rerank) -> None:  # type: ig
     ctx = np.array([[0, 1]])
     from hybridrec.errors import PluginError
 
-    with pytest.raises(PluginError, match="must fill shares .* a store of your own must fill them"):
+    with pytest.raises(PluginError, match=r"must fill shares .* a store of your own must fill them"):
         rerank.encode(ctx, EvidenceBatch.empty(ctx, width=M), None)
 
 
