@@ -704,6 +704,9 @@ class LoraFineTuner(FineTuner):
                 not (candidate / name).is_file() or sha256_file(candidate / name) != sums.get(name)
                 for name in CHECKPOINT_FILES
             ):
+                warnings.warn(f"fine-tune checkpoint {candidate} is damaged (its files do not match "
+                              "their checksums); discarded, the job trains from an earlier point",
+                              stacklevel=2)
                 shutil.rmtree(candidate, ignore_errors=True)  # damaged: resume from an older one
                 continue
             saved = load_file(str(candidate / "trainable.safetensors"))

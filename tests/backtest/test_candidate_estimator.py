@@ -62,5 +62,6 @@ def test_configured_options_are_kept_when_asked_or_when_the_store_is_not_backoff
     _, transitions = load_data(config)
     assert with_validated_candidates(config, transitions) == (config, None)
     plain = _config(knowledge_store={"plugin": "exact", "options": {"m": 4}},
-                    fine_tuner={"plugin": "lora", "options": {"evidence_ranking": "pair"}})
+                    fine_tuner={"plugin": "lora", "options": {"evidence_ranking": "pair"}},
+                    generator={"plugin": "hf", "options": {"preset": "tiny"}})
     assert with_validated_candidates(plain, transitions) == (plain, None)

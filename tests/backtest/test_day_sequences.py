@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import numpy as np
+import pytest
 from conftest import N_CLUSTERS, START, fake_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from hybridrec.backtest import run_backtest
 from hybridrec.backtest.config import ALL_ARMS
 from hybridrec.backtest.llm import OVER_BUDGET, PolicyArm
 from hybridrec.config import PluginRef
+from hybridrec.errors import DataError
 from hybridrec.types import Budget, TransitionSet
 
 WARMUP_DAYS = 20
@@ -88,6 +90,12 @@ def test_every_arm_handles_any_day_sequence(fake_stack, catalog, warmup, test, t
             for arm, options in RECENT.items()}}
     config = config.model_copy(update={"llm": config.llm.model_copy(update=llm)})
     zero_budget = budget is not None and budget.flops == 0.0
+    validation_days = config.markov_best.validation_days
+    if sum(counts[WARMUP_DAYS:]) == 0 or sum(counts[WARMUP_DAYS - validation_days : WARMUP_DAYS]) == 0:
+        # nothing to score, or nothing to choose the tunables on: refused, naming the data's range
+        with pytest.raises(DataError, match="the data runs from"):
+            run_backtest(config, data=(catalog, transitions), drift=False)
+        return
     report, result, _ = run_backtest(config, data=(catalog, transitions), drift=False)
     assert "partial" not in report
     assert report["dataset"]["test_days"] == test_days

@@ -203,8 +203,9 @@ def test_a_damaged_checkpoint_is_dropped_and_the_job_trains_afresh(
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
     gen = tiny(catalog)
-    again = tuner(**options).fine_tune(gen, planted, window, tmp_path / "job",
-                                       previous_adapter=first.adapter_path)
+    with pytest.warns(UserWarning, match="is damaged"):
+        again = tuner(**options).fine_tune(gen, planted, window, tmp_path / "job",
+                                           previous_adapter=first.adapter_path)
     assert again.manifest["cost"]["resumed_from_step"] is None
     ctx = planted.contexts()[:32]
     check = tiny(catalog)

@@ -47,7 +47,7 @@ def test_no_write_goes_through_a_symlink_planted_in_the_workspace(
     assert outside.read_text() == "precious\n" and (outside.stat().st_mode & 0o777) == 0o644
 
 
-@pytest.mark.parametrize("name", ["alias%42", "a#b", "a?b", "p%41"])
+@pytest.mark.parametrize("name", ["alias%42", "a#b", "a?b", "p%41", "a&b=c", "with space", "ünïcødé"])
 def test_folder_names_that_are_uri_syntax_serve_their_own_table(
         name: str, fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
     import numpy as np

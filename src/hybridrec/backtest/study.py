@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from hybridrec.backtest.runner import ReplayResult, replay
 from hybridrec.config import PluginRef
 from hybridrec.errors import DataError, HybridrecError
 from hybridrec.plugins import build
-from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts
+from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts, ts_to_datetime
 
 
 def seed_everything(seed: int, threads: int | None = 1) -> None:
@@ -462,11 +463,22 @@ def run_backtest(
         raise DataError(f"data set {config.dataset!r} has no transitions")
     start = config.start_dt
     warm = int(np.searchsorted(transitions.ts, datetime_to_ts(start)))
+    first_day = ts_to_datetime(int(transitions.ts[0])).date().isoformat()
+    last_day = ts_to_datetime(int(transitions.ts[-1])).date().isoformat()
+    span = f"the data runs from {first_day} to {last_day}"
     if warm == 0:
         raise DataError(
             f"no transitions before the test start {config.start}: the warm-up needs data; "
-            f"move --start later (data begins {transitions.ts[0]})"
+            f"move --start later ({span})"
         )
+    if int(np.searchsorted(transitions.ts, datetime_to_ts(config.end_dt))) == warm:
+        raise DataError(f"no transitions in the test window {config.start} to {config.end} "
+                        f"(exclusive): {span}")
+    validation_start = start - timedelta(days=config.markov_best.validation_days)
+    if int(np.searchsorted(transitions.ts, datetime_to_ts(validation_start))) == warm:
+        raise DataError(
+            f"no transitions in the {config.markov_best.validation_days} validation days before "
+            f"the test start {config.start} (every tunable is chosen there): {span}")
     seeds = config.seed_list()
     llm_names = config.llm_arms()
 

@@ -98,18 +98,27 @@ OVER_BUDGET = "skipped(over budget):"
 
 
 def decide_checked(policy: Any, state: Any) -> list[Action]:
-    """``policy.decide(state)``; an exception inside the policy becomes a
-    :class:`~hybridrec.errors.PluginError` naming the plugin (the original is its cause: set
-    ``HYBRIDREC_TRACEBACK=1`` to see the plugin's traceback from the CLI)."""
+    """``policy.decide(state)``, checked at the boundary: an exception inside the policy, or
+    anything in its decision that is not an action, becomes a
+    :class:`~hybridrec.errors.PluginError` naming the plugin (the original exception is its
+    cause: set ``HYBRIDREC_TRACEBACK=1`` to see the plugin's traceback from the CLI)."""
     from hybridrec.errors import PluginError
+    from hybridrec.types import FineTune, Noop, RefreshKnowledge, RegenerateTable
 
+    name = getattr(policy, "name", type(policy).__name__)
     try:
-        return list(policy.decide(state))
+        actions = list(policy.decide(state))
     except HybridrecError:
         raise
     except Exception as exc:
-        name = getattr(policy, "name", type(policy).__name__)
         raise PluginError(f"update policy {name!r} raised {type(exc).__name__} in decide(): {exc}") from exc
+    for i, action in enumerate(actions):
+        if not isinstance(action, FineTune | RefreshKnowledge | RegenerateTable | Noop):
+            raise PluginError(
+                f"update policy {name!r} decided {type(action).__name__} {action!r:.80} at "
+                f"position {i}: a decision is a list of FineTune, RefreshKnowledge, "
+                "RegenerateTable or Noop actions")
+    return actions
 
 
 def run_decision(actions: Sequence[Action], run: Callable[[Action], ActionOutcome]) -> list[ActionOutcome]:

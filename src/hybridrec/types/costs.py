@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -17,6 +17,9 @@ from hybridrec.types.actions import (
 from hybridrec.types.base import (
     Model,
 )
+
+#: a cost: non-negative and finite (an infinite or NaN price would poison every budget sum)
+Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Workload(Model):
@@ -48,9 +51,9 @@ class CostEstimate(Model):
     """A cost model's price of an action before it runs."""
 
     action: ActionKind
-    flops: NonNegativeFloat = 0.0
-    seconds: NonNegativeFloat = 0.0
-    money: NonNegativeFloat = 0.0
+    flops: Cost = 0.0
+    seconds: Cost = 0.0
+    money: Cost = 0.0
     model: str = ""
     details: dict[str, float] = Field(default_factory=dict)
 
@@ -61,9 +64,9 @@ class CostRecord(Model):
     action: ActionKind
     at: datetime
     estimate: CostEstimate
-    flops: NonNegativeFloat = 0.0
-    seconds: NonNegativeFloat = 0.0
-    money: NonNegativeFloat = 0.0
+    flops: Cost = 0.0
+    seconds: Cost = 0.0
+    money: Cost = 0.0
     versions_in: dict[str, str | None] = Field(default_factory=dict)
     versions_out: dict[str, str | None] = Field(default_factory=dict)
     status: Literal["ok", "held", "failed", "skipped"] = "ok"
