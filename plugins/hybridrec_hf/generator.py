@@ -657,6 +657,15 @@ class HFGenerator(Generator):
             return {}
         return {k: torch.from_numpy(v).to(self.device) for k, v in readout.items()}
 
+    @classmethod
+    def evidence_needs(cls, options: BaseModel) -> frozenset[str]:
+        """The rerank template reads count evidence (``shares``, ``context_support``; and
+        ``recent`` with ``rerank_recent``); the other templates read clusters only."""
+        if getattr(options, "template", None) != "rerank":
+            return frozenset()
+        return frozenset({"shares", "context_support",
+                          *({"recent"} if getattr(options, "rerank_recent", False) else ())})
+
     def rank_batch_size(self, *, with_evidence: bool) -> int:
         """Contexts per single-forward pass: the ``batch_size`` option, or with ``"auto"`` 2048
         off CUDA and, on CUDA, :func:`auto_batch_size` of the free device memory."""

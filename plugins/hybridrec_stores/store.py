@@ -206,6 +206,19 @@ class SnapshotStore(KnowledgeStore):
         check_catalog_size(len(catalog))
         self._cluster_emb: np.ndarray | None = None
 
+    @classmethod
+    def evidence_provides(cls, options: BaseModel) -> frozenset[str]:
+        """``backoff``: the count evidence (``shares``, ``context_support``, and ``recent`` with
+        ``recent_days``); ``instance``: each item's neighbour ``similarity`` and ``source``
+        context; ``global``: ``source`` only."""
+        granularity = getattr(options, "granularity", "instance")
+        if granularity == "backoff":
+            recent = {"recent"} if getattr(options, "recent_days", None) else set()
+            return frozenset({"shares", "context_support", "source", "similarity", *recent})
+        if granularity == "global":
+            return frozenset({"source"})
+        return frozenset({"similarity", "source"})
+
     # -- hooks for subclasses ----------------------------------------------------------------
 
     @abstractmethod

@@ -210,11 +210,6 @@ def evidence_problems(generator: PluginRef, knowledge_store: PluginRef, fine_tun
                     f"differs from the fine-tuner's (evidence_backoff_alpha={alpha[1]}, "
                     f"evidence_backoff_weights={list(weights[1])}): training and serving prompts would rank "
                     "candidates differently")
-    if (generator.plugin == "hf" and generator.options.get("template") == "rerank"
-            and knowledge_store.plugin in ("annoy", "exact") and not serves_backoff):
-        problems.append(
-            "the hf generator's rerank template reads count evidence, which the "
-            f"{knowledge_store.plugin!r} store gives with granularity = 'backoff' only")
     if generator.options.get("rerank_recent"):
         days = store.get("recent_days")
         trained = tuner.get("evidence_recent_days")

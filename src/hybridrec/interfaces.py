@@ -135,6 +135,14 @@ class Generator(Plugin):
         super().__init__(options)
         self.catalog = catalog
 
+    @classmethod
+    def evidence_needs(cls, options: BaseModel) -> frozenset[str]:
+        """The optional :class:`~hybridrec.types.EvidenceBatch` fields this generator reads with
+        ``options`` (for example ``{"shares", "context_support"}``), so that a knowledge store
+        that does not fill them is refused when the stack is configured, not at the first
+        regeneration (see :meth:`KnowledgeStore.evidence_provides`). Default: none."""
+        return frozenset()
+
     def guardrail_metrics(self) -> dict[str, str]:
         """The fine-tuner's held-out metrics that must clear a floor before an adapter of this
         generator is served, each with the :class:`~hybridrec.config.GuardrailConfig` field that
@@ -277,6 +285,20 @@ class KnowledgeSnapshot(ABC):
         """Top-``m`` evidence items per context (``m`` defaults to the store's option)."""
 
 
+def evidence_mismatch(generator: type[Generator], generator_options: BaseModel,
+                      store: type[KnowledgeStore], store_options: BaseModel) -> str | None:
+    """Why the store cannot feed the generator (declared needs against declared provisions), or
+    None when it can or the store does not declare what it provides."""
+    needs = generator.evidence_needs(generator_options)
+    provides = store.evidence_provides(store_options)
+    if not needs or provides is None or needs <= provides:
+        return None
+    missing = ", ".join(sorted(needs - provides))
+    return (f"generator {generator.name!r} reads evidence fields that knowledge store "
+            f"{store.name!r} does not fill with these options: {missing} (it fills "
+            f"{', '.join(sorted(provides)) or 'none of the optional fields'})")
+
+
 def snapshot_evidence(snapshot: KnowledgeSnapshot, contexts: np.ndarray, m: int | None = None,
                       *, store: str | None = None) -> EvidenceBatch:
     """``snapshot.evidence(contexts, m)``, checked at the boundary: an
@@ -310,6 +332,14 @@ class KnowledgeStore(Plugin):
 
     role: ClassVar[str] = "knowledge_store"
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities()
+
+    @classmethod
+    def evidence_provides(cls, options: BaseModel) -> frozenset[str] | None:
+        """The optional :class:`~hybridrec.types.EvidenceBatch` fields this store fills with
+        ``options`` (``shares``, ``context_support``, ``recent``, ``similarity``, ``source``), or
+        None when it does not say (then only the run can tell). A generator whose
+        :meth:`Generator.evidence_needs` it does not cover is refused at validation."""
+        return None
 
     def __init__(self, options: BaseModel | Mapping[str, Any] | None, catalog: ClusterCatalog) -> None:
         super().__init__(options)

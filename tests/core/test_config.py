@@ -207,7 +207,6 @@ def test_train_serve_skew_of_the_evidence_cannot_be_configured() -> None:
         "knowledge_store.options.backoff_alpha=64": "differs from the fine-tuner's",
         "fine_tuner.options.evidence_backoff_weights=[0.5, 0.5, 0.0]": "differs from the fine-tuner's",
         "generator.options.rerank_recent=true": "needs the knowledge store's recent_days",
-        "knowledge_store.options.granularity=global": "rerank template reads count evidence",
     }
     for override, message in skews.items():
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -215,3 +214,40 @@ def test_train_serve_skew_of_the_evidence_cannot_be_configured() -> None:
     # Both sides moved together: consistent again.
     load_preset(overrides=("knowledge_store.options.backoff_alpha=64",
                            "fine_tuner.options.evidence_backoff_alpha=64"))
+
+
+def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybridrec_plugin) -> None:  # type: ignore[no-untyped-def]
+    from typing import ClassVar
+
+    from hybridrec.config import load_preset
+    from hybridrec.engine.components import check_config
+    from hybridrec.testing.fakes import FakeStore
+
+    check_config(load_preset())  # the measured stack fits together
+    # The rerank template reads count evidence; the annoy store gives it in backoff mode only.
+    with pytest.raises(ConfigError, match="does not fill with these options: context_support, shares"):
+        check_config(load_preset(overrides=("knowledge_store.options.granularity=global",
+                                            "fine_tuner.options.evidence_ranking=pair")))
+
+    class Declares:
+        @hookimpl
+        def register_knowledge_stores(self, register):  # type: ignore[no-untyped-def]
+            class CountsFree(FakeStore):
+                name: ClassVar[str] = "counts-free"
+
+                @classmethod
+                def evidence_provides(cls, options):  # type: ignore[no-untyped-def]
+                    return frozenset({"similarity"})
+
+            class Silent(FakeStore):  # says nothing: only the run can tell
+                name: ClassVar[str] = "silent"
+
+            register(CountsFree)
+            register(Silent)
+
+    hybridrec_plugin(Declares(), "declares")
+    with pytest.raises(ConfigError, match="knowledge store 'counts-free' does not fill"):
+        check_config(load_preset(overrides=("knowledge_store={plugin = \"counts-free\"}",
+                                            "fine_tuner.options.evidence_ranking=pair")))
+    check_config(load_preset(overrides=("knowledge_store={plugin = \"silent\"}",
+                                        "fine_tuner.options.evidence_ranking=pair")))

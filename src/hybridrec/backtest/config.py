@@ -677,6 +677,16 @@ def check_plugins(config: BacktestConfig, where: str) -> None:
             resolve_plugin(role, ref, where, table=table)
         except ConfigError as exc:
             problems.append(str(exc))
+    if not problems:  # each LLM arm's generator against the store that feeds it
+        from hybridrec.interfaces import evidence_mismatch
+
+        for plan in plans:
+            assert plan.generator is not None and plan.knowledge_store is not None
+            gen = resolve_plugin("generator", plan.generator, where)
+            store = resolve_plugin("knowledge_store", plan.knowledge_store, where)
+            problem = evidence_mismatch(gen.cls, gen.options, store.cls, store.options)  # type: ignore[arg-type]
+            if problem is not None and f"{where}: {problem}" not in problems:
+                problems.append(f"{where}: {problem}")
     if problems:
         raise ConfigError("\n".join(problems))
 

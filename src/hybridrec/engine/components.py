@@ -10,6 +10,7 @@ import numpy as np
 
 from hybridrec.config import PipelineConfig
 from hybridrec.engine import pricing
+from hybridrec.errors import ConfigError
 from hybridrec.generation import all_contexts, observed_contexts
 from hybridrec.interfaces import (
     CostModel,
@@ -18,6 +19,7 @@ from hybridrec.interfaces import (
     KnowledgeStore,
     TableExecutor,
     UpdatePolicy,
+    evidence_mismatch,
 )
 from hybridrec.plugins import ResolvedPlugin, build, resolve
 from hybridrec.types import ActionKind, ClusterCatalog, RegenerateTable, TransitionSet, Workload
@@ -49,6 +51,11 @@ def check_config(config: PipelineConfig, roles: tuple[str, ...] = PIPELINE_ROLES
 
     resolved = resolve_roles(config, roles, source=source)
     get_backend(config.serving.backend)
+    if "generator" in resolved and "knowledge_store" in resolved:
+        gen, store = resolved["generator"], resolved["knowledge_store"]
+        problem = evidence_mismatch(gen.cls, gen.options, store.cls, store.options)  # type: ignore[arg-type]
+        if problem is not None:
+            raise ConfigError(f"{source}: {problem}")
     return resolved
 
 
