@@ -127,7 +127,10 @@ def cost_records(draw: st.DrawFn, at: datetime | None = None) -> CostRecord:
 
 @st.composite
 def system_states(draw: st.DrawFn) -> SystemState:
-    """Consistent system states: artifacts never built from data after ``data_until``."""
+    """Consistent system states: artifacts never built from data after ``data_until``; every
+    signal a policy can declare (drift, recall, freshness), present or missing; estimates of
+    each action kind in every unit, or none; and budgets in every unit, often exactly at (or just
+    above) what the ledger spent in the period, so properties meet exhausted budgets."""
     now = draw(datetimes(datetime(2000, 3, 1, tzinfo=UTC)))
     data_until = now - timedelta(seconds=draw(st.integers(0, 86400)))
     data_start = data_until - timedelta(days=draw(st.integers(30, 400)))
@@ -146,6 +149,33 @@ def system_states(draw: st.DrawFn) -> SystemState:
     )
     ledger = tuple(r for r in ledger if r.at <= now)
     drift_j = draw(st.none() | st.floats(0, 1, allow_nan=False))
+    share = st.none() | st.floats(0, 1, allow_nan=False)
+    drift = DriftStats(
+        top5_jaccard=drift_j, pairs=draw(st.integers(0, 500)),
+        recall_recent=draw(share), recall_at_training=draw(share), recall_at_table=draw(share),
+        refresh_gain=draw(st.none() | st.floats(-0.2, 0.2, allow_nan=False)),
+        refresh_gain_se=draw(st.none() | st.floats(0, 0.05, allow_nan=False)),
+        measured_at=now,
+    )
+    # Every action kind priced (or not), in every unit; budgets in every unit, often set right
+    # at what the period's ledger already spent (exhausted, or within one action of it).
+    estimates = {
+        kind: CostEstimate(action=kind, flops=draw(st.floats(0, 1e15, allow_nan=False)),
+                           seconds=draw(st.floats(0, 1e4, allow_nan=False)),
+                           money=draw(st.floats(0, 100, allow_nan=False)))
+        for kind in ("fine_tune", "refresh_knowledge", "regenerate_table") if draw(st.booleans())
+    }
+    period = draw(st.sampled_from([7.0, 30.0]))
+    since = now - timedelta(days=period)
+
+    def limit(unit: str) -> st.SearchStrategy[float | None]:
+        spent = sum(float(getattr(r, unit)) for r in ledger if r.at >= since)
+        near = [spent, spent * 1.001, spent + max((float(getattr(e, unit)) for e in estimates.values()),
+                                                 default=0.0)]
+        return st.none() | st.sampled_from(near) | st.floats(0, 1e18, allow_nan=False)
+
+    budget = Budget(period_days=period, flops=draw(limit("flops")), seconds=draw(limit("seconds")),
+                    money=draw(limit("money")))
     return SystemState(
         now=now,
         data_start=data_start,
@@ -159,12 +189,10 @@ def system_states(draw: st.DrawFn) -> SystemState:
         table_version="t1" if table_at else None,
         table_built_at=table_at,
         pending_fine_tune=draw(st.booleans()),
-        drift=DriftStats(top5_jaccard=drift_j, pairs=draw(st.integers(0, 500))),
-        budget=Budget(
-            period_days=draw(st.sampled_from([7.0, 30.0])),
-            flops=draw(st.none() | st.floats(1e9, 1e18, allow_nan=False)),
-        ),
+        drift=drift,
+        budget=budget,
         ledger=ledger,
+        estimates=estimates,
     )
 
 
