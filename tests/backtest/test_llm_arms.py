@@ -238,3 +238,20 @@ def test_the_backtest_engine_skips_what_does_not_fit_the_budget(fake_stack, cata
     assert arm["cost"]["fine_tunes"] == 0 and arm["cost"]["table_regenerations"] == 0
     assert arm["cost"]["flops"] == 0
     assert all(label.startswith("skipped(over budget):") for label in arm["initial_actions"])
+
+
+def test_an_arm_keeps_a_budget_of_its_own_and_reports_money(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
+    from hybridrec.backtest import run_backtest
+    from hybridrec.backtest.config import ArmSpec
+    from hybridrec.types import Budget
+
+    config = fake_config(arms={"hybrid": ArmSpec(), "frugal": ArmSpec(preset="hybrid",
+                                                                      budget=Budget(period_days=30.0, flops=0.0))})
+    report, _, _ = run_backtest(config, data=(catalog, transitions), drift=False)
+    arms = {a["name"]: a for a in report["arms"]}
+    assert arms["frugal"]["config"]["budget"]["flops"] == 0.0 and "budget" not in arms["hybrid"]["config"]
+    assert arms["frugal"]["cost"]["flops"] == 0.0 < arms["hybrid"]["cost"]["flops"]
+    assert all(label.startswith("skipped(over budget):") for d in arms["frugal"]["per_day"]
+               for label in d["actions"])
+    assert arms["frugal"]["config"]["pipeline"]["budget"]["flops"] == 0.0  # what init --from-report deploys
+    assert "money" in arms["hybrid"]["cost"]

@@ -318,6 +318,8 @@ class ArmSpec(BaseModel):
     fine_tuner: PluginRef | None = None
     knowledge_store: PluginRef | None = None
     cost_model: PluginRef | None = None
+    budget: Budget | None = Field(default=None, description="LLM arms: this arm's own budget (the "
+                                  "study-wide llm.budget otherwise).")
     options: dict[str, Any] = Field(default_factory=dict, description="Counting presets only: their options.")
 
     def preset_of(self, name: str) -> str | None:
@@ -338,7 +340,7 @@ class ArmSpec(BaseModel):
         if preset in BASELINE_ARMS:
             if self.policy is not None:
                 return [f"{table} preset {preset!r} is a counting arm: it takes no policy"]
-            stack = [r for r in STACK_ROLES if getattr(self, r) is not None]
+            stack = [r for r in (*STACK_ROLES, "budget") if getattr(self, r) is not None]
             if stack:
                 return [f"{table} preset {preset!r} is a counting arm: it takes no {', '.join(stack)}"]
             try:
@@ -373,6 +375,8 @@ class ArmPlan:
     counting: BaseModel | None = None
     #: the stack roles this arm overrides (the rest are the shared stack's)
     overrides: tuple[str, ...] = ()
+    #: the arm's own budget (None: the study's ``llm.budget``)
+    budget: Budget | None = None
 
     @property
     def llm(self) -> bool:
@@ -399,6 +403,8 @@ class ArmPlan:
             ref = getattr(self, role)
             out[role] = None if ref is None else ref.model_dump(mode="json")
         out["shared"] = [r for r in STACK_ROLES if r not in self.overrides]
+        if self.budget is not None:
+            out["budget"] = self.budget.model_dump(mode="json")
         return out
 
 
@@ -557,7 +563,7 @@ class BacktestConfig(BaseModel):
                           if getattr(spec, r) is not None and getattr(spec, r) != getattr(llm, r))
         refs = {r: getattr(spec, r) or getattr(llm, r) for r in STACK_ROLES}
         return ArmPlan(name=name, preset=preset, policy=policy, policy_table=table,
-                       overrides=overrides, **refs)
+                       overrides=overrides, budget=spec.budget, **refs)
 
     def arm_pipeline(self, name: str) -> PipelineConfig:
         """The workspace pipeline that runs LLM arm ``name`` as this study does: its plugins and
@@ -580,7 +586,7 @@ class BacktestConfig(BaseModel):
             guardrails=llm.guardrails,
             serving=ServingConfig(k=llm.table_k, regenerate=llm.regenerate),
             signals=llm.signals,
-            budget=llm.budget,
+            budget=plan.budget or llm.budget,
         )
 
     def arm_plans(self) -> list[ArmPlan]:

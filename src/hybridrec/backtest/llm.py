@@ -630,6 +630,7 @@ class ArmVersions:
         self.arm.ledger.append(record)
         cost.flops += record.flops
         cost.seconds += record.seconds
+        cost.money += record.money
         cost.by_action[record.action] = cost.by_action.get(record.action, 0.0) + record.flops
         cost.seconds_by_action[record.action] = cost.seconds_by_action.get(record.action, 0.0) + record.seconds
 
@@ -676,8 +677,11 @@ class PolicyArm(Arm):
         signals: Iterable[str] | None = None,
         cost_model: CostModel | None = None,
         config: dict[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> None:
         super().__init__(name)
+        #: the arm's budget (default: the stack's, the study-wide one)
+        self.budget = budget or cache.stack.budget
         self.policy = policy
         self.signals = (needed_signals(policy, f"arm {name!r}") if signals is None
                         else frozenset(signals) & frozenset(SIGNALS))
@@ -714,7 +718,7 @@ class PolicyArm(Arm):
     def state(self, history: TransitionSet, now: datetime) -> SystemState:
         """The policy's view of this arm at ``now`` (data until ``now``, exclusive)."""
         adapter = self.cache.adapters[self.adapter]
-        budget = self.cache.stack.budget
+        budget = self.budget
         stack = self.cache.stack
         estimates = pricing.state_estimates(
             self.cost_model, generator=stack.generator, fine_tuner=stack.fine_tuner,
@@ -799,7 +803,7 @@ class PolicyArm(Arm):
         guardrails and budget."""
         stack = self.cache.stack
         return execute(self.versions, self.cost_model, kind, estimate=estimate, run=run, now=now,
-                       reason=reason, guardrails=stack.guardrails, budget=stack.budget,
+                       reason=reason, guardrails=stack.guardrails, budget=self.budget,
                        checks=stack.generator.guardrail_metrics())
 
     def _shared_prices(self) -> bool:

@@ -122,6 +122,7 @@ class CostTotals:
 
     flops: float = 0.0
     seconds: float = 0.0
+    money: float = 0.0
     fine_tunes: int = 0
     knowledge_refreshes: int = 0
     table_regenerations: int = 0
@@ -134,6 +135,7 @@ class CostTotals:
         return {
             "flops": float(self.flops),
             "seconds": float(self.seconds),
+            "money": float(self.money),
             "fine_tunes": int(self.fine_tunes),
             "knowledge_refreshes": int(self.knowledge_refreshes),
             "table_regenerations": int(self.table_regenerations),

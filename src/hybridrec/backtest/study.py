@@ -139,6 +139,7 @@ def build_arms(
                 measure_rag_agreement=config.llm.measure_rag_agreement,
                 signals=needed_signals(policy, f"arm {name!r}", also),
                 cost_model=cost_model,
+                budget=plan.budget,
                 config={**plan.describe(),
                         "pipeline": config.arm_pipeline(name).model_dump(mode="json")},
             ))

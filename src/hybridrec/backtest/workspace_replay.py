@@ -77,7 +77,7 @@ class WorkspaceArm(Arm):
         self.data = data
         self.inputs = inputs
         self.progress = progress
-        self.setup_flops = 0.0
+        self.setup_flops = self.setup_money = self.setup_seconds = 0.0
         self.decisions: list[dict[str, Any]] = []
         self.updates: list[dict[str, Any]] = []
         inter = data.interactions
@@ -148,6 +148,8 @@ class WorkspaceArm(Arm):
         records = self.ws.ledger.records()
         cost = self.cost
         cost.flops = sum(r.flops for r in records) - self.setup_flops
+        cost.money = sum(r.money for r in records) - self.setup_money
+        cost.seconds = sum(r.seconds for r in records) - self.setup_seconds
         for action in report.actions:
             if action.status == "skipped":
                 continue
@@ -179,7 +181,10 @@ class WorkspaceArm(Arm):
         if failed:
             raise ConfigError("the replay's setup did not serve an initial table: " + "; ".join(
                 f"{a.kind} {a.status}: {a.note}" for a in failed))
-        self.setup_flops = sum(r.flops for r in self.ws.ledger.records())
+        spent = self.ws.ledger.records()
+        self.setup_flops = sum(r.flops for r in spent)
+        self.setup_money = sum(r.money for r in spent)
+        self.setup_seconds = sum(r.seconds for r in spent)
         self.initial_actions = self._settle(self._update(None, start))
         self.initial_decisions = list(self.decisions)
 
