@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -135,16 +136,16 @@ def test_empty_window_is_a_data_error(
         tuner().fine_tune(tiny(catalog), planted, empty, tmp_path)
 
 
-def test_interrupted_fine_tune_resumes_from_its_checkpoint(
-    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _, first = pretrained_planted
-    options: dict[str, Any] = {"max_steps": 6, "checkpoint_every": 2, "lr": 1e-2}
+CRASH_OPTIONS: dict[str, Any] = {"max_steps": 6, "checkpoint_every": 2, "lr": 1e-2}
+
+
+def _crash_after_a_checkpoint(catalog: ClusterCatalog, planted: TransitionSet, previous: Path,
+                              out: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A straight run of :data:`CRASH_OPTIONS` (returned), and one into ``out`` that is killed
+    at its fifth step, after the checkpoint of step 4."""
     window = window_of(planted)
-    straight = tuner(**options).fine_tune(
-        tiny(catalog), planted, window, tmp_path / "straight", previous_adapter=first.adapter_path
-    )
+    straight = tuner(**CRASH_OPTIONS).fine_tune(
+        tiny(catalog), planted, window, out.parent / f"{out.name}-straight", previous_adapter=previous)
     calls = {"n": 0}
     real_loss = HFGenerator.training_loss
 
@@ -156,61 +157,43 @@ def test_interrupted_fine_tune_resumes_from_its_checkpoint(
 
     monkeypatch.setattr(HFGenerator, "training_loss", crash_on_fifth)
     with pytest.raises(KeyboardInterrupt):
-        tuner(**options).fine_tune(
-            tiny(catalog), planted, window, tmp_path / "resumed", previous_adapter=first.adapter_path
-        )
-    assert (tmp_path / "resumed" / "checkpoints" / "step-00000004").is_dir()
+        tuner(**CRASH_OPTIONS).fine_tune(tiny(catalog), planted, window, out, previous_adapter=previous)
     monkeypatch.setattr(HFGenerator, "training_loss", real_loss)
-    gen = tiny(catalog)
-    resumed = tuner(**options).fine_tune(
-        gen, planted, window, tmp_path / "resumed", previous_adapter=first.adapter_path
-    )
-    assert resumed.manifest["cost"]["resumed_from_step"] == 4
+    assert (out / "checkpoints" / "step-00000004").is_dir()
+    return straight
+
+
+def _same_model(catalog: ClusterCatalog, planted: TransitionSet, gen: Any, adapter: Path) -> None:
     ctx = planted.contexts()[:32]
     check = tiny(catalog)
-    check.load_adapter(straight.adapter_path)
+    check.load_adapter(adapter)
     torch.testing.assert_close(gen.score_clusters(ctx), check.score_clusters(ctx), atol=1e-5, rtol=0)
 
 
-def test_a_damaged_checkpoint_is_dropped_and_the_job_trains_afresh(
-    catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained,
+@pytest.mark.parametrize("damaged", [False, True])
+def test_an_interrupted_fine_tune_resumes_or_with_a_damaged_checkpoint_trains_afresh(
+    damaged: bool, catalog: ClusterCatalog, planted: TransitionSet, pretrained_planted: Pretrained,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # One flipped byte in the crashed job's checkpoint must not leave the job stuck: the
-    # checkpoint fails its checksum, is removed, and training starts over (same result).
+    # Intact: the job resumes from its checkpoint of step 4. One flipped byte: the checkpoint
+    # fails its checksum, is removed with a warning, and training starts over; never stuck,
+    # the same model either way.
     _, first = pretrained_planted
-    options: dict[str, Any] = {"max_steps": 6, "checkpoint_every": 2, "lr": 1e-2}
-    window = window_of(planted)
-    straight = tuner(**options).fine_tune(
-        tiny(catalog), planted, window, tmp_path / "straight", previous_adapter=first.adapter_path
-    )
-    calls = {"n": 0}
-    real_loss = HFGenerator.training_loss
-
-    def crash_on_fifth(self: HFGenerator, model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return real_loss(self, model, batch)
-
-    monkeypatch.setattr(HFGenerator, "training_loss", crash_on_fifth)
-    with pytest.raises(KeyboardInterrupt):
-        tuner(**options).fine_tune(
-            tiny(catalog), planted, window, tmp_path / "job", previous_adapter=first.adapter_path)
-    monkeypatch.setattr(HFGenerator, "training_loss", real_loss)
-    weights = tmp_path / "job" / "checkpoints" / "step-00000004" / "trainable.safetensors"
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
+    straight = _crash_after_a_checkpoint(catalog, planted, first.adapter_path, tmp_path / "job",
+                                         monkeypatch)
+    if damaged:
+        weights = tmp_path / "job" / "checkpoints" / "step-00000004" / "trainable.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        weights.write_bytes(bytes(data))
     gen = tiny(catalog)
-    with pytest.warns(UserWarning, match="is damaged"):
-        again = tuner(**options).fine_tune(gen, planted, window, tmp_path / "job",
-                                           previous_adapter=first.adapter_path)
-    assert again.manifest["cost"]["resumed_from_step"] is None
-    ctx = planted.contexts()[:32]
-    check = tiny(catalog)
-    check.load_adapter(straight.adapter_path)
-    torch.testing.assert_close(gen.score_clusters(ctx), check.score_clusters(ctx), atol=1e-5, rtol=0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = tuner(**CRASH_OPTIONS).fine_tune(gen, planted, window_of(planted), tmp_path / "job",
+                                                  previous_adapter=first.adapter_path)
+    assert result.manifest["cost"]["resumed_from_step"] == (None if damaged else 4)
+    assert any("is damaged" in str(w.message) for w in seen) == damaged
+    _same_model(catalog, planted, gen, straight.adapter_path)
 
 
 def test_full_mode_warm_starts_every_weight_and_learns_a_new_rule(
