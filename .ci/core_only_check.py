@@ -1,6 +1,6 @@
-"""The core without any extra, in an environment of its own (`make core-check` builds it with
-`pip install -e .` plus pytest and hypothesis only): nothing heavy is installed, and a platform
-team's commands work. Run by `make core-check` (and CI), never inside the project's venv."""
+"""The core without any extra, in an environment of its own that `make core-check` builds (the
+project alone, plus pytest and hypothesis): nothing heavy is there, and a platform team's
+commands work. Run by `make core-check` (and CI), never inside the project's venv."""
 
 from __future__ import annotations
 
