@@ -189,27 +189,16 @@ UPDATE_START = "2000-06-01"
 
 def _write_ml1m(folder: Path, until_ts: int, from_ts: int | None = None) -> tuple[Path, Path]:
     """ML-1M interactions in ``[from_ts, until_ts)`` as a CSV, and its item file."""
-    import pandas as pd
-
     from hybridrec.data import load_dataset
+    from hybridrec.data.io import write_interaction_file, write_item_file
 
     data = load_dataset("ml-1m")
-    inter, items = data.interactions, data.items
-    keep = inter.ts < until_ts
+    keep = data.interactions.ts < until_ts
     if from_ts is not None:
-        keep &= inter.ts >= from_ts
-    name = "interactions" if from_ts is None else "next"
-    log = folder / f"{name}.csv"
-    pd.DataFrame({
-        "user": inter.user_ids[inter.user[keep]], "item": inter.item_ids[inter.item[keep]],
-        "timestamp": inter.ts[keep], "rating": inter.rating[keep],
-    }).to_csv(log, index=False)
-    item_file = folder / "items.csv"
-    pd.DataFrame({
-        "item": items.item_ids, "title": list(items.titles),
-        "categories": ["|".join(c) for c in items.categories],
-    }).to_csv(item_file, index=False)
-    return log, item_file
+        keep &= data.interactions.ts >= from_ts
+    log = write_interaction_file(data, folder / ("interactions.csv" if from_ts is None else "next.csv"),
+                                 rows=np.flatnonzero(keep))
+    return log, write_item_file(data, folder / "items.csv")
 
 
 def update_delta(quick: bool, root: Path) -> dict[str, Any]:

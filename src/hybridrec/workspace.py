@@ -538,12 +538,13 @@ class Workspace:
         return list(self.item_index()[1].get(int(cluster), [])[:n])
 
     def recommend(self, items: list[str], k: int = 5, *, exclude: Exclude = "history",
-                  top_items: int = 0) -> Recommendation:
+                  top_items: int = 0, reader: TableReader | None = None) -> Recommendation:
         """The next interest clusters for a user whose recent ``items`` (oldest first) are
-        given: :func:`hybridrec.serving.recommend.recommend` over the served table and
-        :meth:`item_clusters`; with ``top_items``, each cluster's most popular items too."""
+        given: :func:`hybridrec.serving.recommend.recommend` over the served table (or
+        ``reader``, one a caller already holds) and :meth:`item_clusters`; with ``top_items``,
+        each cluster's most popular items too."""
         mapping, by_cluster = self.item_index()
-        found = recommend(self.reader(), self.catalog(), mapping, items, k, exclude=exclude)
+        found = recommend(reader or self.reader(), self.catalog(), mapping, items, k, exclude=exclude)
         if top_items > 0:
             found.popular_items = {c: by_cluster.get(c, [])[:top_items] for c in found.clusters}
         return found

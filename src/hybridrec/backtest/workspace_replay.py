@@ -25,7 +25,6 @@ replay's report equals the backtest's per day only if the drivers agree;
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from datetime import datetime, timedelta
@@ -45,6 +44,7 @@ from hybridrec.backtest.study import (
     with_validated_candidates,
 )
 from hybridrec.config import PipelineConfig
+from hybridrec.data.io import write_interaction_file, write_item_file
 from hybridrec.engine.actions import outcome_label
 from hybridrec.engine.update import UpdateReport, run_update
 from hybridrec.errors import ConfigError
@@ -87,25 +87,9 @@ class WorkspaceArm(Arm):
 
     # -- input files ----------------------------------------------------------------------------
 
-    @staticmethod
-    def user_id(code: int) -> str:
-        # Zero-padded codes sort as the dataset's codes do, so the workspace's transitions order
-        # ties (same user, same second) exactly as the study's.
-        return f"u{code:09d}"
-
-    @staticmethod
-    def item_id(code: int) -> str:
-        return f"i{code:09d}"
-
     def _write_items(self) -> Path:
-        path = self.inputs / "items.csv"
-        items = self.data.items
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            out = csv.writer(fh)
-            out.writerow(["item", "categories"])
-            for code, cats in enumerate(items.categories):
-                out.writerow([self.item_id(code), "|".join(cats)])
-        return path
+        # Coded ids: the workspace's transitions order ties exactly as the study's.
+        return write_item_file(self.data, self.inputs / "items.csv", coded_ids=True)
 
     def _write_interactions(self, start: datetime | None, end: datetime, name: str) -> Path | None:
         """The interactions in ``[start, end)`` (all before ``end`` when ``start`` is None) as a
@@ -114,17 +98,8 @@ class WorkspaceArm(Arm):
         hi = int(np.searchsorted(self._sorted_ts, datetime_to_ts(end)))
         if hi <= lo:
             return None
-        rows = self._order[lo:hi]
-        inter = self.data.interactions
-        path = self.inputs / f"{name}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            out = csv.writer(fh)
-            out.writerow(["user", "item", "timestamp", "rating"])
-            for i in rows.tolist():
-                rating = float(inter.rating[i])
-                out.writerow([self.user_id(int(inter.user[i])), self.item_id(int(inter.item[i])),
-                              int(inter.ts[i]), "" if np.isnan(rating) else repr(rating)])
-        return path
+        return write_interaction_file(self.data, self.inputs / f"{name}.csv",
+                                      rows=self._order[lo:hi], coded_ids=True)
 
     # -- the Arm contract -------------------------------------------------------------------------
 

@@ -66,6 +66,8 @@ __all__ = [
     "detect_timestamp_unit",
     "load_interaction_files",
     "read_table",
+    "write_interaction_file",
+    "write_item_file",
     "write_quarantine",
 ]
 
@@ -865,3 +867,38 @@ def write_quarantine(records: list[QuarantineRecord] | tuple[QuarantineRecord, .
             fh.write(json.dumps(record.model_dump(mode="json"), ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def _ids(codes: np.ndarray, names: np.ndarray, prefix: str, coded: bool) -> Any:
+    # Coded ids are the dense codes zero-padded, so that sorting them as text keeps the codes'
+    # order (ties in the transition protocol break by it): a reader of the file rebuilds the
+    # same transitions.
+    return np.char.add(prefix, np.char.zfill(codes.astype(str), 9)) if coded else names[codes]
+
+
+def write_interaction_file(data: InteractionData, path: Path, *, rows: np.ndarray | None = None,
+                           coded_ids: bool = False) -> Path:
+    """``data``'s interactions (``rows``: a mask or indices; default all) as a CSV the ``file``
+    dataset and ``hybridrec update --data`` read: ``user,item,timestamp,rating`` (Unix seconds;
+    an unrated row has an empty rating). ``coded_ids``: ids from the dense codes, not the
+    source's (see :func:`write_item_file`)."""
+    inter = data.interactions
+    take = np.arange(len(inter)) if rows is None else np.asarray(rows)
+    pd.DataFrame({
+        "user": _ids(inter.user[take], inter.user_ids, "u", coded_ids),
+        "item": _ids(inter.item[take], inter.item_ids, "i", coded_ids),
+        "timestamp": inter.ts[take], "rating": inter.rating[take],
+    }).to_csv(path, index=False)
+    return Path(path)
+
+
+def write_item_file(data: InteractionData, path: Path, *, coded_ids: bool = False) -> Path:
+    """``data``'s items as ``item,title,categories`` (categories ``|``-separated), with the ids
+    :func:`write_interaction_file` writes for the same ``coded_ids``."""
+    items = data.items
+    pd.DataFrame({
+        "item": _ids(np.arange(len(items)), items.item_ids, "i", coded_ids),
+        "title": list(items.titles), "categories": ["|".join(c) for c in items.categories],
+    }).to_csv(path, index=False)
+    return Path(path)
+

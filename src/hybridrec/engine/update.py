@@ -122,6 +122,8 @@ class _Update:
         self.ws = ws
         self.now = now
         self.declared_until = data_until
+        #: the served periods the recall signals read (:meth:`record_served` sets them)
+        self.periods: list[ServedPeriod] = []
         self.progress = progress
         self.config = ws.config
         self.current = ws.current() or {}
@@ -205,9 +207,8 @@ class _Update:
         stats = stats.model_copy(update=freshness_signals(
             transitions, knowledge_until=served.knowledge_window.end if served.knowledge_window else None,
             data_until=data_until))
-        periods = [ServedPeriod.from_json(row) for row in self.entry.get("served_periods") or []]
         return stats.model_copy(update=recall_signals(
-            periods, data_until, days=signals.recall_days, table_built_at=served.table_built_at,
+            self.periods, data_until, days=signals.recall_days, table_built_at=served.table_built_at,
             adapter_trained_at=served.adapter_trained_at))
 
     def record_served(self, transitions: TransitionSet, data_until: datetime,
@@ -242,6 +243,7 @@ class _Update:
         periods = kept_periods(periods, data_until, days=signals.recall_days,
                                table_built_at=served.table_built_at,
                                adapter_trained_at=served.adapter_trained_at)
+        self.periods = periods
         self.entry["served_periods"] = [p.as_json() for p in periods]
 
     def data_until(self, transitions: TransitionSet) -> datetime:

@@ -28,11 +28,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from hybridrec.errors import HybridrecError
-from hybridrec.serving.base import LEVELS
-from hybridrec.serving.recommend import recommend
+from hybridrec.serving.recommend import BadItems
 
 if TYPE_CHECKING:
     from hybridrec.workspace import Workspace
@@ -94,12 +91,8 @@ class Service:
         if c1 == c2:
             raise BadRequest("parameters 'c1' and 'c2' must differ")
         k = _int(query, "k", "5", low=1, high=MAX_K)
-        rankings, levels = reader.lookup_batch_with_levels(np.asarray([[c1, c2]], dtype=np.int64), k)
-        ids = rankings.ids[0]
-        keep = ids >= 0
-        return {"table": version, "context": [c1, c2], "clusters": ids[keep].tolist(),
-                "scores": [float(x) for x in rankings.scores[0][keep]],
-                "level": LEVELS[int(levels[0])]}
+        found = reader.lookup((c1, c2), k)
+        return {"table": version, **found.model_dump(mode="json")}
 
     def recommend(self, query: Any) -> dict[str, Any]:
         items = [i for i in _one(query, "items").split(",") if i.strip()]
@@ -111,14 +104,11 @@ class Service:
             raise BadRequest(f"parameter 'exclude' must be 'history' or 'context', got {exclude[:40]!r}")
         top = _int(query, "top_items", "0", low=0, high=MAX_K)
         reader, version = self._table()
-        catalog = self.ws.catalog()
-        mapping, by_cluster = self.ws.item_index()
         try:
-            found = recommend(reader, catalog, mapping, items, k, exclude=exclude)  # type: ignore[arg-type]
-        except HybridrecError as exc:  # the items cannot support a recommendation
+            found = self.ws.recommend(items, k, exclude=exclude, top_items=top,  # type: ignore[arg-type]
+                                      reader=reader)
+        except BadItems as exc:  # the items cannot support a recommendation
             raise BadRequest(str(exc)) from None
-        if top:
-            found.popular_items = {c: by_cluster.get(c, [])[:top] for c in found.clusters}
         return {"table": version, **found.model_dump(mode="json")}
 
 

@@ -24,6 +24,11 @@ from hybridrec.types import ClusterCatalog
 Exclude = Literal["history", "context"]
 
 
+class BadItems(HybridrecError):
+    """The items cannot support a recommendation (``k`` below 1, or a table without backoff
+    lists for a user with fewer than two known clusters)."""
+
+
 class Recommendation(BaseModel):
     """What :func:`recommend` serves for one user."""
 
@@ -68,7 +73,7 @@ def recommend(
     served the table's own backoff, the successors of their one cluster (level ``last``) or, with
     none known, the most popular clusters (``popularity``), as a lookup of an unknown pair is."""
     if k < 1:
-        raise HybridrecError(f"k must be at least 1, got {k}")
+        raise BadItems(f"k must be at least 1, got {k}")
     history, unknown = cluster_history(items, item_cluster)
     context = history[-2:]
     dropped = sorted(set(history) - set(context)) if exclude == "history" else []
@@ -79,7 +84,7 @@ def recommend(
     else:
         backoff = reader.backoff
         if backoff is None:
-            raise HybridrecError(
+            raise BadItems(
                 "a recommendation needs items from at least two distinct interest clusters with "
                 f"this table backend (it keeps no backoff lists); got {len(history)}")
         if context:
@@ -100,4 +105,4 @@ def recommend(
     )
 
 
-__all__ = ["Exclude", "Recommendation", "cluster_history", "recommend"]
+__all__ = ["BadItems", "Exclude", "Recommendation", "cluster_history", "recommend"]
