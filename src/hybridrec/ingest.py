@@ -126,8 +126,9 @@ def read_batch(
             })
             frame = frame.assign(item=frame["item"].str.strip(), categories=frame["categories"].str.strip())
             described = frame[frame["categories"] != ""].drop_duplicates("item")
+            described_ids = set(described["item"])  # once, not once per known item
             known_rows = pd.DataFrame(
-                {"item": [i for i in known_items if i not in set(described["item"])], "categories": ""}
+                {"item": [i for i in known_items if i not in described_ids], "categories": ""}
             )
             table = pd.concat([described, known_rows], ignore_index=True)
             table = table[table["item"] != ""]

@@ -503,16 +503,15 @@ class Workspace:
 
     def known_items(self, ids: list[str]) -> dict[str, int]:
         """Item id -> cluster id over the data versions ``ids`` (first seen wins)."""
-        batch = self.load_batches(ids)
-        if len(batch) == 0:
-            return {}
-        items, first = np.unique(batch.item, return_index=True)
-        return dict(zip(items.tolist(), batch.cluster[first].tolist(), strict=True))
+        return self._index(tuple(ids))[0]
 
     def item_index(self) -> tuple[dict[str, int], dict[int, list[str]]]:
         """The served data's item -> cluster map and, per cluster, its items by descending
         interaction count (ties by id); cached per served data, shared (never mutated)."""
-        ids = tuple((self.current() or {}).get("data") or [])
+        return self._index(tuple((self.current() or {}).get("data") or []))
+
+    def _index(self, ids: tuple[str, ...]) -> tuple[dict[str, int], dict[int, list[str]]]:
+        """:meth:`item_index` over the data versions ``ids`` (the last one is cached)."""
         cached = self._item_map
         if cached is None or cached[0] != ids:
             batch = self.load_batches(list(ids))
