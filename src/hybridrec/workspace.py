@@ -152,7 +152,7 @@ class Workspace:
         if not marker.is_file():
             raise HybridrecError(
                 f"{self.root} is not a hybridrec workspace (no {MARKER}); create one with "
-                "`hybridrec init WORKSPACE --config FILE`"
+                "`hybridrec init WORKSPACE` (the measured preset) or `hybridrec init WORKSPACE --config FILE`"
             )
         self.config_path = self.root / "config.json"
         try:
