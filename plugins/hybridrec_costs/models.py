@@ -5,7 +5,7 @@ Notation, all from the :class:`~hybridrec.types.Workload`: ``N`` = ``model_param
 ``train_epochs``, ``P`` = ``inference_tokens`` (prompt tokens processed), ``G`` =
 ``generated_tokens``, ``I`` = ``index_items``, ``D`` = ``index_dim``, ``R`` = ``index_trees``,
 ``C`` = ``contexts``, ``X`` = ``transitions``, ``V`` = ``evidence_tokens`` (of ``P``), ``H`` =
-``evaluation_tokens``, ``Q`` = ``guardrail_tokens``.
+``evaluation_tokens``, ``Q`` = ``guardrail_tokens``, ``S`` = ``scored_candidates``.
 
 FLOP formulas (a multiply-add counts as 2 FLOPs; attention's sequence-length term is ignored,
 which is accurate for short prompts like ours):
@@ -26,6 +26,11 @@ which is accurate for short prompts like ours):
   times, each split a ``D``-dimensional dot product per item).
 * **retrieval** = ``C · R · log2(I) · D`` (one descent per tree per context).
 * **counting** = ``X`` (one update per transition when counting successors).
+* **scoring** = ``SCORE_FLOPS · S``: a counting estimator scoring every candidate of every
+  context to rank the evidence (the backoff estimator mixes a smoothed pair share with the last
+  cluster's, the first cluster's and the popularity shares: about five multiply-adds per pair;
+  choosing the top ``m`` is not counted). This is the price of *building* the evidence a RAG
+  refresh serves, next to the price of ranking with it (``inference`` and ``evidence``).
 
 ``flops`` is the sum; ``seconds`` = ``flops / throughput[device]``; ``money`` =
 ``seconds / 3600 · price_per_hour[device] · units[device]``. A device string such as
@@ -75,11 +80,15 @@ class PriceOptions(BaseModel):
         return self.lookup(self.throughput_flops_per_s, device, self.throughput_flops_per_s.get("cpu", 5.0e10))
 
 
+#: FLOPs per (context, candidate) pair a counting estimator scores (five multiply-adds).
+SCORE_FLOPS = 10.0
+
+
 def flop_breakdown(action: ActionKind, w: Workload) -> dict[str, float]:
     """The FLOP terms of the module docstring for ``action`` on ``w`` (all non-negative)."""
     n, nt = float(w.model_parameters), float(w.trainable_parameters)
     terms = {"train": 0.0, "inference": 0.0, "evidence": 0.0, "evaluation": 0.0, "guardrails": 0.0,
-             "index_build": 0.0, "retrieval": 0.0, "counting": 0.0}
+             "index_build": 0.0, "retrieval": 0.0, "counting": 0.0, "scoring": 0.0}
     if action == "noop":
         return terms
     if action == "fine_tune":
@@ -96,6 +105,7 @@ def flop_breakdown(action: ActionKind, w: Workload) -> dict[str, float]:
             terms["index_build"] = w.index_items * w.index_trees * depth * w.index_dim
         terms["retrieval"] = w.contexts * w.index_trees * depth * w.index_dim
     terms["counting"] = float(w.transitions)
+    terms["scoring"] = SCORE_FLOPS * float(w.scored_candidates)
     return terms
 
 

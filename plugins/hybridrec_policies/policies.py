@@ -37,6 +37,9 @@ Shared rules (every policy here):
   it is (possibly from an older adapter or snapshot), ``"backoff"`` drops it for the serving
   backoff. While there is no table yet the regeneration ranks every context. Unset (the default),
   every regeneration ranks every catalog context.
+* **What a regeneration may keep** (the same policies). ``regenerate_tolerance`` (the
+  material-change rule) and ``regenerate_max_age_days`` (the staleness bound) pass to every
+  ``RegenerateTable`` they return (:class:`~hybridrec.types.RegenerateTable`).
 """
 
 from __future__ import annotations
@@ -81,6 +84,19 @@ class _RegenerateOptions(_Options):
         description="With regenerate_recent_days, what serves a context the regeneration does not "
                     "rank: 'previous' keeps the served table's row, 'backoff' the serving backoff.",
     )
+    regenerate_tolerance: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="The material-change rule (RegenerateTable.tolerance): a context whose "
+                    "evidence moved at most this far from the evidence its row was ranked from "
+                    "keeps its row; 0: only an identical prompt (exact delta). None: the "
+                    "pipeline's serving.tolerance.",
+    )
+    regenerate_max_age_days: float | None = Field(
+        default=None, gt=0,
+        description="The staleness bound (RegenerateTable.max_row_age_days): a row whose evidence "
+                    "was last confirmed current longer ago than this is ranked again, whatever "
+                    "kept it. None: the pipeline's serving.max_row_age_days.",
+    )
 
 
 def regeneration(state: SystemState, options: BaseModel, *, use_knowledge: bool,
@@ -89,13 +105,15 @@ def regeneration(state: SystemState, options: BaseModel, *, use_knowledge: bool,
     (``options.regenerate_recent_days`` set and a table served) the contexts with traffic in that
     many days before ``state.data_until``, the others served by ``options.regenerate_fallback``."""
     days = getattr(options, "regenerate_recent_days", None)
+    keep = {"tolerance": getattr(options, "regenerate_tolerance", None),
+            "max_row_age_days": getattr(options, "regenerate_max_age_days", None)}
     if days is None or state.table_version is None:
-        return RegenerateTable(use_knowledge=use_knowledge, reason=reason)
+        return RegenerateTable(use_knowledge=use_knowledge, reason=reason, **keep)
     return RegenerateTable(
         use_knowledge=use_knowledge, contexts="observed",
         observed_window=TimeWindow.ending_at(state.data_until, float(days)),
         fallback=getattr(options, "regenerate_fallback", "previous"),
-        reason=f"{reason} (contexts seen in the last {float(days):g} days)",
+        reason=f"{reason} (contexts seen in the last {float(days):g} days)", **keep,
     )
 
 
@@ -230,7 +248,7 @@ class PeriodicFineTunePolicy(UpdatePolicy):
         else:
             alternatives = []
         if state.table_version is None and not state.pending_fine_tune:
-            alternatives.append([RegenerateTable(use_knowledge=False, reason="no table")])
+            alternatives.append([regeneration(state, o, use_knowledge=False, reason="no table")])
         return first_affordable(state, alternatives)
 
 
@@ -260,7 +278,7 @@ class PeriodicRagPolicy(UpdatePolicy):
         if initial is not None or _due(state, state.knowledge_until, o.period_days):
             alternatives.append(rag)
         if state.table_version is None:
-            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+            alternatives.append([regeneration(state, o, use_knowledge=True, reason="no table")])
         return first_affordable(state, alternatives)
 
     def knowledge_bound(self) -> timedelta | None:
@@ -289,7 +307,7 @@ class RagOncePolicy(UpdatePolicy):
         if state.knowledge_version is None and not _has_refreshed(state):
             alternatives.append(rag)
         if state.table_version is None:
-            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+            alternatives.append([regeneration(state, o, use_knowledge=True, reason="no table")])
         return first_affordable(state, alternatives)
 
 
@@ -330,7 +348,7 @@ class HybridPolicy(UpdatePolicy):
         if rag_due:
             alternatives.append(rag)
         if state.table_version is None:
-            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+            alternatives.append([regeneration(state, o, use_knowledge=True, reason="no table")])
         return first_affordable(state, alternatives)
 
     def knowledge_bound(self) -> timedelta | None:
@@ -552,7 +570,7 @@ class AdaptivePolicy(UpdatePolicy):
                     continue
             alternatives.append(actions)
         if state.table_version is None:
-            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+            alternatives.append([regeneration(state, o, use_knowledge=True, reason="no table")])
         return first_affordable(state, alternatives)
 
     # -- the drift rule ----------------------------------------------------------------------
@@ -605,7 +623,7 @@ class AdaptivePolicy(UpdatePolicy):
                 return [ft, *rag]
         alternatives: list[list[Action]] = [rag] if rag_due else []
         if state.table_version is None:
-            alternatives.append([RegenerateTable(use_knowledge=True, reason="no table")])
+            alternatives.append([regeneration(state, o, use_knowledge=True, reason="no table")])
         return first_affordable(state, alternatives)
 
     def knowledge_bound(self) -> timedelta | None:

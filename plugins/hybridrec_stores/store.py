@@ -260,7 +260,9 @@ class SnapshotStore(KnowledgeStore):
         if n_transitions == 0:
             return Workload(contexts=n_contexts)
         if self.options.granularity == "backoff":  # scores every context, no neighbour index
-            return Workload(transitions=n_transitions, contexts=n_contexts)
+            # the estimator scores every catalog cluster as a candidate of every context
+            return Workload(transitions=n_transitions, contexts=n_contexts,
+                            scored_candidates=n_contexts * len(self.catalog))
         return Workload(
             transitions=n_transitions,
             contexts=n_contexts,

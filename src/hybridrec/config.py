@@ -79,6 +79,19 @@ class ServingConfig(BaseModel):
         "whose rendered prompt changed and copies the other rows (exact; needs a generator that "
         "offers hybridrec.capabilities.PromptEncoder); 'full': re-rank every context.",
     )
+    tolerance: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="The material-change rule of a delta regeneration: a context whose evidence "
+        "moved at most this far (total variation of its candidates, or the change of its log "
+        "support) from the evidence its row was ranked from keeps its row; 0: only an identical "
+        "prompt is kept (exact). A policy's RegenerateTable may set its own.",
+    )
+    max_row_age_days: float | None = Field(
+        default=None, gt=0,
+        description="The staleness bound: a row whose evidence was last confirmed current longer "
+        "ago than this is ranked again, whatever would keep it; None: no bound. A policy's "
+        "RegenerateTable may set its own.",
+    )
 
 
 class SignalsConfig(BaseModel):

@@ -701,6 +701,24 @@ class Workspace:
                 problems.append(f"data {version}: {exc}")
         return problems
 
+    def _row_ages(self, version: Any, clock: datetime | None) -> dict[str, float] | None:
+        """Quantiles of the served table's row ages at the last update's clock: days since each
+        row's evidence was last confirmed current (ranked, or found identical); None when the
+        table records no times."""
+        from hybridrec.engine.tables import TableRows
+
+        if not version or clock is None:
+            return None
+        try:
+            rows = TableRows.load(self.store.get("tables", str(version)).path)
+        except (CorruptArtifactError, OSError, ValueError):
+            return None
+        if rows is None or rows.verified_at is None or rows.keys.shape[0] == 0:
+            return None
+        ages = rows.ages_days(clock.timestamp())
+        return {name: round(float(np.quantile(ages, q)), 3)
+                for name, q in (("p50", 0.5), ("p90", 0.9), ("max", 1.0))}
+
     def status(self) -> dict[str, Any]:
         """Versions, staleness, last actions, costs and guardrail holds, as plain JSON data.
 
@@ -771,6 +789,7 @@ class Workspace:
                 "knowledge_lag_days": lag((knowledge or {}).get("window", {}).get("end")),
                 "table_built_at": (table or {}).get("built_at"),
                 "table_uses_knowledge": bool((table or {}).get("knowledge")),
+                "table_row_age_days": self._row_ages(entry.get("table"), clock),
             },
             "drift": entry.get("drift"),
             "last_actions": [r.model_dump(mode="json", exclude={"estimate"}) for r in records[-10:]],

@@ -125,7 +125,7 @@ def test_kept_rows_are_the_rows_served_before_and_only_ranked_contexts_are_charg
     assert _charged(arm) == 0.0
     np.testing.assert_array_equal(arm.table_rows(arm.table, everything)[0], ids2)  # type: ignore[arg-type]
     assert fake_stack["rank_contexts"] == before
-    assert len(arm.table.chain()) <= 3  # type: ignore[union-attr]
+    assert len(np.unique(arm.table.states)) <= 3  # type: ignore[union-attr]
 
 
 def test_the_backoff_fallback_serves_the_others_by_the_backoff(fake_stack, catalog, transitions, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -175,5 +175,5 @@ def test_a_backtest_regenerating_recent_contexts_costs_less_than_full(fake_stack
             assert 0.0 < arm["metrics"]["hr@5"] <= 1.0
             if fallback == "previous":  # every context keeps a learned row
                 assert all(d["coverage"] == 1.0 for d in arm["per_day"] if d["n"]), name
-            chain = result.run(name).arm.table.chain()  # type: ignore[attr-defined]
-            assert len(chain) <= len(arm["per_day"]) + 1
+            states = np.unique(result.run(name).arm.table.states)  # type: ignore[attr-defined]
+            assert len(states) <= len(arm["per_day"]) + 1

@@ -23,7 +23,7 @@ from hybridrec.testing.cli import run_cli
 
 
 def quick_study(*arms: str) -> BacktestConfig:
-    return BacktestConfig.model_validate({**PARITY_QUICK, "arms": list(arms or PARITY_ARMS)})
+    return BacktestConfig.model_validate({**PARITY_QUICK, "arms": list(arms or ("hybrid", "adaptive"))})
 
 
 def test_the_workspace_replay_equals_the_backtest_for_hybrid_and_adaptive(tmp_path: Path) -> None:
@@ -32,6 +32,9 @@ def test_the_workspace_replay_equals_the_backtest_for_hybrid_and_adaptive(tmp_pa
     for arm in PARITY_ARMS:
         assert result[f"{arm}_differences"] == 0, result.get(f"{arm}_first_difference")
         assert 0.0 < result[f"{arm}_hr@5"] <= 1.0 and result[f"{arm}_flops"] > 0
+    # The material-change arm exercised both rules the drivers must agree on.
+    assert result["hybrid-material_kept_close"] > 0 and result["hybrid-material_ranked_stale"] > 0
+    assert result["hybrid_kept_close"] == 0
 
 
 def test_the_replay_drives_the_workspace_not_the_backtests_cache(

@@ -77,7 +77,10 @@ def test_a_new_adapter_is_always_ranked_in_full(fake_plugins: Any, tmp_path: Pat
     assert report.actions[0].kind == "fine_tune"
     manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
     n = len(ws.catalog())
-    assert manifest["regenerate"] == {"mode": "full", "ranked": n * (n - 1), "changed": n * (n - 1), "copied": 0}
+    regen = manifest["regenerate"]
+    assert {k: regen[k] for k in ("mode", "ranked", "changed", "copied")} == {
+        "mode": "full", "ranked": n * (n - 1), "changed": n * (n - 1), "copied": 0}
+    assert regen["why"]["new"] == n * (n - 1)  # another adapter: no row is comparable
 
 
 def test_a_changed_row_width_is_regenerated_in_full(fake_plugins: Any, tmp_path: Path, config_file: Path) -> None:
@@ -204,3 +207,47 @@ def test_a_restricted_regeneration_without_traffic_keeps_every_served_row() -> N
     # No previous table (or rows of another width): nothing to keep.
     assert not with_kept_rows(some, n, None, k=k)[1].any()
     assert not with_kept_rows(some, n, previous, k=k + 1)[1].any()
+
+
+def test_the_material_change_rule_keeps_rows_whose_evidence_barely_moved_and_says_so(
+    fake_plugins: Any, tmp_path: Path, config_file: Path
+) -> None:
+    from hybridrec.engine.tables import TableRows
+
+    jan = fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31)
+    feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    spaces = {
+        "exact": _workspace(tmp_path, config_file, "exact", "generator.options.render_support=true"),
+        "material": _workspace(tmp_path, config_file, "material", "generator.options.render_support=true",
+                               "update_policy.options.regenerate_tolerance=0.5",
+                               "update_policy.options.regenerate_max_age_days=20"),
+    }
+    notes = {}
+    for name, ws in spaces.items():
+        run_update(ws, jan, now=FEB)
+        notes[name] = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC)).actions[-1].note
+    manifests = {name: ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
+                 for name, ws in spaces.items()}
+    exact, material = manifests["exact"]["regenerate"], manifests["material"]["regenerate"]
+    assert exact["why"]["close"] == 0 and exact["tolerance"] == 0.0
+    assert material["tolerance"] == 0.5 and material["max_row_age_days"] == 20
+    assert material["why"]["close"] > 0  # kept within the tolerance, charged nothing
+    assert material["changed"] == exact["changed"] - material["why"]["close"]
+    last = spaces["material"].status()
+    note = notes["material"]
+    assert note.startswith("delta: re-ranked") and "whose evidence moved within the tolerance 0.5" in note
+    # the kept rows still stand for the evidence and the time they were ranked from
+    rows = TableRows.load(spaces["material"].store.get("tables", spaces["material"].current()["table"]).path)  # type: ignore[index]
+    assert rows is not None and rows.verified_at is not None and rows.signature is not None
+    assert set(np.unique(rows.verified_at).tolist()) == {FEB.timestamp(), datetime(2000, 2, 4, tzinfo=UTC).timestamp()}
+    ages = last["staleness"]["table_row_age_days"]
+    assert ages["p50"] >= 0.0 and ages["max"] == pytest.approx(3.0)
+    # The served lists differ from exact delta only where a row was kept.
+    changed = (_table(spaces["material"])[0] != _table(spaces["exact"])[0]).any(axis=1)
+    assert changed.sum() <= material["why"]["close"]
+    # Past the staleness bound nothing is kept: a later update ranks those rows again.
+    late = fake_plugins.write_log(tmp_path / "mar.csv", datetime(2000, 2, 23, tzinfo=UTC), 2, seed=2)
+    run_update(spaces["material"], late, now=datetime(2000, 2, 25, tzinfo=UTC))
+    latest = spaces["material"].store.get("tables", spaces["material"].current()["table"]).manifest  # type: ignore[index]
+    assert latest["regenerate"]["why"]["close"] == 0, latest["regenerate"]
+    assert latest["regenerate"]["why"]["stale"] > 0, latest["regenerate"]

@@ -173,6 +173,16 @@ class LLMSettings(BaseModel):
         "copying the other rows (exact: a row is a function of adapter and prompt); 'full' "
         "re-ranks every context. Served lists are identical either way.",
     )
+    regenerate_tolerance: float = Field(
+        default=float(_PRESET["serving"].get("tolerance", 0.0)), ge=0.0, le=1.0,
+        description="The material-change rule of every LLM arm's delta regenerations (a pipeline's "
+        "serving.tolerance; a policy's regenerate_tolerance overrides it for its arm).",
+    )
+    max_row_age_days: float | None = Field(
+        default=_PRESET["serving"].get("max_row_age_days"), gt=0,
+        description="The staleness bound of every LLM arm's regenerations (a pipeline's "
+        "serving.max_row_age_days; a policy's regenerate_max_age_days overrides it).",
+    )
     candidate_estimator: Literal["validation", "configured"] = Field(
         default="validation",
         description="validation: when the knowledge store ranks by the backoff estimator "
@@ -584,7 +594,9 @@ class BacktestConfig(BaseModel):
             data=DataConfig(min_rating=self.min_rating, clustering=self.clustering,  # type: ignore[arg-type]
                             n_clusters=self.n_clusters),
             guardrails=llm.guardrails,
-            serving=ServingConfig(k=llm.table_k, regenerate=llm.regenerate),
+            serving=ServingConfig(k=llm.table_k, regenerate=llm.regenerate,
+                                  tolerance=llm.regenerate_tolerance,
+                                  max_row_age_days=llm.max_row_age_days),
             signals=llm.signals,
             budget=plan.budget or llm.budget,
         )

@@ -23,25 +23,28 @@ is deterministic, the served lists, and so every metric, are identical to rankin
 catalog up front. Regeneration seconds are extrapolated from the measured seconds per ranked
 context (documented in the report).
 
-**Delta regeneration (exact).** A row is a deterministic function of ``(adapter, prompt)``, and
-the prompt holds only the context and the evidence the generator renders (for the ``hf``
-generator: evidence cluster, provenance, bucket tokens and, with ``rerank_numeric``, the numbers
-themselves). Rows are therefore stored per adapter *keyed by the digest of the rendered prompt*
+**Delta regeneration: the engine's planner.** What a regeneration ranks, copies and keeps is
+decided by the engine's one delta planner, :func:`~hybridrec.engine.tables.plan_table`, the
+function a workspace's update calls, over the arm's previous table described the same way (a
+:class:`~hybridrec.engine.tables.TableRows` whose rows are not materialised: keys, prompt
+digests, evidence signatures, times). A row is a deterministic function of ``(adapter,
+prompt)``, and the prompt holds only the context and the evidence the generator renders, so rows
+are stored per adapter *keyed by the digest of the rendered prompt*
 (:func:`~hybridrec.capabilities.prompt_matrix`, numbers included;
-:func:`~hybridrec.engine.tables.digest_prompts`, the workspace's digest) where the generator
-offers :class:`~hybridrec.capabilities.PromptEncoder`, and a state's row for a context is reused from any earlier state of the same adapter
-whose prompt for that context is identical. With ``regenerate="delta"`` a regeneration that keeps
-the adapter is charged only for the contexts whose prompt changed since the arm's previous table
-(or that the previous table did not hold); the served lists are identical to a full regeneration
-by construction. A generator without that capability gets no reuse across states (every state's rows
-are ranked afresh and every regeneration is charged in full), which is always exact.
+:func:`~hybridrec.engine.tables.digest_prompts`) where the generator offers
+:class:`~hybridrec.capabilities.PromptEncoder`: a copied row (the same prompt) is the row a full
+regeneration ranks. With ``RegenerateTable.tolerance`` above 0 (the material-change rule) a row
+whose evidence moved within the tolerance is *kept* as it was, ranked from older evidence, and
+with ``max_row_age_days`` no row older than the bound is kept: each row of a
+:class:`TableVersion` records the state it was ranked in, so a kept row is materialised from that
+state, as a workspace copies it. A generator without the capability gets no copies (every
+regeneration is charged in full unless rows are kept).
 
 **Restricted regenerations.** ``RegenerateTable(contexts="observed")`` ranks (and is charged for)
 only the contexts seen in its window. The table serves the other contexts by its ``fallback``:
-``"backoff"``, the serving backoff; ``"previous"``, the row the arm served before (the previous
-table's, found along the chain of tables it kept; the backoff where none holds one), exactly as
-the workspace copies the served table's rows. A delta charges a wanted context unless the table
-that served it has the same adapter and the same prompt for it (:meth:`PolicyArm.changed_for`).
+``"backoff"``, the serving backoff; ``"previous"``, the row the arm served before (kept, with the
+state it was ranked in; the backoff where none was held), exactly as the workspace copies the
+served table's rows.
 """
 
 from __future__ import annotations
@@ -83,7 +86,20 @@ from hybridrec.engine.state import (
     served_hits,
     system_state,
 )
-from hybridrec.engine.tables import PromptRows, changed_count, digest_prompts
+from hybridrec.engine.tables import (
+    KEPT_CLOSE,
+    KEPT_FALLBACK,
+    WHY_KEYS,
+    EvidenceSignature,
+    KeepRule,
+    PromptRows,
+    TablePlan,
+    TableRows,
+    digest_prompts,
+    plan_table,
+    signature_of,
+    with_kept_rows,
+)
 from hybridrec.errors import PluginError
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
@@ -99,6 +115,7 @@ from hybridrec.interfaces import (
 from hybridrec.serving.base import LEVEL_PAIR, Backoff, fill_rows
 from hybridrec.types import (
     SIGNALS,
+    UTC,
     Action,
     ActionKind,
     Budget,
@@ -183,6 +200,8 @@ class LLMStack:
     training_evidence: str = "fine_tuner"
     training_knowledge_days: int = 14
     regenerate: str = "delta"
+    #: what a regeneration may keep when its action does not say (``[serving]`` of a pipeline)
+    keep: KeepRule = field(default_factory=KeepRule)
 
 
 class WorkCache:
@@ -197,6 +216,11 @@ class WorkCache:
         self.rows: dict[tuple[str, str | None], StateRows] = {}
         self.adapter_rows: dict[str, AdapterRows] = {}
         self._all_prompts: dict[str | None, np.ndarray | None] = {}
+        self._signatures: dict[str | None, tuple[np.ndarray, EvidenceSignature]] = {}
+        self._contexts_all: np.ndarray | None = None
+        #: the ``(adapter, snapshot)`` states rows are ranked in (:meth:`state_id`)
+        self.states: list[tuple[str, str | None]] = []
+        self._state_ids: dict[tuple[str, str | None], int] = {}
         self.reused_rows = 0
         self.loaded_adapter: str | None = None
         self.rank_seconds = 0.0
@@ -377,46 +401,52 @@ class WorkCache:
             self._all_prompts[snapshot] = np.concatenate(digests)
         return self._all_prompts[snapshot]
 
-    def valid_keys(self) -> np.ndarray:
-        """The ``(n*n,)`` mask of catalog context keys (``c1 != c2``)."""
-        valid = np.ones(self.n * self.n, dtype=bool)
-        valid[np.arange(self.n) * (self.n + 1)] = False
-        return valid
+    def contexts_all(self) -> np.ndarray:
+        """Every catalog context (``c1 != c2``) in key order ``c1 * n + c2``."""
+        if self._contexts_all is None:
+            keys = np.arange(self.n * self.n)
+            ctx = np.stack([keys // self.n, keys % self.n], axis=1)
+            self._contexts_all = ctx[ctx[:, 0] != ctx[:, 1]]
+        return self._contexts_all
 
-    def same_prompts(
-        self, adapter_before: str, snapshot_before: str | None, adapter: str, snapshot: str | None,
-    ) -> np.ndarray | None:
-        """The ``(n*n,)`` mask of contexts whose row in ``(adapter_before, snapshot_before)`` is
-        the row of ``(adapter, snapshot)``: same adapter and same rendered prompt. None when the
-        adapter changed or prompts cannot be compared."""
-        if adapter_before != adapter:
-            return None
-        if snapshot_before == snapshot:
-            return np.ones(self.n * self.n, dtype=bool)
-        before, after = self.all_prompts(snapshot_before), self.all_prompts(snapshot)
-        if before is not None and after is not None and before.shape == after.shape:
-            return np.asarray((before == after).all(axis=1))
-        return None
+    def digests(self, snapshot: str | None, contexts: np.ndarray) -> np.ndarray | None:
+        """The prompt digest of each of ``contexts`` in ``snapshot`` (:meth:`all_prompts`)."""
+        every = self.all_prompts(snapshot)
+        return None if every is None else every[contexts[:, 0] * self.n + contexts[:, 1]]
 
-    def changed_contexts(
-        self,
-        adapter_before: str,
-        snapshot_before: str | None,
-        held_before: np.ndarray | None,
-        adapter: str,
-        snapshot: str | None,
-        wanted: np.ndarray | None,
-    ) -> int:
-        """How many contexts a table of ``(adapter, snapshot)`` over ``wanted`` (a ``(n*n,)``
-        mask, None = every catalog context) must rank when the previous table was
-        ``(adapter_before, snapshot_before)`` over ``held_before``: those whose prompt changed
-        or that the previous table did not hold. Everything, if the adapter changed or prompts
-        cannot be compared."""
-        valid = self.valid_keys()
-        want = valid if wanted is None else (wanted & valid)
-        held = valid if held_before is None else (held_before & valid)
-        same = self.same_prompts(adapter_before, snapshot_before, adapter, snapshot)
-        return changed_count(want, held, same, adapter_before == adapter)
+    def signature(self, snapshot: str | None, contexts: np.ndarray) -> EvidenceSignature:
+        """The :class:`~hybridrec.engine.tables.EvidenceSignature` of each of ``contexts`` in
+        ``snapshot``, as a workspace computes it (cached per snapshot for every context)."""
+        if snapshot not in self._signatures:
+            every = self.contexts_all()
+            snap = self.snapshots[snapshot].snapshot if snapshot is not None else None
+            sig = signature_of(every, snap, evidence_m=self.stack.evidence_m,
+                               store=self.stack.store.name)
+            index = np.full(self.n * self.n, -1, dtype=np.int64)
+            index[every[:, 0] * self.n + every[:, 1]] = np.arange(every.shape[0])
+            self._signatures[snapshot] = (index, sig)
+        index, sig = self._signatures[snapshot]
+        return sig.take(index[contexts[:, 0] * self.n + contexts[:, 1]])
+
+    def state_id(self, adapter: str, snapshot: str | None) -> int:
+        """A small integer naming the state ``(adapter, snapshot)`` (:attr:`states`)."""
+        state = (adapter, snapshot)
+        if state not in self._state_ids:
+            self._state_ids[state] = len(self.states)
+            self.states.append(state)
+        return self._state_ids[state]
+
+    def plan(
+        self, adapter: str, snapshot: str | None, contexts: np.ndarray, previous: TableRows | None,
+        *, kept: np.ndarray | None = None, rule: KeepRule = KeepRule(), now: float = 0.0,
+    ) -> TablePlan:
+        """The engine's delta plan (:func:`~hybridrec.engine.tables.plan_table`, a workspace's)
+        of a table of ``(adapter, snapshot)`` over ``contexts`` after ``previous``."""
+        delta = self.stack.regenerate == "delta"
+        digests = self.digests(snapshot, contexts) if delta or kept is not None else None
+        signature = self.signature(snapshot, contexts) if delta and rule.material else None
+        return plan_table(contexts, self.n, digests, adapter, previous, k=self.stack.table_k,
+                          delta=delta, kept=kept, signature=signature, rule=rule, now=now)
 
     def rows_for(
         self, adapter: str, snapshot: str | None, contexts: np.ndarray
@@ -489,6 +519,9 @@ class WorkCache:
         for snapshot in list(self._all_prompts):
             if snapshot not in snapshots:
                 del self._all_prompts[snapshot]
+        for snapshot in list(self._signatures):
+            if snapshot not in snapshots:
+                del self._signatures[snapshot]
 
     # -- drift ------------------------------------------------------------------------------
 
@@ -520,57 +553,27 @@ class WorkCache:
 
 @dataclass
 class TableVersion:
-    """What an arm serves: rows of one state, restricted to ``observed`` keys (None = all); a
-    context outside them is served by ``fallback`` (the table served before, kept by a restricted
-    regeneration with ``fallback="previous"``), else left to the serving backoff; rows are
-    filled up by the serving backoff computed at build time."""
+    """What an arm serves: the rows of ``rows`` (the engine's
+    :class:`~hybridrec.engine.tables.TableRows` of the contexts it holds, not materialised),
+    row ``i`` ranked in the state ``states[i]`` (an index of :attr:`WorkCache.states`: the
+    table's own ``(adapter, snapshot)`` for a ranked or copied row, an earlier state for a row it
+    kept); a context it does not hold is left to the serving backoff, and rows are filled up by
+    the serving backoff computed at build time."""
 
     adapter: str
     snapshot: str | None
     built_at: datetime
     backoff: Backoff
-    observed: np.ndarray | None = None
-    fallback: TableVersion | None = None
+    rows: TableRows
+    states: np.ndarray
 
-    def chain(self) -> list[TableVersion]:
-        """This table and the tables it falls back on, nearest first."""
-        out: list[TableVersion] = []
-        table: TableVersion | None = self
-        while table is not None:
-            out.append(table)
-            table = table.fallback
-        return out
-
-
-def fallback_chain(
-    adapter: str, snapshot: str | None, observed: np.ndarray, previous: TableVersion | None,
-) -> tuple[np.ndarray | None, TableVersion | None]:
-    """``(observed, fallback)`` of a table of ``(adapter, snapshot)`` ranking ``observed`` that
-    keeps ``previous``'s rows for the other contexts. Exact simplifications: a previous table of
-    the same state lends its own rows to the new one (its mask joins ``observed``), and a table
-    of the chain whose contexts are all served by a nearer one is dropped."""
-    if previous is None:
-        return observed, None
-    mine = observed.copy()
-    covered = observed.copy()
-    links: list[TableVersion] = []
-    for table in previous.chain():
-        own = table.observed
-        if (table.adapter, table.snapshot) == (adapter, snapshot) and not links:
-            if own is None:
-                return None, None  # the same state holds every context
-            mine |= own
-            covered |= own
-            continue
-        if own is None or (own & ~covered).any():
-            links.append(table)
-        if own is None:
-            break
-        covered |= own
-    fallback: TableVersion | None = None
-    for table in reversed(links):
-        fallback = dataclasses.replace(table, fallback=fallback)
-    return mine, fallback
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(found, at)``: whether the table holds each context key, and its row."""
+        held = self.rows.keys
+        if held.shape[0] == 0:
+            return np.zeros(keys.shape[0], dtype=bool), np.zeros(keys.shape[0], dtype=np.int64)
+        at = np.minimum(np.searchsorted(held, keys), held.shape[0] - 1)
+        return held[at] == keys, at
 
 
 class ArmVersions:
@@ -712,6 +715,13 @@ class PolicyArm(Arm):
         #: per served day, what its lists scored, for the recall signals of the policy's state
         self.served_days: list[ServedPeriod] = []
         self._served_ids: np.ndarray | None = None
+        #: the arm's clock: the start, then each day's end (what the served rows' ages count from)
+        self.clock: datetime = datetime.min.replace(tzinfo=UTC)
+        #: contexts the arm's regenerations ranked or copied, by reason (TablePlan.counts)
+        self.regenerated_why: dict[str, int] = {}
+        self._row_ages: list[np.ndarray] = []
+        self._rows_current = 0
+        self._rows_scored = 0
 
     # -- state ------------------------------------------------------------------------------
 
@@ -814,36 +824,38 @@ class PolicyArm(Arm):
         check_window(window, now, "an action", who=f"policy {self.policy.name!r} of arm {self.name!r}")
 
     def _regenerate(self, action: RegenerateTable, history: TransitionSet, now: datetime) -> ActionOutcome:
+        cache = self.cache
         snapshot = self.knowledge if action.use_knowledge else None
-        observed: np.ndarray | None = None
-        if action.contexts == "observed":
+        observed = action.contexts == "observed"
+        if observed:
             window = action.observed_window
             if window is not None:
                 self._check_window(window, now)
-            ctx = observed_contexts(history, window)
-            observed = np.zeros(self.cache.n * self.cache.n, dtype=bool)
-            observed[ctx[:, 0] * self.cache.n + ctx[:, 1]] = True
-            n_contexts = int(ctx.shape[0])
+            contexts = observed_contexts(history, window)
         else:
-            n_contexts = self.cache.n * (self.cache.n - 1)
-        full = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
-                                              cost_model=self.cost_model)
-        n_full = n_contexts
+            contexts = cache.contexts_all()
+        n_full = int(contexts.shape[0])
+        full = cache.regenerate_estimate(n_full, with_evidence=snapshot is not None,
+                                         cost_model=self.cost_model)
         self.full_regeneration_flops += full.flops
-        self.full_regenerated_contexts += n_contexts
-        if self.cache.stack.regenerate == "delta" and self.table is not None:
-            n_contexts = self.changed_for(self.table, self.adapter, snapshot, observed)
-        estimate = self.cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
-                                                  cost_model=self.cost_model)
-        rate = self.cache.seconds_per_context()
+        self.full_regenerated_contexts += n_full
+        previous = self.table
+        kept: np.ndarray | None = None
+        if observed and action.fallback == "previous":
+            # The contexts it does not rank keep the served table's row (a workspace's rule).
+            contexts, kept = with_kept_rows(contexts, cache.n,
+                                            None if previous is None else previous.rows,
+                                            k=cache.stack.table_k)
+        # The engine's delta planner decides what is ranked and charged, as in a workspace.
+        plan = cache.plan(self.adapter, snapshot, contexts,
+                          None if previous is None else previous.rows, kept=kept,
+                          rule=KeepRule.of(action, cache.stack.keep), now=now.timestamp())
+        n_contexts = plan.changed
+        estimate = cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
+                                             cost_model=self.cost_model)
+        rate = cache.seconds_per_context()
         seconds = rate * n_contexts if rate > 0 else estimate.seconds
-        fallback: TableVersion | None = None
-        if observed is not None and action.fallback == "previous":
-            observed, fallback = fallback_chain(self.adapter, snapshot, observed, self.table)
-        self.versions.pending_table = TableVersion(
-            adapter=self.adapter, snapshot=snapshot, built_at=now,
-            backoff=self.cache.backoff(history, now), observed=observed, fallback=fallback,
-        )
+        self.versions.pending_table = self._table_of(plan, snapshot, now, history)
 
         def regenerate() -> Candidate:
             # Rows are materialised lazily when scored (see the module docstring).
@@ -860,48 +872,37 @@ class PolicyArm(Arm):
             return outcome
         self.cost.regenerated_contexts += n_contexts
         self.cost.table_regenerations += 1
+        for why, count in plan.counts().items():
+            self.regenerated_why[why] = self.regenerated_why.get(why, 0) + count
         return outcome
 
-    def changed_for(
-        self, previous: TableVersion, adapter: str, snapshot: str | None, wanted: np.ndarray | None,
-    ) -> int:
-        """How many of the ``wanted`` contexts (a ``(n*n,)`` mask; None = every catalog context) a
-        delta regeneration of ``(adapter, snapshot)`` ranks after ``previous``: each unless the
-        table of ``previous``'s chain that serves it has ``adapter`` and the same prompt for it.
-        For a table without fallback this is :meth:`WorkCache.changed_contexts`."""
+    def _table_of(self, plan: TablePlan, snapshot: str | None, now: datetime,
+                  history: TransitionSet) -> TableVersion:
+        """The table a regeneration planned by ``plan`` serves: its rows' metadata and, for each
+        row, the state it is ranked in (a kept row's is the previous table's)."""
         cache = self.cache
-        valid = cache.valid_keys()
-        remaining = valid if wanted is None else (wanted & valid)
-        count = 0
-        for table in previous.chain():
-            if not remaining.any():
-                break
-            own = valid if table.observed is None else (table.observed & valid)
-            here = remaining & own
-            same = cache.same_prompts(table.adapter, table.snapshot, adapter, snapshot)
-            count += changed_count(here, own, same, table.adapter == adapter)
-            remaining = remaining & ~own
-        return count + int(remaining.sum())
+        rows = plan.next_rows(self.adapter, width=cache.stack.table_k)
+        states = np.full(rows.keys.shape[0], cache.state_id(self.adapter, snapshot), dtype=np.int32)
+        kept = np.flatnonzero((plan.why == KEPT_CLOSE) | (plan.why == KEPT_FALLBACK))
+        if kept.size:
+            assert self.table is not None  # a kept row is a row of the served table
+            states[kept] = self.table.states[plan.source[kept]]
+        return TableVersion(adapter=self.adapter, snapshot=snapshot, built_at=now,
+                            backoff=cache.backoff(history, now), rows=rows, states=states)
 
     def table_rows(self, table: TableVersion, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows ``(ids, scores)`` ``table`` serves for ``contexts``: its own state's for the
-        contexts it ranked, its fallback chain's for the others, ``-1`` where none holds one."""
-        keys = contexts[:, 0] * self.cache.n + contexts[:, 1]
-        if table.observed is None or table.observed[keys].all():
-            return self.cache.rows_for(table.adapter, table.snapshot, contexts)
-        width = self.cache.stack.table_k
+        """Rows ``(ids, scores)`` ``table`` serves for ``contexts``: each held context's row from
+        the state it was ranked in, ``-1`` where the table holds none."""
+        cache = self.cache
+        found, at = table.lookup(contexts[:, 0] * cache.n + contexts[:, 1])
+        width = cache.stack.table_k
         ids = np.full((contexts.shape[0], width), -1, dtype=np.int64)
         scores = np.full((contexts.shape[0], width), -np.inf, dtype=np.float64)
-        todo = np.arange(contexts.shape[0])
-        for link in table.chain():  # nearest first; each context from the first that holds it
-            if todo.size == 0:
-                break
-            own = (np.ones(todo.size, dtype=bool) if link.observed is None
-                   else link.observed[keys[todo]])
-            if own.any():
-                at = todo[own]
-                ids[at], scores[at] = self.cache.rows_for(link.adapter, link.snapshot, contexts[at])
-            todo = todo[~own]
+        state = np.where(found, table.states[at], -1)
+        for sid in np.unique(state[state >= 0]).tolist():
+            sel = np.flatnonzero(state == sid)
+            adapter, snapshot = cache.states[sid]
+            ids[sel], scores[sel] = cache.rows_for(adapter, snapshot, contexts[sel])
         return ids, scores
 
     # -- the Arm contract -------------------------------------------------------------------
@@ -909,9 +910,9 @@ class PolicyArm(Arm):
     def begin(self, history: TransitionSet, start: datetime) -> None:
         """Serve the shared initial adapter's no-knowledge table, then let the policy act."""
         self.data_start = ts_to_datetime(int(history.ts[0])) if len(history) else None
-        self.table = TableVersion(
-            adapter=INITIAL, snapshot=None, built_at=start, backoff=self.cache.backoff(history, start),
-        )
+        self.clock = start
+        plan = self.cache.plan(INITIAL, None, self.cache.contexts_all(), None, now=start.timestamp())
+        self.table = self._table_of(plan, None, start, history)
         self.adapter_trained_at = start
         self.initial_actions = self._act(history, start)
         self.initial_decisions = list(self.decisions)
@@ -927,6 +928,7 @@ class PolicyArm(Arm):
                 since=day.start, until=day.end, n=int(truth.shape[0]), hits=hits,
                 table_built_at=self.table.built_at, adapter_trained_at=self.adapter_trained_at))
         self._served_ids = None
+        self.clock = day.end
         return self._act(history, day.end)
 
     def _act(self, history: TransitionSet, now: datetime) -> list[str]:
@@ -957,7 +959,7 @@ class PolicyArm(Arm):
     def live_states(self) -> set[tuple[str, str | None]]:
         if self.table is None:
             return set()
-        states: set[tuple[str, str | None]] = {(t.adapter, t.snapshot) for t in self.table.chain()}
+        states = {self.cache.states[i] for i in np.unique(self.table.states).tolist()}
         if self.measure_rag_agreement and self.table.snapshot is not None:
             states.add((self.table.adapter, None))
         return states
@@ -967,6 +969,12 @@ class PolicyArm(Arm):
             raise RuntimeError(f"arm {self.name!r} has no table; begin() was not called")
         table = self.table
         ids, scores = self.table_rows(table, contexts)
+        found, at = table.lookup(contexts[:, 0] * self.cache.n + contexts[:, 1])
+        if found.any() and table.rows.verified_at is not None:
+            verified = table.rows.verified_at[at[found]]
+            self._row_ages.append(((self.clock.timestamp() - verified) / 86400.0).astype(np.float32))
+            self._rows_current += int((verified >= table.built_at.timestamp()).sum())
+            self._rows_scored += int(found.sum())
         rankings, levels = fill_rows(contexts, ids, scores, table.backoff, k)
         em = self.cache.adapters[table.adapter].metrics.get("exact_match_rate")
         if em is not None:
@@ -990,6 +998,19 @@ class PolicyArm(Arm):
     def exact_match_rate(self) -> float | None:
         return self._em_weighted / self._em_n if self._em_n else None
 
+    def row_age_metrics(self) -> dict[str, float | None]:
+        """How old the served rows were when scored, over every scored lookup a table row
+        served: the age of the evidence each was ranked from (days since it was last confirmed
+        current) at the start of the day it served, as quantiles, and the share of lookups served
+        by a row the serving table's own regeneration ranked or confirmed."""
+        ages = np.concatenate(self._row_ages) if self._row_ages else np.zeros(0)
+        out: dict[str, float | None] = {
+            f"row_age_days_{name}": (float(np.quantile(ages, q)) if ages.size else None)
+            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        }
+        out["rows_current_share"] = self._rows_current / self._rows_scored if self._rows_scored else None
+        return out
+
     def extra_metrics(self) -> dict[str, float | int | None]:
         return {
             "rag_equals_no_rag_top1": self._rag_same / self._rag_n if self._rag_n else None,
@@ -998,6 +1019,8 @@ class PolicyArm(Arm):
             "held_adapters": len(self.held),
             "regenerated_contexts": self.cost.regenerated_contexts,
             "regenerated_contexts_if_full": self.full_regenerated_contexts,
+            **{f"regenerate_{why}": self.regenerated_why.get(why, 0) for why in WHY_KEYS},
+            **self.row_age_metrics(),
             "regenerate_flops_if_full": self.full_regeneration_flops,
             "flops_if_full_regeneration": (
                 self.cost.flops - self.cost.by_action.get("regenerate_table", 0.0)

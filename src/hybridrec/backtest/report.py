@@ -105,7 +105,8 @@ def build_report(
             "llm": run.arm.llm,
             "metrics": metrics,
             "ci95": ci,
-            "cost": {**run.arm.cost.as_dict(), "flops_by_action": dict(run.arm.cost.by_action)},
+            "cost": {**run.arm.cost.as_dict(), "flops_by_action": dict(run.arm.cost.by_action),
+                     **cost_split(run.arm.cost.by_action, run.arm.cost.seconds_by_action)},
             "initial_actions": list(run.arm.initial_actions),
             **({"initial_decisions": list(run.arm.initial_decisions)} if run.arm.llm else {}),
             "runtime_seconds": {"serving": _r(run.seconds_serving, 3),
@@ -176,6 +177,18 @@ def build_report(
 
 
 #: The axes of the cost-quality frontier: lower cost is better, higher quality is better.
+#: The report's split of an arm's cost: fine-tuning, building the evidence (knowledge refreshes:
+#: counting and scoring the candidates over the knowledge window) and ranking (regenerations).
+COST_SPLIT: dict[str, str] = {"fine_tune": "fine_tune", "evidence": "refresh_knowledge",
+                              "ranking": "regenerate_table"}
+
+
+def cost_split(flops_by_action: dict[str, float], seconds_by_action: dict[str, float]) -> dict[str, Any]:
+    """``flops_split`` and ``seconds_split`` of an arm (:data:`COST_SPLIT`)."""
+    return {f"{unit}_split": {part: float(by.get(action, 0.0)) for part, action in COST_SPLIT.items()}
+            for unit, by in (("flops", flops_by_action), ("seconds", seconds_by_action))}
+
+
 PARETO_COST = "flops"
 PARETO_QUALITY = "hr@5"
 

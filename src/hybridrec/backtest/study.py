@@ -32,6 +32,7 @@ from hybridrec.backtest.protocol import Arm, Day
 from hybridrec.backtest.report import build_report, drift_summary
 from hybridrec.backtest.runner import ReplayResult, replay
 from hybridrec.config import PluginRef
+from hybridrec.engine.tables import KeepRule
 from hybridrec.errors import DataError, HybridrecError
 from hybridrec.plugins import build
 from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts, ts_to_datetime
@@ -94,6 +95,7 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path,
         training_evidence=llm.training_evidence,
         training_knowledge_days=llm.training_knowledge_days,
         regenerate=llm.regenerate,
+        keep=KeepRule(tolerance=llm.regenerate_tolerance, max_age_days=llm.max_row_age_days),
     )
 
 

@@ -283,7 +283,23 @@ PARITY_QUICK: dict[str, Any] = {
 }
 #: The full parity check: the demo's stack (the default study) on ML-1M's first 7 test days.
 PARITY_FULL: dict[str, Any] = {"start": "2000-06-01", "end": "2000-06-08", "bootstrap": 100}
-PARITY_ARMS = ("hybrid", "adaptive")
+#: ``hybrid-material`` is ``hybrid`` with the material-change rule and a staleness bound
+#: (:class:`~hybridrec.types.RegenerateTable`), so both drivers' delta planner is compared on
+#: rows kept within the tolerance and rows past the bound, not only on exact copies.
+PARITY_ARMS = ("hybrid", "adaptive", "hybrid-material")
+PARITY_MATERIAL = {"regenerate_tolerance": 0.1, "regenerate_max_age_days": 1.5}
+
+
+def parity_study(quick: bool = False) -> BacktestConfig:
+    """The parity check's study (:data:`PARITY_QUICK` or :data:`PARITY_FULL`) with the arms of
+    :data:`PARITY_ARMS`."""
+    base = BacktestConfig.model_validate({**(PARITY_QUICK if quick else PARITY_FULL),
+                                          "arms": ["hybrid", "adaptive"]})
+    hybrid = base.llm.policies["hybrid"]
+    material = {"policy": {"plugin": hybrid.plugin, "options": {**hybrid.options, **PARITY_MATERIAL}}}
+    return BacktestConfig.model_validate({**(PARITY_QUICK if quick else PARITY_FULL),
+                                          "arms": {"hybrid": {}, "adaptive": {},
+                                                   "hybrid-material": material}})
 
 
 def parity_suite(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
@@ -295,8 +311,7 @@ def parity_suite(quick: bool = False, workdir: Path | None = None) -> dict[str, 
 
     from hybridrec.backtest.study import run_backtest
 
-    config = BacktestConfig.model_validate({**(PARITY_QUICK if quick else PARITY_FULL),
-                                            "arms": list(PARITY_ARMS)})
+    config = parity_study(quick)
     out: dict[str, Any] = {"world": "synthetic" if quick else "ml-1m",
                            "days": f"{config.start.isoformat()}..{config.end.isoformat()}"}
     with tempfile.TemporaryDirectory(prefix="hybridrec-parity-", dir=workdir) as tmp:
@@ -308,7 +323,10 @@ def parity_suite(quick: bool = False, workdir: Path | None = None) -> dict[str, 
             replayed, _ = replay_workspace(config, arm, Path(tmp) / arm)
             differences = parity_differences(replayed, backtest, arm)
             entry = next(a for a in replayed["arms"] if a["name"] == arm)
+            measured = next(a for a in backtest["arms"] if a["name"] == arm)["metrics"]
             out.update({f"{arm}_differences": len(differences),
+                        f"{arm}_kept_close": measured.get("regenerate_close"),
+                        f"{arm}_ranked_stale": measured.get("regenerate_stale"),
                         f"{arm}_hr@5": entry["metrics"]["hr@5"],
                         f"{arm}_flops": entry["cost"]["flops"],
                         f"{arm}_replay_seconds": round(time.perf_counter() - t0, 1)})
@@ -321,9 +339,11 @@ __all__ = [
     "PARITY_ARMS",
     "PARITY_FIELDS",
     "PARITY_FULL",
+    "PARITY_MATERIAL",
     "PARITY_QUICK",
     "WorkspaceArm",
     "parity_differences",
+    "parity_study",
     "parity_suite",
     "replay_workspace",
 ]

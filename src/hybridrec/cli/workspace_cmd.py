@@ -270,6 +270,10 @@ def register(cli: click.Group) -> None:
                    f"  (lag {s['knowledge_lag_days']} days)")
         click.echo(f"  table       {v['table'] or '-'}  built {s['table_built_at'] or '-'}"
                    f"  {'with' if s['table_uses_knowledge'] else 'without'} knowledge")
+        ages = s.get("table_row_age_days")
+        if ages:
+            click.echo(f"  row ages    p50 {ages['p50']:g}, p90 {ages['p90']:g}, max {ages['max']:g} days "
+                       "since each row's evidence was last confirmed current")
         drift = info.get("drift") or {}
         if drift.get("top5_jaccard") is not None:
             click.echo(f"  drift       top-5 Jaccard {drift['top5_jaccard']:.3f} over {drift['pairs']} pairs "

@@ -65,11 +65,13 @@ from hybridrec.engine.state import (
     warn_signal,
 )
 from hybridrec.engine.tables import (
-    DIGEST_BYTES,
+    KeepRule,
     TableRows,
     plan_table,
     prompt_digests,
+    regeneration_note,
     run_plan,
+    signature_of,
     with_kept_rows,
     write_rows,
 )
@@ -377,6 +379,8 @@ class _Update:
         snapshot = p.knowledge_store.open(snapshot_path) if snapshot_path is not None else None
         table_path = served.path("table", served.served("table"), "")
         delta = self.config.serving.regenerate == "delta"
+        serving = self.config.serving
+        rule = KeepRule.of(action, KeepRule(serving.tolerance, serving.max_row_age_days))
         restricted = action.contexts == "observed" or self.config.serving.contexts == "observed"
         keeping = restricted and action.fallback == "previous"
         previous = (TableRows.load(table_path) if (delta or keeping) and table_path is not None
@@ -384,15 +388,13 @@ class _Update:
         kept = np.zeros(contexts.shape[0], dtype=bool)
         if keeping:  # the contexts it does not rank keep the served table's row
             contexts, kept = with_kept_rows(contexts, len(p.catalog), previous, k=self.config.serving.k)
-        digests = None
-        if delta:
-            ranked_digests = prompt_digests(gen, contexts[~kept], snapshot,
-                                            store=self.config.knowledge_store.plugin)
-            if ranked_digests is not None:
-                digests = np.zeros((contexts.shape[0], DIGEST_BYTES), dtype=np.uint8)
-                digests[~kept] = ranked_digests
+        store_name = self.config.knowledge_store.plugin
+        digests = prompt_digests(gen, contexts, snapshot, store=store_name) if delta or keeping else None
+        signature = (signature_of(contexts, snapshot, store=store_name)
+                     if delta and rule.material else None)
         plan = plan_table(contexts, len(p.catalog), digests, adapter, previous,
-                          k=self.config.serving.k, delta=delta, kept=kept)
+                          k=self.config.serving.k, delta=delta, kept=kept, signature=signature,
+                          rule=rule, now=self.now.timestamp())
         # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
         work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
                           use_knowledge=knowledge is not None)
@@ -428,14 +430,14 @@ class _Update:
                     "catalog_hash": p.catalog.hash, "reason": action.reason,
                     "regenerate": {"mode": "delta" if plan.delta else "full",
                                    "ranked": int(plan.rank.size), "changed": plan.changed,
-                                   "copied": plan.copied,
+                                   "copied": plan.copied, "why": plan.counts(),
+                                   "tolerance": rule.tolerance,
+                                   "max_row_age_days": rule.max_age_days,
                                    **({"fallback": action.fallback, "kept": plan.n_kept}
                                       if restricted else {})},
                 }
                 writer.commit(manifest)
-                TableRows(adapter=adapter, keys=contexts[:, 0] * len(p.catalog) + contexts[:, 1],
-                          ids=ids, scores=scores,
-                          digests=plan.row_digests(adapter)).save(staging.path)
+                plan.next_rows(adapter, ids, scores).save(staging.path)
             except BaseException:
                 writer.abort()
                 ws.store.abort(staging)
@@ -452,13 +454,7 @@ class _Update:
                           now=self.now, reason=action.reason, guardrails=self.config.guardrails,
                           budget=self.config.budget)
         if outcome.status == "ok":
-            n = int(contexts.shape[0]) - plan.n_kept
-            outcome.note = (
-                f"delta: re-ranked {plan.changed:,} of {n:,} contexts whose prompt changed, "
-                f"copied {plan.copied - plan.n_kept:,}" if plan.delta else f"full: ranked {n:,} contexts"
-            )
-            if plan.n_kept:
-                outcome.note += f"; kept the served row of {plan.n_kept:,} contexts not ranked"
+            outcome.note = regeneration_note(plan, rule.tolerance if rule.material else None)
         return outcome
 
     def run(self, data: Path | None, items: Path | None,

@@ -145,16 +145,25 @@ class FakePrompts:
     lengths: np.ndarray
 
 
+class PromptFakeOptions(SleepOptions):
+    #: also render each evidence item's support count (as the rerank template renders numbers)
+    render_support: bool = False
+
+
 class PromptFakeGenerator(FakeGenerator):
-    """``fake-prompt-gen``: ``fake-gen`` plus :class:`~hybridrec.capabilities.PromptEncoder`."""
+    """``fake-prompt-gen``: ``fake-gen`` plus :class:`~hybridrec.capabilities.PromptEncoder`
+    (prompts: the context and the evidence clusters; with ``render_support`` their counts too)."""
 
     name: ClassVar[str] = "fake-prompt-gen"
+    Options: ClassVar[type[BaseModel]] = PromptFakeOptions
 
     def encode(self, contexts: np.ndarray, evidence: EvidenceBatch | None,
                as_of: np.ndarray | None) -> FakePrompts:
         parts = [np.asarray(contexts, dtype=np.int64)]
         if evidence is not None:
             parts.append(np.asarray(evidence.cluster, dtype=np.int64))
+            if self.options.render_support:
+                parts.append(np.asarray(evidence.support, dtype=np.int64))
         ids = np.concatenate(parts, axis=1)
         return FakePrompts(ids=ids, lengths=np.full(ids.shape[0], ids.shape[1], dtype=np.int64))
 

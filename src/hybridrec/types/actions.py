@@ -40,6 +40,21 @@ class RegenerateTable(Model):
     ``"backoff"``, the serving backoff (successors of ``c2``, then popularity); ``"previous"``, the
     served table's row for it, as it is (the backoff where the served table has none). Only ranked
     contexts are charged either way.
+
+    What a regeneration that keeps the adapter may keep without ranking (the engine's one delta
+    planner, :func:`hybridrec.engine.tables.plan_table`, in a workspace and in the backtest);
+    None takes the pipeline's ``[serving]`` value of the same name:
+
+    * ``tolerance`` (the **material-change rule**): ``0`` keeps a row only when the context's
+      rendered prompt is exactly the one it was ranked from (exact delta: the rows are those a
+      full regeneration writes). Above ``0``, a row is also kept when the context's evidence moved
+      at most ``tolerance`` from the evidence it was ranked from
+      (:func:`hybridrec.engine.tables.evidence_distance`: the total-variation distance between
+      the two candidate distributions, or the change of the context's log support, whichever is
+      larger), so drift accumulated over several refreshes still re-ranks it.
+    * ``max_row_age_days`` (the **staleness bound**): a row whose evidence was last confirmed
+      current (ranked, or found identical) longer ago than this is ranked again, whichever rule
+      kept it (the material-change rule, or ``fallback="previous"``). None: no bound.
     """
 
     kind: Literal["regenerate_table"] = "regenerate_table"
@@ -47,6 +62,8 @@ class RegenerateTable(Model):
     observed_window: TimeWindow | None = None
     use_knowledge: bool = True
     fallback: Literal["backoff", "previous"] = "backoff"
+    tolerance: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
+    max_row_age_days: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     reason: str = ""
 
 

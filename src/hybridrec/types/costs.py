@@ -41,6 +41,9 @@ class Workload(Model):
     guardrail_tokens: NonNegativeInt = 0
     #: Of ``inference_tokens``, those that render evidence (RAG prompts).
     evidence_tokens: NonNegativeInt = 0
+    #: (context, candidate) pairs a counting estimator scores to rank evidence (a store that
+    #: ranks every context's successors by an estimator, such as the stores' ``backoff``).
+    scored_candidates: NonNegativeInt = 0
     index_items: NonNegativeInt = 0
     index_dim: NonNegativeInt = 0
     index_trees: NonNegativeInt = 0
