@@ -155,7 +155,8 @@ def _promote(quick: bool, root: Path) -> dict[str, Any]:
 
 def serving_suite(quick: bool) -> dict[str, float | int | str]:
     """Serving table: batch lookup rate, SQLite single-lookup latency, promotion under reads, and
-    a ``hybridrec update`` on ML-1M by delta against full regeneration (:func:`update_delta`)."""
+    a ``hybridrec update`` on ML-1M: the preset's regeneration and exact delta against full
+    regeneration (:func:`update_delta`)."""
     with tempfile.TemporaryDirectory(prefix="hybridrec-bench-serving-") as tmp:
         root = Path(tmp)
         print("bench serving: batch lookup", file=sys.stderr)
@@ -202,9 +203,11 @@ def _write_ml1m(folder: Path, until_ts: int, from_ts: int | None = None) -> tupl
 
 
 def update_delta(quick: bool, root: Path) -> dict[str, Any]:
-    """``hybridrec update`` on ML-1M after a knowledge refresh that keeps the adapter: the
-    seconds of the whole update with ``[serving] regenerate = "delta"`` and ``"full"``, and
-    whether the two served tables are identical."""
+    """``hybridrec update`` on ML-1M after a knowledge refresh that keeps the adapter, three
+    ways: the preset's regeneration (``[serving]`` delta with the material-change rule), exact
+    delta (tolerance 0) and full regeneration; the seconds of each whole update, the contexts
+    each ranked, whether exact delta serves exactly the full table, and how many served lists
+    the material rule changed."""
     import json
     import shutil
     from datetime import datetime, timedelta
@@ -227,31 +230,41 @@ def update_delta(quick: bool, root: Path) -> dict[str, Any]:
     ))
     base = Workspace.init(root / "delta", config)
     run_update(base, log, items=items, now=start)  # fine-tune, refresh, full regeneration: untimed
-    full = root / "full"
-    shutil.copytree(base.root, full)
-    raw = json.loads((full / "config.json").read_text())
-    raw["serving"]["regenerate"] = "full"
-    (full / "config.json").write_text(json.dumps(raw))
+    folders = {"delta": base.root}
+    for mode, serving in (("exact", {"tolerance": 0.0}), ("full", {"regenerate": "full"})):
+        folders[mode] = root / mode
+        shutil.copytree(base.root, folders[mode])
+        raw = json.loads((folders[mode] / "config.json").read_text())
+        raw["serving"].update(serving)
+        (folders[mode] / "config.json").write_text(json.dumps(raw))
     seconds: dict[str, float] = {}
-    reports: dict[str, Any] = {}
-    for mode, ws in (("delta", base), ("full", Workspace(full))):
+    kinds: dict[str, list[str]] = {}
+    ranked: dict[str, int] = {}
+    tables: dict[str, Any] = {}
+    contexts = all_contexts(len(base.catalog()))
+    for mode, folder in folders.items():
+        ws = Workspace(folder)
         t0 = time.perf_counter()
-        reports[mode] = run_update(ws, nxt, items=items, now=later)
+        report = run_update(ws, nxt, items=items, now=later)
         seconds[mode] = time.perf_counter() - t0
-    kinds = {mode: [a.kind for a in r.actions] for mode, r in reports.items()}
-    delta_ws, full_ws = Workspace(base.root), Workspace(full)
-    contexts = all_contexts(len(delta_ws.catalog()))
-    a, b = delta_ws.lookup_batch(contexts, 10), full_ws.lookup_batch(contexts, 10)
-    manifest = delta_ws.store.get("tables", delta_ws.current()["table"]).manifest  # type: ignore[index]
+        kinds[mode] = [a.kind for a in report.actions]
+        ws = Workspace(folder)
+        manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
+        ranked[mode] = int(manifest.get("regenerate", {}).get("ranked", -1))
+        tables[mode] = ws.lookup_batch(contexts, 10)
+    same_actions = kinds["delta"] == kinds["exact"] == kinds["full"]
+    exact, full, delta = tables["exact"], tables["full"], tables["delta"]
     return {
         "update_delta_seconds": seconds["delta"],
+        "update_exact_seconds": seconds["exact"],
         "update_full_seconds": seconds["full"],
         "update_delta_ratio": seconds["delta"] / seconds["full"] if seconds["full"] else float("nan"),
+        "update_exact_ratio": seconds["exact"] / seconds["full"] if seconds["full"] else float("nan"),
         "update_actions": ",".join(kinds["delta"]),
-        "update_delta_ranked_contexts": int(manifest.get("regenerate", {}).get("ranked", -1)),
+        "update_delta_ranked_contexts": ranked["delta"],
+        "update_exact_ranked_contexts": ranked["exact"],
         "update_contexts": int(contexts.shape[0]),
-        "update_tables_identical": bool(
-            kinds["delta"] == kinds["full"] and np.array_equal(a.ids, b.ids)
-            and np.array_equal(a.scores, b.scores)
-        ),
+        "update_exact_tables_identical": bool(
+            same_actions and np.array_equal(exact.ids, full.ids) and np.array_equal(exact.scores, full.scores)),
+        "update_delta_lists_changed": int((delta.ids[:, :5] != full.ids[:, :5]).any(axis=1).sum()),
     }

@@ -129,7 +129,15 @@ def test_report_has_the_contract_schema_and_is_deterministic(fake_stack, catalog
         assert set(pair) >= {"a", "b", "metric", "delta", "ci95"}
         assert pair["a"] == "hybrid"
     assert {p["b"] for p in data["paired"]} == {"no-update", "markov-all", "popularity"}
-    assert (tmp_path / "report.md").read_text().startswith("# hybridrec backtest")
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("# hybridrec backtest")
+    assert "## Regeneration: what was ranked, copied and kept" in markdown
+    for arm in data["arms"]:
+        if arm["llm"]:  # the cost split adds up to the arm's cost, in flops and in seconds
+            assert sum(arm["cost"]["flops_split"].values()) == pytest.approx(arm["cost"]["flops"])
+            assert sum(arm["cost"]["seconds_split"].values()) == pytest.approx(arm["cost"]["seconds"])
+            m = arm["metrics"]
+            assert m["regenerated_contexts"] == m["regenerate_new"] + m["regenerate_changed"] + m["regenerate_stale"]
     documented = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
     keys = set(data) | {k for arm in data["arms"] for part in ("", "metrics", "cost")
                         for k in (arm[part] if part else arm)}

@@ -819,21 +819,32 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     regen = [a for a in report["arms"] if a["metrics"].get("regenerated_contexts_if_full")]
     if regen:
         mode = (report.get("setup") or {}).get("llm", {}).get("regenerate", "full")
-        out += ["", "## Regeneration cost: delta against full", "",
-                f"Charged mode: **{mode}**. A delta regeneration keeps the adapter and re-ranks only "
-                "the contexts whose rendered prompt (context and evidence as the generator renders "
-                "it) changed since the arm's previous table; the other rows are copied. Served "
-                "lists are identical in both modes.", "",
-                "| arm | regenerations | contexts ranked (delta) | contexts (full) | PFLOPs (delta) | PFLOPs (full) |",
-                "|---|---|---|---|---|---|"]
+        llm_setup = (report.get("setup") or {}).get("llm", {})
+        out += ["", "## Regeneration: what was ranked, copied and kept", "",
+                f"Charged mode: **{mode}** (tolerance {llm_setup.get('regenerate_tolerance', 0.0)}, "
+                f"staleness bound {llm_setup.get('max_row_age_days')} days, unless an arm's policy "
+                "sets its own). A delta regeneration that keeps the adapter copies the row of a "
+                "context whose rendered prompt is unchanged (exact), keeps the row of one whose "
+                "evidence moved within the tolerance of the evidence it was ranked from (the "
+                "material-change rule; not exact), ranks every row older than the staleness bound, "
+                "and ranks the rest. Row ages are over the scored lookups a table row served: days "
+                "since its evidence was last confirmed current, at the start of the serving day.", "",
+                "| arm | regenerations | ranked | copied (same prompt) | kept (within tolerance) | "
+                "kept (not ranked) | ranked past the bound | contexts (full) | ranked / full | "
+                "row age p50 / p90 / max (days) | PFLOPs (charged) | PFLOPs (all full) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for a in regen:
             m, c = a["metrics"], a["cost"]
             delta_flops = (c["flops"] if mode == "delta" else
                            m["flops_if_full_regeneration"])
+            full = m["regenerated_contexts_if_full"]
+            ages = " / ".join(_fmt(m.get(f"row_age_days_{q}"), 1) for q in ("p50", "p90", "max"))
             out.append(
                 f"| {a['name']} | {c['table_regenerations']} | {m['regenerated_contexts']:,} | "
-                f"{m['regenerated_contexts_if_full']:,} | {_sci(delta_flops / 1e15)} | "
-                f"{_sci(m['flops_if_full_regeneration'] / 1e15)} |"
+                f"{m.get('regenerate_same', 0):,} | {m.get('regenerate_close', 0):,} | "
+                f"{m.get('regenerate_fallback', 0):,} | {m.get('regenerate_stale', 0):,} | "
+                f"{full:,} | {m['regenerated_contexts'] / full:.1%} | {ages} | "
+                f"{_sci(delta_flops / 1e15)} | {_sci(m['flops_if_full_regeneration'] / 1e15)} |"
             )
     drift = report.get("drift")
     if drift and drift.get("mean") is not None:

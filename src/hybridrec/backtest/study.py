@@ -376,9 +376,11 @@ def _replay_once(
                     "table rows are materialised only for the contexts scored, stored per adapter "
                     "keyed by the rendered prompt and reused by every state with the same prompt; "
                     "a full regeneration is charged for every catalog context, a delta "
-                    "regeneration for the contexts whose prompt changed"
+                    "regeneration for the contexts it ranks (the engine's delta planner)"
                 ),
                 "regenerate": config.llm.regenerate,
+                "regenerate_tolerance": config.llm.regenerate_tolerance,
+                "max_row_age_days": config.llm.max_row_age_days,
                 "reused_rows": cache.reused_rows,
                 "full_regeneration_flops": cache.regenerate_estimate(
                     cache.n * (cache.n - 1), with_evidence=True).flops,
