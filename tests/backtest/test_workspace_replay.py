@@ -32,9 +32,10 @@ def test_the_workspace_replay_equals_the_backtest_for_hybrid_and_adaptive(tmp_pa
     for arm in PARITY_ARMS:
         assert result[f"{arm}_differences"] == 0, result.get(f"{arm}_first_difference")
         assert 0.0 < result[f"{arm}_hr@5"] <= 1.0 and result[f"{arm}_flops"] > 0
-    # The material-change arm exercised both rules the drivers must agree on.
-    assert result["hybrid-material_kept_close"] > 0 and result["hybrid-material_ranked_stale"] > 0
-    assert result["hybrid_kept_close"] == 0
+    # The arms exercised every rule the drivers must agree on: rows kept within the tolerance
+    # (the preset's), none kept by exact delta, rows ranked past the staleness bound.
+    assert result["hybrid_kept_close"] > 0 and result["hybrid-exact_kept_close"] == 0
+    assert result["hybrid-stale_ranked_stale"] > 0
 
 
 def test_the_replay_drives_the_workspace_not_the_backtests_cache(

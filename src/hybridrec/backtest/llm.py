@@ -89,6 +89,7 @@ from hybridrec.engine.state import (
 from hybridrec.engine.tables import (
     KEPT_CLOSE,
     KEPT_FALLBACK,
+    RANKED_STALE,
     WHY_KEYS,
     EvidenceSignature,
     KeepRule,
@@ -834,11 +835,7 @@ class PolicyArm(Arm):
             contexts = observed_contexts(history, window)
         else:
             contexts = cache.contexts_all()
-        n_full = int(contexts.shape[0])
-        full = cache.regenerate_estimate(n_full, with_evidence=snapshot is not None,
-                                         cost_model=self.cost_model)
-        self.full_regeneration_flops += full.flops
-        self.full_regenerated_contexts += n_full
+        n_wanted = int(contexts.shape[0])
         previous = self.table
         kept: np.ndarray | None = None
         if observed and action.fallback == "previous":
@@ -851,6 +848,13 @@ class PolicyArm(Arm):
                           None if previous is None else previous.rows, kept=kept,
                           rule=KeepRule.of(action, cache.stack.keep), now=now.timestamp())
         n_contexts = plan.changed
+        # What it would rank copying and keeping nothing: the wanted contexts, and the rows a
+        # restricted regeneration ranks because they are past the staleness bound.
+        n_full = n_wanted + int(((plan.why == RANKED_STALE) & (kept if kept is not None else False)).sum())
+        full = cache.regenerate_estimate(n_full, with_evidence=snapshot is not None,
+                                         cost_model=self.cost_model)
+        self.full_regeneration_flops += full.flops
+        self.full_regenerated_contexts += n_full
         estimate = cache.regenerate_estimate(n_contexts, with_evidence=snapshot is not None,
                                              cost_model=self.cost_model)
         rate = cache.seconds_per_context()

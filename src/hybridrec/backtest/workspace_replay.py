@@ -283,11 +283,15 @@ PARITY_QUICK: dict[str, Any] = {
 }
 #: The full parity check: the demo's stack (the default study) on ML-1M's first 7 test days.
 PARITY_FULL: dict[str, Any] = {"start": "2000-06-01", "end": "2000-06-08", "bootstrap": 100}
-#: ``hybrid-material`` is ``hybrid`` with the material-change rule and a staleness bound
-#: (:class:`~hybridrec.types.RegenerateTable`), so both drivers' delta planner is compared on
-#: rows kept within the tolerance and rows past the bound, not only on exact copies.
-PARITY_ARMS = ("hybrid", "adaptive", "hybrid-material")
-PARITY_MATERIAL = {"regenerate_tolerance": 0.1, "regenerate_max_age_days": 1.5}
+#: ``hybrid`` runs the preset's regeneration (the material-change rule, tolerance 0.1, and the
+#: staleness bound); ``hybrid-exact`` regenerates by exact delta (tolerance 0) and
+#: ``hybrid-stale`` with a bound short enough to rank rows for it within the days, so both
+#: drivers' delta planner is compared on copied, kept and stale rows.
+PARITY_ARMS = ("hybrid", "adaptive", "hybrid-exact", "hybrid-stale")
+PARITY_VARIANTS: dict[str, dict[str, Any]] = {
+    "hybrid-exact": {"regenerate_tolerance": 0.0},
+    "hybrid-stale": {"regenerate_tolerance": 0.1, "regenerate_max_age_days": 1.5},
+}
 
 
 def parity_study(quick: bool = False) -> BacktestConfig:
@@ -296,10 +300,10 @@ def parity_study(quick: bool = False) -> BacktestConfig:
     base = BacktestConfig.model_validate({**(PARITY_QUICK if quick else PARITY_FULL),
                                           "arms": ["hybrid", "adaptive"]})
     hybrid = base.llm.policies["hybrid"]
-    material = {"policy": {"plugin": hybrid.plugin, "options": {**hybrid.options, **PARITY_MATERIAL}}}
-    return BacktestConfig.model_validate({**(PARITY_QUICK if quick else PARITY_FULL),
-                                          "arms": {"hybrid": {}, "adaptive": {},
-                                                   "hybrid-material": material}})
+    arms: dict[str, Any] = {"hybrid": {}, "adaptive": {}}
+    for name, options in PARITY_VARIANTS.items():
+        arms[name] = {"policy": {"plugin": hybrid.plugin, "options": {**hybrid.options, **options}}}
+    return BacktestConfig.model_validate({**(PARITY_QUICK if quick else PARITY_FULL), "arms": arms})
 
 
 def parity_suite(quick: bool = False, workdir: Path | None = None) -> dict[str, Any]:
@@ -339,8 +343,8 @@ __all__ = [
     "PARITY_ARMS",
     "PARITY_FIELDS",
     "PARITY_FULL",
-    "PARITY_MATERIAL",
     "PARITY_QUICK",
+    "PARITY_VARIANTS",
     "WorkspaceArm",
     "parity_differences",
     "parity_study",
