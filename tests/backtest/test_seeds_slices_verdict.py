@@ -237,6 +237,15 @@ def test_claim_met_only_if_every_arm_ran_and_every_seed_excludes_zero() -> None:
     first = _claims(verdict(report, demo))[0]
     assert first[1] == "not met" and "0.500x" in first[2]
 
+    # The cost bound holds on seed 0 but not on seed 1: not met, each seed's ratio named.
+    report = _report(everyone, {})
+    hybrid, weekly = report["arms"][0], next(a for a in report["arms"] if a["name"] == "ft-weekly")
+    hybrid["seeds"] = {"per_seed": [{"seed": 0, "cost": {"flops": 1.0}}, {"seed": 1, "cost": {"flops": 3.0}}]}
+    weekly["seeds"] = {"per_seed": [{"seed": 0, "cost": {"flops": 8.0}}, {"seed": 1, "cost": {"flops": 8.0}}]}
+    first = verdict(report, demo)["claims"][0]
+    assert first["status"] == "not met" and "0.375x" in first["reason"]
+    assert first["detail"]["cost_ratio_per_seed"] == {"0": 0.125, "1": 0.375}
+
     # Nothing LLM ran: not measured.
     v = verdict({"arms": [_arm("markov-all", llm=False)], "paired": []}, demo)
     assert [c["status"] for c in v["claims"]] == ["not measured"] * 3
