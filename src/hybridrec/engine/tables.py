@@ -162,7 +162,7 @@ class EvidenceSignature:
                                  np.where(mask[:, None], a.support, b.support))
 
 
-def evidence_distance(a: EvidenceSignature, b: EvidenceSignature, *, chunk: int = 16_384) -> np.ndarray:
+def evidence_distance(a: EvidenceSignature, b: EvidenceSignature, *, chunk: int = 4096) -> np.ndarray:
     """How far each context's evidence moved from ``a`` to ``b`` (``(n,)`` ``float64``, in
     ``[0, inf]``): the largest, over the weight channels, of the total-variation distance between
     the two candidate distributions (half the L1 distance of the weights matched by cluster: a
