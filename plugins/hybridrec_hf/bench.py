@@ -97,7 +97,9 @@ def _finetune_numbers(catalog: ClusterCatalog, transitions: Any, quick: bool) ->
     out: dict[str, Any] = {}
     may = TimeWindow(start=datetime(2000, 5, 2, tzinfo=UTC), end=datetime(2000, 6, 1, tzinfo=UTC))
     june = TimeWindow(start=datetime(2000, 6, 1, tzinfo=UTC), end=datetime(2000, 7, 1, tzinfo=UTC))
-    first = {"max_examples": 5000} if quick else {}
+    # Quick mode (run by the test suite) checks every code path on a few examples.
+    first = {"max_examples": 1000, "base_epochs": 1.0, "holdout_max": 100} if quick else {}
+    second = {**BACKTEST_LORA, **({"max_examples": 1000, "holdout_max": 100} if quick else {})}
     with tempfile.TemporaryDirectory(prefix="hybridrec-bench-") as tmp:
         gen = HFGenerator(HFOptions(device="cpu"), catalog)
         _log(f"first fine-tune (base pre-training) on {may.start.date()}..{may.end.date()}")
@@ -109,8 +111,8 @@ def _finetune_numbers(catalog: ClusterCatalog, transitions: Any, quick: bool) ->
         out["tiny_finetune_month_train_tokens"] = result.train_tokens
         for key in ("hr@1", "hr@5", "hr@5_rag", "exact_match_rate"):
             out[f"tiny_finetune_month_{key}"] = round(result.metrics[key], 4)
-        _log(f"warm-start LoRA on {june.start.date()}..{june.end.date()} with {BACKTEST_LORA}")
-        lora = LoraFineTuner(LoraOptions(**BACKTEST_LORA)).fine_tune(
+        _log(f"warm-start LoRA on {june.start.date()}..{june.end.date()} with {second}")
+        lora = LoraFineTuner(LoraOptions(**second)).fine_tune(
             gen, transitions, june, Path(tmp) / "second", previous_adapter=Path(tmp) / "first"
         )
         out["tiny_finetune_lora_month_seconds"] = round(lora.seconds, 2)
@@ -422,7 +424,7 @@ def generator_suite(quick: bool) -> dict[str, Any]:
     gen = HFGenerator(HFOptions(device="cpu"), catalog)
     contexts = all_contexts(len(catalog))
     if quick:
-        contexts = contexts[:20000]
+        contexts = contexts[:4096]
     results["tiny_model_parameters"] = gen.num_parameters()
     _log(f"ranking {len(contexts)} contexts with the tiny preset on CPU")
     results["tiny_rank_contexts_per_s"] = round(rank_throughput(gen, contexts, None), 1)
