@@ -159,6 +159,10 @@ def test_a_bad_option_names_the_environment_variable_or_set_that_gave_it(tmp_pat
     ('[serving]\nk = 5\n', {"HYBRIDREC__SERVING__K": "zero"}, "HYBRIDREC__SERVING__K"),
     ('[serving]\nk = 5\n', {"HYBRIDREC__COST_MODEL__OPTIONS__BOGUS": "1"}, "HYBRIDREC__COST_MODEL__OPTIONS__BOGUS"),
     (b'# caf\xe9\n', {}, "not UTF-8"),
+    ('[serving]\ntolerance = 2\n', {}, "serving.tolerance: Input should be less than or equal to 1"),
+    ('[serving]\nmax_row_age_days = 0\n', {}, "serving.max_row_age_days: Input should be greater than 0"),
+    ('[update_policy]\nplugin = "hybrid"\noptions = { regenerate_tolerance = -1 }\n', {},
+     "regenerate_tolerance: Input should be greater than or equal to 0"),
 ])
 def test_config_validate_and_init_reject_the_same_configs_with_the_same_message(
     text, env, message, tmp_path, monkeypatch, capsys
