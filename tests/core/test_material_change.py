@@ -192,3 +192,24 @@ def test_the_action_carries_the_rule() -> None:
         RegenerateTable(tolerance=-0.1)
     with pytest.raises(ValueError):
         RegenerateTable(max_row_age_days=0.0)
+
+
+def test_evidence_of_another_kind_is_never_close_and_kept_rows_become_unknown() -> None:
+    ctx = _contexts()
+    scores = np.ones((ctx.shape[0], 3))
+    previous = _previous(ctx, scores, at=0.0)
+    # the store now fills recent-window evidence: a third weight channel and a second support
+    n = ctx.shape[0]
+    batch = _evidence(ctx, np.tile(np.arange(3), (n, 1)), scores, None)
+    import dataclasses
+    recent = dataclasses.replace(batch, recent=np.ones((n, 3, 5)))
+    sig = EvidenceSignature.of(recent, n)
+    assert sig.weights.shape[2] == 3 and not sig.comparable(previous.signature)  # type: ignore[arg-type]
+    assert np.isinf(evidence_distance(previous.signature, sig)).all()  # type: ignore[arg-type]
+    some = ctx[:3]
+    contexts, kept = with_kept_rows(some, N, previous, k=3)
+    plan = plan_table(contexts, N, _digests(np.ones((contexts.shape[0], 3))), "a", previous, k=3,
+                      kept=kept, signature=EvidenceSignature.of(recent.take(np.arange(contexts.shape[0])), contexts.shape[0]),
+                      rule=KeepRule(tolerance=0.5), now=DAY)
+    rows = plan.next_rows("a", previous.ids, previous.scores)
+    assert rows.signature is not None and np.isnan(rows.signature.weights[kept]).all()

@@ -137,6 +137,11 @@ class EvidenceSignature:
     def take(self, rows: np.ndarray) -> EvidenceSignature:
         return EvidenceSignature(self.clusters[rows], self.weights[rows], self.support[rows])
 
+    def comparable(self, other: EvidenceSignature) -> bool:
+        """Whether the two have the same channels (evidence of the same kind)."""
+        return (self.weights.shape[2:] == other.weights.shape[2:]
+                and self.support.shape[1:] == other.support.shape[1:])
+
     def stale(self, mask: np.ndarray) -> EvidenceSignature:
         """A copy whose ``mask`` rows are unknown (changed for every later comparison)."""
         weights = self.weights.copy()
@@ -173,7 +178,7 @@ def evidence_distance(a: EvidenceSignature, b: EvidenceSignature, *, chunk: int 
     n = len(a)
     if len(b) != n:
         raise ValueError(f"signatures of {n} and {len(b)} contexts")
-    if a.weights.shape[2:] != b.weights.shape[2:] or a.support.shape[1:] != b.support.shape[1:]:
+    if not a.comparable(b):
         return np.full(n, np.inf)
     m = max(a.clusters.shape[1], b.clusters.shape[1])
     a, b = a.widened(m), b.widened(m)
@@ -397,7 +402,8 @@ class TablePlan:
             if kept.size:
                 mask = np.zeros(n, dtype=bool)
                 mask[kept] = True
-                if prev is not None and prev.signature is not None and prev.adapter == adapter:
+                if (prev is not None and prev.signature is not None and prev.adapter == adapter
+                        and prev.signature.comparable(signature)):
                     signature = EvidenceSignature.merged(
                         mask, prev.signature.take(np.maximum(self.source, 0)), signature)
                 else:
