@@ -98,8 +98,8 @@ from hybridrec.engine.tables import (
     TableRows,
     digest_prompts,
     plan_table,
+    regeneration_plan,
     signature_of,
-    with_kept_rows,
 )
 from hybridrec.errors import PluginError
 from hybridrec.generation import observed_contexts
@@ -836,21 +836,20 @@ class PolicyArm(Arm):
         else:
             contexts = cache.contexts_all()
         n_wanted = int(contexts.shape[0])
-        previous = self.table
-        kept: np.ndarray | None = None
-        if observed and action.fallback == "previous":
-            # The contexts it does not rank keep the served table's row (a workspace's rule).
-            contexts, kept = with_kept_rows(contexts, cache.n,
-                                            None if previous is None else previous.rows,
-                                            k=cache.stack.table_k)
-        # The engine's delta planner decides what is ranked and charged, as in a workspace.
-        plan = cache.plan(self.adapter, snapshot, contexts,
-                          None if previous is None else previous.rows, kept=kept,
-                          rule=KeepRule.of(action, cache.stack.keep), now=now.timestamp())
+        previous = None if self.table is None else self.table.rows
+        # The engine's regeneration plan, a workspace's: what is ranked, copied, kept, charged.
+        plan = regeneration_plan(
+            action, contexts, cache.n, self.adapter, previous, k=cache.stack.table_k,
+            delta=cache.stack.regenerate == "delta", default=cache.stack.keep,
+            now=now.timestamp(), restricted=observed,
+            digests=lambda ctx: cache.digests(snapshot, ctx),
+            signature=lambda ctx: cache.signature(snapshot, ctx),
+        )
         n_contexts = plan.changed
         # What it would rank copying and keeping nothing: the wanted contexts, and the rows a
         # restricted regeneration ranks because they are past the staleness bound.
-        n_full = n_wanted + int(((plan.why == RANKED_STALE) & (kept if kept is not None else False)).sum())
+        kept = plan.kept if plan.kept is not None else np.zeros(plan.why.shape[0], dtype=bool)
+        n_full = n_wanted + int(((plan.why == RANKED_STALE) & kept).sum())
         full = cache.regenerate_estimate(n_full, with_evidence=snapshot is not None,
                                          cost_model=self.cost_model)
         self.full_regeneration_flops += full.flops

@@ -525,6 +525,29 @@ def plan_table(
                      delta=bool(exact or material), now=now, signature=signature)
 
 
+def regeneration_plan(
+    action: RegenerateTable, contexts: np.ndarray, n_clusters: int, adapter: str | None,
+    previous: TableRows | None, *, k: int, delta: bool, default: KeepRule, now: float,
+    restricted: bool, digests: Callable[[np.ndarray], np.ndarray | None],
+    signature: Callable[[np.ndarray], EvidenceSignature],
+) -> TablePlan:
+    """The plan of a regeneration ``action`` over ``contexts`` (the contexts it wants), the same
+    for a workspace's update and the backtest, which differ only in how they render prompts
+    (``digests``) and evidence (``signature``) and where they keep rows: a ``restricted``
+    regeneration whose fallback is the served table keeps the served row of every context it
+    does not rank (:func:`with_kept_rows`); then :func:`plan_table` with the action's rule
+    (``default``: the pipeline's ``[serving]`` values)."""
+    rule = KeepRule.of(action, default)
+    keeping = restricted and action.fallback == "previous"
+    kept = None
+    if keeping:
+        contexts, kept = with_kept_rows(contexts, n_clusters, previous, k=k)
+    rendered = digests(contexts) if delta or keeping else None
+    evidence = signature(contexts) if delta and rule.material else None
+    return plan_table(contexts, n_clusters, rendered, adapter, previous, k=k, delta=delta,
+                      kept=kept, signature=evidence, rule=rule, now=now)
+
+
 def regeneration_note(plan: TablePlan, tolerance: float | None = None) -> str:
     """One line saying how many contexts a regeneration re-ranked, copied and kept, and why."""
     c = plan.counts()
@@ -649,6 +672,7 @@ __all__ = [
     "plan_table",
     "prompt_digests",
     "regeneration_note",
+    "regeneration_plan",
     "run_plan",
     "signature_of",
     "with_kept_rows",

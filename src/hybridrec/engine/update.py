@@ -67,12 +67,11 @@ from hybridrec.engine.state import (
 from hybridrec.engine.tables import (
     KeepRule,
     TableRows,
-    plan_table,
     prompt_digests,
     regeneration_note,
+    regeneration_plan,
     run_plan,
     signature_of,
-    with_kept_rows,
     write_rows,
 )
 from hybridrec.errors import DataError, HybridrecError, PluginError
@@ -378,23 +377,21 @@ class _Update:
         snapshot_path = served.path("knowledge", knowledge, "snapshot")
         snapshot = p.knowledge_store.open(snapshot_path) if snapshot_path is not None else None
         table_path = served.path("table", served.served("table"), "")
-        delta = self.config.serving.regenerate == "delta"
         serving = self.config.serving
-        rule = KeepRule.of(action, KeepRule(serving.tolerance, serving.max_row_age_days))
-        restricted = action.contexts == "observed" or self.config.serving.contexts == "observed"
-        keeping = restricted and action.fallback == "previous"
-        previous = (TableRows.load(table_path) if (delta or keeping) and table_path is not None
+        delta = serving.regenerate == "delta"
+        restricted = action.contexts == "observed" or serving.contexts == "observed"
+        previous = (TableRows.load(table_path)
+                    if (delta or (restricted and action.fallback == "previous")) and table_path is not None
                     else None)
-        kept = np.zeros(contexts.shape[0], dtype=bool)
-        if keeping:  # the contexts it does not rank keep the served table's row
-            contexts, kept = with_kept_rows(contexts, len(p.catalog), previous, k=self.config.serving.k)
         store_name = self.config.knowledge_store.plugin
-        digests = prompt_digests(gen, contexts, snapshot, store=store_name) if delta or keeping else None
-        signature = (signature_of(contexts, snapshot, store=store_name)
-                     if delta and rule.material else None)
-        plan = plan_table(contexts, len(p.catalog), digests, adapter, previous,
-                          k=self.config.serving.k, delta=delta, kept=kept, signature=signature,
-                          rule=rule, now=self.now.timestamp())
+        default = KeepRule(serving.tolerance, serving.max_row_age_days)
+        plan = regeneration_plan(
+            action, contexts, len(p.catalog), adapter, previous, k=serving.k, delta=delta,
+            default=default, now=self.now.timestamp(), restricted=restricted,
+            digests=lambda ctx: prompt_digests(gen, ctx, snapshot, store=store_name),
+            signature=lambda ctx: signature_of(ctx, snapshot, store=store_name),
+        )
+        contexts, rule = plan.contexts, KeepRule.of(action, default)
         # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
         work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
                           use_knowledge=knowledge is not None)
