@@ -710,12 +710,12 @@ class Workspace:
         if not version or clock is None:
             return None
         try:
-            rows = TableRows.load(self.store.get("tables", str(version)).path)
+            verified = TableRows.load_verified_at(self.store.get("tables", str(version)).path)
         except (CorruptArtifactError, OSError, ValueError):
             return None
-        if rows is None or rows.verified_at is None or rows.keys.shape[0] == 0:
+        if verified is None or verified.shape[0] == 0:
             return None
-        ages = rows.ages_days(clock.timestamp())
+        ages = np.maximum(clock.timestamp() - verified, 0.0) / 86400.0
         return {name: round(float(np.quantile(ages, q)), 3)
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("max", 1.0))}
 

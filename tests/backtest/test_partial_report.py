@@ -118,7 +118,7 @@ def test_the_reported_empty_day_crash_inside_an_arm_gives_a_partial_report_and_i
             self.stacked = (np.concatenate(self.ids), np.concatenate(self.scores))
         return self.stacked
 
-    def rows_before_the_fix(self, table, contexts):  # type: ignore[no-untyped-def]
+    def rows_before_the_fix(self, table, contexts, held=None):  # type: ignore[no-untyped-def]
         # the served rows read straight from the table's state, as then (even for no context)
         return self.cache.rows_for(table.adapter, table.snapshot, contexts)
 

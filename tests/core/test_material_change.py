@@ -117,7 +117,7 @@ def test_tolerance_zero_is_exact_delta() -> None:
     loose = plan_table(ctx, N, _digests(after), "a", previous, k=3, now=DAY,
                        signature=_signature(ctx, after), rule=KeepRule(tolerance=0.05))
     assert loose.changed == 0 and (loose.why[::3] == KEPT_CLOSE).all()
-    assert "kept 10 whose evidence moved within the tolerance 0.05" in regeneration_note(loose, 0.05)
+    assert "kept 10 whose evidence moved within the tolerance 0.05" in regeneration_note(loose)
 
 
 def test_drift_accumulated_over_refreshes_is_compared_with_the_evidence_a_row_was_ranked_from() -> None:

@@ -97,7 +97,6 @@ from hybridrec.engine.tables import (
     TablePlan,
     TableRows,
     digest_prompts,
-    plan_table,
     regeneration_plan,
     signature_of,
 )
@@ -439,15 +438,19 @@ class WorkCache:
 
     def plan(
         self, adapter: str, snapshot: str | None, contexts: np.ndarray, previous: TableRows | None,
-        *, kept: np.ndarray | None = None, rule: KeepRule = KeepRule(), now: float = 0.0,
+        *, action: RegenerateTable | None = None, restricted: bool = False,
+        default: KeepRule = KeepRule(), now: float = 0.0,
     ) -> TablePlan:
-        """The engine's delta plan (:func:`~hybridrec.engine.tables.plan_table`, a workspace's)
-        of a table of ``(adapter, snapshot)`` over ``contexts`` after ``previous``."""
-        delta = self.stack.regenerate == "delta"
-        digests = self.digests(snapshot, contexts) if delta or kept is not None else None
-        signature = self.signature(snapshot, contexts) if delta and rule.material else None
-        return plan_table(contexts, self.n, digests, adapter, previous, k=self.stack.table_k,
-                          delta=delta, kept=kept, signature=signature, rule=rule, now=now)
+        """The engine's regeneration plan (:func:`~hybridrec.engine.tables.regeneration_plan`, a
+        workspace's) of a table of ``(adapter, snapshot)`` over ``contexts`` after ``previous``,
+        with prompts and evidence rendered from this cache."""
+        return regeneration_plan(
+            action or RegenerateTable(), contexts, self.n, adapter, previous, k=self.stack.table_k,
+            delta=self.stack.regenerate == "delta", default=default, now=now,
+            restricted=restricted,
+            render=lambda ctx, sig: (self.digests(snapshot, ctx),
+                                     self.signature(snapshot, ctx) if sig else None),
+        )
 
     def rows_for(
         self, adapter: str, snapshot: str | None, contexts: np.ndarray
@@ -838,13 +841,8 @@ class PolicyArm(Arm):
         n_wanted = int(contexts.shape[0])
         previous = None if self.table is None else self.table.rows
         # The engine's regeneration plan, a workspace's: what is ranked, copied, kept, charged.
-        plan = regeneration_plan(
-            action, contexts, cache.n, self.adapter, previous, k=cache.stack.table_k,
-            delta=cache.stack.regenerate == "delta", default=cache.stack.keep,
-            now=now.timestamp(), restricted=observed,
-            digests=lambda ctx: cache.digests(snapshot, ctx),
-            signature=lambda ctx: cache.signature(snapshot, ctx),
-        )
+        plan = cache.plan(self.adapter, snapshot, contexts, previous, action=action,
+                          restricted=observed, default=cache.stack.keep, now=now.timestamp())
         n_contexts = plan.changed
         # What it would rank copying and keeping nothing: the wanted contexts, and the rows a
         # restricted regeneration ranks because they are past the staleness bound.
@@ -893,11 +891,13 @@ class PolicyArm(Arm):
         return TableVersion(adapter=self.adapter, snapshot=snapshot, built_at=now,
                             backoff=cache.backoff(history, now), rows=rows, states=states)
 
-    def table_rows(self, table: TableVersion, contexts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def table_rows(self, table: TableVersion, contexts: np.ndarray,
+                   held: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``(ids, scores)`` ``table`` serves for ``contexts``: each held context's row from
-        the state it was ranked in, ``-1`` where the table holds none."""
+        the state it was ranked in, ``-1`` where the table holds none (``held``: the table's
+        :meth:`TableVersion.lookup` of the contexts, when already made)."""
         cache = self.cache
-        found, at = table.lookup(contexts[:, 0] * cache.n + contexts[:, 1])
+        found, at = held or table.lookup(contexts[:, 0] * cache.n + contexts[:, 1])
         width = cache.stack.table_k
         ids = np.full((contexts.shape[0], width), -1, dtype=np.int64)
         scores = np.full((contexts.shape[0], width), -np.inf, dtype=np.float64)
@@ -971,8 +971,8 @@ class PolicyArm(Arm):
         if self.table is None:
             raise RuntimeError(f"arm {self.name!r} has no table; begin() was not called")
         table = self.table
-        ids, scores = self.table_rows(table, contexts)
         found, at = table.lookup(contexts[:, 0] * self.cache.n + contexts[:, 1])
+        ids, scores = self.table_rows(table, contexts, (found, at))
         if found.any() and table.rows.verified_at is not None:
             verified = table.rows.verified_at[at[found]]
             self._row_ages.append(((self.clock.timestamp() - verified) / 86400.0).astype(np.float32))

@@ -75,15 +75,8 @@ def prompt_digests(
 ) -> np.ndarray | None:
     """A ``(n, 16)`` ``uint8`` digest of each context's rendered prompt (with the snapshot's
     evidence, as the executor renders it), or None when the generator cannot render prompts."""
-    if not isinstance(generator, PromptEncoder):
-        return None
-    out = np.zeros((contexts.shape[0], DIGEST_BYTES), dtype=np.uint8)
-    for part in batches(int(contexts.shape[0]), batch_size):
-        ctx = contexts[part]
-        evidence = (snapshot_evidence(snapshot, ctx, evidence_m, store=store)
-                    if snapshot is not None else None)
-        out[part] = digest_prompts(prompt_matrix(generator, ctx, evidence))
-    return out
+    return render_keys(generator, contexts, snapshot, batch_size=batch_size,
+                       evidence_m=evidence_m, store=store)[0]
 
 
 @dataclass
@@ -197,18 +190,7 @@ def evidence_distance(a: EvidenceSignature, b: EvidenceSignature, *, chunk: int 
     return out
 
 
-def signature_of(
-    contexts: np.ndarray, snapshot: KnowledgeSnapshot | None, *, batch_size: int = 16_384,
-    evidence_m: int | None = None, store: str | None = None,
-) -> EvidenceSignature:
-    """The :class:`EvidenceSignature` of each context's evidence in ``snapshot`` (as the
-    executor renders it)."""
-    parts = []
-    for part in batches(int(contexts.shape[0]), batch_size):
-        ctx = contexts[part]
-        evidence = (snapshot_evidence(snapshot, ctx, evidence_m, store=store)
-                    if snapshot is not None else None)
-        parts.append(EvidenceSignature.of(evidence, int(ctx.shape[0])))
+def _concat(parts: list[EvidenceSignature]) -> EvidenceSignature:
     if not parts:
         return EvidenceSignature.of(None, 0)
     m = max(p.clusters.shape[1] for p in parts)
@@ -216,6 +198,43 @@ def signature_of(
     return EvidenceSignature(np.concatenate([p.clusters for p in parts]),
                              np.concatenate([p.weights for p in parts]),
                              np.concatenate([p.support for p in parts]))
+
+
+def render_keys(
+    generator: Generator | None, contexts: np.ndarray, snapshot: KnowledgeSnapshot | None, *,
+    signature: bool = False, batch_size: int = 4096, evidence_m: int | None = None,
+    store: str | None = None,
+) -> tuple[np.ndarray | None, EvidenceSignature | None]:
+    """``(digests, signature)`` of ``contexts`` in ``snapshot``, from one pass over their
+    evidence (as the executor renders it): the ``(n, 16)`` prompt digests (None when
+    ``generator`` renders no prompts, or is None) and, with ``signature``, the
+    :class:`EvidenceSignature`."""
+    encoder = generator if isinstance(generator, PromptEncoder) else None
+    digests = None if encoder is None else np.zeros((contexts.shape[0], DIGEST_BYTES), dtype=np.uint8)
+    parts: list[EvidenceSignature] = []
+    if digests is not None or signature:
+        for part in batches(int(contexts.shape[0]), batch_size):
+            ctx = contexts[part]
+            evidence = (snapshot_evidence(snapshot, ctx, evidence_m, store=store)
+                        if snapshot is not None else None)
+            if digests is not None:
+                assert encoder is not None
+                digests[part] = digest_prompts(prompt_matrix(encoder, ctx, evidence))
+            if signature:
+                parts.append(EvidenceSignature.of(evidence, int(ctx.shape[0])))
+    return digests, (_concat(parts) if signature else None)
+
+
+def signature_of(
+    contexts: np.ndarray, snapshot: KnowledgeSnapshot | None, *, batch_size: int = 16_384,
+    evidence_m: int | None = None, store: str | None = None,
+) -> EvidenceSignature:
+    """The :class:`EvidenceSignature` of each context's evidence in ``snapshot`` (as the
+    executor renders it)."""
+    sig = render_keys(None, contexts, snapshot, signature=True, batch_size=batch_size,
+                      evidence_m=evidence_m, store=store)[1]
+    assert sig is not None
+    return sig
 
 
 @dataclass(frozen=True)
@@ -298,12 +317,16 @@ class TableRows:
                        digests=data.get("digests"), signature=signature,
                        verified_at=data.get("verified_at"))
 
-    def ages_days(self, now: float) -> np.ndarray:
-        """Each row's age in days at ``now`` (Unix seconds): since its evidence was last
-        confirmed current (``inf`` where unknown)."""
-        if self.verified_at is None:
-            return np.full(self.keys.shape[0], np.inf)
-        return np.maximum(now - self.verified_at, 0.0) / 86400.0
+    @staticmethod
+    def load_verified_at(folder: Path) -> np.ndarray | None:
+        """Only the rows' ``verified_at`` of a stored table (None: none recorded), without reading
+        its rows."""
+        path = Path(folder) / ROWS_FILE
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return data.get("verified_at")
+
 
 
 #: Why each context of a :class:`TablePlan` was ranked or kept (``TablePlan.why``).
@@ -342,6 +365,7 @@ class TablePlan:
     delta: bool = False
     now: float = 0.0
     signature: EvidenceSignature | None = None
+    rule: KeepRule = field(default_factory=KeepRule)
 
     @property
     def changed(self) -> int:
@@ -522,33 +546,34 @@ def plan_table(
     return TablePlan(contexts=contexts, keys=keys, digests=digests,
                      previous=previous if (source >= 0).any() else None, source=source, rank=rank,
                      same_as=same_as, why=why, kept=kept_mask if kept_mask.any() else None,
-                     delta=bool(exact or material), now=now, signature=signature)
+                     delta=bool(exact or material), now=now, signature=signature, rule=rule)
 
 
 def regeneration_plan(
     action: RegenerateTable, contexts: np.ndarray, n_clusters: int, adapter: str | None,
     previous: TableRows | None, *, k: int, delta: bool, default: KeepRule, now: float,
-    restricted: bool, digests: Callable[[np.ndarray], np.ndarray | None],
-    signature: Callable[[np.ndarray], EvidenceSignature],
+    restricted: bool,
+    render: Callable[[np.ndarray, bool], tuple[np.ndarray | None, EvidenceSignature | None]],
 ) -> TablePlan:
     """The plan of a regeneration ``action`` over ``contexts`` (the contexts it wants), the same
-    for a workspace's update and the backtest, which differ only in how they render prompts
-    (``digests``) and evidence (``signature``) and where they keep rows: a ``restricted``
-    regeneration whose fallback is the served table keeps the served row of every context it
-    does not rank (:func:`with_kept_rows`); then :func:`plan_table` with the action's rule
-    (``default``: the pipeline's ``[serving]`` values)."""
+    for a workspace's update and the backtest, which differ only in how they render the
+    contexts' prompt digests and evidence signatures (``render(contexts, signature)``, see
+    :func:`render_keys`) and where they keep rows: a ``restricted`` regeneration whose fallback
+    is the served table keeps the served row of every context it does not rank
+    (:func:`with_kept_rows`); then :func:`plan_table` with the action's rule (``default``: the
+    pipeline's ``[serving]`` values)."""
     rule = KeepRule.of(action, default)
     keeping = restricted and action.fallback == "previous"
     kept = None
     if keeping:
         contexts, kept = with_kept_rows(contexts, n_clusters, previous, k=k)
-    rendered = digests(contexts) if delta or keeping else None
-    evidence = signature(contexts) if delta and rule.material else None
+    rendered, evidence = (render(contexts, delta and rule.material) if delta or keeping
+                          else (None, None))
     return plan_table(contexts, n_clusters, rendered, adapter, previous, k=k, delta=delta,
                       kept=kept, signature=evidence, rule=rule, now=now)
 
 
-def regeneration_note(plan: TablePlan, tolerance: float | None = None) -> str:
+def regeneration_note(plan: TablePlan) -> str:
     """One line saying how many contexts a regeneration re-ranked, copied and kept, and why."""
     c = plan.counts()
     n = int(plan.contexts.shape[0])
@@ -562,8 +587,7 @@ def regeneration_note(plan: TablePlan, tolerance: float | None = None) -> str:
     if c["same"]:
         parts.append(f"copied {c['same']:,} with the same prompt")
     if c["close"]:
-        within = "" if tolerance is None else f" {tolerance:g}"
-        parts.append(f"kept {c['close']:,} whose evidence moved within the tolerance{within}")
+        parts.append(f"kept {c['close']:,} whose evidence moved within the tolerance {plan.rule.tolerance:g}")
     if c["fallback"]:
         parts.append(f"kept the served row of {c['fallback']:,} contexts not ranked")
     return "; ".join(parts)
@@ -673,6 +697,7 @@ __all__ = [
     "prompt_digests",
     "regeneration_note",
     "regeneration_plan",
+    "render_keys",
     "run_plan",
     "signature_of",
     "with_kept_rows",

@@ -67,11 +67,10 @@ from hybridrec.engine.state import (
 from hybridrec.engine.tables import (
     KeepRule,
     TableRows,
-    prompt_digests,
     regeneration_note,
     regeneration_plan,
+    render_keys,
     run_plan,
-    signature_of,
     write_rows,
 )
 from hybridrec.errors import DataError, HybridrecError, PluginError
@@ -388,10 +387,9 @@ class _Update:
         plan = regeneration_plan(
             action, contexts, len(p.catalog), adapter, previous, k=serving.k, delta=delta,
             default=default, now=self.now.timestamp(), restricted=restricted,
-            digests=lambda ctx: prompt_digests(gen, ctx, snapshot, store=store_name),
-            signature=lambda ctx: signature_of(ctx, snapshot, store=store_name),
+            render=lambda ctx, sig: render_keys(gen, ctx, snapshot, signature=sig, store=store_name),
         )
-        contexts, rule = plan.contexts, KeepRule.of(action, default)
+        contexts, rule = plan.contexts, plan.rule
         # Priced on what it ranks: the contexts whose prompt changed (all of them for a full one).
         work = p.workload("regenerate_table", transitions, n_window=0, n_contexts=plan.changed,
                           use_knowledge=knowledge is not None)
@@ -451,7 +449,7 @@ class _Update:
                           now=self.now, reason=action.reason, guardrails=self.config.guardrails,
                           budget=self.config.budget)
         if outcome.status == "ok":
-            outcome.note = regeneration_note(plan, rule.tolerance if rule.material else None)
+            outcome.note = regeneration_note(plan)
         return outcome
 
     def run(self, data: Path | None, items: Path | None,
