@@ -52,8 +52,9 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -86,6 +87,9 @@ from hybridrec_hf.template import (
     TextCodec,
 )
 from hybridrec_hf.trie import CandidateTrie, tree_scores
+
+if TYPE_CHECKING:
+    from hybridrec.plugin_refs import EvidenceConfig
 
 ADAPTER_LORA = "lora"
 ADAPTER_BASE = "base"
@@ -199,6 +203,15 @@ class HFGenerator(Generator):
 
     name: ClassVar[str] = "hf"
     Options: ClassVar[type[BaseModel]] = HFOptions
+
+    @classmethod
+    def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """From the evidence recipe: ``evidence_items`` (its candidates); the rerank template
+        also renders the recent-window counts exactly when the recipe has a recent window."""
+        out: dict[str, tuple[str, Any]] = {"evidence_items": ("candidates", recipe.candidates)}
+        if options.get("template") == "rerank":
+            out["rerank_recent"] = ("recent_days", recipe.recent_days is not None)
+        return out
 
     def guardrail_metrics(self) -> dict[str, str]:
         """Recall on the prompts served: the plain context's, and with the rerank template also

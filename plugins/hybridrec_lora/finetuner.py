@@ -41,10 +41,10 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from hybridrec.errors import DataError, PluginError
 from hybridrec.interfaces import EvidenceFn, FineTuner, FineTuneResult, Generator
 from hybridrec.types import EvidenceBatch, TimeWindow, TransitionSet, Workload
 from hybridrec_lora.evidence import daily_backoff_successors, trailing_top_successors
+
+if TYPE_CHECKING:
+    from hybridrec.plugin_refs import EvidenceConfig
 
 SCHEMA = "hybridrec.adapter/1"
 CHECKPOINTS = "checkpoints"
@@ -252,6 +255,20 @@ class LoraFineTuner(FineTuner):
     #: Runs as one rank of a torchrun/accelerate job (see :mod:`hybridrec.distributed`): each rank
     #: trains on its shard of every batch under DistributedDataParallel; rank 0 writes outputs.
     supports_distributed: ClassVar[bool] = True
+
+    @classmethod
+    def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """From the evidence recipe: the training evidence's ranking and history window, and
+        with the backoff estimator its alpha, weights and recent window (the serving store's)."""
+        out: dict[str, tuple[str, Any]] = {
+            "evidence_ranking": ("estimator", recipe.estimator),
+            "evidence_days": ("history_days", recipe.history_days),
+        }
+        if recipe.estimator == "backoff":
+            out.update(evidence_backoff_alpha=("alpha", recipe.alpha),
+                       evidence_backoff_weights=("weights", recipe.weights),
+                       evidence_recent_days=("recent_days", recipe.recent_days))
+        return out
 
     # -- data -----------------------------------------------------------------------------------
 

@@ -45,9 +45,9 @@ Shared rules (every policy here):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -61,9 +61,23 @@ from hybridrec.types import (
     TimeWindow,
 )
 
+if TYPE_CHECKING:
+    from hybridrec.plugin_refs import EvidenceConfig
+
 Unit = Literal["flops", "seconds", "money"]
 UNITS: tuple[Unit, ...] = ("flops", "seconds", "money")
 _EPS = timedelta(seconds=1)
+
+
+class _ReadsKnowledgeWindow:
+    """A policy whose refreshes count ``knowledge_days``: the evidence recipe's history window."""
+
+    Options: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """From the evidence recipe: ``knowledge_days`` (its history window)."""
+        return {"knowledge_days": ("history_days", recipe.history_days)}
 
 
 class _Options(BaseModel):
@@ -258,7 +272,7 @@ class PeriodicRagOptions(_RegenerateOptions):
     train_days: float = Field(default=30.0, gt=0, description="Window of the one initial fine-tune.")
 
 
-class PeriodicRagPolicy(UpdatePolicy):
+class PeriodicRagPolicy(_ReadsKnowledgeWindow, UpdatePolicy):
     """Refresh knowledge and regenerate every ``period_days`` on a fixed adapter (``rag-only``).
 
     With no adapter yet it fine-tunes once first; it never fine-tunes again.
@@ -290,7 +304,7 @@ class RagOnceOptions(_Options):
     train_days: float = Field(default=30.0, gt=0, description="Window of the one initial fine-tune.")
 
 
-class RagOncePolicy(UpdatePolicy):
+class RagOncePolicy(_ReadsKnowledgeWindow, UpdatePolicy):
     """Fine-tune once, build knowledge once, regenerate once (``rag-once``)."""
 
     name: ClassVar[str] = "rag-once"
@@ -319,7 +333,7 @@ class HybridOptions(_RegenerateOptions):
     warm_start: bool = True
 
 
-class HybridPolicy(UpdatePolicy):
+class HybridPolicy(_ReadsKnowledgeWindow, UpdatePolicy):
     """The paper's hybrid: fine-tune every 30 days, refresh knowledge + regenerate every 2 days.
 
     A fine-tune always comes with a refresh and a regeneration. Under a budget, the refresh group
@@ -424,7 +438,7 @@ class AdaptiveOptions(_RegenerateOptions):
         return self
 
 
-class AdaptivePolicy(UpdatePolicy):
+class AdaptivePolicy(_ReadsKnowledgeWindow, UpdatePolicy):
     """Acts on evidence of benefit, under a budget (beyond the paper).
 
     **The benefit rule** (``rule = "benefit"``, the default) reads the recall signals of

@@ -30,9 +30,10 @@ import json
 import os
 import time
 from abc import abstractmethod
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -55,13 +56,15 @@ from hybridrec_stores.stats import (
     global_table,
 )
 
+if TYPE_CHECKING:
+    from hybridrec.plugin_refs import EvidenceConfig
+
 #: What an Annoy-style store can do. An incremental store (one that takes upserts, e.g. a
 #: vector database) would set ``immutable_snapshots=False, incremental_add=True`` and usually
 #: ``memory_mapped=False``; policies and cost models read these flags instead of store names.
 SNAPSHOT_CAPABILITIES = StoreCapabilities(
     immutable_snapshots=True, incremental_add=False, memory_mapped=True
 )
-
 
 #: Options that change how fast a snapshot is built or opened, never its content; they are
 #: left out of the snapshot id so equal content gets an equal id.
@@ -205,6 +208,17 @@ class SnapshotStore(KnowledgeStore):
         super().__init__(options, catalog)
         check_catalog_size(len(catalog))
         self._cluster_emb: np.ndarray | None = None
+
+    @classmethod
+    def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """From the evidence recipe: ``m`` (its candidates); with the backoff estimator also the
+        granularity, the estimator's alpha and weights, and its recent window."""
+        out: dict[str, tuple[str, Any]] = {"m": ("candidates", recipe.candidates)}
+        if recipe.estimator == "backoff":
+            out.update(granularity=("estimator", "backoff"), backoff_alpha=("alpha", recipe.alpha),
+                       backoff_weights=("weights", recipe.weights),
+                       recent_days=("recent_days", recipe.recent_days))
+        return out
 
     @classmethod
     def evidence_provides(cls, options: BaseModel) -> frozenset[str]:

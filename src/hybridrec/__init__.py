@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it (imported on first access).
 _EXPORTS: dict[str, str] = {
     # configuration
+    "EvidenceConfig": "hybridrec.config",
     "PipelineConfig": "hybridrec.config",
     "PluginRef": "hybridrec.config",
     "load_config": "hybridrec.config",
@@ -96,6 +97,7 @@ __all__ = [
     "CostRecord",
     "Dataset",
     "EvidenceBatch",
+    "EvidenceConfig",
     "FineTune",
     "FineTuner",
     "Generator",

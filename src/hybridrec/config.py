@@ -34,19 +34,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from hybridrec.errors import ConfigError, format_validation_error
+from hybridrec.plugin_refs import EVIDENCE_ROLES, PLUGIN_ROLES, EvidenceConfig, PluginRef
 from hybridrec.presets import DEFAULT_PRESET, preset_data, preset_path
 from hybridrec.types import Budget, TimeWindow
 
 ENV_PREFIX = "HYBRIDREC__"
-
-
-class PluginRef(BaseModel):
-    """A plugin chosen by name, with its raw options (validated later by the plugin)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    plugin: str = Field(min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class GuardrailConfig(BaseModel):
@@ -258,12 +250,28 @@ class PipelineConfig(BaseModel):
     guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    evidence: EvidenceConfig | None = Field(
+        default=None,
+        description="The evidence recipe the store, the fine-tuner and the generator share "
+        "(the rerank preset declares one); None: each plugin's own evidence options.")
     budget: Budget = Field(default_factory=Budget)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     _origins: dict[tuple[str, ...], str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _evidence(self) -> PipelineConfig:
+        from hybridrec.plugins import apply_evidence  # the registry knows what each plugin reads
+
+        if self.evidence is not None:
+            problems = []
+            for role in EVIDENCE_ROLES:
+                try:
+                    setattr(self, role, apply_evidence(self.evidence, role, getattr(self, role)))
+                except ValueError as exc:
+                    problems.append(str(exc))
+            if problems:
+                raise ValueError("; ".join(problems))
+            return self  # the recipe set both sides (evidence_problems is for configs without one)
         problems = evidence_problems(self.generator, self.knowledge_store, self.fine_tuner)
         if problems:
             raise ValueError("; ".join(problems))
@@ -274,17 +282,6 @@ class PipelineConfig(BaseModel):
         """Where values that did not come from the file were set: config path -> an environment
         variable or ``--set`` (filled by :func:`load_config`; errors name them)."""
         return self._origins
-
-
-PLUGIN_ROLES: tuple[str, ...] = (
-    "dataset",
-    "generator",
-    "fine_tuner",
-    "knowledge_store",
-    "update_policy",
-    "cost_model",
-    "executor",
-)
 
 
 def _parse_value(raw: str) -> Any:
@@ -420,7 +417,9 @@ def config_from_layers(
         origins = []
         for err in exc.errors():
             loc = [str(part) for part in err["loc"]]
-            if _has_path(cli_layer, loc):
+            if not loc:  # a whole-config rule (the evidence recipe's): its message names the option
+                origins += [source, *(["--set"] if cli_layer else [])]
+            elif _has_path(cli_layer, loc):
                 origins.append("--set")
             elif _has_path(env_layer, loc):
                 origins.append(f"environment {ENV_PREFIX}{'__'.join(p.upper() for p in loc)}")
@@ -499,9 +498,11 @@ def _has_path(layer: Mapping[str, Any], loc: list[str]) -> bool:
 
 __all__ = [
     "ENV_PREFIX",
+    "EVIDENCE_ROLES",
     "PLUGIN_ROLES",
     "DataConfig",
     "DistributedConfig",
+    "EvidenceConfig",
     "GuardrailConfig",
     "InitialFineTuneConfig",
     "PipelineConfig",

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,6 +37,9 @@ from hybridrec.types import (
     TransitionSet,
     Workload,
 )
+
+if TYPE_CHECKING:
+    from hybridrec.plugin_refs import EvidenceConfig
 
 
 class NoOptions(BaseModel):
@@ -98,6 +101,17 @@ class Plugin(ABC):
                     exc, f"[{table or role + '.options'}] ", origins, model=cls.Options
                 )
             ) from None
+
+
+    @classmethod
+    def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """The options this plugin takes from the pipeline's evidence recipe (``[evidence]``,
+        :class:`~hybridrec.config.EvidenceConfig`), given the options written for it: option
+        name -> (the recipe field it comes from, its value). The pipeline fills them in before
+        the options are validated, and refuses an option written with another value, so a store,
+        a fine-tuner and a generator that all declare theirs cannot disagree about the evidence.
+        Default: none (the plugin reads no evidence, or only its own options)."""
+        return {}
 
 
 def _origin_of(loc: tuple[str, ...], origins: Mapping[tuple[str, ...], str] | None) -> str | None:

@@ -30,14 +30,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload
 
 import pluggy
 from pydantic import BaseModel
 
 from hybridrec import hookspecs
-from hybridrec.config import PLUGIN_ROLES, PipelineConfig, PluginRef
-from hybridrec.errors import ConfigError, PluginError, UnknownPluginError
+from hybridrec.errors import ConfigError, HybridrecError, PluginError, UnknownPluginError
 from hybridrec.interfaces import (
     ROLES,
     CostModel,
@@ -49,6 +48,7 @@ from hybridrec.interfaces import (
     TableExecutor,
     UpdatePolicy,
 )
+from hybridrec.plugin_refs import PLUGIN_ROLES, EvidenceConfig, PluginRef
 
 if TYPE_CHECKING:
     from hybridrec.types import ClusterCatalog
@@ -501,6 +501,42 @@ def as_ref(ref: Reference) -> PluginRef:
     raise ConfigError(f"a plugin reference is a name, a mapping or a PluginRef, got {type(ref).__name__}")
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def apply_evidence(recipe: EvidenceConfig, role: str, ref: PluginRef, *, strict: bool = True,
+                   table: str | None = None, section: str = "[evidence]") -> PluginRef:
+    """``ref`` with the options its plugin takes from the evidence ``recipe``
+    (:meth:`~hybridrec.interfaces.Plugin.evidence_options`) filled in; unchanged when the plugin
+    is not available here or reads no evidence. ``strict``: an option ``ref`` already sets to
+    another value is an error (a ValueError naming the option under ``table``, default
+    ``<role>.options``, the recipe field and ``section``, the recipe's table: a study's is
+    ``[llm.evidence]``); not strict: the recipe's value replaces it (a recipe changed in code,
+    applied over the options an earlier recipe filled)."""
+    try:
+        cls = registry().get(role, ref.plugin)
+    except HybridrecError:  # unknown or not installed: resolving the role reports it
+        return ref
+    wanted = cls.evidence_options(recipe, dict(ref.options))
+    if not wanted:
+        return ref
+    options = dict(ref.options)
+    problems: list[str] = []
+    for key, (source, value) in wanted.items():
+        if strict and key in options and not _same(options[key], value):
+            problems.append(
+                f"{table or role + '.options'}.{key} = {options[key]!r} differs from the evidence "
+                f"recipe's {source} = {getattr(recipe, source)!r}: set {source} in {section}, which "
+                "the store, the fine-tuner and the generator share")
+        options[key] = value
+    if problems:
+        raise ValueError("; ".join(problems))
+    return PluginRef(plugin=ref.plugin, options=options)
+
+
 def resolve_plugin(
     role: str,
     ref: Reference,
@@ -522,8 +558,19 @@ def resolve_plugin(
     return ResolvedPlugin(role=role, name=ref.plugin, cls=cls, options=options)
 
 
+class _Roles(Protocol):
+    """What :func:`resolve` reads of a :class:`~hybridrec.config.PipelineConfig` (typed by shape:
+    the config imports this module, not the other way round)."""
+
+    fine_tuner: PluginRef
+    initial_fine_tune: Any
+
+    @property
+    def origins(self) -> dict[tuple[str, ...], str]: ...
+
+
 def resolve(
-    config: PipelineConfig, source: str = "config", roles: tuple[str, ...] = PLUGIN_ROLES
+    config: _Roles, source: str = "config", roles: tuple[str, ...] = PLUGIN_ROLES
 ) -> dict[str, ResolvedPlugin]:
     """Resolve ``roles`` of ``config`` (default: every role); all problems in one
     :class:`~hybridrec.errors.ConfigError`."""
@@ -591,6 +638,7 @@ __all__ = [
     "Reference",
     "Registry",
     "ResolvedPlugin",
+    "apply_evidence",
     "as_ref",
     "build",
     "get",

@@ -8,8 +8,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from hybridrec.backtest.config import DEFAULT_POLICIES, BacktestConfig, LLMSettings
-from hybridrec.config import GuardrailConfig, PluginRef
+from hybridrec.backtest.config import BacktestConfig, LLMSettings
+from hybridrec.config import EvidenceConfig, GuardrailConfig, PluginRef
 from hybridrec.testing import fakes
 from hybridrec.types import UTC, ClusterCatalog, TransitionSet
 
@@ -64,11 +64,7 @@ def fake_config(**updates: object) -> BacktestConfig:
         guardrails=GuardrailConfig(enabled=False),
         # The synthetic data drifts every 10 days, so its RAG arms read the last 14 days (the
         # demo's all-history window suits ML-1M, whose pair-level drift is near noise).
-        policies={
-            name: PluginRef(plugin=ref.plugin, options={**ref.options, "knowledge_days": 14.0})
-            if "knowledge_days" in ref.options else ref
-            for name, ref in DEFAULT_POLICIES.items()
-        },
+        evidence=EvidenceConfig(history_days=14.0),
     )
     base = {
         "dataset": "synthetic",

@@ -13,8 +13,8 @@ def _config(**llm: object) -> BacktestConfig:
         "dataset": "synthetic",
         "dataset_options": {"n_interactions": 8000, "n_clusters": 10, "days": 40, "seed": 1},
         "start": "2000-01-31", "end": "2000-02-05", "arms": ["rag-once"],
-        "llm": {"knowledge_store": {"plugin": "exact", "options": {"granularity": "backoff", "m": 4}},
-                "fine_tuner": {"plugin": "lora", "options": {"evidence_ranking": "backoff"}}, **llm},
+        "llm": {"evidence": {"candidates": 4}, "knowledge_store": {"plugin": "exact"},
+                "fine_tuner": {"plugin": "lora"}, **llm},
     })
 
 
@@ -33,6 +33,12 @@ def test_store_and_training_evidence_get_the_configuration_chosen_on_validation(
     store, tuner = tuned.llm.knowledge_store.options, tuned.llm.fine_tuner.options
     assert store["backoff_alpha"] == tuner["evidence_backoff_alpha"] == chosen["chosen"]["alpha"]
     assert tuple(store["backoff_weights"]) == tuple(tuner["evidence_backoff_weights"])
+    # the evidence recipe records the choice, so a deployed arm's pipeline carries it too
+    assert tuned.llm.evidence.alpha == chosen["chosen"]["alpha"]
+    assert tuple(tuned.llm.evidence.weights) == tuple(store["backoff_weights"])
+    deployed = tuned.arm_pipeline("rag-once")
+    assert deployed.evidence == tuned.llm.evidence
+    assert deployed.knowledge_store.options["backoff_alpha"] == chosen["chosen"]["alpha"]
     # Test days are never read: planting anything after the start changes nothing.
     again, same = with_validated_candidates(config, transitions)
     assert same == chosen and again.llm == tuned.llm
@@ -61,7 +67,6 @@ def test_configured_options_are_kept_when_asked_or_when_the_store_is_not_backoff
     config = _config(candidate_estimator="configured")
     _, transitions = load_data(config)
     assert with_validated_candidates(config, transitions) == (config, None)
-    plain = _config(knowledge_store={"plugin": "exact", "options": {"m": 4}},
-                    fine_tuner={"plugin": "lora", "options": {"evidence_ranking": "pair"}},
+    plain = _config(evidence={"estimator": "pair", "candidates": 4},
                     generator={"plugin": "hf", "options": {"preset": "tiny"}})
     assert with_validated_candidates(plain, transitions) == (plain, None)

@@ -174,7 +174,10 @@ def test_the_list_form_is_the_table_form_of_presets() -> None:
     legacy = BacktestConfig.model_validate({
         "arms": {"hybrid": {}, "twin": {"preset": "hybrid"}},
         "llm": {"policies": {"hybrid": custom.model_dump()}}})
-    assert legacy.arm_plan("hybrid").policy == legacy.arm_plan("twin").policy == custom
+    # (its knowledge window from the study's evidence recipe)
+    expected = PluginRef(plugin="periodic-rag", options={
+        "period_days": 3.0, "knowledge_days": legacy.llm.evidence.history_days})
+    assert legacy.arm_plan("hybrid").policy == legacy.arm_plan("twin").policy == expected
 
 
 def _study(tmp_path: Path, text: str) -> Path:
@@ -208,6 +211,7 @@ def test_arms_on_the_command_line_pick_among_the_studys_tables(tmp_path) -> None
                             '[arms.markov-all]\n')
     picked = load_backtest_config(path, arms=["gate", "popularity"])
     assert list(picked.arms) == ["gate", "popularity"]
-    assert picked.arm_plan("gate").policy == PluginRef(plugin="adaptive", options={"rule": "drift"})
+    assert picked.arm_plan("gate").policy == PluginRef(plugin="adaptive", options={
+        "rule": "drift", "knowledge_days": picked.llm.evidence.history_days})
     with pytest.raises(ConfigError, match=r"--arms names \['gaet'\].*its arms are gate, markov-all"):
         load_backtest_config(path, arms=["gaet"])

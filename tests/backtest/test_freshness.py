@@ -21,15 +21,14 @@ def _study(**world: Any) -> dict[str, dict[str, Any]]:
         "bootstrap": 200, "threads": 1,
         "llm": {
             "warmup_days": 30,
+            "evidence": {"candidates": 4},
             "generator": {"plugin": "hf", "options": {
-                "preset": "tiny", "template": "rerank", "evidence_items": 4, "num_threads": 1,
+                "preset": "tiny", "template": "rerank", "num_threads": 1,
                 "tiny": {"hidden_size": 32, "intermediate_size": 64}}},
-            "knowledge_store": {"plugin": "exact", "options": {
-                "granularity": "backoff", "m": 4, "min_support": 0}},
+            "knowledge_store": {"plugin": "exact", "options": {"min_support": 0}},
             "fine_tuner": {"plugin": "lora", "options": {
                 "max_examples": 3000, "holdout_max": 200, "guardrail_samples": 16,
-                "balance": "none", "rag_fraction": 0.8, "evidence_days": 3650.0,
-                "evidence_ranking": "backoff", "base_epochs": 3}},
+                "balance": "none", "rag_fraction": 0.8, "base_epochs": 3}},
             "measure_rag_agreement": False,
         },
     })

@@ -48,12 +48,18 @@ def test_plain_init_deploys_the_preset(tmp_path: Path, capsys: pytest.CaptureFix
 def test_a_file_starting_from_the_preset_merges_or_replaces_roles(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.toml"
     path.write_text('preset = "rerank"\n'
-                    '[generator.options]\nevidence_items = 16\n'
-                    '[update_policy]\nplugin = "adaptive"\noptions = { knowledge_days = 3650.0 }\n')
+                    '[generator.options]\nrerank_numeric = false\n'
+                    '[update_policy]\nplugin = "adaptive"\noptions = { rule = "drift" }\n')
     config, preset = load_config(path), load_preset("rerank")
-    assert config.generator.options == {**preset.generator.options, "evidence_items": 16}
-    assert config.update_policy.options == {"knowledge_days": 3650.0}  # another plugin: replaced
+    assert config.generator.options == {**preset.generator.options, "rerank_numeric": False}
+    # another plugin: replaced (its knowledge window from the preset's evidence recipe)
+    assert config.update_policy.options == {"rule": "drift", "knowledge_days": 3650.0}
     assert config.fine_tuner == preset.fine_tuner and config.initial_fine_tune == preset.initial_fine_tune
+    # the evidence recipe is a section like any other: the file's values merge over the preset's
+    path.write_text('preset = "rerank"\n[evidence]\ncandidates = 16\n')
+    more = load_config(path)
+    assert more.evidence is not None and more.evidence.alpha == 128.0
+    assert more.generator.options["evidence_items"] == more.knowledge_store.options["m"] == 16
     bad = tmp_path / "bad.toml"
     bad.write_text('preset = "rernak"\n')
     with pytest.raises(ConfigError, match=r"unknown preset 'rernak'.*did you mean 'rerank'"):
@@ -96,5 +102,6 @@ def test_a_report_arm_deploys_exactly_what_it_ran(
 def test_a_set_that_names_another_plugin_replaces_the_role(tmp_path: Path) -> None:
     config = load_preset("rerank", overrides=("update_policy.plugin=adaptive",
                                               "fine_tuner.options.max_examples=100"))
-    assert config.update_policy.plugin == "adaptive" and config.update_policy.options == {}
+    assert config.update_policy.plugin == "adaptive"
+    assert config.update_policy.options == {"knowledge_days": load_preset("rerank").evidence.history_days}  # type: ignore[union-attr]
     assert config.fine_tuner.options == {**load_preset("rerank").fine_tuner.options, "max_examples": 100}

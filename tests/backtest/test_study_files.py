@@ -31,20 +31,23 @@ def test_study_file_loads_and_its_plugin_options_validate(path: Path) -> None:
 
 def test_recent_window_evidence_must_be_configured_on_both_sides() -> None:
     # a generator that renders recent-window counts needs them from the store (serving) and
-    # from the fine-tuner (training), over the same days
+    # from the fine-tuner (training), over the same days: the study's evidence recipe sets all three
     from hybridrec.backtest.config import LLMSettings
-    from hybridrec.config import PluginRef
+    from hybridrec.config import EvidenceConfig, PluginRef
 
-    generator = PluginRef(plugin="hf", options={"template": "rerank", "rerank_recent": True})
-    store = PluginRef(plugin="annoy", options={"granularity": "backoff", "recent_days": 7})
-    tuner = PluginRef(plugin="lora", options={"evidence_ranking": "backoff", "evidence_recent_days": 7})
-    LLMSettings(generator=generator, knowledge_store=store, fine_tuner=tuner)
-    for bad_store, bad_tuner in (
-        (PluginRef(plugin="annoy", options={"granularity": "backoff"}), tuner),
-        (store, PluginRef(plugin="lora", options={"evidence_ranking": "backoff", "evidence_recent_days": 14})),
+    llm = LLMSettings(evidence=EvidenceConfig(recent_days=7))
+    assert llm.generator.options["rerank_recent"] is True
+    assert llm.knowledge_store.options["recent_days"] == llm.fine_tuner.options["evidence_recent_days"] == 7
+    # one side written alone is refused, naming the recipe's section
+    for role, ref in (
+        ("knowledge_store", PluginRef(plugin="annoy", options={"recent_days": 7})),
+        ("fine_tuner", PluginRef(plugin="lora", options={"evidence_recent_days": 14})),
+        ("generator", PluginRef(plugin="hf", options={"template": "rerank", "rerank_recent": True})),
     ):
-        with pytest.raises(ValidationError, match="recent_days"):
-            LLMSettings(generator=generator, knowledge_store=bad_store, fine_tuner=bad_tuner)
+        with pytest.raises(ValidationError, match=rf"llm\.{role}\.options\.\w+ = .* differs from the "
+                                                  r"evidence recipe's recent_days = None: set recent_days "
+                                                  r"in \[llm\.evidence\]"):
+            LLMSettings(**{role: ref})
 
 
 def test_an_arm_with_its_own_stack_and_a_workspace_are_checked_the_same_way() -> None:
@@ -54,7 +57,7 @@ def test_an_arm_with_its_own_stack_and_a_workspace_are_checked_the_same_way() ->
     generator = PluginRef(plugin="hf", options={"template": "rerank", "rerank_recent": True})
     store = PluginRef(plugin="annoy", options={"granularity": "backoff", "recent_days": 7})
     tuner = PluginRef(plugin="lora", options={"evidence_ranking": "backoff", "evidence_recent_days": 3})
-    with pytest.raises(ValidationError, match=r"\[arms.mine\].*recent_days"):
+    with pytest.raises(ValidationError, match=r"arms\.mine\.\w+\.options\.\w+ = .*recent_days"):
         BacktestConfig(arms={"mine": {"preset": "hybrid", "generator": generator,
                                       "knowledge_store": store, "fine_tuner": tuner}})
     with pytest.raises(ValidationError, match="evidence_recent_days=3"):

@@ -121,12 +121,13 @@ bootstrap = 100
 dataset_options = { n_interactions = 20000, days = 35, n_clusters = 8, drift_rate = 0.8, seed = 0 }
 [llm]
 initial_fine_tune_options = { max_examples = 2000, base_epochs = 1 }
-generator = { plugin = "hf", options = { preset = "tiny", template = "rerank", evidence_items = 6, tiny = { hidden_size = 32, intermediate_size = 64, num_layers = 1 } } }
-knowledge_store = { plugin = "annoy", options = { granularity = "backoff", m = 6, min_support = 0 } }
-fine_tuner = { plugin = "lora", options = { max_examples = 300, holdout_max = 100, guardrail_samples = 16, balance = "none", rag_fraction = 0.8, evidence_days = 3650.0, evidence_ranking = "backoff" } }
+evidence = { candidates = 6 }
+generator = { plugin = "hf", options = { preset = "tiny", template = "rerank", tiny = { hidden_size = 32, intermediate_size = 64, num_layers = 1 } } }
+knowledge_store = { plugin = "annoy", options = { min_support = 0 } }
+fine_tuner = { plugin = "lora", options = { max_examples = 300, holdout_max = 100, guardrail_samples = 16, balance = "none", rag_fraction = 0.8 } }
 [llm.policies.hybrid]
 plugin = "hybrid"
-options = { fine_tune_every_days = 3, rag_every_days = 1, knowledge_days = 3650.0 }
+options = { fine_tune_every_days = 3, rag_every_days = 1 }
 """
 
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from hybridrec import hookimpl
-from hybridrec.config import load_config
+from hybridrec.config import EvidenceConfig, PipelineConfig, PluginRef, load_config
 from hybridrec.errors import ConfigError
 from hybridrec.interfaces import UpdatePolicy
 from hybridrec.plugins import resolve_plugin
@@ -201,23 +201,55 @@ def test_a_plugin_name_or_options_set_outside_the_file_are_reported_against_that
     assert str(info.value).startswith("--set update_policy.options.no_such: ")
 
 
-def test_train_serve_skew_of_the_evidence_cannot_be_configured() -> None:
+def test_the_evidence_recipe_is_declared_once_and_skew_cannot_be_configured() -> None:
+    from pydantic import ValidationError
+
     from hybridrec.config import load_preset
 
-    load_preset()  # the preset is consistent
+    config = load_preset()  # the preset is consistent
+    recipe = config.evidence
+    assert recipe is not None
+    # every evidence option of the store, the fine-tuner, the generator and the policy comes
+    # from the one [evidence] section
+    store, tuner = config.knowledge_store.options, config.fine_tuner.options
+    assert store["m"] == config.generator.options["evidence_items"] == recipe.candidates
+    assert store["granularity"] == "backoff" and tuner["evidence_ranking"] == "backoff"
+    assert tuner["evidence_days"] == config.update_policy.options["knowledge_days"] == recipe.history_days
+    assert store["backoff_alpha"] == tuner["evidence_backoff_alpha"] == recipe.alpha
+    moved = load_preset(overrides=("evidence.candidates=16", "evidence.recent_days=3", "evidence.alpha=64"))
+    store, tuner = moved.knowledge_store.options, moved.fine_tuner.options
+    assert store["m"] == moved.generator.options["evidence_items"] == 16
+    assert store["recent_days"] == tuner["evidence_recent_days"] == 3
+    assert moved.generator.options["rerank_recent"] is True
+    assert store["backoff_alpha"] == tuner["evidence_backoff_alpha"] == 64
+    # one side moved alone is refused, naming the option, the recipe's field and where to set it
     skews = {
-        "fine_tuner.options.evidence_ranking=pair": "set the fine-tuner's evidence_ranking = 'backoff'",
-        "knowledge_store.options.granularity=instance": "set its granularity = 'backoff'",
-        "knowledge_store.options.backoff_alpha=64": "differs from the fine-tuner's",
-        "fine_tuner.options.evidence_backoff_weights=[0.5, 0.5, 0.0]": "differs from the fine-tuner's",
-        "generator.options.rerank_recent=true": "needs the knowledge store's recent_days",
+        "fine_tuner.options.evidence_ranking=pair": "estimator",
+        "knowledge_store.options.granularity=instance": "estimator",
+        "knowledge_store.options.backoff_alpha=64": "alpha",
+        "fine_tuner.options.evidence_backoff_weights=[0.5, 0.5, 0.0]": "weights",
+        "generator.options.rerank_recent=true": "recent_days",
+        "generator.options.evidence_items=16": "candidates",
+        "update_policy.options.knowledge_days=14": "history_days",
     }
-    for override, message in skews.items():
-        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+    for override, field in skews.items():
+        option = override.split("=")[0]
+        with pytest.raises(ConfigError, match=rf"{option} = .* differs from the evidence recipe's "
+                                              rf"{field} = .*: set {field} in \[evidence\]"):
             load_preset(overrides=(override,))
-    # Both sides moved together: consistent again.
-    load_preset(overrides=("knowledge_store.options.backoff_alpha=64",
-                           "fine_tuner.options.evidence_backoff_alpha=64"))
+    # written again with the recipe's value, an option is no conflict
+    load_preset(overrides=("knowledge_store.options.m=10", "fine_tuner.options.evidence_days=3650"))
+    # Without a recipe each plugin's options are its own, and skew between them is still refused.
+    with pytest.raises(ValidationError, match="set the fine-tuner's evidence_ranking = 'backoff'"):
+        PipelineConfig(knowledge_store=PluginRef(plugin="annoy", options={"granularity": "backoff"}))
+    with pytest.raises(ValidationError, match="differs from the fine-tuner's"):
+        PipelineConfig(knowledge_store=PluginRef(plugin="annoy", options={"granularity": "backoff",
+                                                                          "backoff_alpha": 64}),
+                       fine_tuner=PluginRef(plugin="lora", options={"evidence_ranking": "backoff"}))
+    with pytest.raises(ValidationError, match="needs the knowledge store's recent_days"):
+        PipelineConfig(generator=PluginRef(plugin="hf", options={"rerank_recent": True}))
+    with pytest.raises(ValidationError, match="recent_days is a window of the backoff estimator"):
+        EvidenceConfig(estimator="pair", recent_days=3)
 
 
 def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybridrec_plugin) -> None:  # type: ignore[no-untyped-def]
@@ -230,8 +262,8 @@ def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybri
     check_config(load_preset())  # the measured stack fits together
     # The rerank template reads count evidence; the annoy store gives it in backoff mode only.
     with pytest.raises(ConfigError, match="does not fill with these options: context_support, shares"):
-        check_config(load_preset(overrides=("knowledge_store.options.granularity=global",
-                                            "fine_tuner.options.evidence_ranking=pair")))
+        check_config(load_preset(overrides=("evidence.estimator=pair",
+                                            "knowledge_store.options.granularity=global")))
 
     class Declares:
         @hookimpl
@@ -252,6 +284,6 @@ def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybri
     hybridrec_plugin(Declares(), "declares")
     with pytest.raises(ConfigError, match="knowledge store 'counts-free' does not fill"):
         check_config(load_preset(overrides=("knowledge_store={plugin = \"counts-free\"}",
-                                            "fine_tuner.options.evidence_ranking=pair")))
+                                            "evidence.estimator=pair")))
     check_config(load_preset(overrides=("knowledge_store={plugin = \"silent\"}",
-                                        "fine_tuner.options.evidence_ranking=pair")))
+                                        "evidence.estimator=pair")))

@@ -23,9 +23,13 @@ A ``--config`` TOML file holds these fields at top level (or under ``[backtest]`
     [llm]
     regenerate = "delta"      # or "full": how regenerations with an unchanged adapter are charged
 
+    [llm.evidence]            # the evidence recipe the store, fine-tuner and generator share
+    candidates = 10
+    recent_days = 3           # omit for no recent window
+
     [llm.generator]
     plugin = "hf"
-    options = { preset = "tiny", template = "rerank", evidence_items = 10 }
+    options = { preset = "tiny", template = "rerank" }
 
     [llm.policies.hybrid]
     plugin = "hybrid"
@@ -51,6 +55,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,15 +63,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hybridrec.config import (
     DataConfig,
+    EvidenceConfig,
     GuardrailConfig,
     InitialFineTuneConfig,
     PipelineConfig,
     PluginRef,
     ServingConfig,
     SignalsConfig,
-    evidence_problems,
 )
 from hybridrec.errors import ConfigError, did_you_mean, field_names
+from hybridrec.plugins import apply_evidence
 from hybridrec.presets import DEFAULT_PRESET, preset_data
 from hybridrec.types import UTC, Budget
 
@@ -82,42 +88,67 @@ ALL_ARMS: tuple[str, ...] = LLM_ARMS + BASELINE_ARMS
 #: (``src/hybridrec/presets/rerank.toml``; each value's validation is in docs/backtest.md,
 #: "The rerank preset's choices"). The names below are views of that file, kept for scripts.
 _PRESET = preset_data(DEFAULT_PRESET)
+#: The preset's evidence recipe (``[evidence]``): the store, the fine-tuner, the generator and the
+#: RAG policies take their evidence options from it.
+DEMO_EVIDENCE: dict[str, Any] = dict(_PRESET["evidence"])
 #: Knowledge window of the preset's RAG arms and of its fine-tuner's training evidence (ten
-#: years: all history before the day on ML-1M).
-ALL_HISTORY_DAYS = float(_PRESET["update_policy"]["options"]["knowledge_days"])
-#: ``hf`` options of the preset (the tiny model re-ranking the store's top candidates).
-DEMO_GENERATOR: dict[str, Any] = dict(_PRESET["generator"]["options"])
-#: Candidate slots per prompt (generator ``evidence_items`` and store ``m``).
-DEMO_EVIDENCE_ITEMS = int(DEMO_GENERATOR["evidence_items"])
-#: The preset's knowledge store: snapshots of the ``backoff`` estimator over the knowledge window.
-DEMO_STORE: dict[str, Any] = dict(_PRESET["knowledge_store"]["options"])
+#: years: all history on ML-1M): the recipe's ``history_days``.
+ALL_HISTORY_DAYS = float(DEMO_EVIDENCE["history_days"])
+#: Candidate slots per prompt (generator ``evidence_items`` and store ``m``): the recipe's.
+DEMO_EVIDENCE_ITEMS = int(DEMO_EVIDENCE["candidates"])
+_CADENCE: dict[str, Any] = dict(_PRESET["update_policy"]["options"])
 
-#: The policy behind each LLM arm (docs/protocol.md; see :mod:`hybridrec_policies.policies`).
+#: The policy behind each LLM arm (docs/protocol.md; see :mod:`hybridrec_policies.policies`):
+#: ``hybrid`` is the preset's policy; the baselines run its cadences alone (fine-tunes every
+#: ``fine_tune_every_days`` or weekly; refreshes every ``rag_every_days``). Each RAG policy's
+#: ``knowledge_days`` comes from the evidence recipe (``[llm.evidence] history_days``).
 DEFAULT_POLICIES: dict[str, PluginRef] = {
     "no-update": PluginRef(plugin="static"),
-    "ft-monthly": PluginRef(plugin="periodic-finetune", options={"period_days": 30}),
+    "ft-monthly": PluginRef(plugin="periodic-finetune",
+                            options={"period_days": _CADENCE["fine_tune_every_days"]}),
     "ft-weekly": PluginRef(plugin="periodic-finetune", options={"period_days": 7}),
-    "rag-only": PluginRef(
-        plugin="periodic-rag", options={"period_days": 2, "knowledge_days": ALL_HISTORY_DAYS}
-    ),
-    "rag-once": PluginRef(plugin="rag-once", options={"knowledge_days": ALL_HISTORY_DAYS}),
-    "hybrid": PluginRef(
-        plugin="hybrid",
-        options={"fine_tune_every_days": 30, "rag_every_days": 2, "knowledge_days": ALL_HISTORY_DAYS},
-    ),
-    "adaptive": PluginRef(plugin="adaptive", options={"knowledge_days": ALL_HISTORY_DAYS}),
+    "rag-only": PluginRef(plugin="periodic-rag", options={"period_days": _CADENCE["rag_every_days"]}),
+    "rag-once": PluginRef(plugin="rag-once"),
+    "hybrid": PluginRef(plugin=_PRESET["update_policy"]["plugin"], options=dict(_CADENCE)),
+    "adaptive": PluginRef(plugin="adaptive"),
 }
 
-
-#: ``lora`` options of the preset's fine-tunes.
-DEMO_FINE_TUNE: dict[str, Any] = dict(_PRESET["fine_tuner"]["options"])
-#: The stronger fine-tune: every weight of the warm-started tiny model, one epoch over the
-#: window's most recent 30,000 examples, and the result kept only if the held-out tail's answer
-#: NLL (1,000 transitions, never trained on) is lower than the starting model's (``select_epoch``).
-FULL_FINE_TUNE: dict[str, Any] = {
-    **DEMO_FINE_TUNE, "mode": "full", "select_epoch": True, "epochs": 1.0,
-    "max_examples": 30000, "holdout_max": 1000,
+#: The preset's generator, fine-tuner and store options as written (the recipe not applied);
+#: ``DEMO_GENERATOR``, ``DEMO_FINE_TUNE`` and ``DEMO_STORE`` (module attributes, resolved on first
+#: use: resolving loads the plugins) are the same with the recipe's options filled in.
+_WRITTEN: dict[str, dict[str, Any]] = {
+    role: dict(_PRESET[role].get("options", {})) for role in ("generator", "fine_tuner", "knowledge_store")
 }
+_RESOLVED_VIEWS = {"DEMO_GENERATOR": "generator", "DEMO_FINE_TUNE": "fine_tuner", "DEMO_STORE": "knowledge_store"}
+
+
+def __getattr__(name: str) -> Any:
+    # DEMO_GENERATOR, DEMO_FINE_TUNE, DEMO_STORE and FULL_FINE_TUNE: resolving the preset loads
+    # the plugins (and torch), which importing this module must not do.
+    if name in _RESOLVED_VIEWS:
+        return dict(_preset_resolved()[_RESOLVED_VIEWS[name]])
+    if name == "FULL_FINE_TUNE":
+        return _full_fine_tune()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@cache
+def _preset_resolved() -> dict[str, dict[str, Any]]:
+    from hybridrec.config import load_preset
+
+    config = load_preset(DEFAULT_PRESET)
+    return {role: dict(getattr(config, role).options) for role in _WRITTEN}
+
+
+def _full_fine_tune() -> dict[str, Any]:
+    """The stronger fine-tune (``FULL_FINE_TUNE``): every weight of the warm-started tiny model,
+    one epoch over the window's most recent 30,000 examples, and the result kept only if the
+    held-out tail's answer NLL (1,000 transitions, never trained on) is lower than the starting
+    model's (``select_epoch``); the preset's other fine-tune options."""
+    return {**_preset_resolved()["fine_tuner"], "mode": "full", "select_epoch": True,
+            "epochs": 1.0, "max_examples": 30000, "holdout_max": 1000}
+
+
 #: Overrides for the one shared initial fine-tune (the preset's ``[initial_fine_tune]``): it
 #: trains the base model from scratch on all history before the start.
 DEMO_INITIAL_FINE_TUNE: dict[str, Any] = dict(_PRESET["initial_fine_tune"]["options"])
@@ -130,15 +161,23 @@ class LLMSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    evidence: EvidenceConfig = Field(
+        default_factory=lambda: EvidenceConfig.model_validate(DEMO_EVIDENCE),
+        description="The evidence recipe of every LLM arm (a pipeline's [evidence]): the "
+        "store's, the fine-tuner's, the generator's and the RAG policies' evidence options come "
+        "from it, and may be written in their tables only with the same values.")
     generator: PluginRef = Field(
-        default_factory=lambda: PluginRef(plugin="hf", options=dict(DEMO_GENERATOR))
+        default_factory=lambda: PluginRef(plugin=_PRESET["generator"]["plugin"],
+                                          options=dict(_WRITTEN["generator"]))
     )
     fine_tuner: PluginRef = Field(
-        default_factory=lambda: PluginRef(plugin="lora", options=dict(DEMO_FINE_TUNE)),
+        default_factory=lambda: PluginRef(plugin=_PRESET["fine_tuner"]["plugin"],
+                                          options=dict(_WRITTEN["fine_tuner"])),
         description="Cost knobs chosen so the whole default study fits 20 minutes on 2 CPU cores.",
     )
     knowledge_store: PluginRef = Field(
-        default_factory=lambda: PluginRef(plugin="annoy", options=dict(DEMO_STORE)),
+        default_factory=lambda: PluginRef(plugin=_PRESET["knowledge_store"]["plugin"],
+                                          options=dict(_WRITTEN["knowledge_store"])),
         description="granularity='backoff': every context's candidates ranked by the markov-backoff estimator over the knowledge window, with the count evidence the rerank template renders (no neighbour index).",
     )
     cost_model: PluginRef = Field(default_factory=lambda: PluginRef(**_PRESET["cost_model"]))
@@ -210,10 +249,34 @@ class LLMSettings(BaseModel):
 
     @model_validator(mode="after")
     def _evidence(self) -> LLMSettings:
-        problems = evidence_problems(self.generator, self.knowledge_store, self.fine_tuner)
+        problems: list[str] = []
+        for role in ("generator", "fine_tuner", "knowledge_store"):
+            try:
+                setattr(self, role, apply_evidence(self.evidence, role, getattr(self, role),
+                                                   table=f"llm.{role}.options", section="[llm.evidence]"))
+            except ValueError as exc:
+                problems.append(str(exc))
+        policies = {}
+        for arm, ref in self.policies.items():
+            try:
+                policies[arm] = apply_evidence(self.evidence, "update_policy", ref,
+                                               table=f"llm.policies.{arm}.options",
+                                               section="[llm.evidence]")
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise ValueError("; ".join(problems))
-        return self
+        self.policies = policies
+        return self  # the recipe set every side (evidence_problems is for configs without one)
+
+    def with_evidence(self, recipe: EvidenceConfig) -> LLMSettings:
+        """These settings with another evidence recipe (a choice made in code, e.g. on the
+        validation days): its options replace the ones the current recipe filled."""
+        roles = {role: apply_evidence(recipe, role, getattr(self, role), strict=False)
+                 for role in ("generator", "fine_tuner", "knowledge_store")}
+        policies = {arm: apply_evidence(recipe, "update_policy", ref, strict=False)
+                    for arm, ref in self.policies.items()}
+        return self.model_copy(update={"evidence": recipe, **roles, "policies": policies})
 
 
 class BackoffOptions(BaseModel):
@@ -531,12 +594,9 @@ class BacktestConfig(BaseModel):
     def _window(self) -> BacktestConfig:
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
-        for plan in self.arm_plans():  # counting options merged over the study's must still validate
-            if plan.llm and plan.own_stack:
-                assert plan.generator and plan.knowledge_store and plan.fine_tuner
-                problems = evidence_problems(plan.generator, plan.knowledge_store, plan.fine_tuner)
-                if problems:
-                    raise ValueError(f"[arms.{plan.name}]: " + "; ".join(problems))
+        # counting options merged over the study's must still validate, and an arm's own roles
+        # take the study's evidence recipe (arm_plan refuses one that differs from it)
+        self.arm_plans()
         return self
 
     @property
@@ -568,10 +628,17 @@ class BacktestConfig(BaseModel):
         else:
             assert preset is not None  # ArmSpec.problems
             policy, table = llm.policies[preset], f"llm.policies.{preset}.options"
+        # an arm's own roles take the study's evidence recipe like the shared ones (the shared
+        # roles and policies have it already)
+        if spec.policy is not None:
+            policy = apply_evidence(llm.evidence, "update_policy", policy, table=table,
+                                    section="[llm.evidence]")
+        own = {r: apply_evidence(llm.evidence, r, getattr(spec, r), table=f"arms.{name}.{r}.options",
+                                 section="[llm.evidence]")
+               for r in STACK_ROLES if getattr(spec, r) is not None}
         # a role set to the shared stack's very plugin and options is no override
-        overrides = tuple(r for r in STACK_ROLES
-                          if getattr(spec, r) is not None and getattr(spec, r) != getattr(llm, r))
-        refs = {r: getattr(spec, r) or getattr(llm, r) for r in STACK_ROLES}
+        overrides = tuple(r for r in STACK_ROLES if r in own and own[r] != getattr(llm, r))
+        refs = {r: own.get(r) or getattr(llm, r) for r in STACK_ROLES}
         return ArmPlan(name=name, preset=preset, policy=policy, policy_table=table,
                        overrides=overrides, budget=spec.budget, **refs)
 
@@ -585,7 +652,7 @@ class BacktestConfig(BaseModel):
             raise ConfigError(f"arm {name!r} is a counting arm; only LLM arms run as a pipeline")
         llm = self.llm
         return PipelineConfig(
-            name=name, seed=self.seed,
+            name=name, seed=self.seed, evidence=llm.evidence,
             dataset=PluginRef(plugin=self.dataset, options=dict(self.dataset_options)),
             generator=plan.generator, fine_tuner=plan.fine_tuner,
             knowledge_store=plan.knowledge_store, update_policy=plan.policy,
@@ -756,12 +823,9 @@ __all__ = [
     "COUNTING_OPTIONS",
     "DEFAULT_POLICIES",
     "DEMO_CLAIMS",
+    "DEMO_EVIDENCE",
     "DEMO_EVIDENCE_ITEMS",
-    "DEMO_FINE_TUNE",
-    "DEMO_GENERATOR",
     "DEMO_INITIAL_FINE_TUNE",
-    "DEMO_STORE",
-    "FULL_FINE_TUNE",
     "LLM_ARMS",
     "QUICK_INITIAL_FINE_TUNE",
     "STACK_ROLES",

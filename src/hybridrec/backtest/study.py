@@ -262,10 +262,17 @@ def with_validated_candidates(
             return ref
         return PluginRef(plugin=ref.plugin, options={**ref.options, "knowledge_days": float(window)})
 
+    # the recipe says what was chosen, so every role built from it (an arm's own, a deployed
+    # pipeline's) gets the same values
+    recipe = llm.evidence.model_copy(update={
+        "alpha": alpha, "weights": weights, **({} if window is None else {"history_days": float(window)})})
     if shared:
         llm = llm.model_copy(update={
+            "evidence": recipe,
             "knowledge_store": store_of(llm.knowledge_store), "fine_tuner": tuner_of(llm.fine_tuner),
             "policies": {arm: policy_of(ref) for arm, ref in llm.policies.items()}})
+    else:
+        llm = llm.model_copy(update={"evidence": recipe})
     arms = dict(config.arms)
     for plan in plans:
         assert plan.policy is not None and plan.knowledge_store is not None

@@ -7,6 +7,7 @@ Snapshot layout (one folder): ``keys.npy`` (sorted context keys ``c1 * n + c2``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hybridrec.artifacts import atomic_write_json, checksums, verify
+from hybridrec.config import EvidenceConfig
 from hybridrec.interfaces import KnowledgeSnapshot, KnowledgeStore, StoreCapabilities
 from hybridrec.types import EvidenceBatch, TimeWindow, TransitionSet
 
@@ -69,6 +71,12 @@ class LastSeenStore(KnowledgeStore):
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(
         immutable_snapshots=True, incremental_add=False, memory_mapped=True
     )
+
+    @classmethod
+    def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
+        """The pipeline's evidence recipe sets ``m``: as many successors as the prompt has
+        candidate slots (the generator's count comes from the same field)."""
+        return {"m": ("candidates", recipe.candidates)}
 
     def build(self, transitions: TransitionSet, window: TimeWindow, out_dir: Path) -> LastSeenSnapshot:
         rows = transitions.window(window)
