@@ -14,6 +14,14 @@ from typing import Literal
 import numpy as np
 
 from hybridrec.errors import DataError
+from hybridrec.estimators.counting import (
+    CountingConfig,
+    counting_scores,
+    popularity_position,
+    popularity_shares,
+    row_shares,
+    top_k,
+)
 from hybridrec.types import TransitionSet
 
 Scoring = Literal["frequency", "trend"]
@@ -297,13 +305,8 @@ def successor_shares(counts: TripleCounts) -> tuple[np.ndarray, np.ndarray, np.n
     np.add.at(last, (ctx % n, succ), count)
     np.add.at(skip, (ctx // n, succ), count)
     pop = np.bincount(succ, weights=count, minlength=n).astype(np.float64)
-    p_pop = pop / pop.sum() if pop.sum() > 0 else np.full(n, 1.0 / n)
-
-    def shares(rows: np.ndarray) -> np.ndarray:
-        total = rows.sum(axis=1, keepdims=True)
-        return np.where(total > 0, rows / np.where(total > 0, total, 1.0), p_pop[None, :])
-
-    return shares(last), shares(skip), p_pop, pop
+    p_pop = popularity_shares(pop)
+    return row_shares(last, p_pop), row_shares(skip, p_pop), p_pop, pop
 
 
 def _row_of_context(ctx: np.ndarray, n: int) -> np.ndarray:
@@ -330,15 +333,19 @@ def backoff_table(
     evidence of a context is that baseline's ranked list. Items with exact support are
     ``exact``; items that come only from the backoff are ``borrowed`` (support 0). Recency is
     not part of this estimator: ``last_seen`` is ``-1`` (unknown) for every item, exactly as the
-    ``lora`` fine-tuner's backoff training evidence has it. Ties: higher support, then the more
-    popular cluster, then the lower id. With ``recent`` (the triples of the window's last days)
-    each item also gets the same counts and shares over those days (``SuccessorTable.recent``),
-    computed exactly as the ``lora`` fine-tuner's ``recent_days`` evidence.
+    ``lora`` fine-tuner's backoff training evidence has it. The scores and the ranking (ties: the
+    more popular cluster, then the lower id) are :mod:`hybridrec.estimators.counting`'s, the one
+    estimator the counting arms and the fine-tuner's evidence use. With ``recent`` (the triples
+    of the window's last days) each item also gets the same counts and shares over those days
+    (``SuccessorTable.recent``), computed exactly as the ``lora`` fine-tuner's ``recent_days``
+    evidence.
     """
     n = current.n_clusters
-    w_last, w_skip, w_pop = (w / sum(weights) for w in weights)
+    estimator = CountingConfig(kind="backoff", alpha=alpha, w_last=weights[0], w_skip=weights[1],
+                               w_pop=weights[2])
     ctx, succ, count = current.context, current.successor, current.count.astype(np.float64)
     p_last, p_skip, p_pop, pop = successor_shares(current)
+    position = popularity_position(pop)
     if recent is not None:
         r_succ, r_count = recent.successor, recent.count.astype(np.float64)
         rp_last, rp_skip, r_pop, _ = successor_shares(recent)
@@ -349,8 +356,6 @@ def backoff_table(
     # position of each context key in `keys` (keys skip the diagonal c1 == c2)
     row_of_ctx = _row_of_context(ctx, n)
     np.add.at(context_support, row_of_ctx, current.count)
-    # popularity order breaks ties (most popular first), then the lower id
-    by_pop = np.lexsort((np.arange(n), -pop))
     depth = min(depth, n - 2)
     out_cluster = np.empty((keys.size, depth), dtype=np.int32)
     out_support = np.empty((keys.size, depth))
@@ -363,12 +368,10 @@ def backoff_table(
         exact = np.zeros((hi - lo, n))
         inside = (row_of_ctx >= lo) & (row_of_ctx < hi)
         exact[row_of_ctx[inside] - lo, succ[inside]] = count[inside]
-        score = exact + alpha * (w_last * p_last[b] + w_skip * p_skip[a] + w_pop * p_pop[None, :])
-        rows = np.arange(hi - lo)
-        score[rows, a] = -np.inf
-        score[rows, b] = -np.inf
-        ordered = np.lexsort((-exact[:, by_pop], -score[:, by_pop]), axis=1)[:, :depth]
-        top = by_pop[ordered]
+        # the estimator's scores and ranking (hybridrec.estimators.counting), for every context
+        # of the chunk at once
+        score, _ = counting_scores(estimator, (exact, p_last[b], p_skip[a], p_pop, position))
+        top = top_k(score, position, np.stack([a, b], axis=1), depth)
         out_cluster[lo:hi] = top
         out_support[lo:hi] = np.take_along_axis(exact, top, axis=1)
         out_score[lo:hi] = np.take_along_axis(score, top, axis=1)

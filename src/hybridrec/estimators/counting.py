@@ -220,16 +220,29 @@ class CountTables:
         counts[known] = self.pair[pairs[known]] * scale
         # Decayed and windowed counts can keep float residue where a count went back to zero.
         counts[np.abs(counts) < 1e-9] = 0.0
-        pop_total = self.pop.sum()
-        p_pop = self.pop / pop_total if pop_total > 0 else np.full(self.n, 1.0 / self.n)
+        p_pop = popularity_shares(self.pop)
+        return (counts, row_shares(self.last[contexts[:, 1]], p_pop),
+                row_shares(self.skip[contexts[:, 0]], p_pop), p_pop, popularity_position(self.pop))
 
-        def shares(rows: np.ndarray) -> np.ndarray:
-            total = rows.sum(axis=1, keepdims=True)
-            return np.where(total > 1e-12, rows / np.where(total > 1e-12, total, 1.0), p_pop)
 
-        position = np.empty(self.n, dtype=np.int64)
-        position[popularity_order(self.pop)] = np.arange(self.n)
-        return counts, shares(self.last[contexts[:, 1]]), shares(self.skip[contexts[:, 0]]), p_pop, position
+def popularity_shares(pop: np.ndarray) -> np.ndarray:
+    """Each cluster's share of all successors ``(n,)`` (uniform without data)."""
+    total = pop.sum()
+    return pop / total if total > 0 else np.full(pop.shape[0], 1.0 / pop.shape[0])
+
+
+def row_shares(rows: np.ndarray, p_pop: np.ndarray) -> np.ndarray:
+    """``rows`` of successor counts as shares; a row without counts falls back to ``p_pop``
+    (float residue of decayed or windowed counts counts as none)."""
+    total = rows.sum(axis=1, keepdims=True)
+    return np.where(total > 1e-12, rows / np.where(total > 1e-12, total, 1.0), p_pop)
+
+
+def popularity_position(pop: np.ndarray) -> np.ndarray:
+    """Each cluster's position in the popularity order (the estimator's tie-break)."""
+    position = np.empty(pop.shape[0], dtype=np.int64)
+    position[popularity_order(pop)] = np.arange(pop.shape[0])
+    return position
 
 
 def counting_scores(config: CountingConfig, components: tuple[np.ndarray, ...],
@@ -295,6 +308,9 @@ __all__ = [
     "counting_grid",
     "counting_scores",
     "popularity_order",
+    "popularity_position",
+    "popularity_shares",
+    "row_shares",
     "top_k",
     "truth_ranks",
 ]
