@@ -1,4 +1,6 @@
-"""Built-in knowledge stores: ``annoy`` (the reference) and ``exact`` (the brute-force oracle).
+"""Built-in knowledge stores: ``counts`` (the counting estimator's snapshots, no neighbour index:
+the rerank preset's store), ``annoy`` (instance evidence borrowed through an Annoy index of
+contexts) and ``exact`` (the same with brute-force neighbours: the oracle).
 
 Also provides :class:`SnapshotManager` (build off the hot path, atomic promotion, rollback) and
 the ``store`` bench suite (``hybridrec bench store --json``).
@@ -15,6 +17,8 @@ from hybridrec_stores.store import (
     SNAPSHOT_CAPABILITIES,
     AnnoyStore,
     AnnoyStoreOptions,
+    CountsStore,
+    CountsStoreOptions,
     ExactStore,
     ExactStoreOptions,
     SnapshotStore,
@@ -25,6 +29,8 @@ __all__ = [
     "SNAPSHOT_CAPABILITIES",
     "AnnoyStore",
     "AnnoyStoreOptions",
+    "CountsStore",
+    "CountsStoreOptions",
     "ExactStore",
     "ExactStoreOptions",
     "MmapSnapshot",
@@ -36,6 +42,7 @@ __all__ = [
 
 @hookimpl
 def register_knowledge_stores(register: Any) -> None:
+    register(CountsStore)
     register(AnnoyStore)
     register(ExactStore)
 

@@ -198,6 +198,20 @@ class ExactStoreOptions(SnapshotStoreOptions):
     block: int = Field(default=2048, ge=1, description="Queries per brute-force block.")
 
 
+class CountsStoreOptions(SnapshotStoreOptions):
+    """Options of the ``counts`` store: snapshots of the counting estimator alone."""
+
+    granularity: Literal["backoff"] = Field(  # type: ignore[assignment]
+        default="backoff",
+        description="Always backoff: every context's candidates ranked by the smoothed-count "
+        "estimator (hybridrec.estimators.counting) over the window, with their count evidence.",
+    )
+    min_support: int = Field(
+        default=0, ge=0, le=0,
+        description="Always 0: every context gets the estimator's evidence, none is borrowed.",
+    )
+
+
 class SnapshotStore(KnowledgeStore):
     """Shared build/open logic; subclasses supply the neighbour index."""
 
@@ -212,12 +226,15 @@ class SnapshotStore(KnowledgeStore):
     @classmethod
     def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
         """From the evidence recipe: ``m`` (its candidates); with the backoff estimator also the
-        granularity, the estimator's alpha and weights, and its recent window."""
+        granularity, the estimator's alpha and weights, and its recent window; with pair
+        evidence a granularity other than backoff (instance, unless global is written)."""
         out: dict[str, tuple[str, Any]] = {"m": ("candidates", recipe.candidates)}
         if recipe.estimator == "backoff":
             out.update(granularity=("estimator", "backoff"), backoff_alpha=("alpha", recipe.alpha),
                        backoff_weights=("weights", recipe.weights),
                        recent_days=("recent_days", recipe.recent_days))
+        elif options.get("granularity", cls.Options.model_fields["granularity"].default) == "backoff":
+            out["granularity"] = ("estimator", "instance")
         return out
 
     @classmethod
@@ -507,10 +524,29 @@ class ExactStore(SnapshotStore):
         return ExactIndex(items, block=self.options.block)
 
 
+class CountsStore(SnapshotStore):
+    """Snapshots of the counting estimator: every context's candidates ranked by smoothed pair
+    counts (the ``markov-backoff`` ranking) with their count evidence, and no neighbour index
+    (the rerank preset's store; ``annoy`` with ``granularity = "backoff"`` builds the same
+    snapshot)."""
+
+    name: ClassVar[str] = "counts"
+    Options: ClassVar[type[BaseModel]] = CountsStoreOptions
+    options: CountsStoreOptions
+
+    def _build_index(self, items: np.ndarray, folder: Path) -> NeighbourIndex:
+        return ExactIndex(items)  # never called: the estimator borrows nothing
+
+    def _load_index(self, snapshot: MmapSnapshot) -> NeighbourIndex:
+        return ExactIndex(np.zeros((0, 2 * self.options.embedding_dim), dtype=np.float32))
+
+
 __all__ = [
     "SNAPSHOT_CAPABILITIES",
     "AnnoyStore",
     "AnnoyStoreOptions",
+    "CountsStore",
+    "CountsStoreOptions",
     "ExactStore",
     "ExactStoreOptions",
     "SnapshotStore",

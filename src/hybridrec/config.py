@@ -201,7 +201,7 @@ def evidence_problems(generator: PluginRef, knowledge_store: PluginRef, fine_tun
                 "the knowledge store ranks candidates by the backoff estimator (granularity = "
                 "'backoff') but the fine-tuner trains on other evidence: set the fine-tuner's "
                 "evidence_ranking = 'backoff'")
-        elif trains_backoff and not serves_backoff and knowledge_store.plugin in ("annoy", "exact"):
+        elif trains_backoff and not serves_backoff and knowledge_store.plugin in ("counts", "annoy", "exact"):
             problems.append(
                 "the fine-tuner trains on backoff-ranked evidence (evidence_ranking = 'backoff') "
                 "but the knowledge store serves other evidence: set its granularity = 'backoff'")

@@ -262,8 +262,12 @@ def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybri
     check_config(load_preset())  # the measured stack fits together
     # The rerank template reads count evidence; the annoy store gives it in backoff mode only.
     with pytest.raises(ConfigError, match="does not fill with these options: context_support, shares"):
-        check_config(load_preset(overrides=("evidence.estimator=pair",
-                                            "knowledge_store.options.granularity=global")))
+        check_config(load_preset(overrides=(
+            "evidence.estimator=pair",
+            'knowledge_store={plugin = "annoy", options = {granularity = "global"}}')))
+    # the preset's counts store serves the estimator's evidence and nothing else
+    with pytest.raises(ConfigError, match=r"granularity.*'backoff'"):
+        check_config(load_preset(overrides=("evidence.estimator=pair",)))
 
     class Declares:
         @hookimpl

@@ -42,7 +42,9 @@ def test_same_action_same_record_and_rows_in_workspace_and_backtest(
         fine_tuner=build("fine_tuner", config.fine_tuner),
         store=build("knowledge_store", config.knowledge_store, catalog),
         cost_model=build("cost_model", config.cost_model),
-        guardrails=GuardrailConfig(), workdir=tmp_path / "bt", table_k=config.serving.k,
+        guardrails=GuardrailConfig(), workdir=tmp_path / "bt", catalog=catalog,
+        refs={"generator": config.generator, "fine_tuner": config.fine_tuner},
+        table_k=config.serving.k,
     )
     cache = WorkCache(stack, transitions)
     initial_adapter(cache, transitions, JAN + timedelta(days=10), 10)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import stores_synthetic as syn
 from hybridrec_lora.evidence import daily_backoff_successors
-from hybridrec_stores import ExactStore
+from hybridrec_stores import CountsStore, ExactStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -95,3 +95,22 @@ def test_backoff_options_are_validated() -> None:
         ExactStore.Options(granularity="backoff", scoring="trend")
     with pytest.raises(ValidationError, match="backoff_weights"):
         ExactStore.Options(granularity="backoff", backoff_weights=(0.0, 0.0, 0.0))
+
+
+def test_the_counts_store_is_the_estimators_snapshot_without_an_index(tmp_path: Path) -> None:
+    rows = syn.transitions(9, 400, 5)
+    win = syn.window(0, 30)
+    counts = CountsStore(CountsStore.Options(m=4, backoff_alpha=32.0), syn.catalog(9))
+    exact = ExactStore(ExactStore.Options(granularity="backoff", m=4, backoff_alpha=32.0, min_support=0),
+                       syn.catalog(9))
+    ctx = all_contexts(9)
+    got = counts.build(rows, win, tmp_path / "c").evidence(ctx)
+    want = exact.build(rows, win, tmp_path / "e").evidence(ctx)
+    for field in ("cluster", "support", "score", "shares", "context_support"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    assert not list((tmp_path / "c").glob("*.ann"))
+    assert counts.workload(400, ctx.shape[0]).index_items == 0
+    with pytest.raises(ValidationError, match="backoff"):
+        CountsStore.Options(granularity="instance")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="min_support"):
+        CountsStore.Options(min_support=2)

@@ -178,7 +178,7 @@ class LLMSettings(BaseModel):
     knowledge_store: PluginRef = Field(
         default_factory=lambda: PluginRef(plugin=_PRESET["knowledge_store"]["plugin"],
                                           options=dict(_WRITTEN["knowledge_store"])),
-        description="granularity='backoff': every context's candidates ranked by the markov-backoff estimator over the knowledge window, with the count evidence the rerank template renders (no neighbour index).",
+        description="The preset's counts store: every context's candidates ranked by the counting estimator over the knowledge window (the evidence recipe's), with the count evidence the rerank template renders (no neighbour index).",
     )
     cost_model: PluginRef = Field(default_factory=lambda: PluginRef(**_PRESET["cost_model"]))
     initial_fine_tune_options: dict[str, Any] = Field(

@@ -63,8 +63,14 @@ import numpy as np
 
 from hybridrec.backtest.protocol import Arm, Day, Served
 from hybridrec.capabilities import PromptEncoder, prompt_matrix
-from hybridrec.config import GuardrailConfig, InitialFineTuneConfig, SignalsConfig
-from hybridrec.engine import pricing
+from hybridrec.config import (
+    DistributedConfig,
+    GuardrailConfig,
+    InitialFineTuneConfig,
+    PluginRef,
+    SignalsConfig,
+)
+from hybridrec.engine import pricing, work
 from hybridrec.engine.actions import (
     OVER_BUDGET,
     ActionOutcome,
@@ -100,12 +106,12 @@ from hybridrec.engine.tables import (
     regeneration_plan,
     signature_of,
 )
+from hybridrec.engine.work import Trainer
 from hybridrec.errors import PluginError
 from hybridrec.generation import observed_contexts
 from hybridrec.interfaces import (
     CostModel,
     FineTuner,
-    FineTuneResult,
     Generator,
     KnowledgeSnapshot,
     KnowledgeStore,
@@ -119,6 +125,7 @@ from hybridrec.types import (
     Action,
     ActionKind,
     Budget,
+    ClusterCatalog,
     CostEstimate,
     CostRecord,
     DriftStats,
@@ -193,6 +200,10 @@ class LLMStack:
     cost_model: CostModel
     guardrails: GuardrailConfig
     workdir: Path
+    #: the catalog and the references the plugins above were built from (a launched fine-tune
+    #: rebuilds them in its processes)
+    catalog: ClusterCatalog
+    refs: dict[str, PluginRef]
     table_k: int = 10
     evidence_m: int | None = None
     budget: Budget = field(default_factory=Budget)
@@ -202,6 +213,17 @@ class LLMStack:
     regenerate: str = "delta"
     #: what a regeneration may keep when its action does not say (``[serving]`` of a pipeline)
     keep: KeepRule = field(default_factory=KeepRule)
+    #: the fine-tunes' engine (a study runs them in this process, as a workspace does by default)
+    engine: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def training(self, fine_tuner: FineTuner | None = None, ref: PluginRef | None = None) -> Trainer:
+        """What a fine-tune runs with (the engine's :class:`~hybridrec.engine.work.Trainer`):
+        this stack's generator and fine-tuner, or ``fine_tuner`` configured by ``ref``."""
+        trainer = Trainer(self.generator, self.fine_tuner, self.refs["generator"],
+                          self.refs["fine_tuner"], self.catalog, self.engine)
+        if fine_tuner is not None and ref is not None:
+            trainer = trainer.with_fine_tuner(ref, fine_tuner)
+        return trainer
 
 
 class WorkCache:
@@ -261,9 +283,12 @@ class WorkCache:
         warm_start: bool,
         key: str | None = None,
         fine_tuner: FineTuner | None = None,
+        fine_tuner_ref: PluginRef | None = None,
         progress: bool = False,
     ) -> AdapterEntry:
-        """The adapter trained from ``parent`` (or the base model) on ``window`` of ``history``.
+        """The adapter trained from ``parent`` (or the base model) on ``window`` of ``history``
+        (by the engine's :func:`~hybridrec.engine.work.fine_tune`, as a workspace trains; with
+        ``fine_tuner``, configured by ``fine_tuner_ref``, instead of the stack's).
 
         Cached by ``(starting adapter, window)``; ``key`` names the entry explicitly (the shared
         initial adapter).
@@ -280,13 +305,9 @@ class WorkCache:
             self._training_evidence(history, window) if self.stack.training_evidence == "store" else None
         )
         previous = self.adapters[start].path if start is not None else None
-        t0 = time.perf_counter()
-        tuner = fine_tuner or self.stack.fine_tuner
-        result: FineTuneResult = tuner.fine_tune(
-            self.stack.generator, history, window, out_dir,
-            previous_adapter=previous, evidence_fn=evidence_fn, progress=progress,
-        )
-        seconds = time.perf_counter() - t0
+        result, seconds = work.fine_tune(self.stack.training(fine_tuner, fine_tuner_ref), history,
+                                         window, out_dir, previous_adapter=previous,
+                                         evidence_fn=evidence_fn, progress=progress)
         self.loaded_adapter = key
         self.executed["fine_tune"] += 1
         entry = AdapterEntry(
@@ -340,9 +361,7 @@ class WorkCache:
             return self.snapshots[key]
         n_rows = len(history.window(window))
         estimate = self.refresh_estimate(n_rows)
-        t0 = time.perf_counter()
-        snap = self.stack.store.build(history, window, self.stack.workdir / "knowledge" / key)
-        seconds = time.perf_counter() - t0
+        snap, seconds = work.refresh(self.stack.store, history, window, self.stack.workdir / "knowledge" / key)
         self.executed["refresh_knowledge"] += 1
         entry = SnapshotEntry(key=key, snapshot=snap, window=window, estimate=estimate, seconds=seconds)
         self.snapshots[key] = entry
@@ -1039,17 +1058,20 @@ def initial_adapter(
     warmup_days: int | None,
     fine_tuner: FineTuner | None = None,
     *,
+    fine_tuner_ref: PluginRef | None = None,
     progress: bool = False,
 ) -> AdapterEntry:
     """Fine-tune the shared initial adapter on the ``warmup_days`` before ``start``, or on all
-    of ``history`` before it when ``None`` (with ``fine_tuner`` if given, e.g. one with a larger
-    example budget; its ``max_examples`` keeps the most recent examples)."""
+    of ``history`` before it when ``None`` (with ``fine_tuner``, configured by
+    ``fine_tuner_ref``, if given: e.g. one with a larger example budget; its ``max_examples``
+    keeps the most recent examples)."""
     # The same rule as a workspace's first fine-tune (InitialFineTuneConfig.window).
     rule = InitialFineTuneConfig(window_days="all" if warmup_days is None else float(warmup_days))
     window = rule.window(TimeWindow(start=start - timedelta(days=1), end=start),
                          ts_to_datetime(int(history.ts[0])) if len(history) else None)
     return cache.fine_tune(
-        history, None, window, warm_start=False, key=INITIAL, fine_tuner=fine_tuner, progress=progress
+        history, None, window, warm_start=False, key=INITIAL, fine_tuner=fine_tuner,
+        fine_tuner_ref=fine_tuner_ref, progress=progress,
     )
 
 

@@ -88,6 +88,8 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path,
         cost_model=build("cost_model", ref("cost_model"), source=SOURCE),
         guardrails=llm.guardrails,
         workdir=workdir,
+        catalog=catalog,
+        refs={role: ref(role) for role in ("generator", "fine_tuner", "knowledge_store", "cost_model")},
         table_k=llm.table_k,
         evidence_m=llm.evidence_m,
         budget=llm.budget,
@@ -410,14 +412,15 @@ def _prepared_cache(
     cache = WorkCache(stack_, transitions)
     tuner = plan.fine_tuner if plan is not None and plan.fine_tuner is not None else llm.fine_tuner
     t0 = time.perf_counter()
-    initial_tuner = build("fine_tuner", llm.initial_fine_tune().fine_tuner(tuner), source=SOURCE)
+    initial_ref = llm.initial_fine_tune().fine_tuner(tuner)
+    initial_tuner = build("fine_tuner", initial_ref, source=SOURCE)
     if progress:
         whose = "shared" if plan is None else f"arm {plan.name!r}'s own"
         span = "all history" if llm.warmup_days is None else f"the {llm.warmup_days} days"
         print(f"hybridrec: fine-tuning the {whose} initial adapter on {span} "
               f"before {config.start} (seed {config.seed})", file=sys.stderr)
     entry = initial_adapter(cache, history, config.start_dt, llm.warmup_days, initial_tuner,
-                            progress=progress)
+                            fine_tuner_ref=initial_ref, progress=progress)
     described = {
         "window": [entry.window.start.isoformat(), entry.window.end.isoformat()] if entry.window else None,
         "metrics": entry.metrics,

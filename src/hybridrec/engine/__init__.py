@@ -5,6 +5,7 @@
 * :mod:`~hybridrec.engine.state` — the :class:`~hybridrec.types.SystemState` a policy sees, drift;
 * :mod:`~hybridrec.engine.components` — the configured plugins and the pricing of each action;
 * :mod:`~hybridrec.engine.tables` — table generation with delta regeneration and de-duplication;
+* :mod:`~hybridrec.engine.work` — the bodies of a fine-tune and a knowledge refresh;
 * :mod:`~hybridrec.engine.update` — one update of a workspace (``hybridrec update``).
 """
 

@@ -39,9 +39,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from hybridrec import distributed
 from hybridrec.capabilities import TrainableGenerator
-from hybridrec.engine import pricing
+from hybridrec.engine import pricing, work
 from hybridrec.engine.actions import (
     ActionOutcome,
     check_window,
@@ -293,14 +292,11 @@ class _Update:
                  ref.model_dump(mode="json")], sort_keys=True,
             ).encode()).hexdigest()[:12]
             staging = ws.resumable_staging("adapters", key)
-            started = time.perf_counter()
             # The engine (single process by default, torchrun/accelerate on several GPUs) is config.
-            result = distributed.fine_tune(
-                self.config.distributed, generator_ref=self.config.generator,
-                fine_tuner_ref=ref, catalog=p.catalog, transitions=transitions,
-                window=window, out_dir=staging.path / "adapter", previous_adapter=previous,
-                generator=gen, fine_tuner=tuner, progress=self.progress,
-            )
+            trainer = work.Trainer(gen, tuner, self.config.generator, ref, p.catalog,
+                                   self.config.distributed)
+            result, seconds = work.fine_tune(trainer, transitions, window, staging.path / "adapter",
+                                             previous_adapter=previous, progress=self.progress)
             manifest: dict[str, Any] = {
                 "window": window.model_dump(mode="json"), "trained_at": self.now.isoformat(),
                 "metrics": result.metrics, "train_tokens": result.train_tokens,
@@ -309,7 +305,7 @@ class _Update:
                 "generator": self.config.generator.model_dump(mode="json"),
                 "fine_tuner_manifest": result.manifest, "reason": action.reason,
             }
-            return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started,
+            return Candidate(handle=staging, manifest=manifest, seconds=seconds,
                              metrics=dict(result.metrics))
 
         outcome = execute(served, p.cost_model, "fine_tune", estimate=estimate, run=run, now=self.now,
@@ -329,9 +325,9 @@ class _Update:
 
         def run() -> Candidate:
             staging = ws.store.stage("knowledge")
-            started = time.perf_counter()
             try:
-                snapshot = p.knowledge_store.build(transitions, action.window, staging.path / "snapshot")
+                snapshot, seconds = work.refresh(p.knowledge_store, transitions, action.window,
+                                                 staging.path / "snapshot")
             except BaseException:
                 ws.store.abort(staging)
                 raise
@@ -340,7 +336,7 @@ class _Update:
                 "snapshot": snapshot.id, "transitions": n_window,
                 "plugin": self.config.knowledge_store.model_dump(mode="json"), "reason": action.reason,
             }
-            return Candidate(handle=staging, manifest=manifest, seconds=time.perf_counter() - started)
+            return Candidate(handle=staging, manifest=manifest, seconds=seconds)
 
         return execute(self.versions, p.cost_model, "refresh_knowledge", estimate=estimate, run=run,
                        now=self.now, reason=action.reason, guardrails=self.config.guardrails,
