@@ -22,7 +22,7 @@ import numpy as np
 
 from hybridrec.config import PipelineConfig
 from hybridrec.generation import all_contexts
-from hybridrec.serving import Backoff, MemoryTable, SqliteBackend
+from hybridrec.serving import MemoryTable, SqliteBackend, SuccessorFallback
 from hybridrec.types import Rankings, TransitionSet
 
 N_CLUSTERS = 301
@@ -40,7 +40,7 @@ def synthetic_rankings(n_clusters: int, k: int, marker: float = 0.0, seed: int =
     return Rankings(contexts=contexts, ids=ids.astype(np.int64), scores=scores)
 
 
-def synthetic_backoff(n_clusters: int, width: int, seed: int = 0) -> Backoff:
+def synthetic_backoff(n_clusters: int, width: int, seed: int = 0) -> SuccessorFallback:
     rng = np.random.default_rng(seed)
     n = 20_000
     c1 = rng.integers(0, n_clusters, n)
@@ -50,7 +50,7 @@ def synthetic_backoff(n_clusters: int, width: int, seed: int = 0) -> Backoff:
     c3 = np.where(c3 == c2, (c3 + 1) % n_clusters, c3)
     c3 = np.where(c3 == c1, (c3 + 1) % n_clusters, c3)
     transitions = TransitionSet(c1, c2, c3, np.arange(n), np.zeros(n, dtype=np.int64), n_clusters)
-    return Backoff.from_transitions(transitions, width)
+    return SuccessorFallback.from_transitions(transitions, width)
 
 
 def _batch_lookup(quick: bool) -> float:
@@ -88,7 +88,7 @@ def _sqlite_latency(quick: bool, folder: Path) -> tuple[float, float]:
     return float(np.percentile(latencies, 50) * 1e3), float(np.percentile(latencies, 99) * 1e3)
 
 
-def promote_table(ws: Any, rankings: Rankings, backoff: Backoff, k: int) -> str:
+def promote_table(ws: Any, rankings: Rankings, backoff: SuccessorFallback, k: int) -> str:
     """Write ``rankings`` as a new SQLite table version of workspace ``ws`` and promote it."""
     staging = ws.store.stage("tables")
     writer = SqliteBackend().writer(staging.path, n_clusters=backoff.n_clusters, k=k)

@@ -34,7 +34,7 @@ Shared rules (every policy here):
   contexts with traffic in the last ``D`` days before ``data_until``
   (``RegenerateTable(contexts="observed")``) and is charged for those only; every other context
   is served by ``regenerate_fallback``: ``"previous"`` (default) keeps the served table's row as
-  it is (possibly from an older adapter or snapshot), ``"backoff"`` drops it for the serving
+  it is (possibly from an older adapter or snapshot), ``"serving"`` drops it for the serving
   backoff. While there is no table yet the regeneration ranks every context. Unset (the default),
   every regeneration ranks every catalog context.
 * **What a regeneration may keep** (the same policies). ``regenerate_tolerance`` (the
@@ -49,7 +49,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hybridrec.interfaces import UpdatePolicy
 from hybridrec.types import (
@@ -93,10 +93,12 @@ class _RegenerateOptions(_Options):
                     "(RegenerateTable contexts='observed'; charged for those only); the others "
                     "are served by regenerate_fallback. None: every catalog context.",
     )
-    regenerate_fallback: Literal["previous", "backoff"] = Field(
+    regenerate_fallback: Literal["previous", "serving"] = Field(
         default="previous",
         description="With regenerate_recent_days, what serves a context the regeneration does not "
-                    "rank: 'previous' keeps the served table's row, 'backoff' the serving backoff.",
+                    "rank: 'previous' keeps the served table's row, 'serving' the serving fallback "
+                    "(successors of the last cluster, then popularity; formerly 'backoff', still "
+                    "accepted).",
     )
     regenerate_tolerance: float | None = Field(
         default=None, ge=0.0, le=1.0,
@@ -111,6 +113,11 @@ class _RegenerateOptions(_Options):
                     "was last confirmed current longer ago than this is ranked again, whatever "
                     "kept it. None: the pipeline's serving.max_row_age_days.",
     )
+
+    @field_validator("regenerate_fallback", mode="before")
+    @classmethod
+    def _former_name(cls, value: object) -> object:
+        return "serving" if value == "backoff" else value
 
 
 def regeneration(state: SystemState, options: BaseModel, *, use_knowledge: bool,
@@ -466,7 +473,7 @@ class AdaptivePolicy(_ReadsKnowledgeWindow, UpdatePolicy):
     * With ``regenerate_recent_days`` set (either rule), a regeneration ranks only the contexts
       with traffic in that many recent days (``RegenerateTable(contexts="observed")``, priced on
       those contexts); every other context keeps its served row (``regenerate_fallback =
-      "previous"``) or is served by the serving backoff (``"backoff"``). The gain per cost is
+      "previous"``) or is served by the serving fallback (``"serving"``). The gain per cost is
       still reckoned on a full regeneration's price (the state's estimate), a conservative cost.
     * Always, budget permitting: a fine-tune when there is no adapter or it is
       ``max_fine_tune_days`` old; one initial refresh when there never was knowledge; a refresh

@@ -31,7 +31,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from hybridrec.errors import ConfigError, format_validation_error
 from hybridrec.plugin_refs import EVIDENCE_ROLES, PLUGIN_ROLES, EvidenceConfig, PluginRef
@@ -92,10 +100,11 @@ class SignalsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backoff_days: float | None = Field(
-        default=None, gt=0,
-        description="Days of data behind the serving backoff (successors of the last cluster, "
-        "then popularity) that serves contexts a table row cannot fill; None: all data.")
+    fallback_days: float | None = Field(
+        default=None, gt=0, validation_alias=AliasChoices("fallback_days", "backoff_days"),
+        description="Days of data behind the serving fallback (successors of the last cluster, "
+        "then popularity) that serves contexts a table row cannot fill; None: all data. "
+        "(Formerly backoff_days, still accepted.)")
     drift_days: float = Field(
         default=14.0, gt=0,
         description="Recent window the drift statistic compares the adapter's training window with.")

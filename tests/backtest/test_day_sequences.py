@@ -53,7 +53,7 @@ runs = st.lists(st.tuples(st.sampled_from([0, 0, 0, 1, 5, 30]), st.integers(1, 1
 #: any measured gain and refreshes at least every 3 days, so empty windows are exercised.
 RECENT = {
     "ft-weekly": {"regenerate_recent_days": 2.0},
-    "rag-only": {"regenerate_recent_days": 1.0, "regenerate_fallback": "backoff"},
+    "rag-only": {"regenerate_recent_days": 1.0, "regenerate_fallback": "serving"},
     "hybrid": {"regenerate_recent_days": 1.0},
     "adaptive": {"regenerate_recent_days": 1.0, "min_gain_per_cost": 0.0, "max_knowledge_days": 3.0},
 }

@@ -135,7 +135,7 @@ def test_the_backoff_fallback_serves_the_others_by_the_backoff(fake_stack, catal
     seen = transitions.before(day1)
     arm.execute(RefreshKnowledge(window=TimeWindow.ending_at(day1, 14)), seen, day1)
     w1 = TimeWindow.ending_at(day1, 0.5)
-    arm.execute(RegenerateTable(contexts="observed", observed_window=w1, fallback="backoff"), seen, day1)
+    arm.execute(RegenerateTable(contexts="observed", observed_window=w1, fallback="serving"), seen, day1)
     everything = all_contexts(n)
     keys = everything[:, 0] * n + everything[:, 1]
     mine = np.isin(keys, list(_keys(observed_contexts(seen, w1), n)))
@@ -152,7 +152,7 @@ def test_a_backtest_regenerating_recent_contexts_costs_less_than_full(fake_stack
     config = _prompt_config(arms=["hybrid", "adaptive"], end=date(2000, 2, 15))
     base, _, _ = run_backtest(config, data=(catalog, transitions), drift=False)
     full = {a["name"]: a for a in base["arms"]}
-    for fallback in ("previous", "backoff"):
+    for fallback in ("previous", "serving"):
         policies = dict(config.llm.policies)
         for name in ("hybrid", "adaptive"):
             ref = policies[name]

@@ -291,3 +291,15 @@ def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybri
                                             "evidence.estimator=pair")))
     check_config(load_preset(overrides=("knowledge_store={plugin = \"silent\"}",
                                         "evidence.estimator=pair")))
+
+
+def test_the_serving_fallback_has_its_own_name_and_reads_the_former_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hybridrec.config import SignalsConfig
+
+    # the serving fallback (successors of the last cluster, then popularity) is not the counting
+    # estimator's backoff; configs written with the former key still load
+    assert SignalsConfig.model_validate({"backoff_days": 30}).fallback_days == 30
+    path = tmp_path / "pipeline.toml"
+    path.write_text("[signals]\nbackoff_days = 21\n")
+    assert load_config(path).signals.fallback_days == 21
+    assert "fallback_days" in load_config(path).model_dump()["signals"]

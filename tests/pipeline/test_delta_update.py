@@ -151,18 +151,18 @@ def test_regenerating_recent_contexts_keeps_the_other_served_rows(
     np.testing.assert_array_equal(scores[~recent], first_scores[~recent])
 
 
-def test_regenerating_recent_contexts_with_the_backoff_fallback_drops_the_others(
+def test_regenerating_recent_contexts_with_the_serving_fallback_drops_the_others(
     fake_plugins: Any, tmp_path: Path, config_file: Path
 ) -> None:
     ws = _workspace(tmp_path, config_file, "recent", "update_policy.options.regenerate_recent_days=1",
-                    "update_policy.options.regenerate_fallback=backoff")
+                    "update_policy.options.regenerate_fallback=serving")
     run_update(ws, fake_plugins.write_log(tmp_path / "jan.csv", JAN, 31), now=FEB)
     feb = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
     report = run_update(ws, feb, now=datetime(2000, 2, 4, tzinfo=UTC))
     assert report.data_until is not None
     recent = _observed(ws, report.data_until, 1)
     manifest = ws.store.get("tables", ws.current()["table"]).manifest  # type: ignore[index]
-    assert manifest["regenerate"]["fallback"] == "backoff" and manifest["regenerate"]["kept"] == 0
+    assert manifest["regenerate"]["fallback"] == "serving" and manifest["regenerate"]["kept"] == 0
     assert manifest["rows"] == int(recent.sum())
     _, levels = ws.reader().lookup_batch_with_levels(all_contexts(len(ws.catalog())), 5)
     from hybridrec.serving.base import LEVEL_PAIR

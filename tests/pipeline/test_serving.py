@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from hybridrec import plugins
 from hybridrec.errors import HybridrecError
 from hybridrec.generation import all_contexts
-from hybridrec.serving import Backoff, MemoryBackend, MemoryTable, SqliteBackend, get_backend
+from hybridrec.serving import (
+    MemoryBackend,
+    MemoryTable,
+    SqliteBackend,
+    SuccessorFallback,
+    get_backend,
+)
 from hybridrec.types import Rankings, TransitionSet
 
 N = 8
@@ -40,7 +46,7 @@ def write(backend_name: str, folder: Path, k: int = 2):
     backend = get_backend(backend_name)
     writer = backend.writer(folder, n_clusters=N, k=k)
     writer.write(partial_rankings())
-    writer.set_backoff(Backoff.from_transitions(transitions(), k + 2))
+    writer.set_backoff(SuccessorFallback.from_transitions(transitions(), k + 2))
     writer.commit({"note": "test"})
     return backend.reader(folder)
 
@@ -118,7 +124,7 @@ def test_a_context_written_twice_is_an_error(tmp_path: Path) -> None:
 
 
 def test_memory_table_builds_from_rankings_in_memory() -> None:
-    table = MemoryTable.build(partial_rankings(), Backoff.from_transitions(transitions(), 4), 2)
+    table = MemoryTable.build(partial_rankings(), SuccessorFallback.from_transitions(transitions(), 4), 2)
     assert table.rows == int((partial_rankings().ids[:, 0] >= 0).sum())
     assert table.lookup((1, 2), 2).clusters == (5, 6)
 
@@ -138,7 +144,7 @@ def test_one_row_is_filled_exactly_as_a_batch_fills_it() -> None:
     c2 = (c1 + rng.integers(1, n - 1, 400)) % n
     c3 = np.array([next(x for x in rng.permutation(n) if x not in (a, b)) for a, b in zip(c1, c2, strict=True)])
     data = TransitionSet(c1, c2, c3, np.arange(400), np.zeros(400, dtype=np.int64), n)
-    backoff = Backoff.from_transitions(data, 6)
+    backoff = SuccessorFallback.from_transitions(data, 6)
     for _ in range(300):
         rows = 5
         contexts = np.stack([rng.integers(0, n, rows), rng.integers(0, n, rows)], axis=1)

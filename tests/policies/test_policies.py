@@ -319,9 +319,12 @@ def test_regenerate_recent_days_restricts_every_regeneration_once_a_table_is_ser
     # With no table served yet, the first table ranks every context.
     first = policy.decide(served(adapter_age=40, knowledge_age=10, table_version=None, table_built_at=None))
     assert isinstance(first[-1], RegenerateTable) and first[-1].contexts == "all"
-    # The fallback can be the serving backoff instead.
-    backoff = type(policy)(policy.options.model_copy(update={"regenerate_fallback": "backoff"}))
-    assert backoff.decide(served(adapter_age=40, knowledge_age=10))[-1].fallback == "backoff"
+    # The fallback can be the serving fallback instead ("backoff", its former name, still reads).
+    for name in ("serving", "backoff"):
+        options = type(policy.options).model_validate({**policy.options.model_dump(), "regenerate_fallback": name})
+        assert options.regenerate_fallback == "serving"
+        assert type(policy)(options).decide(served(adapter_age=40, knowledge_age=10))[-1].fallback == "serving"
+    assert RegenerateTable(fallback="backoff").fallback == "serving"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("policy", [PeriodicFineTunePolicy(), PeriodicRagPolicy(), HybridPolicy(),

@@ -36,7 +36,7 @@ TestHybridRecentOnly = make_policy_machine(
 )
 TestRagOnlyRecentBackoff = make_policy_machine(
     lambda: PeriodicRagPolicy(PeriodicRagPolicy.Options(regenerate_recent_days=1,
-                                                        regenerate_fallback="backoff"))
+                                                        regenerate_fallback="serving"))
 )
 TestFtWeeklyRecentOnly = make_policy_machine(
     lambda: PeriodicFineTunePolicy(PeriodicFineTunePolicy.Options(period_days=7, regenerate_recent_days=7))

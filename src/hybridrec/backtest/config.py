@@ -197,7 +197,7 @@ class LLMSettings(BaseModel):
     )
     signals: SignalsConfig = Field(
         default_factory=SignalsConfig,
-        description="The signals the engine measures for policies and the serving backoff's data "
+        description="The signals the engine measures for policies and the serving fallback's data "
         "(the [signals] section of a pipeline config, with the same defaults).")
     training_evidence: Literal["fine_tuner", "store"] = Field(
         default="fine_tuner",

@@ -42,8 +42,8 @@ regeneration is charged in full unless rows are kept).
 
 **Restricted regenerations.** ``RegenerateTable(contexts="observed")`` ranks (and is charged for)
 only the contexts seen in its window. The table serves the other contexts by its ``fallback``:
-``"backoff"``, the serving backoff; ``"previous"``, the row the arm served before (kept, with the
-state it was ranked in; the backoff where none was held), exactly as the workspace copies the
+``"serving"``, the serving fallback; ``"previous"``, the row the arm served before (kept, with the
+state it was ranked in; the serving fallback where none was held), exactly as the workspace copies the
 served table's rows.
 """
 
@@ -83,9 +83,9 @@ from hybridrec.engine.actions import (
 )
 from hybridrec.engine.state import (
     ServedPeriod,
-    backoff_history,
-    backoff_width,
     drift_stats,
+    fallback_history,
+    fallback_width,
     freshness_signals,
     needed_signals,
     recall_signals,
@@ -118,7 +118,7 @@ from hybridrec.interfaces import (
     UpdatePolicy,
     snapshot_evidence,
 )
-from hybridrec.serving.base import LEVEL_PAIR, Backoff, fill_rows
+from hybridrec.serving.base import LEVEL_PAIR, SuccessorFallback, fill_rows
 from hybridrec.types import (
     SIGNALS,
     UTC,
@@ -250,16 +250,16 @@ class WorkCache:
         self.executed: dict[str, int] = {"fine_tune": 0, "refresh_knowledge": 0, "rank_batches": 0}
         self._drift: dict[tuple[Any, ...], DriftStats] = {}
         self._freshness: dict[tuple[Any, ...], dict[str, float | None]] = {}
-        self._backoff: tuple[tuple[int, datetime | None], Backoff] | None = None
+        self._backoff: tuple[tuple[int, datetime | None], SuccessorFallback] | None = None
 
-    def backoff(self, history: TransitionSet, now: datetime) -> Backoff:
-        """The serving backoff (successors of the last cluster, popularity) at ``now`` from the
-        data ``signals.backoff_days`` selects (:func:`~hybridrec.engine.state.backoff_history`);
+    def backoff(self, history: TransitionSet, now: datetime) -> SuccessorFallback:
+        """The serving fallback (successors of the last cluster, popularity) at ``now`` from the
+        data ``signals.fallback_days`` selects (:func:`~hybridrec.engine.state.fallback_history`);
         shared by every arm regenerating on the same data."""
-        key = (len(history), now if self.stack.signals.backoff_days is not None else None)
+        key = (len(history), now if self.stack.signals.fallback_days is not None else None)
         if self._backoff is None or self._backoff[0] != key:
-            data = backoff_history(history, now, self.stack.signals.backoff_days)
-            self._backoff = (key, Backoff.from_transitions(data, backoff_width(self.stack.table_k)))
+            data = fallback_history(history, now, self.stack.signals.fallback_days)
+            self._backoff = (key, SuccessorFallback.from_transitions(data, fallback_width(self.stack.table_k)))
         return self._backoff[1]
 
     # -- adapters ---------------------------------------------------------------------------
@@ -580,13 +580,13 @@ class TableVersion:
     :class:`~hybridrec.engine.tables.TableRows` of the contexts it holds, not materialised),
     row ``i`` ranked in the state ``states[i]`` (an index of :attr:`WorkCache.states`: the
     table's own ``(adapter, snapshot)`` for a ranked or copied row, an earlier state for a row it
-    kept); a context it does not hold is left to the serving backoff, and rows are filled up by
-    the serving backoff computed at build time."""
+    kept); a context it does not hold is left to the serving fallback, and rows are filled up by
+    the serving fallback computed at build time."""
 
     adapter: str
     snapshot: str | None
     built_at: datetime
-    backoff: Backoff
+    backoff: SuccessorFallback
     rows: TableRows
     states: np.ndarray
 

@@ -30,17 +30,17 @@ from hybridrec.versions import Served
 #: pass none: a workspace and a backtest both read their configuration's ``signals``.
 SIGNALS_DEFAULTS = SignalsConfig()
 #: Clusters kept per backoff list (successors of c2 alone, popularity).
-BACKOFF_WIDTH = 16
+FALLBACK_WIDTH = 16
 
 
-def backoff_width(k: int) -> int:
-    """Backoff lists long enough to fill a ``k``-wide row after dropping the context clusters."""
-    return max(BACKOFF_WIDTH, k + 2)
+def fallback_width(k: int) -> int:
+    """SuccessorFallback lists long enough to fill a ``k``-wide row after dropping the context clusters."""
+    return max(FALLBACK_WIDTH, k + 2)
 
 
-def backoff_history(transitions: TransitionSet, data_until: datetime,
-                    days: float | None = SIGNALS_DEFAULTS.backoff_days) -> TransitionSet:
-    """The data behind the serving backoff at ``data_until``: the last ``days`` (all data before
+def fallback_history(transitions: TransitionSet, data_until: datetime,
+                    days: float | None = SIGNALS_DEFAULTS.fallback_days) -> TransitionSet:
+    """The data behind the serving fallback at ``data_until``: the last ``days`` (all data before
     ``data_until`` when None, or when those days hold no transition)."""
     before = transitions.before(data_until)
     if days is None:
@@ -228,14 +228,14 @@ def system_state(
 
 
 __all__ = [
-    "BACKOFF_WIDTH",
+    "FALLBACK_WIDTH",
     "SIGNALS_DEFAULTS",
     "Served",
     "ServedPeriod",
     "SignalWarning",
-    "backoff_history",
-    "backoff_width",
     "drift_stats",
+    "fallback_history",
+    "fallback_width",
     "freshness_signals",
     "kept_periods",
     "needed_signals",

@@ -19,7 +19,7 @@
    changed since the served table (same adapter) and copies the other rows — the served rows are
    those of a full regeneration. A regeneration restricted to observed contexts with
    ``fallback = "previous"`` also keeps the served table's rows of the contexts it does not rank
-   (charged nothing); with ``"backoff"`` those contexts are served by the backoff;
+   (charged nothing); with ``"serving"`` those contexts are served by the serving fallback;
 5. **promote**: one atomic replacement of the workspace's ``state`` pointer names the new
    catalog, data, adapter, knowledge and table versions together; ``on_version_promoted`` is
    called for each kind that changed. A crash before this step leaves the previous versions
@@ -52,9 +52,9 @@ from hybridrec.engine.actions import (
 from hybridrec.engine.components import Pipeline
 from hybridrec.engine.state import (
     ServedPeriod,
-    backoff_history,
-    backoff_width,
     drift_stats,
+    fallback_history,
+    fallback_width,
     freshness_signals,
     kept_periods,
     needed_signals,
@@ -343,7 +343,7 @@ class _Update:
                        budget=self.config.budget)
 
     def regenerate(self, action: RegenerateTable, transitions: TransitionSet, data_until: datetime) -> ActionOutcome:
-        from hybridrec.serving import Backoff, get_backend
+        from hybridrec.serving import SuccessorFallback, get_backend
 
         assert self.pipeline is not None
         p, ws, served = self.pipeline, self.ws, self.versions
@@ -392,8 +392,8 @@ class _Update:
         estimate = pricing.price(p.cost_model, "regenerate_table", work)
         k = self.config.serving.k
         backend = get_backend(self.config.serving.backend)
-        backoff = Backoff.from_transitions(
-            backoff_history(transitions, data_until, self.config.signals.backoff_days), backoff_width(k))
+        backoff = SuccessorFallback.from_transitions(
+            fallback_history(transitions, data_until, self.config.signals.fallback_days), fallback_width(k))
         job = TableJob(
             generator=self.config.generator, catalog=p.catalog, contexts=contexts, k=k,
             adapter=served.path("adapter", adapter, "adapter"),

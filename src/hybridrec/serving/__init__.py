@@ -1,9 +1,9 @@
-"""Serving tables: context ``(c1, c2)`` -> top-K clusters, versioned, with lookup backoff.
+"""Serving tables: context ``(c1, c2)`` -> top-K clusters, versioned, with a lookup fallback.
 
 Write a version with a backend's :class:`TableWriter` (``write(rankings)`` batches,
-``set_backoff(backoff)``, ``commit(manifest)``), read it with a :class:`TableReader`
-(``lookup(context, k)``, ``lookup_batch(contexts, k)``). The backoff contract is documented in
-:mod:`hybridrec.serving.base`.
+``set_backoff(fallback)``: a :class:`SuccessorFallback`, ``commit(manifest)``), read it with a
+:class:`TableReader` (``lookup(context, k)``, ``lookup_batch(contexts, k)``). The fallback
+contract is documented in :mod:`hybridrec.serving.base`.
 
 Backends are registered by name through the ``register_table_backends`` hook
 (``register(MyBackend())``); the built-ins ``sqlite`` (default, embedded, one immutable file per
@@ -20,6 +20,7 @@ from hybridrec.serving.base import (
     Backoff,
     Level,
     ServedPrediction,
+    SuccessorFallback,
     TableBackend,
     TableReader,
     TableWriter,
@@ -58,6 +59,7 @@ __all__ = [
     "MemoryTable",
     "ServedPrediction",
     "SqliteBackend",
+    "SuccessorFallback",
     "TableBackend",
     "TableReader",
     "TableWriter",

@@ -43,8 +43,11 @@ class ServedPrediction(RankedPrediction):
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """The lower backoff levels: successors of the last cluster alone, and global popularity.
+class SuccessorFallback:
+    """The serving fallback: the lower levels a lookup falls back to when a table row cannot
+    fill it (successors of the last cluster alone, then global popularity). Formerly
+    ``Backoff``: renamed so the serving fallback and the counting estimator (``backoff`` in
+    :mod:`hybridrec.estimators.counting`) do not share a name.
 
     ``by_last`` is ``(n_clusters, w)`` (``-1`` pads), row ``c`` holding the most common next
     clusters after ``c`` (never ``c`` itself), best first, with ``by_last_scores`` their counts;
@@ -62,7 +65,7 @@ class Backoff:
         return int(self.by_last.shape[0])
 
     @classmethod
-    def empty(cls, n_clusters: int, width: int) -> Backoff:
+    def empty(cls, n_clusters: int, width: int) -> SuccessorFallback:
         return cls(
             by_last=np.full((n_clusters, width), -1, dtype=np.int64),
             by_last_scores=np.zeros((n_clusters, width), dtype=np.float64),
@@ -71,7 +74,7 @@ class Backoff:
         )
 
     @classmethod
-    def from_transitions(cls, transitions: TransitionSet, width: int) -> Backoff:
+    def from_transitions(cls, transitions: TransitionSet, width: int) -> SuccessorFallback:
         """Count successors of each last cluster and overall; ties break by the smaller id."""
         n = transitions.n_clusters
         out = cls.empty(n, width)
@@ -90,6 +93,10 @@ class Backoff:
         out.popular[: top.shape[0]] = np.where(top_counts > 0, top, -1)
         out.popular_scores[: top.shape[0]] = np.where(top_counts > 0, top_counts, 0)
         return out
+
+
+#: The former name of :class:`SuccessorFallback`, kept for code that imports it.
+Backoff = SuccessorFallback
 
 
 def check_contexts(contexts: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -127,7 +134,7 @@ def fill_rows(
     contexts: np.ndarray,
     pair_ids: np.ndarray,
     pair_scores: np.ndarray,
-    backoff: Backoff,
+    backoff: SuccessorFallback,
     k: int,
 ) -> tuple[Rankings, np.ndarray]:
     """Apply the backoff to table rows already fetched for ``contexts``.
@@ -193,7 +200,7 @@ def fill_rows(
     return Rankings(contexts=contexts, ids=ids, scores=scores), levels
 
 
-def _fill_one(c1: int, c2: int, pair_ids: np.ndarray, pair_scores: np.ndarray, backoff: Backoff,
+def _fill_one(c1: int, c2: int, pair_ids: np.ndarray, pair_scores: np.ndarray, backoff: SuccessorFallback,
               k: int) -> tuple[list[int], list[float], int]:
     """:func:`fill_rows` for one row: candidates from the pair row, then the successors of
     ``c2``, then popularity; each valid (a catalog id, not a context cluster) and not yet taken;
@@ -241,7 +248,7 @@ class TableWriter(ABC):
         """Add rows for ``rankings.contexts``."""
 
     @abstractmethod
-    def set_backoff(self, backoff: Backoff) -> None:
+    def set_backoff(self, backoff: SuccessorFallback) -> None:
         """Store the lower backoff levels."""
 
     @abstractmethod
@@ -266,7 +273,7 @@ class TableReader(ABC):
     metadata: dict[str, Any]
     #: the table's lower backoff levels (successors of the last cluster, popularity), or None for
     #: a backend that does not keep them apart
-    backoff: Backoff | None = None
+    backoff: SuccessorFallback | None = None
 
     @abstractmethod
     def lookup_batch_with_levels(self, contexts: np.ndarray, k: int) -> tuple[Rankings, np.ndarray]:
@@ -312,9 +319,9 @@ class TableBackend(ABC):
 
 __all__ = [
     "LEVELS",
-    "Backoff",
     "Level",
     "ServedPrediction",
+    "SuccessorFallback",
     "TableBackend",
     "TableReader",
     "TableWriter",

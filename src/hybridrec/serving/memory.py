@@ -17,7 +17,7 @@ import numpy as np
 
 from hybridrec.errors import CorruptArtifactError
 from hybridrec.serving.base import (
-    Backoff,
+    SuccessorFallback,
     TableBackend,
     TableReader,
     TableWriter,
@@ -32,13 +32,13 @@ FILE_NAME = "table.npz"
 class MemoryTable(TableReader):
     """A complete table held in numpy arrays (thread-safe: never mutated after construction)."""
 
-    backoff: Backoff
+    backoff: SuccessorFallback
 
     def __init__(
         self,
         ids: np.ndarray,
         scores: np.ndarray,
-        backoff: Backoff,
+        backoff: SuccessorFallback,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         n = backoff.n_clusters
@@ -55,7 +55,7 @@ class MemoryTable(TableReader):
     def build(
         cls,
         rankings: Rankings | list[Rankings],
-        backoff: Backoff,
+        backoff: SuccessorFallback,
         k: int,
         metadata: dict[str, Any] | None = None,
     ) -> MemoryTable:
@@ -90,7 +90,7 @@ class MemoryWriter(TableWriter):
         self._ids = np.full((n_clusters * n_clusters, k), -1, dtype=np.int32)
         self._scores = np.zeros((n_clusters * n_clusters, k), dtype=np.float32)
         self._written = np.zeros(n_clusters * n_clusters, dtype=bool)
-        self._backoff: Backoff | None = None
+        self._backoff: SuccessorFallback | None = None
 
     @property
     def rows(self) -> int:
@@ -106,7 +106,7 @@ class MemoryWriter(TableWriter):
         self._scores[keys, :width] = rankings.scores[:, :width]
         self._written[keys] = True
 
-    def set_backoff(self, backoff: Backoff) -> None:
+    def set_backoff(self, backoff: SuccessorFallback) -> None:
         if backoff.n_clusters != self.n_clusters:
             raise ValueError(
                 f"backoff covers {backoff.n_clusters} clusters, the table {self.n_clusters}"
@@ -114,7 +114,7 @@ class MemoryWriter(TableWriter):
         self._backoff = backoff
 
     def commit(self, manifest: dict[str, Any]) -> None:
-        backoff = self._backoff or Backoff.empty(self.n_clusters, self.k + 2)
+        backoff = self._backoff or SuccessorFallback.empty(self.n_clusters, self.k + 2)
         buffer = io.BytesIO()
         np.savez(
             buffer,
@@ -149,7 +149,7 @@ class MemoryBackend(TableBackend):
         try:
             with np.load(path) as data:
                 meta = json.loads(bytes(data["meta"]).decode())
-                backoff = Backoff(
+                backoff = SuccessorFallback(
                     by_last=data["by_last"].astype(np.int64),
                     by_last_scores=data["by_last_scores"].astype(np.float64),
                     popular=data["popular"].astype(np.int64),

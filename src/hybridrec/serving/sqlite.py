@@ -24,7 +24,7 @@ import numpy as np
 
 from hybridrec.errors import CorruptArtifactError
 from hybridrec.serving.base import (
-    Backoff,
+    SuccessorFallback,
     TableBackend,
     TableReader,
     TableWriter,
@@ -51,7 +51,7 @@ class SqliteWriter(TableWriter):
         self.n_clusters = n_clusters
         self.k = k
         self._rows = 0
-        self._backoff: Backoff | None = None
+        self._backoff: SuccessorFallback | None = None
         self._db: sqlite3.Connection | None = sqlite3.connect(self.path, isolation_level=None)
         db = self._db
         db.execute("PRAGMA journal_mode=WAL")
@@ -88,7 +88,7 @@ class SqliteWriter(TableWriter):
         db.execute("COMMIT")
         self._rows += len(rows)
 
-    def set_backoff(self, backoff: Backoff) -> None:
+    def set_backoff(self, backoff: SuccessorFallback) -> None:
         if backoff.n_clusters != self.n_clusters:
             raise ValueError(
                 f"backoff covers {backoff.n_clusters} clusters, the table {self.n_clusters}"
@@ -97,7 +97,7 @@ class SqliteWriter(TableWriter):
 
     def commit(self, manifest: dict[str, Any]) -> None:
         db = self._conn()
-        backoff = self._backoff or Backoff.empty(self.n_clusters, self.k + 2)
+        backoff = self._backoff or SuccessorFallback.empty(self.n_clusters, self.k + 2)
         meta = {
             "n_clusters": self.n_clusters,
             "k": self.k,
@@ -135,7 +135,7 @@ class SqliteWriter(TableWriter):
 class SqliteReader(TableReader):
     """Read-only access to one SQLite table file; one connection per thread."""
 
-    backoff: Backoff
+    backoff: SuccessorFallback
 
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / FILE_NAME
@@ -164,7 +164,7 @@ class SqliteReader(TableReader):
         for c2, ids, scores in last_rows:
             by_last[c2] = np.frombuffer(ids, dtype="<i4")
             by_last_scores[c2] = np.frombuffer(scores, dtype="<f4")
-        self.backoff = Backoff(
+        self.backoff = SuccessorFallback(
             by_last=by_last,
             by_last_scores=by_last_scores,
             popular=np.frombuffer(popular_row[0], dtype="<i4").astype(np.int64),

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import (
     Field,
+    field_validator,
 )
 
 from hybridrec.types.base import (
@@ -37,9 +38,10 @@ class RegenerateTable(Model):
     ``contexts``: ``"all"`` ordered pairs of the catalog, or ``"observed"`` in ``observed_window``.
     ``use_knowledge``: whether prompts carry evidence from the current snapshot.
     ``fallback`` (with ``"observed"``): what serves a context the regeneration does not rank:
-    ``"backoff"``, the serving backoff (successors of ``c2``, then popularity); ``"previous"``, the
-    served table's row for it, as it is (the backoff where the served table has none). Only ranked
-    contexts are charged either way.
+    ``"serving"``, the serving fallback (successors of ``c2``, then popularity; ``"backoff"``,
+    its former name, is accepted); ``"previous"``, the served table's row for it, as it is (the
+    serving fallback where the served table has none). Only ranked contexts are charged either
+    way.
 
     What a regeneration that keeps the adapter may keep without ranking (the engine's one delta
     planner, :func:`hybridrec.engine.tables.plan_table`, in a workspace and in the backtest);
@@ -61,10 +63,15 @@ class RegenerateTable(Model):
     contexts: Literal["all", "observed"] = "all"
     observed_window: TimeWindow | None = None
     use_knowledge: bool = True
-    fallback: Literal["backoff", "previous"] = "backoff"
+    fallback: Literal["serving", "previous"] = "serving"
     tolerance: float | None = Field(default=None, ge=0.0, le=1.0, allow_inf_nan=False)
     max_row_age_days: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     reason: str = ""
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _former_name(cls, value: object) -> object:
+        return "serving" if value == "backoff" else value
 
 
 class Noop(Model):
