@@ -58,8 +58,8 @@ from hybridrec.artifacts import (
     verify_once,
 )
 from hybridrec.config import PipelineConfig
-from hybridrec.errors import ConfigError, CorruptArtifactError, HybridrecError
-from hybridrec.ingest import Batch
+from hybridrec.errors import ConfigError, CorruptArtifactError, DataError, HybridrecError
+from hybridrec.ingest import Batch, read_batch
 from hybridrec.ledger import Ledger
 from hybridrec.serving import ServedPrediction, TableReader, get_backend
 from hybridrec.serving.recommend import Exclude, Recommendation, recommend
@@ -304,9 +304,14 @@ class Workspace:
                 return f"the {kind} {version} is damaged ({exc})"
         return None
 
-    def repair(self) -> dict[str, Any]:
+    def repair(self, catalog_from: Path | None = None, items: Path | None = None) -> dict[str, Any]:
         """Rebuild a damaged or missing ``state`` from the versions on disk; returns the new
         current entry. The damaged file is kept as ``state.damaged-*``.
+
+        Without an intact catalog the data versions cannot be served: ``catalog_from`` (the
+        interaction file of the workspace's first update, and its ``items`` file if that update
+        had one) rebuilds it with the first update's code (:meth:`rebuild_catalog`), so the data
+        is recovered; otherwise repair refuses and writes nothing.
 
         Only versions that pass :meth:`verified` are used. The current entry serves the newest
         intact table whose manifest status is ``ok`` with the adapter and knowledge snapshot it
@@ -339,11 +344,14 @@ class Workspace:
                 # Without the catalog the data cannot be served; a state without them would
                 # make the next update start over from its own file alone.
                 damaged = [v.id for v in self.store.versions("catalog")]
-                raise CorruptArtifactError(
-                    f"{self.root}: no intact catalog ({', '.join(damaged) or 'none on disk'} "
-                    f"failed verification), so the {len(data)} intact data version(s) cannot be "
-                    "served; the state was left as it is. Restore catalog/ from a backup, or "
-                    "start a new workspace and ingest the data again")
+                if catalog_from is None:
+                    raise CorruptArtifactError(
+                        f"{self.root}: no intact catalog ({', '.join(damaged) or 'none on disk'} "
+                        f"failed verification), so the {len(data)} intact data version(s) cannot "
+                        "be served; the state was left as it is. Restore catalog/ from a backup, or "
+                        "rebuild it from the file the first update read: hybridrec repair "
+                        f"{self.root} --catalog-from FILE [--items ITEMS]")
+                catalogs = [self.rebuild_catalog(catalog_from, items, data)]
             adapters, snapshots = usable("adapters"), usable("knowledge")
             entries: list[dict[str, Any]] = []
             for table in usable("tables"):
@@ -382,6 +390,42 @@ class Workspace:
                 os.replace(self.pointer.path, self.root / f"state.damaged-{datetime.now(UTC):%Y%m%dT%H%M%S%f}")
             atomic_write_json(self.pointer.path, {"current": current, "history": history})
             return dict(current or {**dict(EMPTY_ENTRY), **common})
+
+    def rebuild_catalog(self, source: Path, items: Path | None, data: list[Version]) -> Version:
+        """Rebuild the catalog from ``source`` (the first update's interaction file; ``items``
+        its item file, if it had one) exactly as that update built it, check it against what
+        the workspace recorded, and commit it as a new catalog version.
+
+        Checked: its hash is the one the catalog versions and tables on disk record (when any
+        does), so the adapters, snapshots and tables built for the old catalog serve again; and
+        every item of ``data`` (the intact data versions) that ``source`` describes has the
+        cluster it was stored with. Raises :class:`~hybridrec.errors.DataError` naming the file
+        and the mismatch otherwise (nothing is written)."""
+        source = Path(source)
+        batch, catalog = read_batch(source, items=items, now=datetime.now(UTC), catalog=None,
+                                    known_items={})
+        recorded = {v.manifest.get("hash") for v in self.store.versions("catalog")}
+        recorded |= {v.manifest.get("catalog_hash") for v in self.store.versions("tables")}
+        recorded.discard(None)
+        if recorded and catalog.hash not in recorded:
+            raise DataError(
+                f"{source}: the catalog it gives ({len(catalog)} clusters, hash {catalog.hash[:12]}) "
+                f"is not the one this workspace's versions were built for (hash "
+                f"{', '.join(sorted(str(h)[:12] for h in recorded))}); give the interaction file "
+                "(and --items file) of the workspace's first update")
+        described = dict(zip(batch.item.tolist(), batch.cluster.tolist(), strict=True))
+        for version in data:
+            stored = Batch.load(version.path / "interactions.npz")
+            for item, cluster in zip(stored.item.tolist(), stored.cluster.tolist(), strict=True):
+                if described.get(item, cluster) != cluster:
+                    raise DataError(
+                        f"{source}: item {item!r} is in cluster {described[item]} of the rebuilt "
+                        f"catalog but data version {version.id} stores it in cluster {cluster}; "
+                        "give the file of the workspace's first update")
+        staging = self.store.stage("catalog")
+        (staging.path / "catalog.json").write_text(catalog.model_dump_json(indent=1))
+        return self.store.commit(staging, {"clusters": len(catalog), "hash": catalog.hash,
+                                           "rebuilt_from": str(source.resolve())})
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

@@ -159,6 +159,46 @@ def test_a_state_file_emptied_to_an_empty_object_is_damaged_not_a_fresh_start(
     assert code == 2 and "hybridrec repair" in err  # never a new history that forgets January
 
 
+def test_repair_rebuilds_a_damaged_catalog_from_the_first_updates_file(
+        fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)
+    first = tmp_path / "ws.csv"  # the file the first update read
+    served = ws.current()
+    assert served is not None
+    contexts = np.array([[0, 1], [2, 3], [4, 1]])
+    lists = ws.lookup_batch(contexts, 5).ids
+    catalog = ws.store.get("catalog", served["catalog"]).path / "catalog.json"
+    catalog.write_text(catalog.read_text().replace("Action", "Actiom"))
+    (ws.root / "state").write_text("{")
+    code, _, err = run_cli(capsys, "repair", str(ws.root))
+    assert code == 2 and "--catalog-from" in err
+    # a file that gives another catalog is refused, and nothing is written
+    other = tmp_path / "other.csv"
+    other.write_text(first.read_text().replace("Action", "Thriller|Action"))
+    before = (ws.root / "state").read_text()
+    code, _, err = run_cli(capsys, "repair", str(ws.root), "--catalog-from", str(other))
+    assert code == 2 and "is not the one this workspace's versions were built for" in err
+    assert (ws.root / "state").read_text() == before
+    # the first update's file gives the same catalog back: the table, adapter and data serve again
+    code, out, err = run_cli(capsys, "repair", str(ws.root), "--catalog-from", str(first))
+    assert code == 0, err
+    assert "rebuilt from" in out
+    ws = Workspace(ws.root)
+    now = ws.current()
+    assert now is not None and now["table"] == served["table"] and now["data"] == served["data"]
+    assert now["catalog"] != served["catalog"] and ws.catalog().hash == ws.store.get(
+        "catalog", now["catalog"]).manifest["hash"]
+    np.testing.assert_array_equal(ws.lookup_batch(contexts, 5).ids, lists)
+    code, _, err = run_cli(capsys, "status", str(ws.root))
+    assert code == 0, err
+    log = fake_plugins.write_log(tmp_path / "feb.csv", FEB, 3, seed=1)
+    code, _, err = run_cli(capsys, "update", str(ws.root), "--data", str(log), "--now", "2000-02-04")
+    assert code == 0, err
+    assert len(Workspace(ws.root).current()["data"]) == 2  # type: ignore[index]  # January kept
+
+
 def test_repair_without_an_intact_catalog_refuses_instead_of_forgetting_the_data(
         fake_plugins: Any, tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ws = _served(fake_plugins, tmp_path / "ws", config_file, tmp_path)

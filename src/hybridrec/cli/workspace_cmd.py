@@ -312,10 +312,21 @@ def register(cli: click.Group) -> None:
 
     @cli.command("repair")
     @click.argument("workspace", type=click.Path(path_type=Path, file_okay=False, exists=True))
-    def repair(workspace: Path) -> None:
+    @click.option("--catalog-from", "catalog_from", type=click.Path(path_type=Path, dir_okay=False),
+                  default=None, help="When the catalog is damaged: the interaction file of the "
+                  "workspace's first update, to rebuild it from (checked against what the "
+                  "workspace recorded).")
+    @click.option("--items", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                  help="With --catalog-from: the item file that first update read, if any.")
+    def repair(workspace: Path, catalog_from: Path | None, items: Path | None) -> None:
         """Rebuild a damaged or missing state file from the intact versions on disk (earlier
-        intact tables become rollback targets again)."""
-        entry = _open(workspace).repair()
+        intact tables become rollback targets again); with --catalog-from, also a damaged
+        catalog."""
+        if items is not None and catalog_from is None:
+            raise click.UsageError("--items goes with --catalog-from")
+        entry = _open(workspace).repair(catalog_from, items)
+        if catalog_from is not None:
+            click.echo(f"catalog: {entry.get('catalog')} (rebuilt from {catalog_from} when none was intact)")
         click.echo(f"rebuilt the state of {workspace}: table {entry.get('table')}, adapter "
                    f"{entry.get('adapter')}, knowledge {entry.get('knowledge')}, "
                    f"{len(entry.get('data') or [])} data versions (the old file was kept as state.damaged-*)")
