@@ -138,6 +138,14 @@ class LoraOptions(BaseModel):
         "recent) over this many days before the example's day; set it to the knowledge store's "
         "recent_days, for a generator that renders them (hf rerank_recent).",
     )
+    collapse_retries: int = Field(
+        default=0, ge=0, le=5,
+        description="When the base is trained here (from scratch): if the trained model's "
+        "held-out HR@5 from the context alone is no better than popularity's (the training "
+        "labels' most frequent clusters) on the same held-out rows, the training collapsed onto "
+        "popularity; train it again from the fresh base with another data order, up to this "
+        "many times, and keep the best (metrics hr@5_popularity, base_attempts).",
+    )
     warm_start: bool = Field(default=True, description="Continue previous_adapter when given.")
     train_base_if_untrained: bool = True
     holdout_fraction: float = Field(default=0.1, gt=0, lt=1)
@@ -171,6 +179,20 @@ class Examples:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+def popularity_hr(train: Examples, holdout: Examples, k: int = 5) -> float:
+    """Held-out HR@``k`` of popularity: the training labels' ``k`` most frequent clusters
+    (ties: lower id), skipping each held-out context's own clusters."""
+    if len(holdout) == 0:
+        return 0.0
+    counts = np.bincount(train.labels, minlength=int(max(train.labels.max(initial=0), holdout.labels.max()) + 1))
+    order = np.lexsort((np.arange(counts.size), -counts))[: k + holdout.contexts.shape[1]]
+    hits = 0
+    for context, label in zip(holdout.contexts.tolist(), holdout.labels.tolist(), strict=True):
+        top = [c for c in order.tolist() if c not in context][:k]
+        hits += label in top
+    return hits / len(holdout)
 
 
 def holdout_split(n: int, fraction: float, maximum: int) -> int:
@@ -331,9 +353,10 @@ class LoraFineTuner(FineTuner):
         )
         return train, holdout
 
-    def _schedule(self, train: Examples, epochs: float) -> list[np.ndarray]:
-        """Row indices of every optimiser step, deterministic in the seed. Each batch is all-RAG
-        or all-plain so its prompts share one length (no padding)."""
+    def _schedule(self, train: Examples, epochs: float, attempt: int = 0) -> list[np.ndarray]:
+        """Row indices of every optimiser step, deterministic in the seed (and the ``attempt``
+        of a retried base training). Each batch is all-RAG or all-plain so its prompts share
+        one length (no padding)."""
         opts: LoraOptions = self.options
         size = opts.batch_size
         per_epoch = max(1, math.ceil(len(train) / size))
@@ -343,7 +366,7 @@ class LoraFineTuner(FineTuner):
         steps: list[np.ndarray] = []
         epoch = 0
         while len(steps) < total:
-            rng = np.random.default_rng([opts.seed, epoch])
+            rng = np.random.default_rng([opts.seed, epoch] if attempt == 0 else [opts.seed, epoch, attempt])
             groups = [np.flatnonzero(train.rag), np.flatnonzero(~train.rag)]
             chunks = [
                 part
@@ -451,6 +474,29 @@ class LoraFineTuner(FineTuner):
         model.eval()
         eval_started = time.perf_counter()
         metrics = self.evaluate(gen, model, holdout, progress=progress)
+        if scratch and opts.collapse_retries:
+            # A base trained from scratch can settle on popularity whatever the context (seen
+            # on another CPU: the no-evidence arm scored exactly popularity's HR). Detected on
+            # the held-out tail, never on test data; retrained with another data order.
+            popular = popularity_hr(train, holdout)
+            attempt = 0
+            while metrics["hr@5"] <= popular and attempt < opts.collapse_retries:
+                attempt += 1
+                retry_started = time.perf_counter()
+                again, _, _ = self._prepare_model(gen, previous_adapter)
+                again_trained = self._train(
+                    gen, again, train, self._schedule(train, epochs, attempt),
+                    f"{fingerprint}-attempt{attempt}", out_dir, progress, lr=opts.base_lr,
+                    holdout=holdout if opts.select_epoch else None, start_is_candidate=False,
+                )
+                again.eval()
+                train_seconds += time.perf_counter() - retry_started
+                eval_started += time.perf_counter() - retry_started  # retraining is not evaluation
+                again_metrics = self.evaluate(gen, again, holdout, progress=progress)
+                if again_metrics["hr@5"] > metrics["hr@5"]:
+                    model, trained, metrics = again, again_trained, again_metrics
+            metrics["hr@5_popularity"] = popular
+            metrics["base_attempts"] = float(attempt + 1)
         metrics["train_loss"] = trained["final_loss"]
         if trained["selection"] is not None:
             metrics["selected_epoch"] = float(trained["selection"]["epoch"])

@@ -119,6 +119,41 @@ def test_frozen_model_follows_changed_evidence(
     assert float((with_moved == moved.cluster[:, 0]).mean()) >= 0.4
 
 
+def test_a_base_that_collapsed_onto_popularity_is_trained_again(
+    catalog: ClusterCatalog, planted: TransitionSet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hybridrec_lora.finetuner as lora
+
+    # a healthy base beats popularity on its held-out tail: one attempt
+    fit = tuner(rag_fraction=0.0, collapse_retries=1, max_steps=40).fine_tune(
+        tiny(catalog), planted, window_of(planted), tmp_path / "fit")
+    assert fit.metrics["base_attempts"] == 1.0
+    assert fit.metrics["hr@5"] > fit.metrics["hr@5_popularity"]
+    # popularity that no model can beat stands for a collapse: trained again, the better kept
+    monkeypatch.setattr(lora, "popularity_hr", lambda train, holdout: 1.0)
+    again = tuner(rag_fraction=0.0, collapse_retries=2, max_steps=3).fine_tune(
+        tiny(catalog), planted, window_of(planted), tmp_path / "again")
+    assert again.metrics["base_attempts"] == 3.0 and again.metrics["hr@5_popularity"] == 1.0
+    # off by default, and never for a fine-tune that starts from a trained model
+    plain = tuner(rag_fraction=0.0, max_steps=3).fine_tune(
+        tiny(catalog), planted, window_of(planted), tmp_path / "plain")
+    assert "base_attempts" not in plain.metrics
+
+
+def test_popularity_hr_skips_the_context_clusters() -> None:
+    from hybridrec_lora.finetuner import Examples, popularity_hr
+
+    def examples(contexts: list[list[int]], labels: list[int]) -> Examples:
+        n = len(labels)
+        return Examples(np.array(contexts), np.array(labels), np.zeros(n, dtype=np.int64),
+                        np.ones(n), None, np.zeros(n, dtype=bool))
+
+    train = examples([[5, 6]] * 7, [0, 0, 0, 1, 1, 2, 3])  # popularity 0, 1, 2, 3, then 4, ...
+    held = examples([[0, 1], [2, 3]], [4, 0])
+    # (0, 1): its top 2 skip 0 and 1 -> [2, 3], label 4 missed; (2, 3): [0, 1], label 0 hit
+    assert popularity_hr(train, held, k=2) == 0.5
+
+
 def test_untrained_base_without_pretraining_is_refused(
     catalog: ClusterCatalog, planted: TransitionSet, tmp_path: Path
 ) -> None:
