@@ -82,6 +82,22 @@ def test_lazy_tables_equal_full_tables(fake_stack, catalog, transitions) -> None
         assert build_arms(config, transitions, cache)[0].name == "no-update"
 
 
+def test_a_fine_tune_with_another_fine_tuner_trains_with_that_one(fake_stack, catalog) -> None:  # type: ignore[no-untyped-def]
+    # the shared initial fine-tune trains with its own options: the engine's trainer carries that
+    # fine-tuner and a reference a launched process would rebuild it from
+    from hybridrec.plugins import build
+
+    config = fake_config(arms=["no-update"])
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = build_stack(config, catalog, Path(tmp))
+        assert stack.training().fine_tuner is stack.fine_tuner
+        assert stack.training().fine_tuner_ref == config.llm.fine_tuner
+        other = build("fine_tuner", "fake-ft")
+        trainer = stack.training(other)
+        assert trainer.fine_tuner is other and trainer.fine_tuner_ref.plugin == "fake-ft"
+        assert trainer.generator is stack.generator and trainer.catalog is catalog
+
+
 def test_the_initial_adapter_trains_on_all_history_unless_warmup_days_is_set(fake_stack, catalog, transitions) -> None:  # type: ignore[no-untyped-def]
     config = fake_config(arms=["no-update"])
     start = config.start_dt

@@ -218,10 +218,12 @@ class LLMStack:
 
     def training(self, fine_tuner: FineTuner | None = None, ref: PluginRef | None = None) -> Trainer:
         """What a fine-tune runs with (the engine's :class:`~hybridrec.engine.work.Trainer`):
-        this stack's generator and fine-tuner, or ``fine_tuner`` configured by ``ref``."""
+        this stack's generator and fine-tuner, or ``fine_tuner`` (configured by ``ref``; by
+        default its own name and options)."""
         trainer = Trainer(self.generator, self.fine_tuner, self.refs["generator"],
                           self.refs["fine_tuner"], self.catalog, self.engine)
-        if fine_tuner is not None and ref is not None:
+        if fine_tuner is not None:
+            ref = ref or PluginRef(plugin=fine_tuner.name, options=fine_tuner.options.model_dump(mode="json"))
             trainer = trainer.with_fine_tuner(ref, fine_tuner)
         return trainer
 
