@@ -43,6 +43,7 @@ def test_plain_init_deploys_the_preset(tmp_path: Path, capsys: pytest.CaptureFix
     assert deployed["generator"]["options"] == BacktestConfig().llm.generator.options
     code, text, _ = cli(capsys, "config", "show", str(tmp_path / "ws"))
     assert code == 0 and "first fine-tune" in text and "all data before the clock" in text
+    assert '"candidates": 10' in text.splitlines()[1]  # the evidence recipe, before the roles
 
 
 def test_a_file_starting_from_the_preset_merges_or_replaces_roles(tmp_path: Path) -> None:

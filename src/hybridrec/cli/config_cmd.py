@@ -67,6 +67,8 @@ def register(cli: click.Group) -> None:
             click.echo(json.dumps(data, indent=2))
             return
         click.echo(f"{where}: pipeline {cfg.name!r}" + (f" (preset {cfg.preset!r})" if cfg.preset else ""))
+        if data.get("evidence") is not None:  # what the roles' evidence options below came from
+            click.echo(f"  {'evidence':<16} {json.dumps(data['evidence'])}")
         for role in ("generator", "fine_tuner", "knowledge_store", "update_policy", "cost_model", "executor"):
             ref = data[role]
             click.echo(f"  {role:<16} {ref['plugin']:<10} {json.dumps(ref['options'])}")
