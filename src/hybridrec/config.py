@@ -269,17 +269,13 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _evidence(self) -> PipelineConfig:
-        from hybridrec.plugins import apply_evidence  # the registry knows what each plugin reads
+        from hybridrec.plugins import apply_recipe  # the registry knows what each plugin reads
 
         if self.evidence is not None:
-            problems = []
+            applied = apply_recipe(self.evidence, {f"{role}.options": (role, getattr(self, role))
+                                                   for role in EVIDENCE_ROLES})
             for role in EVIDENCE_ROLES:
-                try:
-                    setattr(self, role, apply_evidence(self.evidence, role, getattr(self, role)))
-                except ValueError as exc:
-                    problems.append(str(exc))
-            if problems:
-                raise ValueError("; ".join(problems))
+                setattr(self, role, applied[f"{role}.options"])
             return self  # the recipe set both sides (evidence_problems is for configs without one)
         problems = evidence_problems(self.generator, self.knowledge_store, self.fine_tuner)
         if problems:

@@ -537,6 +537,24 @@ def apply_evidence(recipe: EvidenceConfig, role: str, ref: PluginRef, *, strict:
     return PluginRef(plugin=ref.plugin, options=options)
 
 
+def apply_recipe(recipe: EvidenceConfig, refs: Mapping[str, tuple[str, PluginRef]], *,
+                 strict: bool = True, section: str = "[evidence]") -> dict[str, PluginRef]:
+    """:func:`apply_evidence` over several references at once: ``refs`` maps the config table
+    each came from (``generator.options``, ...) to its role and reference; the result maps the
+    same tables to the references with the recipe filled in. Every conflict is in one
+    ValueError."""
+    out: dict[str, PluginRef] = {}
+    problems: list[str] = []
+    for table, (role, ref) in refs.items():
+        try:
+            out[table] = apply_evidence(recipe, role, ref, strict=strict, table=table, section=section)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
+
+
 def resolve_plugin(
     role: str,
     ref: Reference,
@@ -639,6 +657,7 @@ __all__ = [
     "Registry",
     "ResolvedPlugin",
     "apply_evidence",
+    "apply_recipe",
     "as_ref",
     "build",
     "get",

@@ -70,3 +70,24 @@ def test_configured_options_are_kept_when_asked_or_when_the_store_is_not_backoff
     plain = _config(evidence={"estimator": "pair", "candidates": 4},
                     generator={"plugin": "hf", "options": {"preset": "tiny"}})
     assert with_validated_candidates(plain, transitions) == (plain, None)
+
+
+def test_an_arm_with_its_own_stack_gets_the_choice_in_its_own_tables() -> None:
+    config = BacktestConfig.model_validate({
+        **_config().model_dump(mode="json", include={"dataset", "dataset_options", "start", "end"}),
+        "arms": {"rag-once": {}, "mine": {"preset": "rag-once", "knowledge_store": {"plugin": "annoy"}}},
+        "llm": {"evidence": {"candidates": 4}, "knowledge_store": {"plugin": "exact"},
+                "fine_tuner": {"plugin": "lora"}},
+    })
+    assert config.arm_plan("mine").own_stack
+    _, transitions = load_data(config)
+    before = transitions.take(np.flatnonzero(transitions.ts < int(config.start_dt.timestamp())))
+    tuned, chosen = with_validated_candidates(config, before)
+    assert chosen is not None
+    alpha = chosen["chosen"]["alpha"]
+    mine = tuned.arm_plan("mine")
+    assert mine.knowledge_store is not None and mine.fine_tuner is not None
+    assert mine.knowledge_store.plugin == "annoy"
+    assert mine.knowledge_store.options["backoff_alpha"] == mine.fine_tuner.options["evidence_backoff_alpha"] == alpha
+    assert tuned.arm_plan("rag-once").knowledge_store.options["backoff_alpha"] == alpha  # type: ignore[union-attr]
+    assert tuned.arm_pipeline("mine").knowledge_store == mine.knowledge_store  # what init --from-report deploys

@@ -72,7 +72,7 @@ from hybridrec.config import (
     SignalsConfig,
 )
 from hybridrec.errors import ConfigError, did_you_mean, field_names
-from hybridrec.plugins import apply_evidence
+from hybridrec.plugins import apply_recipe
 from hybridrec.presets import DEFAULT_PRESET, preset_data
 from hybridrec.types import UTC, Budget
 
@@ -154,6 +154,10 @@ def _full_fine_tune() -> dict[str, Any]:
 DEMO_INITIAL_FINE_TUNE: dict[str, Any] = dict(_PRESET["initial_fine_tune"]["options"])
 #: ``--quick``: a smaller initial fine-tune (about 4x cheaper) so the smoke study stays under 3 min.
 QUICK_INITIAL_FINE_TUNE: dict[str, Any] = {"max_examples": 6000, "base_epochs": 6}
+
+
+#: The shared roles the evidence recipe fills (besides each arm's policy).
+_RECIPE_ROLES: tuple[str, ...] = ("generator", "fine_tuner", "knowledge_store")
 
 
 class LLMSettings(BaseModel):
@@ -249,34 +253,25 @@ class LLMSettings(BaseModel):
 
     @model_validator(mode="after")
     def _evidence(self) -> LLMSettings:
-        problems: list[str] = []
-        for role in ("generator", "fine_tuner", "knowledge_store"):
-            try:
-                setattr(self, role, apply_evidence(self.evidence, role, getattr(self, role),
-                                                   table=f"llm.{role}.options", section="[llm.evidence]"))
-            except ValueError as exc:
-                problems.append(str(exc))
-        policies = {}
-        for arm, ref in self.policies.items():
-            try:
-                policies[arm] = apply_evidence(self.evidence, "update_policy", ref,
-                                               table=f"llm.policies.{arm}.options",
-                                               section="[llm.evidence]")
-            except ValueError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ValueError("; ".join(problems))
-        self.policies = policies
-        return self  # the recipe set every side (evidence_problems is for configs without one)
+        # the recipe sets every side (evidence_problems is for configs without one)
+        for name, value in self._with_recipe(self.evidence, strict=True).items():
+            setattr(self, name, value)
+        return self
 
     def with_evidence(self, recipe: EvidenceConfig) -> LLMSettings:
         """These settings with another evidence recipe (a choice made in code, e.g. on the
         validation days): its options replace the ones the current recipe filled."""
-        roles = {role: apply_evidence(recipe, role, getattr(self, role), strict=False)
-                 for role in ("generator", "fine_tuner", "knowledge_store")}
-        policies = {arm: apply_evidence(recipe, "update_policy", ref, strict=False)
-                    for arm, ref in self.policies.items()}
-        return self.model_copy(update={"evidence": recipe, **roles, "policies": policies})
+        return self.model_copy(update={"evidence": recipe, **self._with_recipe(recipe, strict=False)})
+
+    def _with_recipe(self, recipe: EvidenceConfig, *, strict: bool) -> dict[str, Any]:
+        """The shared roles and the policies with ``recipe`` filled in (see
+        :func:`hybridrec.plugins.apply_recipe`)."""
+        tables = {f"llm.{role}.options": (role, getattr(self, role)) for role in _RECIPE_ROLES}
+        tables.update({f"llm.policies.{arm}.options": ("update_policy", ref)
+                       for arm, ref in self.policies.items()})
+        applied = apply_recipe(recipe, tables, strict=strict, section="[llm.evidence]")
+        return {**{role: applied[f"llm.{role}.options"] for role in _RECIPE_ROLES},
+                "policies": {arm: applied[f"llm.policies.{arm}.options"] for arm in self.policies}}
 
 
 class BackoffOptions(BaseModel):
@@ -630,12 +625,13 @@ class BacktestConfig(BaseModel):
             policy, table = llm.policies[preset], f"llm.policies.{preset}.options"
         # an arm's own roles take the study's evidence recipe like the shared ones (the shared
         # roles and policies have it already)
+        tables = {f"arms.{name}.{r}.options": (r, getattr(spec, r))
+                  for r in STACK_ROLES if getattr(spec, r) is not None}
         if spec.policy is not None:
-            policy = apply_evidence(llm.evidence, "update_policy", policy, table=table,
-                                    section="[llm.evidence]")
-        own = {r: apply_evidence(llm.evidence, r, getattr(spec, r), table=f"arms.{name}.{r}.options",
-                                 section="[llm.evidence]")
-               for r in STACK_ROLES if getattr(spec, r) is not None}
+            tables[table] = ("update_policy", policy)
+        applied = apply_recipe(llm.evidence, tables, section="[llm.evidence]")
+        policy = applied.get(table, policy)
+        own = {r: applied[f"arms.{name}.{r}.options"] for r in STACK_ROLES if getattr(spec, r) is not None}
         # a role set to the shared stack's very plugin and options is no override
         overrides = tuple(r for r in STACK_ROLES if r in own and own[r] != getattr(llm, r))
         refs = {r: own.get(r) or getattr(llm, r) for r in STACK_ROLES}

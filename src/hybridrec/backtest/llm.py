@@ -200,8 +200,8 @@ class LLMStack:
     cost_model: CostModel
     guardrails: GuardrailConfig
     workdir: Path
-    #: the catalog and the references the plugins above were built from (a launched fine-tune
-    #: rebuilds them in its processes)
+    #: the catalog and the references the generator and fine-tuner were built from (a launched
+    #: fine-tune rebuilds them in its processes)
     catalog: ClusterCatalog
     refs: dict[str, PluginRef]
     table_k: int = 10

@@ -34,7 +34,7 @@ from hybridrec.backtest.runner import ReplayResult, replay
 from hybridrec.config import PluginRef
 from hybridrec.engine.tables import KeepRule
 from hybridrec.errors import DataError, HybridrecError
-from hybridrec.plugins import build
+from hybridrec.plugins import apply_evidence, build
 from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts, ts_to_datetime
 
 
@@ -89,7 +89,7 @@ def build_stack(config: BacktestConfig, catalog: ClusterCatalog, workdir: Path,
         guardrails=llm.guardrails,
         workdir=workdir,
         catalog=catalog,
-        refs={role: ref(role) for role in ("generator", "fine_tuner", "knowledge_store", "cost_model")},
+        refs={role: ref(role) for role in ("generator", "fine_tuner")},
         table_k=llm.table_k,
         evidence_m=llm.evidence_m,
         budget=llm.budget,
@@ -247,34 +247,15 @@ def with_validated_candidates(
     alpha, weights = float(chosen.alpha), tuple(float(w) for w in chosen.weights)
     window = chosen.window_days
 
-    def store_of(ref: PluginRef) -> PluginRef:
-        return PluginRef(plugin=ref.plugin, options={**ref.options, "backoff_alpha": alpha,
-                                                     "backoff_weights": weights})
-
-    def tuner_of(ref: PluginRef) -> PluginRef:
-        if ref.options.get("evidence_ranking") != "backoff":
-            return ref
-        evidence: dict[str, Any] = {"evidence_backoff_alpha": alpha, "evidence_backoff_weights": weights}
-        if window is not None:
-            evidence["evidence_days"] = float(window)
-        return PluginRef(plugin=ref.plugin, options={**ref.options, **evidence})
-
-    def policy_of(ref: PluginRef) -> PluginRef:
-        if window is None or "knowledge_days" not in _option_fields("update_policy", ref.plugin):
-            return ref
-        return PluginRef(plugin=ref.plugin, options={**ref.options, "knowledge_days": float(window)})
-
-    # the recipe says what was chosen, so every role built from it (an arm's own, a deployed
-    # pipeline's) gets the same values
+    # The choice goes into the evidence recipe, which fills the stores', the fine-tuners' and
+    # the policies' options (and a deployed arm's pipeline) with the same values.
     recipe = llm.evidence.model_copy(update={
         "alpha": alpha, "weights": weights, **({} if window is None else {"history_days": float(window)})})
-    if shared:
-        llm = llm.model_copy(update={
-            "evidence": recipe,
-            "knowledge_store": store_of(llm.knowledge_store), "fine_tuner": tuner_of(llm.fine_tuner),
-            "policies": {arm: policy_of(ref) for arm, ref in llm.policies.items()}})
-    else:
-        llm = llm.model_copy(update={"evidence": recipe})
+    llm = llm.with_evidence(recipe) if shared else llm.model_copy(update={"evidence": recipe})
+
+    def chosen_for(role: str, ref: PluginRef) -> PluginRef:
+        return apply_evidence(recipe, role, ref, strict=False)
+
     arms = dict(config.arms)
     for plan in plans:
         assert plan.policy is not None and plan.knowledge_store is not None
@@ -283,14 +264,15 @@ def with_validated_candidates(
         if plan.own_stack and backoff(plan.knowledge_store):
             # an arm with a stack of its own gets the choice in its own tables
             arms[plan.name] = _spec_update(spec, {
-                "knowledge_store": store_of(plan.knowledge_store),
-                "fine_tuner": tuner_of(plan.fine_tuner), "policy": policy_of(plan.policy)})
+                "knowledge_store": chosen_for("knowledge_store", plan.knowledge_store),
+                "fine_tuner": chosen_for("fine_tuner", plan.fine_tuner),
+                "policy": chosen_for("update_policy", plan.policy)})
         elif shared and not plan.own_stack:
             # on the shared stack: its tables name the shared plugins or nothing (no override)
             update: dict[str, Any] = {r: None for r in ("generator", "fine_tuner", "knowledge_store")
                                       if getattr(spec, r) is not None}
             if spec.policy is not None:
-                update["policy"] = policy_of(spec.policy)
+                update["policy"] = chosen_for("update_policy", spec.policy)
             arms[plan.name] = _spec_update(spec, update)
     report = {**selection.as_dict(), "arm": "LLM arms' candidates (knowledge store and training evidence)"}
     report["top"] = report["top"][:3]
