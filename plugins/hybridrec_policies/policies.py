@@ -1,13 +1,14 @@
 """The built-in update policies: pure functions of :class:`~hybridrec.types.SystemState`.
 
-Backtest arms (docs/protocol.md) map to policies and options as follows::
+Backtest arms (docs/protocol.md) map to policies and options as follows (the cadences are the
+rerank preset's)::
 
     no-update   static
     ft-monthly  periodic-finetune  period_days=30
     ft-weekly   periodic-finetune  period_days=7
-    rag-only    periodic-rag       period_days=2   (fine-tunes once if there is no adapter yet)
+    rag-only    periodic-rag       period_days=4   (fine-tunes once if there is no adapter yet)
     rag-once    rag-once
-    hybrid      hybrid             fine_tune_every_days=30, rag_every_days=2
+    hybrid      hybrid             fine_tune_every_days=30, rag_every_days=4
     adaptive    adaptive           rule="benefit" (acts on measured gain per unit of cost; a refresh
                                    on the counterfactual gain of fresher counts)
 

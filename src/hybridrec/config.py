@@ -484,6 +484,23 @@ def pipeline_from_report(path: Path, arm: str, *, overrides: tuple[str, ...] = (
     return config_from_layers(pipeline, f"{path} arm {arm!r}", overrides=overrides)
 
 
+def pipeline_toml(config: PipelineConfig, *, header: str = "") -> str:
+    """``config`` as a pipeline file (TOML) that :func:`load_config` reads back to the same
+    config, every option resolved; ``header`` becomes its leading comment. A ValueError says
+    which fields would not survive the round trip."""
+    from hybridrec.toml_text import dumps
+
+    data = config.model_dump(mode="json", exclude={"preset"})
+    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
+    text = comment + dumps(data)
+    back = config_from_layers(tomllib.loads(text), "the written pipeline", environ={})
+    if back.model_dump(mode="json", exclude={"preset"}) != data:
+        again = back.model_dump(mode="json", exclude={"preset"})
+        differ = sorted(k for k in data if data[k] != again.get(k))
+        raise ValueError(f"pipeline {config.name!r} does not survive TOML (fields {differ})")
+    return text
+
+
 def _leaf_paths(layer: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for key, value in layer.items():
@@ -522,5 +539,6 @@ __all__ = [
     "load_preset",
     "over_layer",
     "pipeline_from_report",
+    "pipeline_toml",
     "read_toml",
 ]

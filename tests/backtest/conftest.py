@@ -65,6 +65,10 @@ def fake_config(**updates: object) -> BacktestConfig:
         # The synthetic data drifts every 10 days, so its RAG arms read the last 14 days (the
         # demo's all-history window suits ML-1M, whose pair-level drift is near noise).
         evidence=EvidenceConfig(history_days=14.0),
+        # and refresh every 2 days (its drift is faster than ML-1M's, for which the preset's
+        # cadence was chosen)
+        policies={"hybrid": PluginRef(plugin="hybrid", options={"fine_tune_every_days": 30, "rag_every_days": 2}),
+                  "rag-only": PluginRef(plugin="periodic-rag", options={"period_days": 2})},
     )
     base = {
         "dataset": "synthetic",

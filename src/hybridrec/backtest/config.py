@@ -33,7 +33,10 @@ A ``--config`` TOML file holds these fields at top level (or under ``[backtest]`
 
     [llm.policies.hybrid]
     plugin = "hybrid"
-    options = { fine_tune_every_days = 30, rag_every_days = 2 }
+    options = { fine_tune_every_days = 30, rag_every_days = 4 }
+
+    [tune]                    # the LLM stack's search space on the validation days
+    candidates = [10, 16, 5]  # (hybridrec tune; backtest --tune)
 
 Arms may instead be declared as tables, each a free name (the report's name for it)::
 
@@ -145,8 +148,7 @@ def _full_fine_tune() -> dict[str, Any]:
     one epoch over the window's most recent 30,000 examples, and the result kept only if the
     held-out tail's answer NLL (1,000 transitions, never trained on) is lower than the starting
     model's (``select_epoch``); the preset's other fine-tune options."""
-    return {**_preset_resolved()["fine_tuner"], "mode": "full", "select_epoch": True,
-            "epochs": 1.0, "max_examples": 30000, "holdout_max": 1000}
+    return {**_preset_resolved()["fine_tuner"], **TUNE_FINE_TUNES["full"]}
 
 
 #: Overrides for the one shared initial fine-tune (the preset's ``[initial_fine_tune]``): it
@@ -315,6 +317,73 @@ class MarkovBestOptions(BaseModel):
 
     validation_days: int = Field(default=14, ge=1, description="The days before start the choice is scored on.")
     metric: Literal["hr@5", "hr@1", "ndcg@5"] = "hr@5"
+
+
+#: The fine-tune recipes ``[tune]`` compares by default besides the study's own: the full
+#: fine-tune (:data:`FULL_FINE_TUNE`'s changes over the preset's fine-tuner options).
+TUNE_FINE_TUNES: dict[str, dict[str, Any]] = {
+    "full": {"mode": "full", "select_epoch": True, "epochs": 1.0, "max_examples": 30000,
+             "holdout_max": 1000},
+}
+
+
+class TuneConfig(BaseModel):
+    """``[tune]``: the LLM stack's search space, scored on the validation days before the test
+    start (:mod:`hybridrec.backtest.tune`; docs/protocol.md, "Validation chooses the LLM stack").
+
+    The study's stack as configured is the incumbent. Each value below that differs from it is
+    one candidate, changed in that dimension only; each dimension keeps the best of its
+    candidates by markov-best's rule (the validation metric, day-level paired comparison, a tie
+    goes to the cheaper), and when several dimensions changed their combination is scored too.
+    Nothing after the start is read. ``hybridrec tune`` writes the chosen stack as a pipeline
+    file; ``hybridrec backtest --tune`` (or ``enabled``) then runs the test days with it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="The backtest chooses the stack before its test days (`hybridrec backtest --tune` sets it).")
+    arm: str = Field(default="hybrid", description="The LLM arm whose policy takes the policy candidates and whose pipeline `hybridrec tune` writes.")
+    validation_days: int | None = Field(default=None, ge=2, description="The days before the start the candidates are scored on (default: markov_best.validation_days, the counting arms' days).")
+    recent_days: list[int] = Field(default_factory=lambda: [0, 3], description="The evidence recipe's recent window in days (0: none).")
+    candidates: list[int] = Field(
+        default_factory=lambda: [10, 16, 5],
+        description="The evidence recipe's candidate slots per prompt (as many as the served list: "
+        "the model only reorders the counting estimator's list).")
+    policy: dict[str, list[float]] = Field(
+        default_factory=lambda: {"rag_every_days": [1.0, 2.0, 4.0]},
+        description="Options of the tuned arm's policy and their values (the refresh cadence).")
+    fine_tune: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in TUNE_FINE_TUNES.items()},
+        description="Named fine-tune recipes: changes to the fine-tuner's options for the periodic "
+        "fine-tunes (the base model is kept: the initial fine-tune pins what they change).")
+    fine_tune_probe: dict[str, Any] = Field(
+        default_factory=lambda: {"fine_tune_every_days": 7.0},
+        description="Policy options that make a fine-tune run inside the validation days, set on "
+        "every candidate that compares fine-tune recipes (a monthly fine-tune would not run there); "
+        "the chosen recipe is deployed with the tuned cadence.")
+    combine: bool = Field(default=True, description="Also score the combination when several dimensions changed.")
+    max_runs: int = Field(default=6, ge=1, description="The most validation replays (each trains its own base model); candidates past it are reported as not run.")
+
+    @field_validator("recent_days")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        if any(v < 0 for v in value):
+            raise ValueError("recent_days are 0 (no recent window) or a number of days")
+        return value
+
+    @field_validator("candidates")
+    @classmethod
+    def _slots(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError("candidates are at least 1")
+        return value
+
+    @field_validator("fine_tune")
+    @classmethod
+    def _recipes(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if "configured" in value:
+            raise ValueError("'configured' names the study's own fine-tune recipe; name yours otherwise")
+        return value
 
 
 class MarkovOptions(BaseModel):
@@ -551,6 +620,7 @@ class BacktestConfig(BaseModel):
     tie_break: Literal["popularity", "id"] = Field(default="popularity", description="markov-all and markov-recent: equal pair counts ordered by successor popularity (same window) or by cluster id.")
     markov_backoff: BackoffOptions = Field(default_factory=BackoffOptions)
     markov_best: MarkovBestOptions = Field(default_factory=MarkovBestOptions)
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="The LLM stack's search space on the validation days ([tune]; used when enabled or by `hybridrec tune`).")
     workdir: Path | None = Field(default=None, description="Where adapters and snapshots go (a temporary folder if unset).")
     llm: LLMSettings = Field(default_factory=LLMSettings)
     claims: list[Claim] = Field(
@@ -825,6 +895,7 @@ __all__ = [
     "LLM_ARMS",
     "QUICK_INITIAL_FINE_TUNE",
     "STACK_ROLES",
+    "TUNE_FINE_TUNES",
     "ArmPlan",
     "ArmSpec",
     "BackoffOptions",
@@ -834,6 +905,7 @@ __all__ = [
     "MarkovBestOptions",
     "MarkovOptions",
     "PopularityOptions",
+    "TuneConfig",
     "check_plugins",
     "load_backtest_config",
     "quick_config",

@@ -656,6 +656,17 @@ def _counting_section(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _tuning_section(report: dict[str, Any]) -> list[str]:
+    entry = report.get("tuning")
+    if not entry:
+        return []
+    from hybridrec.backtest.tune import tuning_lines
+
+    lines = tuning_lines(entry)
+    return ["", "## Tuning: the LLM stack chosen on the validation days", "",
+            f"{lines[0]} ({entry['rule']}; no test day read)", "", "```", *lines[1:], "```"]
+
+
 def break_even(
     arms: list[dict[str, Any]], *, full_regeneration_flops: float, fine_tune_flops: float
 ) -> dict[str, Any] | None:
@@ -831,7 +842,8 @@ def render_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     for note in v.get("notes", []):
         out.append(f"- {note}")
     out += _pareto_section(report) + _break_even_section(report)
-    out += _seed_section(report) + _slices_section(report) + _counting_section(report)
+    out += _seed_section(report) + _slices_section(report) + _tuning_section(report)
+    out += _counting_section(report)
     rag = [(a["name"], a["metrics"].get("rag_equals_no_rag_top1")) for a in report["arms"]
            if a["metrics"].get("rag_equals_no_rag_top1") is not None]
     if rag:

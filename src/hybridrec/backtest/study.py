@@ -476,6 +476,13 @@ def run_backtest(
         raise DataError(
             f"no transitions in the {config.markov_best.validation_days} validation days before "
             f"the test start {config.start} (every tunable is chosen there): {span}")
+    tuning: dict[str, Any] | None = None
+    if config.tune.enabled and config.llm_arms():
+        # the LLM stack chosen on the validation days before the start (backtest.tune)
+        from hybridrec.backtest.tune import tune_stack
+
+        tuned = tune_stack(config, catalog, transitions, run=run_backtest, progress=progress)
+        config, tuning = tuned.config, tuned.report
     seeds = config.seed_list()
     llm_names = config.llm_arms()
 
@@ -524,6 +531,8 @@ def run_backtest(
                              "claims": [c.model_dump(mode="json") for c in config.claims]}
     if validation is not None:
         extra["validation"] = validation
+    if tuning is not None:
+        extra["tuning"] = tuning
     report = build_report(
         result, dataset=dataset, reference=config.reference_arm(), seed=config.seed,
         n_boot=config.bootstrap, extra=extra, extra_seeds=extra_seeds,

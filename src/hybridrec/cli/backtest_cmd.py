@@ -83,10 +83,12 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=int, help="Seed (bootstrap, torch, numpy).")
     @click.option("--seeds", type=click.IntRange(min=1), help="Training seeds of the LLM arms "
                   "(seed, seed+1, ...; default 1). Counting arms run once.")
+    @click.option("--tune", "tune", is_flag=True, help="First choose the LLM stack on the "
+                  "validation days before the start ([tune] of --config; `hybridrec tune`).")
     @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
     def backtest(
         config_path: Path | None, dataset: str | None, arms: str | None, out: Path,
-        start: Any, end: Any, seed: int | None, seeds: int | None, quiet: bool,
+        start: Any, end: Any, seed: int | None, seeds: int | None, tune: bool, quiet: bool,
     ) -> None:
         """Replay the test days prequentially for each arm and write the report to --out."""
         from hybridrec.backtest.config import load_backtest_config
@@ -100,7 +102,65 @@ def register(cli: click.Group) -> None:
             seed=seed,
             seeds=seeds,
         )
+        if tune:
+            config = config.model_copy(update={"tune": config.tune.model_copy(update={"enabled": True})})
         _run(config, out, quiet=quiet)
+
+    @cli.command("tune")
+    @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                  help="The study's TOML file; its [tune] table is the search space (default: "
+                  "the default study and search space).")
+    @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+                  help="The pipeline file (TOML) to write: `hybridrec init WS --config OUT` deploys it.")
+    @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
+                  help="Also write every candidate's validation score and the choice as JSON.")
+    @click.option("--dataset", help="Dataset plugin name (default: the study's).")
+    @click.option("--start", type=click.DateTime(["%Y-%m-%d"]),
+                  help="The test start: the validation days end here (default: the study's).")
+    @click.option("--seed", type=int, help="Training seed (default: the study's).")
+    @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+    def tune_cmd(config_path: Path | None, out: Path, json_out: Path | None, dataset: str | None,
+                 start: Any, seed: int | None, quiet: bool) -> None:
+        """Choose the LLM stack on the validation days before the study's start and write it as
+        a pipeline file. Each candidate of the study's [tune] search space is replayed on
+        those days (no later day is read) and the one markov-best's rule prefers is written."""
+        import textwrap
+        from datetime import timedelta
+
+        import numpy as np
+
+        from hybridrec.artifacts import atomic_write_bytes, atomic_write_json
+        from hybridrec.backtest.config import load_backtest_config
+        from hybridrec.backtest.study import load_data, run_backtest
+        from hybridrec.backtest.tune import tune_stack, tuning_lines
+        from hybridrec.backtest.workspace_replay import arm_pipeline
+        from hybridrec.config import pipeline_toml
+        from hybridrec.types import datetime_to_ts
+
+        config = load_backtest_config(config_path, dataset=dataset, seed=seed)
+        if start is not None:  # only the start matters here: the test days are not read
+            first = start.date()
+            config = config.model_copy(update={"start": first, "end": max(config.end, first + timedelta(days=1))})
+        _quiet_libraries()
+        started = time.perf_counter()
+        catalog, transitions = load_data(config)
+        tuned = tune_stack(config, catalog, transitions, run=run_backtest, progress=not quiet)
+        history = transitions.take(np.arange(int(np.searchsorted(
+            transitions.ts, datetime_to_ts(config.start_dt)))))
+        entry = tuned.report
+        study = str(config_path) if config_path else "the default study"
+        said = (f"Written by `hybridrec tune` from {study} ({config.dataset}): the stack of arm "
+                f"{entry['arm']!r} chosen on the validation days {entry['window'][0]} to "
+                f"{entry['window'][1]} (exclusive), seed {entry['seed']}: {entry['chosen']}.")
+        header = "\n".join([*textwrap.wrap(said, 94), f"`hybridrec init WS --config {out.name}` deploys it."])
+        # the deployed pipeline: the backtest's own choices on the days before the start applied
+        _, pipeline = arm_pipeline(tuned.config, entry["arm"], history)
+        atomic_write_bytes(out, pipeline_toml(pipeline, header=header).encode("utf-8"))
+        if json_out is not None:
+            atomic_write_json(json_out, entry)
+        if not quiet:
+            click.echo("\n".join(tuning_lines(entry)))
+            click.echo(f"pipeline: {out} ({time.perf_counter() - started:.0f} s)")
 
     @cli.command("demo")
     @click.option("--quick", is_flag=True, help="Two weeks of test days and cheaper fine-tunes (<= 3 min).")
