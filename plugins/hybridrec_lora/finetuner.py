@@ -7,7 +7,9 @@ What one :meth:`LoraFineTuner.fine_tune` does, in order:
    (``holdout_fraction``, at most ``holdout_max`` rows);
 2. balances the rest per label (``balance``: ``cap`` keeps at most ``balance_factor`` × the mean
    count of each next cluster, the most recent first; ``reweight`` keeps all rows and down-weights
-   popular labels; ``none``), then keeps the most recent ``max_examples``;
+   popular labels; ``none``), then keeps ``max_examples``: the most recent (``sample="recent"``)
+   or evenly spaced over the whole window (``"window"``: what changed since its start, at the
+   same cost);
 3. gives a ``rag_fraction`` share of the examples an evidence block computed only from data before
    each example's time (``evidence_fn`` if given, else all earlier transitions over the trailing
    ``evidence_days``, ranked by ``evidence_ranking``), so the model learns to use fresh evidence
@@ -112,8 +114,12 @@ class LoraOptions(BaseModel):
     base_epochs: float = Field(default=3.0, gt=0, description="Passes when training the base.")
     max_steps: int | None = Field(default=None, ge=1, description="Hard cap on optimiser steps.")
     max_examples: int | None = Field(
-        default=None, ge=1, description="Keep the most recent examples after balancing."
+        default=None, ge=1, description="Keep this many examples after balancing (see sample)."
     )
+    sample: Literal["recent", "window"] = Field(
+        default="recent",
+        description="Which max_examples are kept: the most recent, or evenly spaced over the "
+        "whole window (a fine-tune then learns from every day since the window's start).")
     batch_size: int = Field(default=256, ge=1)
     balance: Literal["cap", "reweight", "none"] = "cap"
     balance_factor: float = Field(
@@ -337,7 +343,11 @@ class LoraFineTuner(FineTuner):
         ctx = window_rows.contexts()
         keep, weights = balance_labels(window_rows.c3[:split], opts.balance, opts.balance_factor)
         if opts.max_examples is not None and keep.shape[0] > opts.max_examples:
-            keep, weights = keep[-opts.max_examples :], weights[-opts.max_examples :]
+            if opts.sample == "window":  # evenly spaced in time order, the newest row included
+                chosen = np.unique(np.round(np.linspace(0, keep.shape[0] - 1, opts.max_examples)).astype(np.int64))
+            else:
+                chosen = np.arange(keep.shape[0] - opts.max_examples, keep.shape[0])
+            keep, weights = keep[chosen], weights[chosen]
         rng = np.random.default_rng(opts.seed)
         rag: np.ndarray = np.asarray(rng.random(keep.shape[0]) < opts.rag_fraction)
         m = max(1, evidence_items)

@@ -112,7 +112,8 @@ def test_the_default_search_space_and_its_checks() -> None:
     config = BacktestConfig()
     labels = [c.label for c in candidates(config)]
     assert labels == ["configured", "rag_every_days=1", "rag_every_days=2", "fine_tune=configured",
-                      "fine_tune=full", "recent_days=3", "candidates=16", "candidates=5"]
+                      "fine_tune=full", "fine_tune=window", "recent_days=3", "candidates=16",
+                      "candidates=5"]
     with pytest.raises(ValueError, match="configured"):
         TuneConfig(fine_tune={"configured": {}})
     with pytest.raises(ConfigError, match="not in the study"):
@@ -179,3 +180,24 @@ def test_a_tuned_arm_with_its_own_stack_is_refused() -> None:
         "tune": {"arm": "mine"}})
     with pytest.raises(ConfigError, match="its own knowledge_store"):
         tune_stack(config, _catalog(), drifting_transitions(), run=run_backtest)
+
+
+def test_the_dimensions_choices_apply_together(fake_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import hybridrec.backtest.tune as tune
+
+    # every dimension changes: each pool's last candidate is "chosen"
+    monkeypatch.setattr(tune, "_choose", lambda pool, groups, config: pool[-1])
+    tuned = tune_stack(_study(), _catalog(), drifting_transitions(), run=run_backtest)
+    entry = tuned.report
+    assert entry["choices"] == {"policy.rag_every_days": 4.0, "fine_tune": "strict", "recent_days": 3,
+                                "candidates": 4}
+    combined = entry["candidates"][-1]
+    assert combined["dimension"] == "combined" and combined["scored"] and combined["run"] == 4
+    assert combined["value"] == ["rag_every_days=4", "recent_days=3", "candidates=4"]
+    # the combination is kept unless the best single change beats it; either way the chosen study
+    # carries the fine-tune recipe chosen under the probe
+    assert entry["chosen"] == combined["label"] or entry["chosen"] in combined["value"]
+    assert tuned.config.llm.fine_tuner.options["recall"] == 0.5
+    if entry["chosen"] == combined["label"]:
+        assert tuned.config.llm.evidence.recent_days == 3 and tuned.config.llm.evidence.candidates == 4
+        assert tuned.config.arm_plan("hybrid").policy.options["rag_every_days"] == 4.0  # type: ignore[union-attr]

@@ -330,6 +330,17 @@ def test_epoch_selection_is_priced(catalog: ClusterCatalog) -> None:
 # -- data preparation ------------------------------------------------------------------------------
 
 
+def test_window_sampling_spreads_the_examples_over_the_whole_window() -> None:
+    rows = stream(2000, 30, lambda c1, c2, ts: rule_a(c1, c2))
+    recent, _ = tuner(max_examples=100, holdout_max=50, rag_fraction=0.0, balance="none").build_examples(rows, None, 4)
+    spread, _ = tuner(max_examples=100, holdout_max=50, rag_fraction=0.0, balance="none",
+                      sample="window").build_examples(rows, None, 4)
+    assert len(recent.labels) == len(spread.labels) == 100
+    assert recent.ts.min() > rows.ts[1800]  # the newest 100 of the 1,950 training rows
+    assert spread.ts.min() == rows.ts[0] and spread.ts.max() == rows.ts[1949]
+    assert (np.diff(spread.ts) >= 0).all()
+
+
 def test_cap_balancing_limits_popular_labels_and_keeps_the_newest() -> None:
     labels = np.array([0] * 90 + [1] * 5 + [2] * 5)
     keep, weights = balance_labels(labels, "cap", 1.0)

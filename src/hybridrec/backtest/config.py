@@ -320,10 +320,13 @@ class MarkovBestOptions(BaseModel):
 
 
 #: The fine-tune recipes ``[tune]`` compares by default besides the study's own: the full
-#: fine-tune (:data:`FULL_FINE_TUNE`'s changes over the preset's fine-tuner options).
+#: fine-tune (:data:`FULL_FINE_TUNE`'s changes over the preset's fine-tuner options), and the
+#: same examples drawn evenly over the whole window since the last fine-tune instead of its
+#: last days (``sample = "window"``, at the same cost).
 TUNE_FINE_TUNES: dict[str, dict[str, Any]] = {
     "full": {"mode": "full", "select_epoch": True, "epochs": 1.0, "max_examples": 30000,
              "holdout_max": 1000},
+    "window": {"sample": "window"},
 }
 
 
@@ -334,7 +337,8 @@ class TuneConfig(BaseModel):
     The study's stack as configured is the incumbent. Each value below that differs from it is
     one candidate, changed in that dimension only; each dimension keeps the best of its
     candidates by markov-best's rule (the validation metric, day-level paired comparison, a tie
-    goes to the cheaper), and when several dimensions changed their combination is scored too.
+    goes to the cheaper), and the dimensions' choices apply together (their combination is scored,
+    and the best single change replaces it only if it beats it).
     Nothing after the start is read. ``hybridrec tune`` writes the chosen stack as a pipeline
     file; ``hybridrec backtest --tune`` (or ``enabled``) then runs the test days with it.
     """
@@ -361,8 +365,8 @@ class TuneConfig(BaseModel):
         description="Policy options that make a fine-tune run inside the validation days, set on "
         "every candidate that compares fine-tune recipes (a monthly fine-tune would not run there); "
         "the chosen recipe is deployed with the tuned cadence.")
-    combine: bool = Field(default=True, description="Also score the combination when several dimensions changed.")
-    max_runs: int = Field(default=6, ge=1, description="The most validation replays (each trains its own base model); candidates past it are reported as not run.")
+    combine: bool = Field(default=True, description="Score the combination when several dimensions changed (off: the single change with the best validation mean).")
+    max_runs: int = Field(default=7, ge=1, description="The most validation replays (each trains its own base model); candidates past it are reported as not run.")
 
     @field_validator("recent_days")
     @classmethod

@@ -15,8 +15,8 @@
 * **The rule** (markov-best's): the best mean of the metric wins, except that a cheaper
   candidate whose day-level paired CI against the best includes zero is a tie and wins;
   equal costs (within 1%) keep the earlier candidate, the incumbent first. Each dimension is
-  decided on its own; when several changed, their combination is scored and kept only if the
-  rule prefers it to the best single change.
+  decided on its own and the decisions apply together: when several changed, their combination
+  is scored, and the best single change replaces it only if it beats it (paired CI above zero).
 * **Against counting.** The chosen stack's validation score is paired with markov-best's on the
   same days, and the report says plainly when no learned candidate beats it.
 """
@@ -313,10 +313,11 @@ def tune_stack(
         if chosen is not base and dimension != "fine_tune":
             winners.append(chosen)
 
-    final = incumbent
+    # The dimensions' decisions apply together; the combination is scored and falls back to the
+    # best single change only if that one beats it (paired CI above zero). Comparing the changes
+    # with each other by cost instead would let the cheapest undo the others' gains.
+    final = max(winners, key=lambda c: c.score()) if winners else incumbent
     combined: Candidate | None = None
-    if winners:
-        final = _choose(winners, groups, config) if len(winners) > 1 else winners[0]
     if len(winners) > 1 and tune.combine:
         joined = config
         for c in winners:
@@ -325,7 +326,10 @@ def tune_stack(
                              [c.label for c in winners], joined, run=len(runs))
         if len(runs) < tune.max_runs:
             replay([combined], with_markov=False)
-            if _choose([combined, final], groups, config) is combined:
+            assert combined.values is not None and final.values is not None
+            _, (lo, _) = paired_bootstrap(final.values, combined.values, groups,
+                                          n_boot=config.bootstrap, seed=config.seed)
+            if lo <= 0:
                 final = combined
         else:
             skipped.append(combined)
@@ -360,7 +364,8 @@ def tune_stack(
         "seed": config.seed,
         "rule": "per dimension: the best validation mean wins, except that a cheaper candidate "
                 "whose day-level paired CI against it includes zero is a tie and wins; the "
-                "combination of the changed dimensions is kept only if the same rule prefers it",
+                "dimensions' choices apply together unless the best single change beats their "
+                "combination (paired CI above zero)",
         "candidates": [_described(c, baseline(c), metric, groups, config)
                        for c in ([*pool, combined] if combined else pool)],
         "choices": choices,
