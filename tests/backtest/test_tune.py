@@ -201,3 +201,18 @@ def test_the_dimensions_choices_apply_together(fake_stack, monkeypatch: pytest.M
     if entry["chosen"] == combined["label"]:
         assert tuned.config.llm.evidence.recent_days == 3 and tuned.config.llm.evidence.candidates == 4
         assert tuned.config.arm_plan("hybrid").policy.options["rag_every_days"] == 4.0  # type: ignore[union-attr]
+
+
+def test_demo_and_backtest_take_tune_as_a_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import hybridrec.cli.backtest_cmd as cmd
+    from hybridrec.cli import main
+
+    seen: list[BacktestConfig] = []
+    monkeypatch.setattr(cmd, "_run", lambda config, out, quiet=False: seen.append(config))
+    main(["demo", "--tune", "--quiet", "--out", str(tmp_path / "d")])
+    main(["demo", "--quiet", "--out", str(tmp_path / "e")])
+    study = tmp_path / "s.toml"
+    study.write_text('arms = ["hybrid", "markov-best"]\n')
+    main(["backtest", "--config", str(study), "--tune", "--quiet", "--out", str(tmp_path / "f")])
+    assert [c.tune.enabled for c in seen] == [True, False, True]
+    assert seen[0].tune == TuneConfig(enabled=True)  # the default search space

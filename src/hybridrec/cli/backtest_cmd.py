@@ -169,17 +169,22 @@ def register(cli: click.Group) -> None:
     @click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
                   help="Training seeds of the LLM arms (0, 1, ...). Each further seed replays "
                   "the LLM arms again.")
+    @click.option("--tune", "tune", is_flag=True, help="First choose the LLM stack on the 14 "
+                  "validation days (`hybridrec tune`'s default search space; about 8 more minutes).")
     @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-    def demo(quick: bool, out: Path, seeds: int, quiet: bool) -> None:
+    def demo(quick: bool, out: Path, seeds: int, tune: bool, quiet: bool) -> None:
         """The default study on ML-1M with every arm (2000-06-01 to 2000-12-31), seed 0.
 
         About 10 minutes on a 2-core CPU (each further seed about 10 more); --quick takes about a
-        minute.
+        minute. The stack is the rerank preset, whose values `hybridrec tune` keeps on these
+        validation days; --tune chooses it again before the test days.
         """
         from hybridrec.backtest.config import DEMO_CLAIMS, BacktestConfig, quick_config
 
         config = quick_config() if quick else BacktestConfig()
         config = config.model_copy(update={"seeds": seeds, "claims": list(DEMO_CLAIMS)})
+        if tune:
+            config = config.model_copy(update={"tune": config.tune.model_copy(update={"enabled": True})})
         _run(config, out, quiet=quiet)
 
     @cli.command("replay")
