@@ -216,3 +216,21 @@ def test_demo_and_backtest_take_tune_as_a_flag(monkeypatch: pytest.MonkeyPatch, 
     main(["backtest", "--config", str(study), "--tune", "--quiet", "--out", str(tmp_path / "f")])
     assert [c.tune.enabled for c in seen] == [True, False, True]
     assert seen[0].tune == TuneConfig(enabled=True)  # the default search space
+
+
+def test_a_bad_tune_table_is_refused_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hybridrec.backtest.study as study
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was read before [tune] was checked")
+
+    monkeypatch.setattr(study, "load_data", no_data)
+    path = tmp_path / "study.toml"
+    path.write_text('arms = ["hybrid", "markov-best"]\n[tune]\npolicy = { nope = [1.0] }\n')
+    code, _, err = cli(capsys, "tune", "--config", str(path), "--out", str(tmp_path / "p.toml"))
+    assert code == 2 and f"{path}: invalid options for update_policy plugin 'hybrid'" in err
+    assert "tune.policy.nope" in err and not (tmp_path / "p.toml").exists()
+    code, _, err = cli(capsys, "backtest", "--config", str(path), "--tune", "--out", str(tmp_path / "r"))
+    assert code == 2 and "tune.policy.nope" in err

@@ -846,6 +846,34 @@ def check_plugins(config: BacktestConfig, where: str) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def check_tune(config: BacktestConfig, where: str) -> None:
+    """Check the study's ``[tune]`` against its arms and plugins (a :class:`ConfigError` naming
+    ``where``, the study file): the tuned arm is an LLM arm on the shared stack, and its policy
+    takes every ``policy`` value and the ``fine_tune_probe``."""
+    from hybridrec.plugins import resolve_plugin
+
+    tune = config.tune
+    if tune.arm not in config.arms:
+        raise ConfigError(f"{where}: [tune] arm {tune.arm!r} is not in the study (its arms: "
+                          f"{', '.join(config.arms)})")
+    plan = config.arm_plan(tune.arm)
+    if not plan.llm:
+        raise ConfigError(f"{where}: [tune] arm {tune.arm!r} is a counting arm; name an LLM arm")
+    if plan.own_stack:
+        raise ConfigError(f"{where}: [tune] arm {tune.arm!r} declares its own "
+                          f"{', '.join(plan.overrides)}; [tune] chooses the shared stack ([llm]): "
+                          "move them there")
+    assert plan.policy is not None
+    policy = plan.policy
+    for option, values in tune.policy.items():
+        for value in values:
+            resolve_plugin("update_policy", PluginRef(plugin=policy.plugin, options={
+                **policy.options, option: value}), where, table=f"tune.policy.{option}")
+    if tune.fine_tune:
+        probe = PluginRef(plugin=policy.plugin, options={**policy.options, **tune.fine_tune_probe})
+        resolve_plugin("update_policy", probe, where, table="tune.fine_tune_probe")
+
+
 def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
     """Read a TOML file (fields at top level or under ``[backtest]``) and apply ``overrides``
     (keys with a None value are ignored). Relative dataset paths resolve against the file's
@@ -882,7 +910,10 @@ def load_backtest_config(path: Path | None, **overrides: Any) -> BacktestConfig:
         where = str(path) if path is not None else "options"
         lines = [f"  {line}" for line in _error_lines(exc, BacktestConfig)]
         raise ConfigError(f"{where}: invalid backtest config:\n" + "\n".join(lines)) from None
-    check_plugins(config, str(path) if path is not None else "options")
+    where = str(path) if path is not None else "options"
+    check_plugins(config, where)
+    if config.tune.enabled:
+        check_tune(config, where)
     return config
 
 
@@ -911,6 +942,7 @@ __all__ = [
     "PopularityOptions",
     "TuneConfig",
     "check_plugins",
+    "check_tune",
     "load_backtest_config",
     "quick_config",
 ]

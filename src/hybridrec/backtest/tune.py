@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from hybridrec.backtest.config import ArmSpec, BacktestConfig, TuneConfig
+from hybridrec.backtest.config import ArmSpec, BacktestConfig, TuneConfig, check_tune
 from hybridrec.backtest.metrics import DayGroups, paired_bootstrap, per_transition
 from hybridrec.config import EvidenceConfig, PluginRef
 from hybridrec.errors import ConfigError, DataError
@@ -166,26 +166,6 @@ def candidates(config: BacktestConfig) -> list[Candidate]:
     return out
 
 
-def _check(config: BacktestConfig) -> None:
-    tune = config.tune
-    if tune.arm not in config.arms:
-        raise ConfigError(f"[tune] arm {tune.arm!r} is not in the study (its arms: {', '.join(config.arms)})")
-    plan = config.arm_plan(tune.arm)
-    if not plan.llm:
-        raise ConfigError(f"[tune] arm {tune.arm!r} is a counting arm; name an LLM arm")
-    if plan.own_stack:
-        raise ConfigError(f"[tune] arm {tune.arm!r} declares its own {', '.join(plan.overrides)}; "
-                          "[tune] chooses the shared stack ([llm]): move them there")
-    assert plan.policy is not None
-    for option, values in tune.policy.items():
-        for value in values:
-            resolve_plugin("update_policy", PluginRef(plugin=plan.policy.plugin, options={
-                **plan.policy.options, option: value}), "[tune]", table=f"tune.policy.{option}")
-    if tune.fine_tune:
-        probe = PluginRef(plugin=plan.policy.plugin, options={**plan.policy.options, **tune.fine_tune_probe})
-        resolve_plugin("update_policy", probe, "[tune]", table="tune.fine_tune_probe")
-
-
 def _study(config: BacktestConfig, members: list[Candidate], first: Any, markov: bool) -> BacktestConfig:
     """The validation study that replays ``members`` (one stack) on the days from ``first``."""
     tune = config.tune
@@ -246,7 +226,7 @@ def tune_stack(
     """
     started = time.perf_counter()
     tune: TuneConfig = config.tune
-    _check(config)
+    check_tune(config, "[tune]")
     days = tune.validation_days or config.markov_best.validation_days
     first = config.start - timedelta(days=days)
     warm = int(np.searchsorted(transitions.ts, datetime_to_ts(config.start_dt)))

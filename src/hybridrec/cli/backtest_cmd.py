@@ -91,7 +91,7 @@ def register(cli: click.Group) -> None:
         start: Any, end: Any, seed: int | None, seeds: int | None, tune: bool, quiet: bool,
     ) -> None:
         """Replay the test days prequentially for each arm and write the report to --out."""
-        from hybridrec.backtest.config import load_backtest_config
+        from hybridrec.backtest.config import check_tune, load_backtest_config
 
         config = load_backtest_config(
             config_path,
@@ -104,6 +104,7 @@ def register(cli: click.Group) -> None:
         )
         if tune:
             config = config.model_copy(update={"tune": config.tune.model_copy(update={"enabled": True})})
+            check_tune(config, str(config_path) if config_path else "options")
         _run(config, out, quiet=quiet)
 
     @cli.command("tune")
@@ -130,7 +131,7 @@ def register(cli: click.Group) -> None:
         import numpy as np
 
         from hybridrec.artifacts import atomic_write_bytes, atomic_write_json
-        from hybridrec.backtest.config import load_backtest_config
+        from hybridrec.backtest.config import check_tune, load_backtest_config
         from hybridrec.backtest.study import load_data, run_backtest
         from hybridrec.backtest.tune import tune_stack, tuning_lines
         from hybridrec.backtest.workspace_replay import arm_pipeline
@@ -138,6 +139,7 @@ def register(cli: click.Group) -> None:
         from hybridrec.types import datetime_to_ts
 
         config = load_backtest_config(config_path, dataset=dataset, seed=seed)
+        check_tune(config, str(config_path) if config_path else "the default study")  # before any data
         if start is not None:  # only the start matters here: the test days are not read
             first = start.date()
             config = config.model_copy(update={"start": first, "end": max(config.end, first + timedelta(days=1))})
