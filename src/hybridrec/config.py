@@ -493,9 +493,9 @@ def pipeline_toml(config: PipelineConfig, *, header: str = "") -> str:
     data = config.model_dump(mode="json", exclude={"preset"})
     comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
     text = comment + dumps(data)
-    back = config_from_layers(tomllib.loads(text), "the written pipeline", environ={})
-    if back.model_dump(mode="json", exclude={"preset"}) != data:
-        again = back.model_dump(mode="json", exclude={"preset"})
+    again = config_from_layers(tomllib.loads(text), "the written pipeline", environ={}).model_dump(
+        mode="json", exclude={"preset"})
+    if again != data:
         differ = sorted(k for k in data if data[k] != again.get(k))
         raise ValueError(f"pipeline {config.name!r} does not survive TOML (fields {differ})")
     return text

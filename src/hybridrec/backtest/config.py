@@ -60,7 +60,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -348,8 +348,8 @@ class TuneConfig(BaseModel):
     enabled: bool = Field(default=False, description="The backtest chooses the stack before its test days (`hybridrec backtest --tune` sets it).")
     arm: str = Field(default="hybrid", description="The LLM arm whose policy takes the policy candidates and whose pipeline `hybridrec tune` writes.")
     validation_days: int | None = Field(default=None, ge=2, description="The days before the start the candidates are scored on (default: markov_best.validation_days, the counting arms' days).")
-    recent_days: list[int] = Field(default_factory=lambda: [0, 3], description="The evidence recipe's recent window in days (0: none).")
-    candidates: list[int] = Field(
+    recent_days: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0, 3], description="The evidence recipe's recent window in days (0: none).")
+    candidates: list[Annotated[int, Field(ge=1)]] = Field(
         default_factory=lambda: [10, 16, 5],
         description="The evidence recipe's candidate slots per prompt (as many as the served list: "
         "the model only reorders the counting estimator's list).")
@@ -367,20 +367,6 @@ class TuneConfig(BaseModel):
         "the chosen recipe is deployed with the tuned cadence.")
     combine: bool = Field(default=True, description="Score the combination when several dimensions changed (off: the single change with the best validation mean).")
     max_runs: int = Field(default=7, ge=1, description="The most validation replays (each trains its own base model); candidates past it are reported as not run.")
-
-    @field_validator("recent_days")
-    @classmethod
-    def _days(cls, value: list[int]) -> list[int]:
-        if any(v < 0 for v in value):
-            raise ValueError("recent_days are 0 (no recent window) or a number of days")
-        return value
-
-    @field_validator("candidates")
-    @classmethod
-    def _slots(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError("candidates are at least 1")
-        return value
 
     @field_validator("fine_tune")
     @classmethod
@@ -745,6 +731,10 @@ class BacktestConfig(BaseModel):
     def llm_arms(self) -> list[str]:
         """The names of the arms driven by a policy, in order."""
         return [name for name in self.arms if self.arm_plan(name).llm]
+
+    def with_tuning(self, enabled: bool) -> BacktestConfig:
+        """This study with ``[tune] enabled`` set (its search space kept)."""
+        return self.model_copy(update={"tune": self.tune.model_copy(update={"enabled": enabled})})
 
     def with_arms(self, names: list[str]) -> BacktestConfig:
         """This study with only the arms ``names`` (their tables kept), in that order."""

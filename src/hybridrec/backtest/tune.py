@@ -75,10 +75,12 @@ class Candidate:
 
 @dataclass
 class Tuning:
-    """What :func:`tune_stack` chose: the study with the choice applied and the report entry."""
+    """What :func:`tune_stack` chose: the study with the choice applied, the report entry, and
+    the rows before the start it read (what the chosen study's own validation choices read)."""
 
     config: BacktestConfig
     report: dict[str, Any]
+    history: TransitionSet
 
 
 def _value_label(value: Any) -> str:
@@ -147,22 +149,19 @@ def candidates(config: BacktestConfig) -> list[Candidate]:
     under the probe first), the recent windows, the candidate slots."""
     tune = config.tune
     out = [Candidate(CONFIGURED, CONFIGURED, None, config)]
-    policy = config.arm_plan(tune.arm).policy
-    assert policy is not None
     for option, values in tune.policy.items():
         for value in values:
-            if policy.options.get(option) != value:
+            if _current(config, f"policy.{option}") != value:
                 out.append(Candidate(f"{option}={_value_label(value)}", f"policy.{option}", value,
                                      with_change(config, f"policy.{option}", value)))
     if tune.fine_tune:
         out.append(Candidate(f"fine_tune={CONFIGURED}", "fine_tune", CONFIGURED, config, probe=True))
         out += [Candidate(f"fine_tune={name}", "fine_tune", name, with_change(config, "fine_tune", name),
                           probe=True) for name in tune.fine_tune]
-    recent = config.llm.evidence.recent_days or 0
     out += [Candidate(f"recent_days={v}", "recent_days", v, with_change(config, "recent_days", v))
-            for v in dict.fromkeys(tune.recent_days) if v != recent]
+            for v in dict.fromkeys(tune.recent_days) if v != _current(config, "recent_days")]
     out += [Candidate(f"candidates={v}", "candidates", v, with_change(config, "candidates", v))
-            for v in dict.fromkeys(tune.candidates) if v != config.llm.evidence.candidates]
+            for v in dict.fromkeys(tune.candidates) if v != _current(config, "candidates")]
     return out
 
 
@@ -183,8 +182,7 @@ def _study(config: BacktestConfig, members: list[Candidate], first: Any, markov:
     return base.model_copy(update={
         "start": first, "end": config.start, "arms": arms, "seeds": 1, "claims": [],
         "reference": members[0].label, "workdir": workdir,
-        "tune": base.tune.model_copy(update={"enabled": False}),
-    })
+    }).with_tuning(False)
 
 
 def _choose(pool: list[Candidate], groups: DayGroups, config: BacktestConfig) -> Candidate:
@@ -316,7 +314,7 @@ def tune_stack(
     chosen_config = final.config
     if choices.get("fine_tune", CONFIGURED) != CONFIGURED:
         chosen_config = with_change(chosen_config, "fine_tune", choices["fine_tune"])
-    chosen_config = chosen_config.model_copy(update={"tune": tune.model_copy(update={"enabled": False})})
+    chosen_config = chosen_config.with_tuning(False)
 
     probe_base = next((c for c in pool if c.probe), None)
 
@@ -359,7 +357,7 @@ def tune_stack(
         "run_seconds": run_seconds,
         "seconds": round(time.perf_counter() - started, 2),
     }
-    return Tuning(config=chosen_config, report=entry)
+    return Tuning(config=chosen_config, report=entry, history=history)
 
 
 def _described(c: Candidate, base: Candidate | None, metric: str, groups: DayGroups,

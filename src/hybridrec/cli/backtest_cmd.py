@@ -103,7 +103,7 @@ def register(cli: click.Group) -> None:
             seeds=seeds,
         )
         if tune:
-            config = config.model_copy(update={"tune": config.tune.model_copy(update={"enabled": True})})
+            config = config.with_tuning(True)
             check_tune(config, str(config_path) if config_path else "options")
         _run(config, out, quiet=quiet)
 
@@ -128,15 +128,12 @@ def register(cli: click.Group) -> None:
         import textwrap
         from datetime import timedelta
 
-        import numpy as np
-
         from hybridrec.artifacts import atomic_write_bytes, atomic_write_json
         from hybridrec.backtest.config import check_tune, load_backtest_config
         from hybridrec.backtest.study import load_data, run_backtest
         from hybridrec.backtest.tune import tune_stack, tuning_lines
         from hybridrec.backtest.workspace_replay import arm_pipeline
         from hybridrec.config import pipeline_toml
-        from hybridrec.types import datetime_to_ts
 
         config = load_backtest_config(config_path, dataset=dataset, seed=seed)
         check_tune(config, str(config_path) if config_path else "the default study")  # before any data
@@ -147,8 +144,6 @@ def register(cli: click.Group) -> None:
         started = time.perf_counter()
         catalog, transitions = load_data(config)
         tuned = tune_stack(config, catalog, transitions, run=run_backtest, progress=not quiet)
-        history = transitions.take(np.arange(int(np.searchsorted(
-            transitions.ts, datetime_to_ts(config.start_dt)))))
         entry = tuned.report
         study = str(config_path) if config_path else "the default study"
         said = (f"Written by `hybridrec tune` from {study} ({config.dataset}): the stack of arm "
@@ -156,7 +151,7 @@ def register(cli: click.Group) -> None:
                 f"{entry['window'][1]} (exclusive), seed {entry['seed']}: {entry['chosen']}.")
         header = "\n".join([*textwrap.wrap(said, 94), f"`hybridrec init WS --config {out.name}` deploys it."])
         # the deployed pipeline: the backtest's own choices on the days before the start applied
-        _, pipeline = arm_pipeline(tuned.config, entry["arm"], history)
+        _, pipeline = arm_pipeline(tuned.config, entry["arm"], tuned.history)
         atomic_write_bytes(out, pipeline_toml(pipeline, header=header).encode("utf-8"))
         if json_out is not None:
             atomic_write_json(json_out, entry)
@@ -186,7 +181,7 @@ def register(cli: click.Group) -> None:
         config = quick_config() if quick else BacktestConfig()
         config = config.model_copy(update={"seeds": seeds, "claims": list(DEMO_CLAIMS)})
         if tune:
-            config = config.model_copy(update={"tune": config.tune.model_copy(update={"enabled": True})})
+            config = config.with_tuning(True)
         _run(config, out, quiet=quiet)
 
     @cli.command("replay")
