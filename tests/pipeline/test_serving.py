@@ -172,3 +172,15 @@ def test_the_serving_bench_parts_run(tmp_path) -> None:  # type: ignore[no-untyp
     promoted = _promote(True, tmp_path)
     assert promoted["mixed_batches"] == 0 and promoted["reader_errors"] == 0
     assert promoted["rows"] == 301 * 300
+
+
+@pytest.mark.integration
+def test_the_serving_bench_times_a_real_refresh_at_the_presets_cadence(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The timed update must refresh and regenerate (once it came before the preset's next
+    # refresh and timed an update that did nothing); exact delta serves the full table.
+    from hybridrec_policies.bench import update_delta
+
+    result = update_delta(True, tmp_path)
+    assert "regenerate_table" in result["update_actions"].split(",")
+    assert result["update_exact_tables_identical"]
+    assert result["update_delta_ranked_contexts"] < result["update_contexts"]
