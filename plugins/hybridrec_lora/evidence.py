@@ -25,6 +25,7 @@ def daily_backoff_successors(
     alpha: float,
     weights: tuple[float, float, float],
     recent_days: int | None = None,
+    half_life_days: float | None = None,
 ) -> EvidenceBatch:
     """For each row, the ``m`` best successors of its context by the ``markov-backoff``
     estimator (pair counts smoothed toward the last and first clusters' successor shares; the
@@ -37,7 +38,9 @@ def daily_backoff_successors(
     ``last_seen`` is unknown (``-1``), as in the store. ``shares`` and ``context_support``
     are filled exactly as the stores' ``backoff`` granularity fills them, and with
     ``recent_days`` so is ``recent``: the same counts over the last ``recent_days`` before the
-    day (at most the ``days`` window), for the same items.
+    day (at most the ``days`` window), for the same items. With ``half_life_days`` the counts
+    (not the recent window's) are decayed to the start of the row's day, as the store's
+    ``half_life_days`` decays a snapshot's to its window's end.
     """
     # The one implementation of the estimator (hybridrec.estimators.counting), shared with the
     # counting arms.
@@ -57,7 +60,7 @@ def daily_backoff_successors(
     config = CountingConfig(kind="backoff", alpha=alpha, w_last=weights[0], w_skip=weights[1],
                             w_pop=weights[2])
     window = None if days is None or days >= 36500 else max(1, int(np.ceil(days)))
-    tables = CountTables(history, window_days=window)
+    tables = CountTables(history, window_days=window, half_life_days=half_life_days)
     recent_tables = None
     if recent is not None:
         assert recent_days is not None

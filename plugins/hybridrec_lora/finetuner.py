@@ -138,6 +138,12 @@ class LoraOptions(BaseModel):
     )
     evidence_backoff_alpha: float = Field(default=128.0, ge=0.0)
     evidence_backoff_weights: tuple[float, float, float] = (0.7, 0.3, 0.0)
+    evidence_half_life_days: float | None = Field(
+        default=None, gt=0,
+        description="Backoff evidence only: decay the counts to the example's day, a transition "
+        "a days old weighing 2**(-a / evidence_half_life_days); set it to the knowledge store's "
+        "half_life_days. None: no decay.",
+    )
     evidence_recent_days: int | None = Field(
         default=None, ge=1,
         description="Backoff evidence only: also fill the recent-window counts (EvidenceBatch."
@@ -164,11 +170,12 @@ class LoraOptions(BaseModel):
 
     @model_validator(mode="after")
     def _recent_needs_backoff(self) -> LoraOptions:
-        if self.evidence_recent_days is not None and self.evidence_ranking != "backoff":
-            raise ValueError(
-                "evidence_recent_days needs evidence_ranking='backoff' (the recent-window counts "
-                "are the backoff estimator's)"
-            )
+        for name in ("evidence_recent_days", "evidence_half_life_days"):
+            if getattr(self, name) is not None and self.evidence_ranking != "backoff":
+                raise ValueError(
+                    f"{name} needs evidence_ranking='backoff' (an option of the backoff "
+                    "estimator's counts)"
+                )
         return self
 
 
@@ -287,7 +294,8 @@ class LoraFineTuner(FineTuner):
     @classmethod
     def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
         """From the evidence recipe: the training evidence's ranking and history window, and
-        with the backoff estimator its alpha, weights and recent window (the serving store's)."""
+        with the backoff estimator its alpha, weights, decay and recent window (the serving
+        store's)."""
         out: dict[str, tuple[str, Any]] = {
             "evidence_ranking": ("estimator", recipe.estimator),
             "evidence_days": ("history_days", recipe.history_days),
@@ -295,6 +303,7 @@ class LoraFineTuner(FineTuner):
         if recipe.estimator == "backoff":
             out.update(evidence_backoff_alpha=("alpha", recipe.alpha),
                        evidence_backoff_weights=("weights", recipe.weights),
+                       evidence_half_life_days=("half_life_days", recipe.half_life_days),
                        evidence_recent_days=("recent_days", recipe.recent_days))
         return out
 
@@ -320,7 +329,7 @@ class LoraFineTuner(FineTuner):
             return daily_backoff_successors(
                 history, contexts, as_of, days=opts.evidence_days, m=m,
                 alpha=opts.evidence_backoff_alpha, weights=opts.evidence_backoff_weights,
-                recent_days=opts.evidence_recent_days,
+                recent_days=opts.evidence_recent_days, half_life_days=opts.evidence_half_life_days,
             )
         return trailing_top_successors(history, contexts, as_of, days=opts.evidence_days, m=m)
 

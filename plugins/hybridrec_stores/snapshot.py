@@ -5,7 +5,8 @@ A snapshot folder is self-contained (it can be copied or served from anywhere)::
     manifest.json        schema, store, options, window, catalog hash, counts, files + sha256
     keys.npy             int64 (C,)   sorted context keys c1 * n + c2 that hold evidence
     offsets.npy          int64 (C+1,) items of keys[i] are [offsets[i], offsets[i+1])
-    context_support.npy  int64 (C,)   exact transitions of the context in the window
+    context_support.npy  int64 (C,)   exact transitions of the context in the window (float64:
+                         their decayed count, backoff granularity with half_life_days)
     cluster.npy          int32 (I,)   successor cluster, best first within a context
     support.npy          float64 (I,) count (similarity-weighted average when borrowed)
     score.npy            float64 (I,) frequency or trend score

@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import math
+
 import numpy as np
 
 from hybridrec.errors import DataError
 from hybridrec.estimators.counting import (
+    DAY,
     CountingConfig,
     counting_scores,
     popularity_position,
@@ -89,7 +92,12 @@ class SuccessorTable:
 
 @dataclass(frozen=True)
 class TripleCounts:
-    """Distinct triples of a window: sorted ``key3``, their ``count`` and ``last_seen``."""
+    """Distinct triples of a window: sorted ``key3``, their ``count`` and ``last_seen``.
+
+    ``count`` is ``int64``, or ``float64`` when the window is decayed (:func:`count_triples`
+    with ``half_life_days``): each transition then weighs ``2 ** (-a / half_life_days)``, ``a``
+    its age in days at the window's end.
+    """
 
     n_clusters: int
     key3: np.ndarray
@@ -113,18 +121,36 @@ def check_catalog_size(n_clusters: int) -> None:
         )
 
 
-def count_triples(rows: TransitionSet) -> TripleCounts:
-    """Count every distinct ``(c1, c2, c3)`` in ``rows`` and the time of its latest occurrence."""
+def count_triples(rows: TransitionSet, *, half_life_days: float | None = None,
+                  as_of: int | None = None) -> TripleCounts:
+    """Count every distinct ``(c1, c2, c3)`` in ``rows`` and the time of its latest occurrence.
+
+    With ``half_life_days`` the counts are decayed to ``as_of`` (Unix seconds, at or after every
+    row): a transition ``a`` days old weighs ``2 ** (-a / half_life_days)``, the weight the
+    counting estimator's decayed tables give it (:class:`hybridrec.estimators.counting.CountTables`).
+    """
     n = rows.n_clusters
     check_catalog_size(n)
+    decayed = half_life_days is not None
+    if decayed and as_of is None:
+        raise ValueError("decayed counts need as_of, the time they are decayed to")
     if len(rows) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return TripleCounts(n, empty, empty, empty)
+        return TripleCounts(n, empty, empty.astype(np.float64) if decayed else empty, empty)
     key3 = (rows.c1 * n + rows.c2) * n + rows.c3
     # rows are sorted by time, so the first occurrence in the reversed array is the latest one
-    key3_u, first_in_reversed, count = np.unique(key3[::-1], return_index=True, return_counts=True)
+    key3_u, first_in_reversed, inverse, count = np.unique(
+        key3[::-1], return_index=True, return_inverse=True, return_counts=True)
     last_seen = rows.ts[::-1][first_in_reversed]
-    return TripleCounts(n, key3_u, count.astype(np.int64), last_seen.astype(np.int64))
+    if not decayed:
+        return TripleCounts(n, key3_u, count.astype(np.int64), last_seen.astype(np.int64))
+    assert half_life_days is not None and as_of is not None
+    rate = math.log(2.0) / (half_life_days * DAY)
+    weight = np.exp(-rate * (int(as_of) - rows.ts[::-1].astype(np.float64)))
+    decayed_count = np.zeros(key3_u.shape[0])
+    # summed oldest first, the order the estimator's tables add rows in
+    np.add.at(decayed_count, inverse.reshape(-1)[::-1], weight[::-1])
+    return TripleCounts(n, key3_u, decayed_count, last_seen.astype(np.int64))
 
 
 def lookup_counts(counts: TripleCounts, key3: np.ndarray) -> np.ndarray:
@@ -338,12 +364,18 @@ def backoff_table(
     estimator the counting arms and the fine-tuner's evidence use. With ``recent`` (the triples
     of the window's last days) each item also gets the same counts and shares over those days
     (``SuccessorTable.recent``), computed exactly as the ``lora`` fine-tuner's ``recent_days``
-    evidence.
+    evidence. Decayed ``current`` counts (float ``count``) make every count and share of the
+    estimator decayed, and ``context_support`` the context's decayed count (``float64``); the
+    recent window's counts are never decayed.
     """
     n = current.n_clusters
     estimator = CountingConfig(kind="backoff", alpha=alpha, w_last=weights[0], w_skip=weights[1],
                                w_pop=weights[2])
     ctx, succ, count = current.context, current.successor, current.count.astype(np.float64)
+    decayed = current.count.dtype.kind == "f"
+    if decayed:
+        # a pair count decayed to float residue is none, as in the estimator's tables
+        count = np.where(np.abs(count) < 1e-9, 0.0, count)
     p_last, p_skip, p_pop, pop = successor_shares(current)
     position = popularity_position(pop)
     if recent is not None:
@@ -352,10 +384,10 @@ def backoff_table(
         r_row = _row_of_context(recent.context, n)
     keys = np.arange(n * n, dtype=np.int64)
     keys = keys[keys // n != keys % n]
-    context_support = np.zeros(keys.size, dtype=np.int64)
+    context_support = np.zeros(keys.size, dtype=np.float64 if decayed else np.int64)
     # position of each context key in `keys` (keys skip the diagonal c1 == c2)
     row_of_ctx = _row_of_context(ctx, n)
-    np.add.at(context_support, row_of_ctx, current.count)
+    np.add.at(context_support, row_of_ctx, count if decayed else current.count)
     depth = min(depth, n - 2)
     out_cluster = np.empty((keys.size, depth), dtype=np.int32)
     out_support = np.empty((keys.size, depth))

@@ -93,6 +93,12 @@ class SnapshotStoreOptions(BaseModel):
         "first cluster's (skip-gram) successor shares and popularity. Defaults: the "
         "configuration markov-best chose on ML-1M's validation days (before the test window).",
     )
+    half_life_days: float | None = Field(
+        default=None, gt=0,
+        description="backoff granularity: decay the counts to the window's end, a transition a "
+        "days old weighing 2**(-a / half_life_days) (the counting arms' decay); give the lora "
+        "fine-tuner the same evidence_half_life_days. None: every transition counts 1.",
+    )
     recent_days: int | None = Field(
         default=None, ge=1,
         description="backoff granularity: also store each item's counts and shares over the "
@@ -155,8 +161,10 @@ class SnapshotStoreOptions(BaseModel):
                 raise ValueError(
                     f"backoff_weights must be non-negative with a positive sum, got {self.backoff_weights}"
                 )
-        elif self.recent_days is not None:
-            raise ValueError("recent_days is an option of the backoff granularity")
+        else:
+            for name in ("recent_days", "half_life_days"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} is an option of the backoff granularity")
         return self
 
     @property
@@ -226,12 +234,13 @@ class SnapshotStore(KnowledgeStore):
     @classmethod
     def evidence_options(cls, recipe: EvidenceConfig, options: Mapping[str, Any]) -> dict[str, tuple[str, Any]]:
         """From the evidence recipe: ``m`` (its candidates); with the backoff estimator also the
-        granularity, the estimator's alpha and weights, and its recent window; with pair
+        granularity, the estimator's alpha, weights and decay, and its recent window; with pair
         evidence a granularity other than backoff (instance, unless global is written)."""
         out: dict[str, tuple[str, Any]] = {"m": ("candidates", recipe.candidates)}
         if recipe.estimator == "backoff":
             out.update(granularity=("estimator", "backoff"), backoff_alpha=("alpha", recipe.alpha),
                        backoff_weights=("weights", recipe.weights),
+                       half_life_days=("half_life_days", recipe.half_life_days),
                        recent_days=("recent_days", recipe.recent_days))
         elif options.get("granularity", cls.Options.model_fields["granularity"].default) == "backoff":
             out["granularity"] = ("estimator", "instance")
@@ -335,7 +344,8 @@ class SnapshotStore(KnowledgeStore):
             length = window.end - window.start
             previous_window = TimeWindow(start=window.start - length, end=window.start)
             previous = count_triples(transitions.window(previous_window))
-        current = count_triples(rows)
+        decay = opts.half_life_days if opts.granularity == "backoff" else None
+        current = count_triples(rows, half_life_days=decay, as_of=window.end_ts)
         timings["count_seconds"] = time.perf_counter() - clock
 
         counts: dict[str, int] = {"transitions": len(rows)}

@@ -218,12 +218,13 @@ def evidence_problems(generator: PluginRef, knowledge_store: PluginRef, fine_tun
             alpha = (float(store.get("backoff_alpha", 128.0)), float(tuner.get("evidence_backoff_alpha", 128.0)))
             weights = (tuple(float(w) for w in store.get("backoff_weights", (0.7, 0.3, 0.0))),
                        tuple(float(w) for w in tuner.get("evidence_backoff_weights", (0.7, 0.3, 0.0))))
-            if alpha[0] != alpha[1] or weights[0] != weights[1]:
+            decay = (store.get("half_life_days"), tuner.get("evidence_half_life_days"))
+            if alpha[0] != alpha[1] or weights[0] != weights[1] or decay[0] != decay[1]:
                 problems.append(
-                    f"the knowledge store's backoff estimator (backoff_alpha={alpha[0]}, backoff_weights={list(weights[0])}) "
-                    f"differs from the fine-tuner's (evidence_backoff_alpha={alpha[1]}, "
-                    f"evidence_backoff_weights={list(weights[1])}): training and serving prompts would rank "
-                    "candidates differently")
+                    f"the knowledge store's backoff estimator (backoff_alpha={alpha[0]}, backoff_weights={list(weights[0])}, "
+                    f"half_life_days={decay[0]}) differs from the fine-tuner's (evidence_backoff_alpha={alpha[1]}, "
+                    f"evidence_backoff_weights={list(weights[1])}, evidence_half_life_days={decay[1]}): "
+                    "training and serving prompts would rank candidates differently")
     if generator.options.get("rerank_recent"):
         days = store.get("recent_days")
         trained = tuner.get("evidence_recent_days")

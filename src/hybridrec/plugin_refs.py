@@ -57,6 +57,11 @@ class EvidenceConfig(BaseModel):
         default=(0.7, 0.3, 0.0),
         description="backoff: weights of the last cluster's successor shares, the first "
         "cluster's (skip-gram) successor shares and popularity.")
+    half_life_days: float | None = Field(
+        default=None, gt=0,
+        description="backoff: decay the counts, a transition a days old weighing "
+        "2**(-a / half_life_days) at the snapshot's end (serving) or the example's day "
+        "(training); None: every transition in the history window counts 1.")
     recent_days: int | None = Field(
         default=None, ge=1,
         description="backoff: also count each candidate over the knowledge's last recent_days "
@@ -69,8 +74,9 @@ class EvidenceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> EvidenceConfig:
-        if self.estimator != "backoff" and self.recent_days is not None:
-            raise ValueError("recent_days is a window of the backoff estimator; set estimator = 'backoff'")
+        for name in ("recent_days", "half_life_days"):
+            if self.estimator != "backoff" and getattr(self, name) is not None:
+                raise ValueError(f"{name} is an option of the backoff estimator; set estimator = 'backoff'")
         if min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(f"weights must be non-negative with a positive sum, got {list(self.weights)}")
         return self

@@ -41,6 +41,38 @@ def test_training_evidence_equals_the_snapshot_served_at_that_day(tmp_path: Path
     assert np.allclose(served.shares[..., 2].sum(axis=1) <= 1.0 + 1e-9, True)
 
 
+def test_decayed_training_evidence_equals_the_decayed_snapshot_served_at_that_day(tmp_path: Path) -> None:
+    # With a half-life the snapshot's counts decay to its end and a training example's to its
+    # day: the same day, the same evidence (to float rounding: the two sum in another order).
+    rows = syn.transitions(9, 900, 7)
+    day = int(rows.ts[len(rows) // 2]) // DAY * DAY
+    snap = ExactStore(
+        ExactStore.Options(granularity="backoff", m=4, depth=4, half_life_days=3.0), syn.catalog(9)
+    ).build(rows, TimeWindow(start=ts_to_datetime(int(rows.ts[0])), end=ts_to_datetime(day)), tmp_path / "snap")
+    ctx = all_contexts(9)
+    served = snap.evidence(ctx)
+    trained = daily_backoff_successors(
+        rows, ctx, np.full(ctx.shape[0], day + 3600), days=None, m=4, alpha=128.0,
+        weights=(0.7, 0.3, 0.0), half_life_days=3.0,
+    )
+    undecayed = daily_backoff_successors(
+        rows, ctx, np.full(ctx.shape[0], day + 3600), days=None, m=4, alpha=128.0,
+        weights=(0.7, 0.3, 0.0),
+    )
+    np.testing.assert_array_equal(trained.cluster, served.cluster)
+    np.testing.assert_allclose(trained.score, served.score, rtol=1e-9)
+    np.testing.assert_allclose(trained.support, served.support, rtol=1e-9)
+    np.testing.assert_array_equal(trained.provenance, served.provenance)
+    assert trained.context_support is not None and served.context_support is not None
+    np.testing.assert_allclose(trained.context_support, served.context_support, rtol=1e-9)
+    assert trained.shares is not None and served.shares is not None
+    np.testing.assert_allclose(trained.shares, served.shares, rtol=1e-9)
+    # decay is not a no-op: old transitions weigh less than one, so the counts shrink
+    assert undecayed.context_support is not None
+    assert (trained.context_support <= undecayed.context_support + 1e-9).all()
+    assert (trained.context_support < undecayed.context_support).any()
+
+
 def test_training_evidence_never_reads_the_examples_day_or_later() -> None:
     rows = syn.transitions(9, 900, 11)
     as_of = int(rows.ts[600])

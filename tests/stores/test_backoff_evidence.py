@@ -22,24 +22,27 @@ from hybridrec.types import PROVENANCE_CODES, TransitionSet
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n_clusters=st.integers(5, 16), n=st.integers(30, 600), seed=st.integers(0, 9999),
        alpha=st.sampled_from([0.0, 4.0, 128.0]),
-       weights=st.sampled_from([(0.7, 0.3, 0.0), (0.2, 0.3, 0.5), (0.0, 0.0, 1.0)]))
+       weights=st.sampled_from([(0.7, 0.3, 0.0), (0.2, 0.3, 0.5), (0.0, 0.0, 1.0)]),
+       half_life=st.sampled_from([None, 7.0]))
 def test_evidence_is_the_backoff_baselines_ranked_list(
     tmp_path: Path, n_clusters: int, n: int, seed: int, alpha: float,
-    weights: tuple[float, float, float],
+    weights: tuple[float, float, float], half_life: float | None,
 ) -> None:
     # Two independent implementations of one estimator: the store's snapshot (built once from
-    # a window) and the backtest's counting arm (counts advanced to the window's end).
+    # a window) and the backtest's counting arm (counts advanced to the window's end), decayed
+    # to that end or not.
     rows = syn.transitions(n_clusters, n, seed)
     win = syn.window(0, 30)
     depth = n_clusters - 2
     store = ExactStore(ExactStore.Options(granularity="backoff", backoff_alpha=alpha,
-                                          backoff_weights=weights, m=depth, depth=depth),
+                                          backoff_weights=weights, half_life_days=half_life,
+                                          m=depth, depth=depth),
                        syn.catalog(n_clusters))
-    snap = store.build(rows, win, tmp_path / f"b-{n_clusters}-{n}-{seed}-{alpha}-{weights}")
+    snap = store.build(rows, win, tmp_path / f"b-{n_clusters}-{n}-{seed}-{alpha}-{weights}-{half_life}")
     ctx = all_contexts(n_clusters)
     ev = snap.evidence(ctx)
 
-    tables = CountTables(rows.window(win))
+    tables = CountTables(rows.window(win), half_life_days=half_life)
     tables.advance(win.end_ts)
     config = CountingConfig(kind="backoff", alpha=alpha, w_last=weights[0], w_skip=weights[1],
                             w_pop=weights[2])

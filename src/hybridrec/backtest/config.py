@@ -231,10 +231,10 @@ class LLMSettings(BaseModel):
     candidate_estimator: Literal["validation", "configured"] = Field(
         default="validation",
         description="validation: when the knowledge store ranks by the backoff estimator "
-        "(granularity 'backoff'), its smoothing and weights, and the fine-tuner's matching "
-        "evidence options, are chosen like markov-best's, on the validation days before the test "
-        "start, among the all-history backoff configurations (the ones a knowledge snapshot "
-        "computes); configured: the options as written.",
+        "(granularity 'backoff'), its smoothing, weights, window and decay, and the "
+        "fine-tuner's matching evidence options, are chosen like markov-best's, on the "
+        "validation days before the test start, among markov-best's backoff configurations; "
+        "configured: the options as written.",
     )
     drift_arms: list[str] = Field(default_factory=list, description="Arms whose state carries every signal (drift, recall and freshness) whatever their policy's `needs`; every other arm gets the signals its policy declares (UpdatePolicy.needs).")
     measure_rag_agreement: bool = Field(default=True, description="Also rank RAG arms' contexts without evidence, to report how often RAG changes the output.")

@@ -222,11 +222,14 @@ def with_validated_candidates(
     validation days (see ``llm.candidate_estimator``), and what was chosen; unchanged (and
     ``None``) when the store does not rank by the backoff estimator or the option is off.
 
-    The grid is :data:`COUNTING_GRID`'s backoff configurations without decay (a knowledge
-    snapshot counts its whole window evenly). When the chosen one counts a trailing window, that
-    window becomes the LLM policies' ``knowledge_days`` (where their options have it) and the
-    fine-tuner's ``evidence_days``, so serving and training evidence count the same days. Only
-    rows of ``history`` before the start are read.
+    The grid is :data:`COUNTING_GRID`'s backoff configurations, decayed ones included: the
+    same choices ``markov-best`` makes among them, so where it chooses the backoff estimator the
+    candidates are its ranking as of each refresh. A decayed choice sets the recipe's
+    ``half_life_days`` (the store decays each snapshot to its end, the fine-tuner each example's
+    evidence to its day). When the chosen one counts a trailing window, that window becomes the
+    LLM policies' ``knowledge_days`` (where their options have it) and the fine-tuner's
+    ``evidence_days``, so serving and training evidence count the same days. Only rows of
+    ``history`` before the start are read.
     """
     llm = config.llm
 
@@ -238,7 +241,7 @@ def with_validated_candidates(
     if llm.candidate_estimator != "validation" or not (
             shared or any(p.own_stack and backoff(p.knowledge_store) for p in plans)):
         return config, None
-    grid = [c for c in COUNTING_GRID if c.kind == "backoff" and c.half_life_days is None]
+    grid = [c for c in COUNTING_GRID if c.kind == "backoff"]
     selection = select_counting_config(
         history, config.start_dt, validation_days=config.markov_best.validation_days, grid=grid,
         metric=config.markov_best.metric,
@@ -250,7 +253,8 @@ def with_validated_candidates(
     # The choice goes into the evidence recipe, which fills the stores', the fine-tuners' and
     # the policies' options (and a deployed arm's pipeline) with the same values.
     recipe = llm.evidence.model_copy(update={
-        "alpha": alpha, "weights": weights, **({} if window is None else {"history_days": float(window)})})
+        "alpha": alpha, "weights": weights, "half_life_days": chosen.half_life_days,
+        **({} if window is None else {"history_days": float(window)})})
     llm = llm.with_evidence(recipe) if shared else llm.model_copy(update={"evidence": recipe})
 
     def chosen_for(role: str, ref: PluginRef) -> PluginRef:
