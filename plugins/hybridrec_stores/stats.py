@@ -8,10 +8,9 @@ Python loop anywhere on this path.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
-
-import math
 
 import numpy as np
 
