@@ -24,7 +24,6 @@ def test_store_and_training_evidence_get_the_configuration_chosen_on_validation(
     before = transitions.take(np.flatnonzero(transitions.ts < int(config.start_dt.timestamp())))
     tuned, chosen = with_validated_candidates(config, before)
     assert chosen is not None and chosen["chosen"]["kind"] == "backoff"
-    assert chosen["chosen"]["half_life_days"] is None
     window = chosen["chosen"]["window_days"]
     if window is not None:  # a windowed estimator: serving and training evidence count its days
         assert tuned.llm.policies["rag-once"].options["knowledge_days"] == window
@@ -33,6 +32,9 @@ def test_store_and_training_evidence_get_the_configuration_chosen_on_validation(
     store, tuner = tuned.llm.knowledge_store.options, tuned.llm.fine_tuner.options
     assert store["backoff_alpha"] == tuner["evidence_backoff_alpha"] == chosen["chosen"]["alpha"]
     assert tuple(store["backoff_weights"]) == tuple(tuner["evidence_backoff_weights"])
+    # the decay too (markov-best's choice here): a decayed snapshot and decayed training evidence
+    assert (store["half_life_days"] == tuner["evidence_half_life_days"]
+            == tuned.llm.evidence.half_life_days == chosen["chosen"]["half_life_days"])
     # the evidence recipe records the choice, so a deployed arm's pipeline carries it too
     assert tuned.llm.evidence.alpha == chosen["chosen"]["alpha"]
     assert tuple(tuned.llm.evidence.weights) == tuple(store["backoff_weights"])
@@ -50,7 +52,9 @@ def test_a_windowed_choice_sets_the_knowledge_and_evidence_windows(monkeypatch) 
 
     def pick_window(history, start, *, validation_days, grid, metric):  # type: ignore[no-untyped-def]
         chosen = next(c for c in grid if c.window_days == 30)
-        assert all(isinstance(c, CountingConfig) and c.half_life_days is None for c in grid)
+        # markov-best's backoff configurations, decayed ones included
+        assert all(isinstance(c, CountingConfig) and c.kind == "backoff" for c in grid)
+        assert any(c.half_life_days is not None for c in grid)
         return Selection(chosen=chosen, window=("a", "b"), days=validation_days, transitions=1, metric=metric)
 
     monkeypatch.setattr(study, "select_counting_config", pick_window)
