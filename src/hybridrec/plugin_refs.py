@@ -4,9 +4,10 @@ them) so the registry can fill a recipe into plugin options without importing th
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: The roles of a pipeline config, each a :class:`PluginRef`.
 PLUGIN_ROLES: tuple[str, ...] = (
@@ -61,7 +62,8 @@ class EvidenceConfig(BaseModel):
         default=None, gt=0,
         description="backoff: decay the counts, a transition a days old weighing "
         "2**(-a / half_life_days) at the snapshot's end (serving) or the example's day "
-        "(training); None: every transition in the history window counts 1.")
+        "(training); None (or inf, which TOML can write over a preset's value): every "
+        "transition in the history window counts 1.")
     recent_days: int | None = Field(
         default=None, ge=1,
         description="backoff: also count each candidate over the knowledge's last recent_days "
@@ -72,11 +74,19 @@ class EvidenceConfig(BaseModel):
         "(a policy's knowledge_days), and so does a training example's evidence (the lora "
         "fine-tuner's evidence_days).")
 
+    @field_validator("half_life_days")
+    @classmethod
+    def _infinite_is_none(cls, value: float | None) -> float | None:
+        # TOML has no null: `half_life_days = inf` is how a file or --set turns a preset's decay off
+        return None if value is not None and math.isinf(value) else value
+
     @model_validator(mode="after")
     def _consistent(self) -> EvidenceConfig:
-        for name in ("recent_days", "half_life_days"):
-            if self.estimator != "backoff" and getattr(self, name) is not None:
-                raise ValueError(f"{name} is an option of the backoff estimator; set estimator = 'backoff'")
+        if self.estimator != "backoff" and self.recent_days is not None:
+            raise ValueError("recent_days is a window of the backoff estimator; set estimator = 'backoff'")
+        if self.estimator != "backoff" and self.half_life_days is not None:
+            raise ValueError("half_life_days decays the backoff estimator's counts; set estimator = "
+                             "'backoff', or half_life_days = inf (no decay)")
         if min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(f"weights must be non-negative with a positive sum, got {list(self.weights)}")
         return self

@@ -59,7 +59,8 @@ def test_a_file_starting_from_the_preset_merges_or_replaces_roles(tmp_path: Path
     # the evidence recipe is a section like any other: the file's values merge over the preset's
     path.write_text('preset = "rerank"\n[evidence]\ncandidates = 16\n')
     more = load_config(path)
-    assert more.evidence is not None and more.evidence.alpha == 128.0
+    assert more.evidence is not None and preset.evidence is not None
+    assert more.evidence.alpha == preset.evidence.alpha
     assert more.generator.options["evidence_items"] == more.knowledge_store.options["m"] == 16
     bad = tmp_path / "bad.toml"
     bad.write_text('preset = "rernak"\n')

@@ -226,7 +226,7 @@ def test_the_evidence_recipe_is_declared_once_and_skew_cannot_be_configured() ->
     skews = {
         "fine_tuner.options.evidence_ranking=pair": "estimator",
         "knowledge_store.options.granularity=instance": "estimator",
-        "knowledge_store.options.backoff_alpha=64": "alpha",
+        "knowledge_store.options.backoff_alpha=128": "alpha",
         "fine_tuner.options.evidence_backoff_weights=[0.5, 0.5, 0.0]": "weights",
         "generator.options.rerank_recent=true": "recent_days",
         "generator.options.evidence_items=16": "candidates",
@@ -250,6 +250,17 @@ def test_the_evidence_recipe_is_declared_once_and_skew_cannot_be_configured() ->
         PipelineConfig(generator=PluginRef(plugin="hf", options={"rerank_recent": True}))
     with pytest.raises(ValidationError, match="recent_days is a window of the backoff estimator"):
         EvidenceConfig(estimator="pair", recent_days=3)
+    # the preset's decay: a backoff option too, and `inf` (TOML has no null) turns it off
+    assert recipe.half_life_days is not None
+    assert store["half_life_days"] == tuner["evidence_half_life_days"] == recipe.half_life_days
+    with pytest.raises(ConfigError, match="half_life_days decays the backoff estimator's counts"):
+        load_preset(overrides=("evidence.estimator=pair",))
+    flat = load_preset(overrides=("evidence.half_life_days=inf",))
+    assert flat.evidence is not None and flat.evidence.half_life_days is None
+    assert flat.knowledge_store.options["half_life_days"] is None
+    assert flat.fine_tuner.options["evidence_half_life_days"] is None
+    with pytest.raises(ConfigError, match="evidence_half_life_days = .* differs from the evidence recipe's"):
+        load_preset(overrides=("fine_tuner.options.evidence_half_life_days=30",))
 
 
 def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybridrec_plugin) -> None:  # type: ignore[no-untyped-def]
@@ -263,11 +274,11 @@ def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybri
     # The rerank template reads count evidence; the annoy store gives it in backoff mode only.
     with pytest.raises(ConfigError, match="does not fill with these options: context_support, shares"):
         check_config(load_preset(overrides=(
-            "evidence.estimator=pair",
+            "evidence.estimator=pair", "evidence.half_life_days=inf",
             'knowledge_store={plugin = "annoy", options = {granularity = "global"}}')))
     # the preset's counts store serves the estimator's evidence and nothing else
     with pytest.raises(ConfigError, match=r"granularity.*'backoff'"):
-        check_config(load_preset(overrides=("evidence.estimator=pair",)))
+        check_config(load_preset(overrides=("evidence.estimator=pair", "evidence.half_life_days=inf")))
 
     class Declares:
         @hookimpl
@@ -288,9 +299,9 @@ def test_a_generator_and_a_store_that_cannot_work_together_fail_validation(hybri
     hybridrec_plugin(Declares(), "declares")
     with pytest.raises(ConfigError, match="knowledge store 'counts-free' does not fill"):
         check_config(load_preset(overrides=("knowledge_store={plugin = \"counts-free\"}",
-                                            "evidence.estimator=pair")))
+                                            "evidence.estimator=pair", "evidence.half_life_days=inf")))
     check_config(load_preset(overrides=("knowledge_store={plugin = \"silent\"}",
-                                        "evidence.estimator=pair")))
+                                        "evidence.estimator=pair", "evidence.half_life_days=inf")))
 
 
 def test_the_serving_fallback_has_its_own_name_and_reads_the_former_one(tmp_path) -> None:  # type: ignore[no-untyped-def]
