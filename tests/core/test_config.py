@@ -259,7 +259,7 @@ def test_the_evidence_recipe_is_declared_once_and_skew_cannot_be_configured() ->
     assert flat.evidence is not None and flat.evidence.half_life_days is None
     assert flat.knowledge_store.options["half_life_days"] is None
     assert flat.fine_tuner.options["evidence_half_life_days"] is None
-    with pytest.raises(ConfigError, match="evidence_half_life_days = .* differs from the evidence recipe's"):
+    with pytest.raises(ConfigError, match=r"evidence_half_life_days = .* differs from the evidence recipe's"):
         load_preset(overrides=("fine_tuner.options.evidence_half_life_days=30",))
 
 
