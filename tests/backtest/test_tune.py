@@ -186,7 +186,7 @@ def test_the_dimensions_choices_apply_together(fake_stack, monkeypatch: pytest.M
     import hybridrec.backtest.tune as tune
 
     # every dimension changes: each pool's last candidate is "chosen"
-    monkeypatch.setattr(tune, "_choose", lambda pool, groups, config: pool[-1])
+    monkeypatch.setattr(tune, "_choose", lambda pool, groups, config, ties=True: pool[-1])
     tuned = tune_stack(_study(), _catalog(), drifting_transitions(), run=run_backtest)
     entry = tuned.report
     assert entry["choices"] == {"policy.rag_every_days": 4.0, "fine_tune": "strict", "recent_days": 3,
@@ -201,6 +201,39 @@ def test_the_dimensions_choices_apply_together(fake_stack, monkeypatch: pytest.M
     if entry["chosen"] == combined["label"]:
         assert tuned.config.llm.evidence.recent_days == 3 and tuned.config.llm.evidence.candidates == 4
         assert tuned.config.arm_plan("hybrid").policy.options["rag_every_days"] == 4.0  # type: ignore[union-attr]
+
+
+def test_a_choice_that_loses_to_markov_best_falls_back_to_each_dimensions_best_mean(
+        fake_stack, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import hybridrec.backtest.tune as tune
+
+    # The cheaper ties keep the incumbent in every dimension, the best means change each one,
+    # and every stack loses to markov-best on the validation days.
+    monkeypatch.setattr(tune, "_choose", lambda pool, groups, config, ties=True: pool[0] if ties else pool[-1])
+    monkeypatch.setattr(tune, "_paired", lambda a, b, groups, config: {
+        "delta": -0.01, "ci95": [-0.02, -0.005], "excludes_zero": True})
+    tuned = tune_stack(_study(), _catalog(), drifting_transitions(), run=run_backtest)
+    entry = tuned.report
+    floor = entry["floor"]
+    best = entry["candidates"][-1]
+    assert best["label"] == floor["candidate"] and best["label"].startswith("best means: ")
+    assert best["value"] == ["rag_every_days=4", "recent_days=3", "candidates=4"]
+    assert best["scored"] and best["run"] == 4 and entry["runs"] == 5
+    configured = entry["candidates"][0]
+    # it replaces the choice exactly when it scores higher on the validation days
+    assert floor["applied"] == (best["hr@5"] > configured["hr@5"])
+    if floor["applied"]:
+        assert entry["chosen"] == best["label"]
+        assert tuned.config.llm.evidence.recent_days == 3 and tuned.config.llm.evidence.candidates == 4
+        assert entry["choices"]["fine_tune"] == "strict"  # the best mean under the probe too
+    else:
+        assert entry["chosen"] == "configured" and tuned.config.llm.evidence.candidates == 10
+    # a choice that does not lose to markov-best is left alone
+    monkeypatch.setattr(tune, "_paired", lambda a, b, groups, config: {
+        "delta": 0.0, "ci95": [-0.01, 0.01], "excludes_zero": False})
+    calm = tune_stack(_study(), _catalog(), drifting_transitions(), run=run_backtest).report
+    assert calm["floor"] == {"applied": False, "candidate": None} and calm["chosen"] == "configured"
+    assert calm["runs"] == 4
 
 
 def test_demo_and_backtest_take_tune_as_a_flag(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -366,7 +366,7 @@ class TuneConfig(BaseModel):
         "every candidate that compares fine-tune recipes (a monthly fine-tune would not run there); "
         "the chosen recipe is deployed with the tuned cadence.")
     combine: bool = Field(default=True, description="Score the combination when several dimensions changed (off: the single change with the best validation mean).")
-    max_runs: int = Field(default=7, ge=1, description="The most validation replays (each trains its own base model); candidates past it are reported as not run.")
+    max_runs: int = Field(default=8, ge=1, description="The most validation replays (each trains its own base model; the default space needs 6, its combination a 7th and the floor an 8th); candidates past it are reported as not run.")
 
     @field_validator("fine_tune")
     @classmethod

@@ -17,6 +17,9 @@
   equal costs (within 1%) keep the earlier candidate, the incumbent first. Each dimension is
   decided on its own and the decisions apply together: when several changed, their combination
   is scored, and the best single change replaces it only if it beats it (paired CI above zero).
+* **The floor.** When the chosen stack loses to markov-best on those days (paired CI below
+  zero), the cheaper ties may have cost it that comparison: each dimension's best mean is taken
+  instead (their combination scored), and that stack replaces the choice if it scores higher.
 * **Against counting.** The chosen stack's validation score is paired with markov-best's on the
   same days, and the report says plainly when no learned candidate beats it.
 """
@@ -185,10 +188,14 @@ def _study(config: BacktestConfig, members: list[Candidate], first: Any, markov:
     }).with_tuning(False)
 
 
-def _choose(pool: list[Candidate], groups: DayGroups, config: BacktestConfig) -> Candidate:
-    """markov-best's rule over the scored candidates of ``pool`` (see the module docstring)."""
+def _choose(pool: list[Candidate], groups: DayGroups, config: BacktestConfig, *,
+            ties: bool = True) -> Candidate:
+    """markov-best's rule over the scored candidates of ``pool`` (see the module docstring);
+    ``ties=False``: the best mean alone (the floor's rule)."""
     scored = [c for c in pool if c.scored]
     best = max(scored, key=lambda c: c.score())  # first maximum: the earlier candidate
+    if not ties:
+        return best
     tied = []
     for c in scored:
         if c is best:
@@ -278,39 +285,67 @@ def tune_stack(
     assert groups is not None and markov is not None
     incumbent = pool[0]
 
-    # each dimension on its own
-    choices: dict[str, Any] = {}
-    winners: list[Candidate] = []
-    for dimension in dict.fromkeys(c.dimension for c in pool[1:]):
-        members = [c for c in pool if c.dimension == dimension]
-        base = members[0] if dimension == "fine_tune" else incumbent
-        options = members if dimension == "fine_tune" else [incumbent, *members]
-        chosen = _choose(options, groups, config)
-        choices[dimension] = chosen.value if chosen is not base else (
-            CONFIGURED if dimension == "fine_tune" else _current(config, dimension))
-        if chosen is not base and dimension != "fine_tune":
-            winners.append(chosen)
+    def decide(ties: bool) -> tuple[dict[str, Any], list[Candidate]]:
+        """Each dimension on its own: its choice, and the changes that won."""
+        choices: dict[str, Any] = {}
+        winners: list[Candidate] = []
+        for dimension in dict.fromkeys(c.dimension for c in pool[1:]):
+            members = [c for c in pool if c.dimension == dimension]
+            base = members[0] if dimension == "fine_tune" else incumbent
+            options = members if dimension == "fine_tune" else [incumbent, *members]
+            chosen = _choose(options, groups, config, ties=ties)
+            choices[dimension] = chosen.value if chosen is not base else (
+                CONFIGURED if dimension == "fine_tune" else _current(config, dimension))
+            if chosen is not base and dimension != "fine_tune":
+                winners.append(chosen)
+        return choices, winners
+
+    extra: list[Candidate] = []
+
+    def joined(winners: list[Candidate], prefix: str) -> Candidate:
+        """The winners' changes together, replayed when the budget allows."""
+        together = config
+        for c in winners:
+            together = with_change(together, c.dimension, c.value)
+        made = Candidate(prefix + ", ".join(c.label for c in winners), "combined",
+                         [c.label for c in winners], together, run=len(runs) + len(extra))
+        extra.append(made)
+        if len(run_seconds) < tune.max_runs:
+            replay([made], with_markov=False)
+        else:
+            skipped.append(made)
+        return made
 
     # The dimensions' decisions apply together; the combination is scored and falls back to the
     # best single change only if that one beats it (paired CI above zero). Comparing the changes
     # with each other by cost instead would let the cheapest undo the others' gains.
+    choices, winners = decide(ties=True)
     final = max(winners, key=lambda c: c.score()) if winners else incumbent
     combined: Candidate | None = None
     if len(winners) > 1 and tune.combine:
-        joined = config
-        for c in winners:
-            joined = with_change(joined, c.dimension, c.value)
-        combined = Candidate("combined: " + ", ".join(c.label for c in winners), "combined",
-                             [c.label for c in winners], joined, run=len(runs))
-        if len(runs) < tune.max_runs:
-            replay([combined], with_markov=False)
+        combined = joined(winners, "combined: ")
+        if combined.scored:
             assert combined.values is not None and final.values is not None
             _, (lo, _) = paired_bootstrap(final.values, combined.values, groups,
                                           n_boot=config.bootstrap, seed=config.seed)
             if lo <= 0:
                 final = combined
-        else:
-            skipped.append(combined)
+
+    # The floor: a cheaper tie must not cost the stack its standing against counting. When the
+    # choice loses to markov-best on these days (CI below zero), the best mean of each dimension
+    # wins instead of the cheapest tie, and that stack replaces the choice if it scores higher.
+    floor: dict[str, Any] = {"applied": False, "candidate": None}
+    if _paired(final, markov, groups, config)["ci95"][1] < 0:
+        best_choices, best_winners = decide(ties=False)
+        if [c.label for c in best_winners] != [c.label for c in winners]:
+            if len(best_winners) > 1 and tune.combine:
+                option = joined(best_winners, "best means: ")
+            else:
+                option = best_winners[0] if best_winners else incumbent
+            floor["candidate"] = option.label
+            if option.scored and option.score() > final.score():
+                final, choices = option, best_choices
+                floor["applied"] = True
     chosen_config = final.config
     if choices.get("fine_tune", CONFIGURED) != CONFIGURED:
         chosen_config = with_change(chosen_config, "fine_tune", choices["fine_tune"])
@@ -324,7 +359,7 @@ def tune_stack(
         base = probe_base if c.probe else incumbent
         return None if c is base else base
 
-    learned = [c for c in pool if c.scored and not c.probe] + ([combined] if combined and combined.scored else [])
+    learned = [c for c in pool if c.scored and not c.probe] + [c for c in extra if c.scored]
     beats = [c.label for c in learned if _paired(c, markov, groups, config)["ci95"][0] > 0]
     versus = _paired(final, markov, groups, config)
     note = None
@@ -343,14 +378,15 @@ def tune_stack(
         "rule": "per dimension: the best validation mean wins, except that a cheaper candidate "
                 "whose day-level paired CI against it includes zero is a tie and wins; the "
                 "dimensions' choices apply together unless the best single change beats their "
-                "combination (paired CI above zero)",
-        "candidates": [_described(c, baseline(c), metric, groups, config)
-                       for c in ([*pool, combined] if combined else pool)],
+                "combination (paired CI above zero); when that stack loses to markov-best "
+                "(CI below zero), each dimension's best mean, if it scores higher (the floor)",
+        "candidates": [_described(c, baseline(c), metric, groups, config) for c in [*pool, *extra]],
         "choices": choices,
         "chosen": final.label,
         "chosen_config": _stack_summary(chosen_config),
         "markov_best": {metric: markov_hr, "chosen_minus_markov_best": versus,
                         "beaten_by": beats},
+        "floor": floor,
         "note": note,
         "not_run": [c.label for c in skipped],
         "runs": len(run_seconds),
@@ -407,6 +443,11 @@ def tuning_lines(entry: dict[str, Any]) -> list[str]:
         lines.append(f"  {c['label']:<34} {metric} {c[metric]:.4f}  {c['flops']:.3g} flops{against}")
     mb = entry["markov_best"]
     vs = mb["chosen_minus_markov_best"]
+    floor = entry.get("floor") or {}
+    if floor.get("candidate"):
+        lines.append(f"the cheaper ties lost to markov-best: the floor scored {floor['candidate']}"
+                     + (", which scores higher and replaces them" if floor["applied"]
+                        else ", which does not score higher"))
     lines.append(f"chosen: {entry['chosen']}"
                  + (f" (fine-tune recipe {entry['choices']['fine_tune']})"
                     if entry["choices"].get("fine_tune") not in (None, CONFIGURED) else "")
