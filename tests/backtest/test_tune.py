@@ -154,6 +154,7 @@ def test_tune_writes_a_pipeline_a_workspace_deploys(
     assert out.read_text().startswith("# Written by `hybridrec tune`")
     chosen = entry["chosen_config"]["policy"]["options"]["rag_every_days"]
     assert written["update_policy"]["options"]["rag_every_days"] == chosen
+    assert written.get("evidence") == {k: v for k, v in entry["chosen_config"]["evidence"].items() if v is not None}
     assert written["generator"] == {"plugin": "fake-gen", "options": {}}
     code, _, err = cli(capsys, "init", str(tmp_path / "ws"), "--config", str(out))
     assert code == 0, err
@@ -169,6 +170,8 @@ def test_backtest_tune_runs_the_test_days_with_the_choice(fake_stack, tmp_path: 
     hybrid = next(a for a in report["arms"] if a["name"] == "hybrid")
     assert hybrid["config"]["pipeline"]["update_policy"]["options"]["rag_every_days"] == \
         entry["choices"]["policy.rag_every_days"]
+    # the report's chosen stack is the one the test days ran, its evidence as chosen for the start
+    assert entry["chosen_config"]["evidence"] == hybrid["config"]["pipeline"]["evidence"]
     from hybridrec.backtest.report import render_markdown
 
     assert "## Tuning: the LLM stack chosen on the validation days" in render_markdown(report, {})

@@ -487,6 +487,9 @@ def run_backtest(
 
         tuned = tune_stack(config, catalog, transitions, run=run_backtest, progress=progress)
         config, tuning = tuned.config, tuned.report
+        # the evidence the test days run with: the candidates' estimator chosen for this start
+        validated, _ = with_validated_candidates(config, tuned.history)
+        tuning["chosen_config"]["evidence"] = validated.llm.evidence.model_dump(mode="json")
     seeds = config.seed_list()
     llm_names = config.llm_arms()
 

@@ -152,6 +152,8 @@ def register(cli: click.Group) -> None:
         header = "\n".join([*textwrap.wrap(said, 94), f"`hybridrec init WS --config {out.name}` deploys it."])
         # the deployed pipeline: the backtest's own choices on the days before the start applied
         _, pipeline = arm_pipeline(tuned.config, entry["arm"], tuned.history)
+        if pipeline.evidence is not None:  # the candidates' estimator chosen for the start
+            entry["chosen_config"]["evidence"] = pipeline.evidence.model_dump(mode="json")
         atomic_write_bytes(out, pipeline_toml(pipeline, header=header).encode("utf-8"))
         if json_out is not None:
             atomic_write_json(json_out, entry)
