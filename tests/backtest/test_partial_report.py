@@ -162,3 +162,29 @@ def test_an_error_in_any_phase_of_an_arm_gives_a_partial_report(
     assert partial["type"] == type(error).__name__
     assert partial["completed_days"] == (0 if phase == "begin" else 2)
     assert all(len(arm["per_day"]) == partial["completed_days"] for arm in info.value.report["arms"])
+
+
+def test_a_crash_in_a_later_training_seed_keeps_the_seeds_that_completed_and_says_so(
+        fake_stack, catalog, transitions, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    original = PolicyArm.end_of_day
+    seen: list[str] = []
+
+    def failing(self, history, when):  # type: ignore[no-untyped-def]
+        if self.name == "hybrid" and getattr(when, "label", None) == "2000-01-25":
+            seen.append("hybrid")
+            if len(seen) == 2:  # the second training seed's hybrid: the first one passed this day
+                raise RuntimeError("disk full")
+        return original(self, history, when)
+
+    monkeypatch.setattr(PolicyArm, "end_of_day", failing)
+    config = fake_config(arms=["hybrid", "markov-all"], seeds=2)
+    with pytest.raises(StudyInterrupted, match="disk full") as info:
+        run_backtest(config, data=(catalog, transitions), drift=False)
+    report = info.value.report
+    assert report["partial"]["seed"] == 1 and report["partial"]["completed_days"] == 4
+    # seed 0 completed every day and is what the report holds
+    assert report["seeds"]["training_seeds"] == [0]
+    assert all(len(arm["per_day"]) == 40 for arm in report["arms"])
+    text = write_report(report, tmp_path)["markdown"].read_text()
+    assert ("Training seed 1 completed 4 of 40 test days and is left out: every number below "
+            "covers all 40 test days of training seed 0.") in text

@@ -761,11 +761,20 @@ def _partial_lines(report: dict[str, Any]) -> list[str]:
     p = report.get("partial")
     if not p:
         return []
+    kept = (report.get("seeds") or {}).get("training_seeds") or []
+    if kept and p.get("seed") not in kept:
+        # a later training seed failed: the seeds before it completed every day
+        covered = (f"Training seed {p.get('seed')} completed {p.get('completed_days')} of "
+                   f"{p.get('planned_days')} test days and is left out: every number below "
+                   f"covers all {p.get('planned_days')} test days of training seed"
+                   f"{'s' if len(kept) > 1 else ''} {', '.join(str(s) for s in kept)}.")
+    else:
+        covered = (f"Every number below covers the {p.get('completed_days')} of "
+                   f"{p.get('planned_days')} test days that every arm completed.")
     return [
         f"**PARTIAL REPORT: the study stopped early.** {p.get('type')} in arm `{p.get('arm')}` "
         f"({p.get('phase')}) on {p.get('day') or 'its setup'}, training seed {p.get('seed')}: "
-        f"{p.get('error')}. Every number below covers the {p.get('completed_days')} of "
-        f"{p.get('planned_days')} test days that every arm completed.",
+        f"{p.get('error')}. {covered}",
         "",
     ]
 
