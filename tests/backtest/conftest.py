@@ -46,6 +46,17 @@ def transitions() -> TransitionSet:
 
 
 @pytest.fixture
+def no_data_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes any read of a study's data fail: for checks that must refuse a study before it."""
+    import hybridrec.backtest.study as study
+
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was read before the study was checked")
+
+    monkeypatch.setattr(study, "load_data", no_data)
+
+
+@pytest.fixture
 def fake_stack(hybridrec_plugin) -> Iterator[dict[str, int]]:  # type: ignore[no-untyped-def]
     """Registers the fake generator, fine-tuner, store and cost model; yields the call counters."""
     hybridrec_plugin(fakes, name="backtest-fakes")

@@ -38,14 +38,8 @@ def test_backtest_command_reports_bad_input_without_a_traceback(tmp_path: Path, 
 
 
 def test_every_plugin_option_is_checked_before_any_data_is_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_data_reads: None
 ) -> None:
-    import hybridrec.backtest.study as study
-
-    def no_data(*args: object, **kwargs: object) -> None:
-        raise AssertionError("data was read before the study was validated")
-
-    monkeypatch.setattr(study, "load_data", no_data)
     config = tmp_path / "study.toml"
     config.write_text(
         'dataset = "synthetic"\narms = ["hybrid", "markov-all"]\n'

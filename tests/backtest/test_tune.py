@@ -255,14 +255,8 @@ def test_demo_and_backtest_take_tune_as_a_flag(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_a_bad_tune_table_is_refused_before_any_data_is_read(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_data_reads: None
 ) -> None:
-    import hybridrec.backtest.study as study
-
-    def no_data(*args: object, **kwargs: object) -> None:
-        raise AssertionError("data was read before [tune] was checked")
-
-    monkeypatch.setattr(study, "load_data", no_data)
     path = tmp_path / "study.toml"
     path.write_text('arms = ["hybrid", "markov-best"]\n[tune]\npolicy = { nope = [1.0] }\n')
     code, _, err = cli(capsys, "tune", "--config", str(path), "--out", str(tmp_path / "p.toml"))

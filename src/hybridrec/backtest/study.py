@@ -292,7 +292,8 @@ def _replay_once(
     progress: bool,
     workdir: Path | None,
 ) -> tuple[ReplayResult, dict[str, Any]]:
-    """One replay of ``config.arms`` with ``config.seed``; returns the result and its setup."""
+    """One replay of ``config.arms`` with ``config.seed`` (its candidates' estimator already chosen:
+    :func:`run_backtest` does it once for every seed); returns the result and its setup."""
     seed_everything(config.seed, config.threads)
     start, end = config.start_dt, config.end_dt
     setup: dict[str, Any] = {"arms": list(config.arms), "seed": config.seed}
@@ -304,9 +305,6 @@ def _replay_once(
             if workdir is None:
                 workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hybridrec-backtest-")))
             history = transitions.take(np.arange(warm))
-            config, chosen = with_validated_candidates(config, history)
-            if chosen is not None:
-                setup["candidate_estimator"] = chosen
             plans = [config.arm_plan(name) for name in llm_names]
             if any(not p.own_stack for p in plans):
                 cache, setup["initial_adapter"] = _prepared_cache(
@@ -487,9 +485,12 @@ def run_backtest(
 
         tuned = tune_stack(config, catalog, transitions, run=run_backtest, progress=progress)
         config, tuning = tuned.config, tuned.report
-        # the evidence the test days run with: the candidates' estimator chosen for this start
-        validated, _ = with_validated_candidates(config, tuned.history)
-        tuning["chosen_config"]["evidence"] = validated.llm.evidence.model_dump(mode="json")
+    candidate_estimator: dict[str, Any] | None = None
+    if config.llm_arms():
+        # the candidates' estimator chosen on the validation days, once for every training seed
+        config, candidate_estimator = with_validated_candidates(config, transitions.take(np.arange(warm)))
+        if tuning is not None:  # the evidence the test days run with
+            tuning["chosen_config"]["evidence"] = config.llm.evidence.model_dump(mode="json")
     seeds = config.seed_list()
     llm_names = config.llm_arms()
 
@@ -501,6 +502,8 @@ def run_backtest(
 
     result, setup = _replay_once(with_training_seed(config, seeds[0]), catalog, transitions, warm,
                                  progress=progress, workdir=workdir_of(seeds[0]))
+    if candidate_estimator is not None:
+        setup["candidate_estimator"] = candidate_estimator
     failure = dict(result.failure) if result.failure else None
     validation = setup.pop("validation", None)
     extra_seeds: list[tuple[int, ReplayResult]] = []

@@ -335,7 +335,8 @@ def tune_stack(
     # choice loses to markov-best on these days (CI below zero), the best mean of each dimension
     # wins instead of the cheapest tie, and that stack replaces the choice if it scores higher.
     floor: dict[str, Any] = {"applied": False, "candidate": None}
-    if _paired(final, markov, groups, config)["ci95"][1] < 0:
+    versus = _paired(final, markov, groups, config)
+    if versus["ci95"][1] < 0:
         best_choices, best_winners = decide(ties=False)
         if [c.label for c in best_winners] != [c.label for c in winners]:
             if len(best_winners) > 1 and tune.combine:
@@ -346,6 +347,7 @@ def tune_stack(
             if option.scored and option.score() > final.score():
                 final, choices = option, best_choices
                 floor["applied"] = True
+                versus = _paired(final, markov, groups, config)
     chosen_config = final.config
     if choices.get("fine_tune", CONFIGURED) != CONFIGURED:
         chosen_config = with_change(chosen_config, "fine_tune", choices["fine_tune"])
@@ -361,7 +363,6 @@ def tune_stack(
 
     learned = [c for c in pool if c.scored and not c.probe] + [c for c in extra if c.scored]
     beats = [c.label for c in learned if _paired(c, markov, groups, config)["ci95"][0] > 0]
-    versus = _paired(final, markov, groups, config)
     note = None
     if not beats:
         best = max(learned, key=lambda c: c.score())
