@@ -44,8 +44,11 @@ from hybridrec.interfaces import Generator, TableExecutor, snapshot_evidence
 from hybridrec.types import Rankings
 
 #: Environment variables forwarded to every worker (a remote cluster does not inherit the
-#: driver's environment): plugin selection switches and offline model loading.
-FORWARDED_ENV_PREFIXES: tuple[str, ...] = ("HYBRIDREC_", "HF_", "TRANSFORMERS_")
+#: driver's environment): plugin selection switches, offline model loading and the CPU kernels
+#: the driver pinned (:mod:`hybridrec.kernels`), so workers rank with the driver's kernels.
+FORWARDED_ENV_PREFIXES: tuple[str, ...] = (
+    "HYBRIDREC_", "HF_", "TRANSFORMERS_", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA",
+)
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,11 @@ import importlib
 from typing import Any
 
 from hybridrec.hookspecs import hookimpl
+from hybridrec.kernels import pin_cpu_kernels as _pin_cpu_kernels
+
+# Before any of hybridrec's torch code runs (ATen and MKL choose their CPU kernels once): the same
+# floating-point results on any x86-64 CPU with AVX2. HYBRIDREC_NATIVE_CPU_KERNELS=1 opts out.
+_pin_cpu_kernels()
 
 __version__ = "0.1.0"
 

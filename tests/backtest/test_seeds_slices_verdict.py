@@ -154,6 +154,9 @@ def test_run_backtest_replays_llm_arms_per_seed(fake_stack, catalog, transitions
     assert "seeds" not in arms["markov-all"]
     assert report["setup"]["seeds"] == [0, 1]
     assert [p["seed"] for p in report["setup"]["per_seed"]] == [1]
+    # what the numbers were computed on, for comparing reports across machines
+    machine = report["setup"]["machine"]
+    assert machine["cpu"] and set(machine) >= {"torch_cpu_capability", "ATEN_CPU_CAPABILITY", "MKL_CBWR"}
     assert fake_stack["fine_tune"] >= 2  # one initial fine-tune per seed
     paths = write_report({**report, "verdict": verdict(report)}, tmp_path)
     text = paths["markdown"].read_text()

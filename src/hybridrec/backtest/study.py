@@ -34,6 +34,7 @@ from hybridrec.backtest.runner import ReplayResult, replay
 from hybridrec.config import PluginRef
 from hybridrec.engine.tables import KeepRule
 from hybridrec.errors import DataError, HybridrecError
+from hybridrec.kernels import kernel_settings
 from hybridrec.plugins import apply_evidence, build
 from hybridrec.types import ClusterCatalog, TransitionSet, datetime_to_ts, ts_to_datetime
 
@@ -537,6 +538,7 @@ def run_backtest(
         "clustering": config.clustering,
     }
     setup["wall_seconds"] = round(time.perf_counter() - started, 2)
+    setup["machine"] = kernel_settings()
     extra: dict[str, Any] = {"setup": setup,
                              "claims": [c.model_dump(mode="json") for c in config.claims]}
     if validation is not None:
