@@ -25,6 +25,7 @@ whole set and race on the output folder).
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -55,6 +56,8 @@ TRANSITIONS_FILE = "transitions.npz"
 EVIDENCE_FILE = "evidence.npz"
 RESULT_FILE = "result.json"
 LOG_FILE = "launch.log"
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,12 +466,19 @@ def _run_plan(plan: LaunchPlan, run_dir: Path, *, timeout: float | None) -> Fine
                 f"finish within {timeout} s; log: {log_path}"
             ) from None
     result_path = run_dir / RESULT_FILE
-    if done.returncode != 0 or not result_path.is_file():
+    if not result_path.is_file():
         tail = log_path.read_text(errors="replace")[-3000:]
         raise HybridrecError(
             f"distributed fine-tune ({plan.engine}, {plan.world_size} processes) failed with exit "
             f"code {done.returncode}; command: {plan.command_line()}\nlog {log_path} ends with:\n{tail}"
         )
+    if done.returncode != 0:
+        # Rank 0 publishes the result only after every rank passed the final barrier, so the job
+        # finished; what failed is the process group's teardown (gloo can abort a rank whose peer
+        # closed its sockets first).
+        logger.warning("distributed fine-tune (%s, %d processes) finished, then exited with code %d "
+                    "while tearing down its process group; log: %s", plan.engine,
+                    plan.world_size, done.returncode, log_path)
     return FineTuneResult.model_validate_json(result_path.read_text())
 
 
@@ -513,10 +523,12 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
                 "manifest": {**result.manifest, "world_size": ctx.world_size},
                 "seconds": max(result.seconds, time.perf_counter() - started),
             })
-            tmp = run_dir / f".{RESULT_FILE}.tmp"
-            tmp.write_text(result.model_dump_json(indent=2))
-            os.replace(tmp, run_dir / RESULT_FILE)
+            (run_dir / f".{RESULT_FILE}.tmp").write_text(result.model_dump_json(indent=2))
         ctx.barrier()
+        # Published once every rank has finished (the barrier): a result file proves the whole
+        # job did, so a rank that dies in the teardown below cannot fail a finished fine-tune.
+        if ctx.is_main:
+            os.replace(run_dir / f".{RESULT_FILE}.tmp", run_dir / RESULT_FILE)
     finally:
         if group:
             import torch.distributed as dist

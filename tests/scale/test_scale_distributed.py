@@ -265,3 +265,31 @@ def test_lora_fine_tune_runs_as_two_torchrun_ranks(tmp_path: Path) -> None:
         gen.load_adapter(tmp_path / folder)
         scores.append(gen.score_clusters(contexts).float().numpy())
     np.testing.assert_allclose(scores[0], scores[1], atol=2e-3)
+
+
+@pytest.mark.parametrize("publish", [True, False])
+def test_a_rank_that_dies_in_teardown_does_not_fail_a_finished_job(
+    publish: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The launcher trusts the published result (rank 0 publishes it only after the final
+    barrier), not the exit code alone: gloo can abort a rank while the process group is torn
+    down, after the job finished."""
+    import logging
+    import sys
+
+    from hybridrec.distributed import RESULT_FILE, LaunchPlan, _run_plan
+    from hybridrec.errors import HybridrecError
+
+    result = {"adapter_path": str(tmp_path / "a"), "manifest": {"world_size": 2}, "metrics": {},
+              "train_tokens": 10, "seconds": 1.0}
+    writes = f"open({str(tmp_path / RESULT_FILE)!r}, 'w').write({json.dumps(result)!r}); " if publish else ""
+    plan = LaunchPlan(engine="torchrun", argv=(sys.executable, "-c", writes + "raise SystemExit(134)"),
+                      nproc_per_node=2, world_size=2)
+    if publish:
+        with caplog.at_level(logging.WARNING, logger="hybridrec.distributed"):
+            got = _run_plan(plan, tmp_path, timeout=60)
+        assert got.manifest["world_size"] == 2
+        assert "tearing down" in caplog.text and "134" in caplog.text
+    else:
+        with pytest.raises(HybridrecError, match="failed with exit code 134"):
+            _run_plan(plan, tmp_path, timeout=60)
