@@ -6,8 +6,8 @@ set (and MKL by vendor). Each path rounds differently, and training a model from
 amplifies a rounding difference into another trajectory: the same ``make demo`` gave other
 HR@5 on an AMD EPYC with AVX-512 than on an Intel Xeon without (docs/results.md, "Across
 CPUs"). Pinning each library to a code path every x86-64 CPU with AVX2 runs the same way makes
-the numbers a property of the code and the data rather than of the machine, at some speed (the
-demo takes about a quarter longer on an AVX-512 CPU).
+the numbers a property of the code and the data rather than of the machine, at some speed (on
+an AVX-512 CPU the demo's study takes about a third longer: docs/results.md, "Setup times").
 
 :func:`pin_cpu_kernels` sets ``ATEN_CPU_CAPABILITY=avx2``, ``MKL_CBWR=COMPATIBLE`` and
 ``ONEDNN_MAX_CPU_ISA=AVX2`` where each is unset. The libraries read them once, at their first

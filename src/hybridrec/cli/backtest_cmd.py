@@ -174,7 +174,7 @@ def register(cli: click.Group) -> None:
     def demo(quick: bool, out: Path, seeds: int, tune: bool, quiet: bool) -> None:
         """The default study on ML-1M with every arm (2000-06-01 to 2000-12-31), seed 0.
 
-        About 10 minutes on a 2-core CPU (each further seed about 10 more); --quick takes about a
+        About 15 minutes on a 2-core CPU (each further seed about as long again); --quick takes about a
         minute. The stack is the rerank preset, whose values `hybridrec tune` keeps on these
         validation days; --tune chooses it again before the test days.
         """
