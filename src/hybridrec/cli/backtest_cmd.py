@@ -169,7 +169,7 @@ def register(cli: click.Group) -> None:
                   help="Training seeds of the LLM arms (0, 1, ...). Each further seed replays "
                   "the LLM arms again.")
     @click.option("--tune", "tune", is_flag=True, help="First choose the LLM stack on the 14 "
-                  "validation days (`hybridrec tune`'s default search space; about 8 more minutes).")
+                  "validation days (`hybridrec tune`'s default search space; about 12 more minutes).")
     @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
     def demo(quick: bool, out: Path, seeds: int, tune: bool, quiet: bool) -> None:
         """The default study on ML-1M with every arm (2000-06-01 to 2000-12-31), seed 0.
