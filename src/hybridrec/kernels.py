@@ -47,14 +47,19 @@ def cpu_has_avx2(cpuinfo: Path = _CPUINFO) -> bool:
     False where it cannot be read)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
+    return "avx2" in (_cpuinfo_field("flags", cpuinfo) or "").split()
+
+
+def _cpuinfo_field(name: str, cpuinfo: Path = _CPUINFO) -> str | None:
+    """The first ``name : value`` of ``cpuinfo`` (None where absent or unreadable)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        return False
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return "avx2" in line.split(":", 1)[-1].split()
-    return False
+        if line.startswith(name):
+            return line.split(":", 1)[-1].strip()
+    return None
 
 
 def pin_cpu_kernels(environ: MutableMapping[str, str] | None = None, *,
@@ -88,10 +93,4 @@ def kernel_settings() -> dict[str, str | None]:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in _CPUINFO.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[-1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
