@@ -91,3 +91,25 @@ def test_the_full_fine_tune_study_is_the_demo_with_full_fine_tune() -> None:
     demo = BacktestConfig()
     assert config.model_dump(exclude={"llm"}) == demo.model_dump(exclude={"llm"})
     assert config.llm.model_dump(exclude={"fine_tuner"}) == demo.llm.model_dump(exclude={"fine_tuner"})
+
+
+def test_the_fine_tune_studies_change_only_the_fine_tune_and_differ_only_in_the_example_cap() -> None:
+    """research/studies/fine-tune-epochs.toml and fine-tune-whole-window.toml are the demo's
+    hybrid and rag-only with the full fine-tune (epochs chosen by held-out NLL), as
+    docs/results.md reads them: nothing else of the demo's study changes, and the two differ only
+    in how many of the window's examples a fine-tune reads."""
+    from hybridrec.backtest.config import BacktestConfig, load_backtest_config
+
+    folder = Path(__file__).parents[2] / "research" / "studies"
+    capped = load_backtest_config(folder / "fine-tune-epochs.toml")
+    whole = load_backtest_config(folder / "fine-tune-whole-window.toml")
+    demo = BacktestConfig()
+    assert list(capped.arms) == list(whole.arms) == ["hybrid", "rag-only"]
+    assert capped.model_dump(exclude={"llm", "arms"}) == demo.model_dump(exclude={"llm", "arms"})
+    assert capped.llm.model_dump(exclude={"fine_tuner"}) == demo.llm.model_dump(exclude={"fine_tuner"})
+    options = capped.llm.fine_tuner.options
+    assert (options["mode"], options["select_epoch"], options["epochs"]) == ("full", True, 3.0)
+    assert whole.llm.model_dump(exclude={"fine_tuner"}) == capped.llm.model_dump(exclude={"fine_tuner"})
+    assert {k: v for k, v in whole.llm.fine_tuner.options.items() if k != "max_examples"} == \
+        {k: v for k, v in options.items() if k != "max_examples"}
+    assert (options["max_examples"], whole.llm.fine_tuner.options["max_examples"]) == (30000, 1000000)
