@@ -14,8 +14,8 @@ serves (the initial model, trained from scratch on all history before the start)
 
 Every variant is scored on the same rows: each transition of the month, its prompt carrying the
 count evidence of everything before its own time (as a daily refresh would serve it), HR@5 of
-the model's re-ranked list. Differences are paired per transition, with a day-level bootstrap
-95% CI. It prints a table and writes JSON::
+the model's re-ranked list. Differences are paired per transition, with the backtest's
+day-level paired bootstrap 95% CI (:func:`hybridrec.backtest.metrics.paired_bootstrap`). It prints a table and writes JSON::
 
     python research/studies/fine_tune_ceiling.py --months 2000-07,2000-09 --out ceiling.json
 
@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fine_tune_probe import demo_setup, demo_tuner
 
-from hybridrec.backtest.config import DEMO_FINE_TUNE, DEMO_INITIAL_FINE_TUNE, BacktestConfig
-from hybridrec.backtest.study import build_stack, load_data, seed_everything
-from hybridrec.plugins import build
+from hybridrec.backtest.config import DEMO_INITIAL_FINE_TUNE
+from hybridrec.backtest.metrics import DayGroups, paired_bootstrap
 from hybridrec.types import TimeWindow
 
 DAY = 86400
@@ -60,16 +59,6 @@ def _month(text: str) -> TimeWindow:
     return TimeWindow(start=start, end=end)
 
 
-def _ci(diff: np.ndarray, days: np.ndarray, rng: np.random.Generator, draws: int = 2000) -> list[float]:
-    """Day-level bootstrap 95% CI of the mean of per-row ``diff``."""
-    uniq, inverse = np.unique(days, return_inverse=True)
-    sums = np.bincount(inverse, weights=diff, minlength=uniq.shape[0])
-    counts = np.bincount(inverse, minlength=uniq.shape[0]).astype(float)
-    picks = rng.integers(0, uniq.shape[0], size=(draws, uniq.shape[0]))
-    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
-    return [round(float(np.quantile(means, 0.025)), 4), round(float(np.quantile(means, 0.975)), 4)]
-
-
 def _hits(generator: Any, scored: Any) -> np.ndarray:
     """Per row: is the answer in the generator's (active adapter's) re-ranked top 5?"""
     ranked = generator.rank(scored.contexts, scored.evidence, 5, as_of=scored.ts)
@@ -85,29 +74,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
-    seed_everything(args.seed)
-    config = BacktestConfig(dataset="ml-1m")
-    catalog, transitions = load_data(config)
-    work = Path(tempfile.mkdtemp(prefix="fine-tune-ceiling-"))
-    generator = build_stack(config, catalog, work).generator
+    transitions, work, generator = demo_setup(args.seed, "fine-tune-ceiling-")
     variants = json.loads(args.variants) if args.variants else VARIANTS
 
-    def tuner(**overrides: Any) -> Any:
-        return build("fine_tuner", {"plugin": "lora", "options": {**DEMO_FINE_TUNE, "seed": args.seed, **overrides}})
-
     started = time.perf_counter()
-    init = tuner(**DEMO_INITIAL_FINE_TUNE).fine_tune(
+    init = demo_tuner(args.seed, **DEMO_INITIAL_FINE_TUNE).fine_tune(
         generator, transitions, TimeWindow(start=FIRST, end=START), work / "init")
     print(f"initial model (all history before {START.date()}): {time.perf_counter() - started:.0f} s")
-    rng = np.random.default_rng(0)
     results: dict[str, Any] = {"seed": args.seed, "days": args.days, "months": {}}
     for month in args.months.split(","):
         window = _month(month)
         rows = transitions.window(window)
         # every row but the first is scored (a fine-tuner's split keeps one row on each side)
-        _, scored = tuner(holdout_fraction=0.999999, holdout_max=10**9).build_examples(
+        _, scored = demo_tuner(args.seed, holdout_fraction=0.999999, holdout_max=10**9).build_examples(
             rows, None, max(1, generator.evidence_items), history=transitions)
-        days = scored.ts // DAY
+        _, day_of = np.unique(scored.ts // DAY, return_inverse=True)
+        days = DayGroups(day_of, int(day_of.max()) + 1)
 
         generator.load_adapter(init.adapter_path)
         base = _hits(generator, scored)
@@ -123,14 +105,15 @@ def main() -> None:
             previous = None if spec.get("from") == "scratch" else init.adapter_path
             generator.load_adapter(init.adapter_path)
             t0 = time.perf_counter()
-            tuner(**spec["options"]).fine_tune(
+            demo_tuner(args.seed, **spec["options"]).fine_tune(
                 generator, transitions, train_window, work / month / name, previous_adapter=previous)
             seconds = time.perf_counter() - t0
-            diff = _hits(generator, scored) - base
+            hits = _hits(generator, scored)
+            delta, ci = paired_bootstrap(hits, base, days)
             line["variants"][name] = {
                 "train": spec["train"], "window": [str(train_window.start.date()), str(train_window.end.date())],
-                "hr@5": round(float(base.mean() + diff.mean()), 4), "delta": round(float(diff.mean()), 4),
-                "ci95": _ci(diff, days, rng), "seconds": round(seconds, 1),
+                "hr@5": round(float(hits.mean()), 4), "delta": round(delta, 4),
+                "ci95": [round(ci[0], 4), round(ci[1], 4)], "seconds": round(seconds, 1),
             }
             v = line["variants"][name]
             print(f"  {name:>13} ({spec['train']:>5})  HR@5 {v['hr@5']:.4f}  Δ {v['delta']:+.4f} "

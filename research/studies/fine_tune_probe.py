@@ -39,6 +39,21 @@ def _window(text: str) -> TimeWindow:
     return TimeWindow(start=start, end=end)
 
 
+def demo_setup(seed: int, prefix: str) -> tuple[Any, Path, Any]:
+    """Seeded: ML-1M's transitions, a new scratch folder named ``prefix*`` and the demo stack's
+    (untrained) generator. Shared with fine_tune_ceiling.py."""
+    seed_everything(seed)
+    config = BacktestConfig(dataset="ml-1m")
+    catalog, transitions = load_data(config)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    return transitions, work, build_stack(config, catalog, work).generator
+
+
+def demo_tuner(seed: int, **overrides: Any) -> Any:
+    """The ``lora`` fine-tuner with the demo's options, ``seed`` and ``overrides`` merged over them."""
+    return build("fine_tuner", {"plugin": "lora", "options": {**DEMO_FINE_TUNE, "seed": seed, **overrides}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", default="2000-04-20:2000-05-18", help="initial model's window")
@@ -48,15 +63,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    seed_everything(args.seed)
-    config = BacktestConfig(dataset="ml-1m")
-    catalog, transitions = load_data(config)
-    work = Path(tempfile.mkdtemp(prefix="fine-tune-probe-"))
-    generator = build_stack(config, catalog, work).generator
+    transitions, work, generator = demo_setup(args.seed, "fine-tune-probe-")
 
     def tuner(**overrides: Any) -> Any:
-        options = {**DEMO_FINE_TUNE, "select_epoch": True, "seed": args.seed, **overrides}
-        return build("fine_tuner", {"plugin": "lora", "options": options})
+        return demo_tuner(args.seed, **{"select_epoch": True, **overrides})
 
     started = time.perf_counter()
     init = tuner(**DEMO_INITIAL_FINE_TUNE).fine_tune(generator, transitions, _window(args.init), work / "init")
